@@ -1,0 +1,27 @@
+"""Clarion: an open-source notification platform.
+
+Producers that already run Celery can skip the HTTP API and enqueue directly::
+
+    import clarion
+    accepted = clarion.enqueue(my_celery_app, recipients=["user-42"], category="links",
+                               title="Your link expires tomorrow")
+
+``my_celery_app`` must point at Clarion's broker. The call validates exactly like
+``POST /v1/notifications`` (raising ``pydantic.ValidationError``) and returns the same ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def enqueue(celery_app: Any, **fields: Any):
+    """Validate a notification request and enqueue Clarion's ``create`` task on ``celery_app``."""
+    from clarion.core import send
+    from clarion.core.schemas import NotificationCreate
+
+    message = send.prepare(NotificationCreate(**fields))
+    send.enqueue(celery_app, message)
+    return send.accepted(message)

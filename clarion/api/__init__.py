@@ -1,0 +1,1 @@
+"""HTTP API: FastAPI app factory, dependencies, schemas, one router per resource."""

@@ -1,0 +1,110 @@
+"""Producer endpoints: send, and read a notification's status."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+
+from clarion.api.deps import Producer, RuntimeDep, SessionDep
+from clarion.api.problems import Problem
+from clarion.api.schemas import NotificationStatus
+from clarion.core import send
+from clarion.core.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
+from clarion.db import notifications
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
+UNAVAILABLE = {"Retry-After": "5"}
+
+
+def _unavailable(what: str) -> Problem:
+    return Problem(
+        503, "broker-unavailable",
+        f"The {what} is unreachable; nothing was accepted. Retry later.", headers=UNAVAILABLE,
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=NotificationAccepted,
+    summary="Send a notification to one or many recipients",
+    responses={
+        409: {"description": "Idempotency-Key reused with another body, or still in progress"},
+        422: {"description": "Invalid request (problem+json); nothing was enqueued"},
+        503: {"description": "Broker unreachable; nothing was enqueued. See Retry-After."},
+    },
+)
+def send_notification(
+    body: NotificationCreate,
+    runtime: RuntimeDep,
+    producer: Producer,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=255, description="Same key + same body within 24 h = same answer."),
+    ] = None,
+) -> JSONResponse:
+    """Validate, enqueue one ``create`` task, and answer 202 with the final ids.
+
+    A 202 means the request is in the broker; the worker persists it shortly after.
+    """
+    key = f"{producer.key_id}:{idempotency_key}" if idempotency_key else None
+    fingerprint = send.fingerprint(body.model_dump(mode="json")) if key else ""
+    if key:
+        try:
+            claim = runtime.idempotency.claim(key, fingerprint)
+        except RedisError:
+            raise _unavailable("idempotency store") from None
+        if claim.outcome == "replay":
+            return JSONResponse(claim.response, 202, headers={"Idempotent-Replayed": "true"})
+        if claim.outcome == "mismatch":
+            raise Problem(409, "idempotency-key-reused",
+                          "This Idempotency-Key was used with a different request body.")
+        if claim.outcome == "in_progress":
+            raise Problem(409, "idempotency-key-in-progress",
+                          "A request with this Idempotency-Key is still being processed.",
+                          headers={"Retry-After": "1"})
+    message = send.prepare(body)
+    try:
+        send.enqueue(runtime.celery, message)
+    except (BrokerError, RedisError, OSError):
+        log.warning("broker unreachable; request %s refused", message.request_id)
+        if key:
+            runtime.idempotency.release(key)
+        raise _unavailable("broker") from None
+    answer = send.accepted(message).model_dump(mode="json")
+    if key:
+        runtime.idempotency.complete(key, fingerprint, answer)
+    return JSONResponse(answer, status_code=202)
+
+
+@router.get(
+    "/{notification_id}",
+    response_model=NotificationStatus,
+    summary="A notification with its deliveries",
+    responses={404: {"description": "Unknown id, or not persisted yet"}},
+)
+def get_notification(
+    notification_id: uuid.UUID, session: SessionDep, producer: Producer
+) -> NotificationStatus:
+    row = notifications.get(session=session, id=notification_id)
+    if row is None:
+        raise Problem(404, "not-found", "No such notification (or the worker has not stored it yet).")
+    deliveries = notifications.deliveries_of(session=session, notification_id=row.id)
+    return NotificationStatus.model_validate(
+        {
+            **NotificationPublic.model_validate(row).model_dump(),
+            "request_id": row.request_id,
+            "recipient": row.recipient_id,
+            "dedupe_key": row.dedupe_key,
+            "deleted_at": row.deleted_at,
+            "deliveries": deliveries,
+        },
+        from_attributes=True,
+    )

@@ -1,0 +1,145 @@
+"""Producer API keys and end-user tokens.
+
+API keys are 256-bit random secrets, so a single SHA-256 is the right hash (a slow password
+hash protects low-entropy secrets; it would only add latency here). Lookups go through a
+short per-process cache: revoking a key takes effect within ``api_key_cache_seconds``.
+
+User tokens are JWTs with ``sub`` = subscriber id: HS256 signed with CLARION_SECRET_KEY
+(``clarion token``), or issued by the producer's own auth and checked with
+CLARION_JWT_PUBLIC_KEY. The accepted algorithms are always explicit, so ``alg: none`` and
+algorithm confusion are refused by pyjwt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import jwt
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from clarion.db.models import ApiKey
+from clarion.ids import utcnow
+from clarion.settings import Settings
+
+SCOPES = ("notify", "admin")
+KEY_PREFIX = "clk_"
+
+
+class AuthError(Exception):
+    """Credentials missing, malformed, expired or not ours: always a 401, never details."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: int
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        # admin can do everything notify can.
+        return "admin" in self.scopes or scope in self.scopes
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_key(*, session: Session, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
+    """Store a new key and return it with its secret, which is never stored or shown again."""
+    unknown = set(scopes) - set(SCOPES)
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be among {SCOPES}, got {scopes}")
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(
+        name=name,
+        prefix=secret[:12],
+        key_hash=hash_key(secret),
+        scopes=sorted(set(scopes)),
+        created_at=utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    return row, secret
+
+
+def revoke_api_key(*, session: Session, id: int) -> bool:
+    stmt = update(ApiKey).where(ApiKey.id == id, ApiKey.revoked_at.is_(None))
+    return session.execute(stmt.values(revoked_at=utcnow())).rowcount > 0
+
+
+class ApiKeyVerifier:
+    """Resolves a bearer secret to a Principal, caching answers (good and bad) briefly."""
+
+    def __init__(self, sessions: sessionmaker[Session], cache_seconds: float) -> None:
+        self._sessions = sessions
+        self._ttl = cache_seconds
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, secret: str) -> Principal:
+        digest = hash_key(secret)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit is None or hit[0] < now:
+            hit = (now + self._ttl, self._load(digest))
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[digest] = hit
+        if hit[1] is None:
+            raise AuthError("invalid API key")
+        return hit[1]
+
+    def _load(self, digest: str) -> Principal | None:
+        with self._sessions() as session:
+            row = session.execute(
+                select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+            ).scalar_one_or_none()
+        if row is None:
+            return None
+        return Principal(key_id=row.id, name=row.name, scopes=frozenset(row.scopes))
+
+
+def issue_user_token(settings: Settings, subscriber_id: str, ttl_seconds: int | None = None) -> str:
+    now = utcnow()
+    claims = {
+        "sub": subscriber_id,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + timedelta(seconds=ttl_seconds or settings.token_ttl_seconds),
+    }
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    return jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm="HS256")
+
+
+def verify_user_token(settings: Settings, token: str) -> str:
+    """The subscriber id of a valid token; AuthError for anything else."""
+    try:
+        header = jwt.get_unverified_header(token)
+        if settings.jwt_public_key and header.get("alg") != "HS256":
+            key, algorithms = settings.jwt_public_key, settings.jwt_algorithms
+        else:
+            key, algorithms = settings.secret_key.get_secret_value(), ["HS256"]
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=algorithms,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": ["exp", "sub", "aud"]},
+            leeway=30,
+        )
+    except jwt.PyJWTError as exc:
+        raise AuthError(str(exc)) from None
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise AuthError("token has no subject")
+    return subject

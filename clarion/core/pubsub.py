@@ -1,0 +1,103 @@
+"""Live-event fan-out between workers and API processes, chosen by URL scheme.
+
+Workers publish after commit; each API process holds one subscription (not one per
+connection) and routes events to its connected clients by recipient. Events are a
+convenience on top of the database: a lost event is recovered by resuming from a cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+CHANNEL = "clarion:events"
+
+
+class PubSub(Protocol):
+    def publish_many(self, events: list[dict[str, Any]]) -> None: ...
+
+    def subscribe(self) -> AsyncIterator[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryPubSub:
+    """In-process fan-out for the embedded mode, where worker and API share one process."""
+
+    def __init__(self, url: str) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
+
+    def publish_many(self, events: list[dict[str, Any]]) -> None:
+        with self._lock:
+            targets = list(self._subscribers)
+        for loop, queue in targets:
+            for event in events:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+        entry = (asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            self._subscribers.append(entry)
+        try:
+            while True:
+                yield await entry[1].get()
+        finally:
+            with self._lock:
+                self._subscribers.remove(entry)
+
+    def close(self) -> None:
+        pass
+
+
+class RedisPubSub:
+    """Redis PUBLISH/SUBSCRIBE on one channel; publishes are pipelined per batch."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._url = url
+        self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+    def publish_many(self, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for event in events:
+            pipe.publish(CHANNEL, json.dumps(event, separators=(",", ":"), default=str))
+        pipe.execute()
+
+    async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self._url)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(CHANNEL)
+        try:
+            async for message in pubsub.listen():
+                yield json.loads(message["data"])
+        finally:
+            await pubsub.aclose()
+            await client.aclose()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+BACKENDS: dict[str, Callable[[str], PubSub]] = {
+    "memory": MemoryPubSub,
+    "redis": RedisPubSub,
+    "rediss": RedisPubSub,
+}
+
+
+def from_url(url: str) -> PubSub:
+    scheme = urlsplit(url).scheme
+    try:
+        return BACKENDS[scheme](url)
+    except KeyError:
+        raise ValueError(f"no pub/sub backend for {scheme!r} (have: {sorted(BACKENDS)})") from None

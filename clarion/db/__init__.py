@@ -1,0 +1,1 @@
+"""Persistence: models, session factory and repositories (keyword-only, explicit session)."""

@@ -1,0 +1,172 @@
+"""Notification and delivery repository."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from clarion.db.models import Delivery, Notification
+
+DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "dead", "skipped")
+
+
+@dataclass(frozen=True)
+class InboxFilter:
+    category: str | None = None
+    severity: str | None = None
+    status: str = "all"  # unread | read | all
+    archived: bool = False
+
+
+def existing_ids(*, session: Session, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    rows = session.execute(select(Notification.id).where(Notification.id.in_(ids)))
+    return set(rows.scalars())
+
+
+def recipients_with_dedupe_key(
+    *, session: Session, dedupe_key: str, recipients: Sequence[str]
+) -> set[str]:
+    rows = session.execute(
+        select(Notification.recipient_id).where(
+            Notification.dedupe_key == dedupe_key, Notification.recipient_id.in_(recipients)
+        )
+    )
+    return set(rows.scalars())
+
+
+def insert_many(*, session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(Notification), rows)
+
+
+def insert_deliveries(*, session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(Delivery), rows)
+
+
+def pending_deliveries(
+    *, session: Session, notification_ids: Sequence[uuid.UUID], channels: Iterable[str]
+) -> list[tuple[uuid.UUID, str]]:
+    """(delivery id, channel) of deliveries still waiting to be sent on these channels."""
+    rows = session.execute(
+        select(Delivery.id, Delivery.channel).where(
+            Delivery.notification_id.in_(notification_ids),
+            Delivery.channel.in_(list(channels)),
+            Delivery.status == "pending",
+        )
+    )
+    return [(row.id, row.channel) for row in rows]
+
+
+def get(*, session: Session, id: uuid.UUID) -> Notification | None:
+    return session.get(Notification, id)
+
+
+def deliveries_of(*, session: Session, notification_id: uuid.UUID) -> list[Delivery]:
+    rows = session.execute(
+        select(Delivery).where(Delivery.notification_id == notification_id).order_by(Delivery.channel)
+    )
+    return list(rows.scalars())
+
+
+def _visible(recipient_id: str):
+    return (Notification.recipient_id == recipient_id, Notification.deleted_at.is_(None))
+
+
+def get_for_recipient(*, session: Session, recipient_id: str, id: uuid.UUID) -> Notification | None:
+    """The notification only if it belongs to this recipient and is not deleted."""
+    return session.execute(
+        select(Notification).where(Notification.id == id, *_visible(recipient_id))
+    ).scalar_one_or_none()
+
+
+def inbox(
+    *,
+    session: Session,
+    recipient_id: str,
+    limit: int,
+    before: uuid.UUID | None,
+    filters: InboxFilter,
+) -> list[Notification]:
+    """Newest first, keyset-paginated on the time-ordered id (no OFFSET)."""
+    query = select(Notification).where(*_visible(recipient_id))
+    if before is not None:
+        query = query.where(Notification.id < before)
+    if filters.category:
+        query = query.where(Notification.category == filters.category)
+    if filters.severity:
+        query = query.where(Notification.severity == filters.severity)
+    if filters.status == "unread":
+        query = query.where(Notification.read_at.is_(None))
+    elif filters.status == "read":
+        query = query.where(Notification.read_at.is_not(None))
+    if filters.archived:
+        query = query.where(Notification.archived_at.is_not(None))
+    else:
+        query = query.where(Notification.archived_at.is_(None))
+    rows = session.execute(query.order_by(Notification.id.desc()).limit(limit))
+    return list(rows.scalars())
+
+
+def unread_counts(*, session: Session, recipient_id: str) -> dict[str, int]:
+    """Unread, unarchived, undeleted notifications per category (served by a partial index)."""
+    rows = session.execute(
+        select(Notification.category, func.count())
+        .where(
+            Notification.recipient_id == recipient_id,
+            Notification.read_at.is_(None),
+            Notification.archived_at.is_(None),
+            Notification.deleted_at.is_(None),
+        )
+        .group_by(Notification.category)
+    )
+    return {category: count for category, count in rows}
+
+
+def set_flags(
+    *,
+    session: Session,
+    recipient_id: str,
+    id: uuid.UUID,
+    read: bool | None,
+    archived: bool | None,
+    now: datetime,
+) -> Notification | None:
+    """Mark read/unread and archived/unarchived; None leaves a flag as it is."""
+    row = get_for_recipient(session=session, recipient_id=recipient_id, id=id)
+    if row is None:
+        return None
+    if read is not None:
+        row.read_at = (row.read_at or now) if read else None
+    if archived is not None:
+        row.archived_at = (row.archived_at or now) if archived else None
+    session.flush()
+    return row
+
+
+def read_all(*, session: Session, recipient_id: str, category: str | None, now: datetime) -> int:
+    stmt = update(Notification).where(*_visible(recipient_id), Notification.read_at.is_(None))
+    if category:
+        stmt = stmt.where(Notification.category == category)
+    return session.execute(stmt.values(read_at=now)).rowcount
+
+
+def soft_delete(*, session: Session, recipient_id: str, id: uuid.UUID, now: datetime) -> bool:
+    stmt = (
+        update(Notification)
+        .where(Notification.id == id, *_visible(recipient_id))
+        .values(deleted_at=now)
+    )
+    return session.execute(stmt).rowcount > 0
+
+
+def erase_for_recipient(*, session: Session, recipient_id: str) -> None:
+    ids = select(Notification.id).where(Notification.recipient_id == recipient_id)
+    session.execute(delete(Delivery).where(Delivery.notification_id.in_(ids)))
+    session.execute(delete(Notification).where(Notification.recipient_id == recipient_id))

@@ -1,0 +1,78 @@
+"""Subscriber repository."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from clarion.db.dialect import insert_for
+from clarion.db.models import Subscriber
+from clarion.db.notifications import erase_for_recipient
+
+PROFILE_FIELDS = ("email", "locale", "timezone", "name", "data")
+
+
+def ensure(*, session: Session, ids: Sequence[str], now: datetime) -> None:
+    """Create bare subscribers for ids not seen before; existing ones are untouched."""
+    if not ids:
+        return
+    stmt = insert_for(session, Subscriber).on_conflict_do_nothing(index_elements=["id"])
+    session.execute(
+        stmt, [{"id": i, "data": {}, "seq": 0, "created_at": now, "updated_at": now} for i in ids]
+    )
+
+
+def lock(*, session: Session, ids: Sequence[str]) -> None:
+    """Lock subscriber rows in id order until commit.
+
+    One order for everyone means concurrent transactions touching overlapping recipients
+    queue up instead of deadlocking; holding the lock to commit is what makes one
+    recipient's notifications commit in sequence order. (SQLite serialises writers anyway.)
+    """
+    if ids:
+        session.execute(
+            select(Subscriber.id)
+            .where(Subscriber.id.in_(sorted(set(ids))))
+            .order_by(Subscriber.id)
+            .with_for_update()
+        )
+
+
+def next_seqs(*, session: Session, ids: Sequence[str]) -> dict[str, int]:
+    """Bump each (locked) subscriber's sequence by one and return the new values."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        update(Subscriber)
+        .where(Subscriber.id.in_(list(ids)))
+        .values(seq=Subscriber.seq + 1)
+        .returning(Subscriber.id, Subscriber.seq)
+    )
+    return {row.id: row.seq for row in rows}
+
+
+def get(*, session: Session, id: str) -> Subscriber | None:
+    return session.get(Subscriber, id)
+
+
+def upsert(*, session: Session, id: str, profile: dict[str, Any], now: datetime) -> Subscriber:
+    """Create or replace a subscriber's profile fields; the sequence is never reset."""
+    values = {field: profile.get(field) for field in PROFILE_FIELDS}
+    values["data"] = values["data"] or {}
+    stmt = insert_for(session, Subscriber).values(
+        id=id, seq=0, created_at=now, updated_at=now, **values
+    )
+    stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={**values, "updated_at": now})
+    session.execute(stmt)
+    session.expire_all()
+    return session.get(Subscriber, id)
+
+
+def erase(*, session: Session, id: str) -> bool:
+    """Delete a subscriber with every notification and delivery of theirs (GDPR erasure)."""
+    erase_for_recipient(session=session, recipient_id=id)
+    return session.execute(delete(Subscriber).where(Subscriber.id == id)).rowcount > 0

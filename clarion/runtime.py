@@ -1,0 +1,60 @@
+"""What a Clarion process holds: settings, the database engine, the broker and pub/sub.
+
+Built once per process (API app factory, Celery app factory, CLI) and passed down, so
+nothing reads global state.
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import cached_property
+
+from clarion.core import idempotency, pubsub
+from clarion.db.session import make_engine, make_sessionmaker
+from clarion.settings import Settings
+from clarion.workers import queues
+
+DELIVER_BATCH = 100
+
+
+class Runtime:
+    def __init__(self, settings: Settings, celery=None) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self._celery = celery
+
+    @cached_property
+    def celery(self):
+        if self._celery is None:
+            from clarion.workers.app import create_celery
+
+            self._celery = create_celery(self.settings, runtime=self)
+        return self._celery
+
+    @cached_property
+    def pubsub(self) -> pubsub.PubSub:
+        return pubsub.from_url(self.settings.redis_url)
+
+    @cached_property
+    def idempotency(self) -> idempotency.IdempotencyStore:
+        return idempotency.from_url(self.settings.redis_url, self.settings.idempotency_ttl_seconds)
+
+    @cached_property
+    def api_keys(self):
+        from clarion.core.auth import ApiKeyVerifier
+
+        return ApiKeyVerifier(self.sessions, self.settings.api_key_cache_seconds)
+
+    def deliver(self, channel: str, delivery_ids: list[uuid.UUID]) -> None:
+        """Dispatch deliver tasks, batched, to the channel's own queue."""
+        for start in range(0, len(delivery_ids), DELIVER_BATCH):
+            batch = [str(i) for i in delivery_ids[start : start + DELIVER_BATCH]]
+            self.celery.send_task(
+                "clarion.deliver", args=[channel, batch], queue=queues.deliver_queue(channel)
+            )
+
+    def close(self) -> None:
+        if "pubsub" in self.__dict__:
+            self.pubsub.close()
+        self.engine.dispose()

@@ -1,0 +1,61 @@
+"""The Celery app factory: one app per Settings, the same for worker, beat and API."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from clarion.settings import Settings
+from clarion.workers import queues
+
+
+def celery_config(settings: Settings) -> dict:
+    """Celery settings that matter, with the reason for each in DESIGN.md / README."""
+    transport_options: dict = {"visibility_timeout": settings.broker_visibility_timeout}
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        transport_options.update(socket_timeout=10, socket_connect_timeout=5)
+    if settings.broker_url.startswith("sqla+"):
+        transport_options["polling_interval"] = 0.1
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": settings.broker_publish_timeout,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        # A task is acknowledged after it ran; a killed worker's task is redelivered.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
+        "task_queues": [Queue(name) for name in queues.ALL_QUEUES],
+        "task_default_queue": queues.CREATE,
+        "task_create_missing_queues": False,
+        # Fail fast when the broker is down: the API answers 503 instead of hanging.
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        "timezone": "UTC",
+        "enable_utc": True,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": False,
+        "beat_schedule": {},
+    }
+
+
+def create_celery(settings: Settings, runtime=None) -> Celery:
+    """Build the Celery app; tasks reach the database through ``app.clarion`` (a Runtime)."""
+    from clarion.runtime import Runtime
+    from clarion.workers import tasks
+
+    app = Celery("clarion", set_as_current=False)
+    app.config_from_object(celery_config(settings))
+    app.clarion = runtime or Runtime(settings, celery=app)
+    tasks.register(app)
+    return app

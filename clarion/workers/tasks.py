@@ -1,0 +1,67 @@
+"""Thin tasks: decode ids, call one core function, let Celery retry what is transient.
+
+Every task is idempotent (see clarion.core.create and clarion.core.deliver), so Celery's
+at-least-once delivery never shows the user anything twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from celery import Celery
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from clarion.core import deliver as deliver_core
+from clarion.core.create import create_notifications
+from clarion.core.schemas import CreateMessage
+
+log = logging.getLogger(__name__)
+
+# Database hiccups (failover, deadlock victim, serialisation failure) are worth a retry;
+# anything else in a task is a bug and is logged, not retried forever.
+TRANSIENT = (OperationalError, DBAPIError)
+
+
+def register(app: Celery) -> None:
+    @app.task(
+        name="clarion.create",
+        bind=True,
+        autoretry_for=TRANSIENT,
+        retry_backoff=True,
+        retry_backoff_max=60,
+        retry_jitter=True,
+        max_retries=10,
+    )
+    def create(self, message: dict) -> dict:
+        runtime = self.app.clarion
+        result = create_notifications(
+            CreateMessage.model_validate(message),
+            sessions=runtime.sessions,
+            settings=runtime.settings,
+            publisher=runtime.pubsub,
+            dispatcher=runtime,
+        )
+        return {
+            "created": len(result.notifications),
+            "skipped_existing": result.skipped_existing,
+            "skipped_dedupe": result.skipped_dedupe,
+        }
+
+    @app.task(
+        name="clarion.deliver",
+        bind=True,
+        autoretry_for=TRANSIENT,
+        retry_backoff=True,
+        retry_jitter=True,
+        max_retries=10,
+    )
+    def deliver(self, channel: str, delivery_ids: list[str]) -> dict:
+        runtime = self.app.clarion
+        result = deliver_core.deliver(
+            [uuid.UUID(i) for i in delivery_ids],
+            channel=channel,
+            sessions=runtime.sessions,
+            settings=runtime.settings,
+        )
+        return {"skipped": result.skipped}
