@@ -16,7 +16,7 @@ ChannelKey = Literal["in_app", "email", "push", "webhook"]
 CHANNEL_KEYS: tuple[str, ...] = ("in_app", "email", "push", "webhook")
 
 # Only ever accepted in the embedded dev mode; any other mode refuses to start with it.
-DEV_SECRET_KEY = "clarion-dev-secret-not-for-production-000000"
+DEV_SECRET_KEY = "clarion-dev-secret-not-for-production-000000"  # noqa: S105
 
 
 class Settings(BaseSettings):

@@ -14,11 +14,13 @@ from clarion.core.auth import AuthError, Principal, verify_user_token
 from clarion.runtime import Runtime
 
 _api_key = HTTPBearer(
-    scheme_name="ApiKey", description="A producer API key (`clarion keys create`).",
+    scheme_name="ApiKey",
+    description="A producer API key (`clarion keys create`).",
     auto_error=False,
 )
 _user_token = HTTPBearer(
-    scheme_name="UserToken", description="A user JWT whose `sub` is the subscriber id.",
+    scheme_name="UserToken",
+    description="A user JWT whose `sub` is the subscriber id.",
     auto_error=False,
 )
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}

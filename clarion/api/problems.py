@@ -56,15 +56,21 @@ def problem_response(
 
 def _clean_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # The offending input can be large or secret: name where and what, not the value.
-    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors
+    ]
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(
-            exc.status, exc.slug, exc.detail, instance=request.url.path,
-            headers=exc.headers, **exc.extra,
+            exc.status,
+            exc.slug,
+            exc.detail,
+            instance=request.url.path,
+            headers=exc.headers,
+            **exc.extra,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -72,19 +78,27 @@ def install(app: FastAPI) -> None:
         errors = _clean_errors(list(exc.errors()))
         if any(e["type"] == "json_invalid" for e in errors):
             return problem_response(
-                400, "malformed-json", "The request body is not valid JSON.",
+                400,
+                "malformed-json",
+                "The request body is not valid JSON.",
                 instance=request.url.path,
             )
         return problem_response(
-            422, "validation-error", "The request does not match the schema.",
-            instance=request.url.path, errors=errors,
+            422,
+            "validation-error",
+            "The request does not match the schema.",
+            instance=request.url.path,
+            errors=errors,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem_response(
-            exc.status_code, None, str(exc.detail) if exc.detail else None,
-            instance=request.url.path, headers=getattr(exc, "headers", None),
+            exc.status_code,
+            None,
+            str(exc.detail) if exc.detail else None,
+            instance=request.url.path,
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import uuid
 import zoneinfo
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from clarion.core.schemas import MAX_METADATA_BYTES, NotificationPublic
+from clarion.core.schemas import MAX_METADATA_BYTES, NotificationPublic, UTCDateTime
 
 
 class DeliveryPublic(BaseModel):
@@ -19,11 +18,11 @@ class DeliveryPublic(BaseModel):
     channel: str
     status: str
     attempts: int
-    next_attempt_at: datetime | None
+    next_attempt_at: UTCDateTime | None
     last_error: str | None
     provider_ref: str | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UTCDateTime
+    updated_at: UTCDateTime
 
 
 class NotificationStatus(NotificationPublic):
@@ -32,7 +31,7 @@ class NotificationStatus(NotificationPublic):
     request_id: uuid.UUID
     recipient: str = Field(validation_alias="recipient_id")
     dedupe_key: str | None
-    deleted_at: datetime | None
+    deleted_at: UTCDateTime | None
     deliveries: list[DeliveryPublic]
 
 
@@ -70,14 +69,24 @@ class SubscriberUpdate(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"email": "ada@example.com", "locale": "en-GB", "timezone": "Europe/London",
-                 "name": "Ada", "data": {"plan": "pro"}}
+                {
+                    "email": "ada@example.com",
+                    "locale": "en-GB",
+                    "timezone": "Europe/London",
+                    "name": "Ada",
+                    "data": {"plan": "pro"},
+                }
             ]
         },
     )
 
-    email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)] | None = None
-    locale: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None = None
+    email: (
+        Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
+        | None
+    ) = None
+    locale: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None
+    ) = None
     timezone: str | None = None
     name: Annotated[str, StringConstraints(max_length=255)] | None = None
     data: dict[str, Any] = Field(default_factory=dict)
@@ -110,5 +119,5 @@ class SubscriberPublic(BaseModel):
     timezone: str | None
     name: str | None
     data: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
+    created_at: UTCDateTime
+    updated_at: UTCDateTime

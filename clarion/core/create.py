@@ -159,4 +159,3 @@ def create_notifications(
     for channel, ids in result.to_dispatch.items():
         dispatcher.deliver(channel, ids)
     return result
-

@@ -10,8 +10,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
+from clarion.ids import as_utc
 from clarion.settings import ChannelKey
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -19,6 +27,8 @@ SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
 MAX_RECIPIENTS = 1000
 MAX_METADATA_BYTES = 16 * 1024
 
+# Every timestamp leaves Clarion in UTC with its offset (SQLite hands back naive values).
+UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
 SubscriberId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 # Free text, but a slug: categories and types appear in URLs, filters and template keys.
 Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
@@ -128,7 +138,7 @@ class NotificationPublic(BaseModel):
     url: str | None
     actor_id: str | None
     metadata: dict[str, Any] = Field(validation_alias="meta")
-    created_at: datetime
-    seen_at: datetime | None
-    read_at: datetime | None
-    archived_at: datetime | None
+    created_at: UTCDateTime
+    seen_at: UTCDateTime | None
+    read_at: UTCDateTime | None
+    archived_at: UTCDateTime | None

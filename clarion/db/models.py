@@ -71,9 +71,7 @@ class Notification(Base):
     title: Mapped[str] = mapped_column(Text, nullable=False)
     body: Mapped[str | None] = mapped_column(Text)
     url: Mapped[str | None] = mapped_column(Text)
-    meta: Mapped[dict[str, Any]] = mapped_column(
-        "metadata", JSONType, default=dict, nullable=False
-    )
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict, nullable=False)
     dedupe_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -92,9 +90,7 @@ class Notification(Base):
             "ix_notifications_unread",
             "recipient_id",
             "category",
-            postgresql_where=text(
-                "read_at IS NULL AND archived_at IS NULL AND deleted_at IS NULL"
-            ),
+            postgresql_where=text("read_at IS NULL AND archived_at IS NULL AND deleted_at IS NULL"),
             sqlite_where=text("read_at IS NULL AND archived_at IS NULL AND deleted_at IS NULL"),
         ),
     )

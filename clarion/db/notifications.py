@@ -70,7 +70,9 @@ def get(*, session: Session, id: uuid.UUID) -> Notification | None:
 
 def deliveries_of(*, session: Session, notification_id: uuid.UUID) -> list[Delivery]:
     rows = session.execute(
-        select(Delivery).where(Delivery.notification_id == notification_id).order_by(Delivery.channel)
+        select(Delivery)
+        .where(Delivery.notification_id == notification_id)
+        .order_by(Delivery.channel)
     )
     return list(rows.scalars())
 

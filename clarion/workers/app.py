@@ -11,11 +11,15 @@ from clarion.workers import queues
 
 def celery_config(settings: Settings) -> dict:
     """Celery settings that matter, with the reason for each in DESIGN.md / README."""
-    transport_options: dict = {"visibility_timeout": settings.broker_visibility_timeout}
-    if settings.broker_url.startswith(("redis://", "rediss://")):
-        transport_options.update(socket_timeout=10, socket_connect_timeout=5)
     if settings.broker_url.startswith("sqla+"):
-        transport_options["polling_interval"] = 0.1
+        # kombu's SQL transport hands its options to create_engine(): engine options only.
+        transport_options: dict = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    else:
+        transport_options = {
+            "visibility_timeout": settings.broker_visibility_timeout,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+        }
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,

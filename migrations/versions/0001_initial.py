@@ -60,9 +60,7 @@ def upgrade() -> None:
         sa.Column("deleted_at", TS),
         sa.UniqueConstraint("recipient_id", "dedupe_key", name="uq_notifications_dedupe"),
     )
-    op.create_index(
-        "ix_notifications_inbox", "notifications", ["recipient_id", sa.text("id DESC")]
-    )
+    op.create_index("ix_notifications_inbox", "notifications", ["recipient_id", sa.text("id DESC")])
     op.create_index("ix_notifications_recipient_seq", "notifications", ["recipient_id", "seq"])
     op.create_index(
         "ix_notifications_unread",

@@ -34,7 +34,9 @@ def list_notifications(
     session: SessionDep,
     me: CurrentSubscriber,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[uuid.UUID | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Annotated[
+        uuid.UUID | None, Query(description="next_cursor of the previous page")
+    ] = None,
     category: Annotated[str | None, Query(max_length=64)] = None,
     severity: Severity | None = None,
     status: Literal["unread", "read", "all"] = "all",
@@ -66,8 +68,12 @@ def patch_notification(
 ) -> NotificationPublic:
     with session.begin():
         row = notifications.set_flags(
-            session=session, recipient_id=me, id=notification_id,
-            read=body.read, archived=body.archived, now=utcnow(),
+            session=session,
+            recipient_id=me,
+            id=notification_id,
+            read=body.read,
+            archived=body.archived,
+            now=utcnow(),
         )
         if row is None:
             raise NOT_FOUND
@@ -86,8 +92,12 @@ def read_all(
 
 
 @router.delete("/{notification_id}", status_code=204, summary="Delete from my inbox")
-def delete_notification(notification_id: uuid.UUID, session: SessionDep, me: CurrentSubscriber) -> Response:
+def delete_notification(
+    notification_id: uuid.UUID, session: SessionDep, me: CurrentSubscriber
+) -> Response:
     with session.begin():
-        if not notifications.soft_delete(session=session, recipient_id=me, id=notification_id, now=utcnow()):
+        if not notifications.soft_delete(
+            session=session, recipient_id=me, id=notification_id, now=utcnow()
+        ):
             raise NOT_FOUND
     return Response(status_code=204)

@@ -25,8 +25,10 @@ UNAVAILABLE = {"Retry-After": "5"}
 
 def _unavailable(what: str) -> Problem:
     return Problem(
-        503, "broker-unavailable",
-        f"The {what} is unreachable; nothing was accepted. Retry later.", headers=UNAVAILABLE,
+        503,
+        "broker-unavailable",
+        f"The {what} is unreachable; nothing was accepted. Retry later.",
+        headers=UNAVAILABLE,
     )
 
 
@@ -64,12 +66,18 @@ def send_notification(
         if claim.outcome == "replay":
             return JSONResponse(claim.response, 202, headers={"Idempotent-Replayed": "true"})
         if claim.outcome == "mismatch":
-            raise Problem(409, "idempotency-key-reused",
-                          "This Idempotency-Key was used with a different request body.")
+            raise Problem(
+                409,
+                "idempotency-key-reused",
+                "This Idempotency-Key was used with a different request body.",
+            )
         if claim.outcome == "in_progress":
-            raise Problem(409, "idempotency-key-in-progress",
-                          "A request with this Idempotency-Key is still being processed.",
-                          headers={"Retry-After": "1"})
+            raise Problem(
+                409,
+                "idempotency-key-in-progress",
+                "A request with this Idempotency-Key is still being processed.",
+                headers={"Retry-After": "1"},
+            )
     message = send.prepare(body)
     try:
         send.enqueue(runtime.celery, message)
@@ -95,7 +103,9 @@ def get_notification(
 ) -> NotificationStatus:
     row = notifications.get(session=session, id=notification_id)
     if row is None:
-        raise Problem(404, "not-found", "No such notification (or the worker has not stored it yet).")
+        raise Problem(
+            404, "not-found", "No such notification (or the worker has not stored it yet)."
+        )
     deliveries = notifications.deliveries_of(session=session, notification_id=row.id)
     return NotificationStatus.model_validate(
         {

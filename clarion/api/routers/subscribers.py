@@ -16,7 +16,9 @@ router = APIRouter(prefix="/v1/subscribers", tags=["subscribers"])
 SubscriberPath = Annotated[str, Path(min_length=1, max_length=255)]
 
 
-@router.put("/{subscriber_id}", response_model=SubscriberPublic, summary="Create or replace a profile")
+@router.put(
+    "/{subscriber_id}", response_model=SubscriberPublic, summary="Create or replace a profile"
+)
 def put_subscriber(
     subscriber_id: SubscriberPath, body: SubscriberUpdate, session: SessionDep, producer: Producer
 ) -> SubscriberPublic:
@@ -38,10 +40,13 @@ def get_subscriber(
 
 
 @router.delete(
-    "/{subscriber_id}", status_code=204,
+    "/{subscriber_id}",
+    status_code=204,
     summary="Erase a subscriber and all their notifications (GDPR)",
 )
-def delete_subscriber(subscriber_id: SubscriberPath, session: SessionDep, producer: Producer) -> Response:
+def delete_subscriber(
+    subscriber_id: SubscriberPath, session: SessionDep, producer: Producer
+) -> Response:
     with session.begin():
         found = subscribers.erase(session=session, id=subscriber_id)
     if not found:

@@ -1,0 +1,151 @@
+"""The ``clarion`` command: api, worker, beat, flower, migrate, keys, token, dev."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from clarion.settings import Settings
+from clarion.workers import queues
+
+
+def _api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = Settings()
+    uvicorn.run(
+        "clarion.api.app:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers,
+        log_level=settings.log_level.lower(),
+    )
+
+
+def _celery_app():
+    from clarion.workers.app import create_celery
+
+    return create_celery(Settings())
+
+
+def _worker(args: argparse.Namespace) -> None:
+    argv = ["worker", "--loglevel", Settings().log_level, "-Q", args.queues]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    if args.pool:
+        argv += ["--pool", args.pool]
+    if args.hostname:
+        argv += ["--hostname", args.hostname]
+    sys.exit(_celery_app().worker_main(argv) or 0)
+
+
+def _beat(args: argparse.Namespace) -> None:
+    argv = ["beat", "--loglevel", Settings().log_level]
+    if args.schedule:
+        argv += ["--schedule", args.schedule]
+    sys.exit(_celery_app().start(argv) or 0)
+
+
+def _flower(args: argparse.Namespace) -> None:
+    sys.exit(_celery_app().start(["flower", f"--port={args.port}"]) or 0)
+
+
+def _migrate(args: argparse.Namespace) -> None:
+    from clarion.db.migrate import upgrade
+
+    upgrade(Settings().database_url, args.revision)
+    print(f"database migrated to {args.revision}")
+
+
+def _keys(args: argparse.Namespace) -> None:
+    from clarion.core.auth import create_api_key, revoke_api_key
+    from clarion.db.models import ApiKey
+    from clarion.db.session import make_engine, make_sessionmaker, transaction
+
+    sessions = make_sessionmaker(make_engine(Settings().database_url))
+    with transaction(sessions) as session:
+        if args.keys_command == "create":
+            row, secret = create_api_key(session=session, name=args.name, scopes=args.scope)
+            print(f"# API key {row.id} ({row.name}, scopes: {', '.join(row.scopes)}).")
+            print("# Shown once; only its hash is stored.", file=sys.stderr)
+            print(secret)
+        elif args.keys_command == "list":
+            for row in session.query(ApiKey).order_by(ApiKey.id):
+                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                print(f"{row.id}\t{row.name}\t{row.prefix}…\t{','.join(row.scopes)}\t{state}")
+        elif not revoke_api_key(session=session, id=args.id):
+            sys.exit(f"no active key with id {args.id}")
+
+
+def _token(args: argparse.Namespace) -> None:
+    from clarion.core.auth import issue_user_token
+
+    print(issue_user_token(Settings(), args.subscriber_id, args.ttl))
+
+
+def _dev(args: argparse.Namespace) -> None:
+    from clarion.dev import run
+
+    run(data_dir=args.data_dir, host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clarion", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, Callable] = {}
+
+    def add(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
+        commands[name] = func
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("api", _api, "run the HTTP API (uvicorn)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, default=1)
+    p = add("worker", _worker, "run a Celery worker")
+    p.add_argument("--queues", default=",".join(queues.ALL_QUEUES), help="comma-separated")
+    p.add_argument("--concurrency", type=int)
+    p.add_argument("--pool", choices=["prefork", "threads", "solo", "gevent", "eventlet"])
+    p.add_argument("--hostname")
+    p = add("beat", _beat, "run celery-beat (the periodic scheduler)")
+    p.add_argument("--schedule", help="beat schedule file")
+    p = add("flower", _flower, "run Flower, Celery's monitoring UI (needs the `ops` extra)")
+    p.add_argument("--port", type=int, default=5555)
+    p = add("migrate", _migrate, "apply database migrations")
+    p.add_argument("revision", nargs="?", default="head")
+    p = add("keys", _keys, "manage producer API keys")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create a key and print it once")
+    create.add_argument("name")
+    create.add_argument("--scope", action="append", choices=["notify", "admin"], required=True)
+    keys.add_parser("list", help="list keys (never their secrets)")
+    revoke = keys.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("id", type=int)
+    p = add("token", _token, "print a user token for a subscriber (testing, integrations)")
+    p.add_argument("subscriber_id")
+    p.add_argument("--ttl", type=int, help="seconds (default CLARION_TOKEN_TTL_SECONDS)")
+    p = add("dev", _dev, "run everything in one process with no services (SQLite)")
+    p.add_argument("--data-dir", default=".clarion")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ValueError as exc:  # settings refused (e.g. the default secret outside dev)
+        sys.exit(f"clarion: {exc}")
+
+
+if __name__ == "__main__":
+    main()
