@@ -26,6 +26,7 @@ TRANSIENT = (OperationalError, DBAPIError)
 def register(app: Celery) -> None:
     @app.task(
         name="clarion.create",
+        shared=False,
         bind=True,
         autoretry_for=TRANSIENT,
         retry_backoff=True,
@@ -50,6 +51,7 @@ def register(app: Celery) -> None:
 
     @app.task(
         name="clarion.deliver",
+        shared=False,
         bind=True,
         autoretry_for=TRANSIENT,
         retry_backoff=True,

@@ -38,10 +38,9 @@ def _check(runtime) -> dict[str, str]:
 @router.get("/readyz", summary="Database and broker reachable")
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
     checks = await run_in_threadpool(_check, runtime)
-    ready = all(v == "ok" for v in checks.values())
-    body = {"status": "ok" if ready else "unavailable", "checks": checks}
-    if ready:
-        return JSONResponse(body)
+    if all(v == "ok" for v in checks.values()):
+        return JSONResponse({"status": "ok", "checks": checks})
     return problem_response(
-        503, "not-ready", "A dependency is unreachable.", headers={"Retry-After": "5"}, **body
+        503, "not-ready", "A dependency is unreachable.", headers={"Retry-After": "5"},
+        checks=checks,
     )

@@ -1,0 +1,192 @@
+"""Shared plumbing for the benchmarks: environment, fresh database, processes, statistics.
+
+Every process a benchmark starts goes through :class:`Processes`, which puts each one in its
+own process group and kills the groups on exit, whatever happened.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS = "redis://127.0.0.1:6379"
+BROKER_DB, PUBSUB_DB = 12, 13  # the only Redis databases benchmarks may touch
+SECRET = "bench-secret-key-not-for-production-0123456789abcdef"
+
+
+def clarion_env(database: str, log_level: str = "WARNING") -> dict[str, str]:
+    """The environment every Clarion process of a benchmark run gets (and this one too)."""
+    env = {
+        "CLARION_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}",
+        "CLARION_BROKER_URL": f"{REDIS}/{BROKER_DB}",
+        "CLARION_REDIS_URL": f"{REDIS}/{PUBSUB_DB}",
+        "CLARION_SECRET_KEY": SECRET,
+        "CLARION_LOG_LEVEL": log_level,
+    }
+    os.environ.update(env)  # so Settings() in this process agrees with the children
+    return {**os.environ, "PYTHONPATH": str(ROOT), **env}
+
+
+def pg_url(database: str) -> str:
+    return f"postgresql://postgres@127.0.0.1:5432/{database}"
+
+
+def reset_database(database: str) -> None:
+    """Drop and recreate the benchmark's own database (never any other)."""
+    assert database.startswith("clarion_bench"), database
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{database}"')
+
+
+def flush_redis() -> None:
+    for db in (BROKER_DB, PUBSUB_DB):
+        client = redis.Redis.from_url(f"{REDIS}/{db}")
+        client.flushdb()
+        client.close()
+
+
+def clarion(*args: str, env: dict[str, str]) -> str:
+    """Run a ``clarion`` CLI command to completion and return its stdout."""
+    done = subprocess.run(
+        [str(BIN / "clarion"), *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"clarion {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Processes:
+    """Start long-running processes in their own groups; kill every group on exit."""
+
+    def __init__(self) -> None:
+        self.logdir = Path(tempfile.mkdtemp(prefix="clarion-bench-"))
+        self._procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self._procs.append((name, proc))
+        return proc
+
+    def check_alive(self) -> None:
+        for name, proc in self._procs:
+            if proc.poll() is not None:
+                tail = (self.logdir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def stop(self, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # the group too: prefork children and uvicorn workers
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _, proc in reversed(self._procs):
+            self.stop(proc)
+        self._procs.clear()
+
+
+def wait_http(url: str, procs: Processes, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs.check_alive()
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+# --- CPU accounting from /proc: who used the two cores during a phase -------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stats() -> list[tuple[int, str, int, float]]:
+    """(pid, comm, process group, CPU seconds incl. reaped children) of every process."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        rest = raw[raw.rindex(")") + 2 :].split()
+        ticks = sum(int(x) for x in rest[11:15])  # utime stime cutime cstime
+        out.append((int(entry), comm, int(rest[2]), ticks / _TICK))
+    return out
+
+
+def cpu_snapshot(groups: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far per named process group, plus PostgreSQL, Redis and this harness."""
+    totals = dict.fromkeys([*groups, "postgres", "redis", "harness"], 0.0)
+    by_pgid = {pgid: name for name, pgid in groups.items()}
+    me = os.getpgrp()
+    for _pid, comm, pgrp, secs in _proc_stats():
+        if pgrp in by_pgid:
+            totals[by_pgid[pgrp]] += secs
+        elif comm == "postgres" or comm.startswith("postgres:"):
+            totals["postgres"] += secs
+        elif comm.startswith("redis-server"):
+            totals["redis"] += secs
+        elif pgrp == me:
+            totals["harness"] += secs
+    return totals
+
+
+def cpu_report(before: dict[str, float], after: dict[str, float], wall: float) -> str:
+    """'api 62%  worker 95% ...' as percent of one core over the wall time."""
+    parts = [f"{k} {100 * (after[k] - before[k]) / wall:.0f}%" for k in after]
+    return "  ".join(parts)
+
+
+# --- statistics -------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(p / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"

@@ -1,0 +1,113 @@
+"""Fixtures on real services: a fresh PostgreSQL database per run, Redis DBs 14/15.
+
+A missing service fails the run (it is never a skip): the Makefile starts PostgreSQL and
+Redis when they are down, and CI must see them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis as redis_lib
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from clarion.api.app import create_app
+from clarion.core.auth import create_api_key, issue_user_token
+from clarion.db.migrate import upgrade
+from clarion.db.session import transaction
+from clarion.runtime import Runtime
+from clarion.settings import Settings
+
+PG_ADMIN = os.environ.get("CLARION_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("CLARION_TEST_REDIS", "redis://127.0.0.1:6379")
+BROKER_DB, PUBSUB_DB = 14, 15
+SECRET = "test-secret-" + "x" * 40
+TABLES = ("deliveries", "notifications", "subscribers", "api_keys")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    name = f"clarion_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required for the test suite ({PG_ADMIN}): {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    url = f"{base}/{name}"
+    upgrade(url)
+    yield url
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> redis_lib.Redis:
+    client = redis_lib.Redis.from_url(f"{REDIS}/{BROKER_DB}")
+    try:
+        client.ping()
+    except redis_lib.ConnectionError as exc:
+        pytest.fail(f"Redis is required for the test suite ({REDIS}): {exc}")
+    return client
+
+
+def server_settings(pg_url: str, **overrides) -> Settings:
+    values = {
+        "database_url": pg_url,
+        "broker_url": f"{REDIS}/{BROKER_DB}",
+        "redis_url": f"{REDIS}/{PUBSUB_DB}",
+        "secret_key": SECRET,
+        "api_key_cache_seconds": 0,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(pg_url: str, redis_client: redis_lib.Redis) -> Settings:
+    return server_settings(pg_url)
+
+
+@pytest.fixture
+def runtime(settings: Settings, redis_client: redis_lib.Redis) -> Iterator[Runtime]:
+    rt = Runtime(settings)
+    with rt.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    redis_client.flushdb()
+    redis_lib.Redis.from_url(settings.redis_url).flushdb()
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime=runtime), raise_server_exceptions=False) as c:
+        yield c
+
+
+def make_key(runtime: Runtime, *scopes: str) -> str:
+    with transaction(runtime.sessions) as session:
+        _, secret = create_api_key(session=session, name="test", scopes=list(scopes))
+    return secret
+
+
+@pytest.fixture
+def producer(runtime: Runtime) -> dict[str, str]:
+    """Authorization headers of a producer API key (scope notify)."""
+    return {"Authorization": f"Bearer {make_key(runtime, 'notify')}"}
+
+
+@pytest.fixture
+def user(runtime: Runtime):
+    """user("alice") -> Authorization headers carrying alice's user token."""
+
+    def headers(subscriber_id: str) -> dict[str, str]:
+        token = issue_user_token(runtime.settings, subscriber_id)
+        return {"Authorization": f"Bearer {token}"}
+
+    return headers

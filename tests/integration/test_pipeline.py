@@ -1,0 +1,181 @@
+"""Guarantees of the create step on PostgreSQL: idempotent, deduplicated, ordered, durable."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+from sqlalchemy import func, select
+
+from clarion.core import send
+from clarion.core.create import create_notifications
+from clarion.core.schemas import NotificationCreate
+from clarion.db.models import Delivery, Notification
+from clarion.runtime import Runtime
+from tests.broker import drain, queued
+
+
+def message(recipients, **fields):
+    request = NotificationCreate(recipients=recipients, category="x", title="t", **fields)
+    return send.prepare(request)
+
+
+def run_create(runtime: Runtime, msg) -> None:
+    create_notifications(
+        msg, sessions=runtime.sessions, settings=runtime.settings,
+        publisher=runtime.pubsub, dispatcher=runtime,
+    )
+
+
+def counts(runtime: Runtime) -> tuple[int, int]:
+    with runtime.sessions() as s:
+        return s.scalar(select(func.count()).select_from(Notification)), s.scalar(
+            select(func.count()).select_from(Delivery)
+        )
+
+
+def test_the_same_create_message_delivered_twice_creates_nothing_twice(runtime):
+    msg = message(["a", "b"], channels=["in_app", "email"])
+    send.enqueue(runtime.celery, msg)
+    send.enqueue(runtime.celery, msg)  # the broker redelivered it, or the producer retried
+
+    drain(runtime.celery)
+
+    assert counts(runtime) == (2, 4)
+
+
+def test_a_rerun_dispatches_deliveries_the_first_run_left_pending(runtime):
+    msg = message(["a"], channels=["in_app", "email"])
+
+    class LostDispatch:
+        def deliver(self, channel, ids):
+            pass  # the process died between commit and enqueue
+
+    create_notifications(msg, sessions=runtime.sessions, settings=runtime.settings,
+                         publisher=runtime.pubsub, dispatcher=LostDispatch())
+    run_create(runtime, msg)
+
+    assert queued(runtime.celery, "deliver.email") == 1
+
+
+def test_dedupe_key_allows_one_notification_per_recipient(runtime):
+    run_create(runtime, message(["a", "b"], dedupe_key="link-1:expiring"))
+    run_create(runtime, message(["a", "b", "c"], dedupe_key="link-1:expiring"))
+    run_create(runtime, message(["a"], dedupe_key="link-2:expiring"))
+
+    with runtime.sessions() as s:
+        pairs = sorted(s.execute(select(Notification.recipient_id, Notification.dedupe_key)))
+    assert pairs == [("a", "link-1:expiring"), ("a", "link-2:expiring"),
+                     ("b", "link-1:expiring"), ("c", "link-1:expiring")]
+
+
+def test_concurrent_creates_give_each_recipient_a_gapless_sequence(runtime):
+    recipients = ["r1", "r2", "r3"]
+    messages = [message(recipients) for _ in range(30)]
+    errors: list[BaseException] = []
+
+    def worker(batch):
+        try:
+            for m in batch:
+                run_create(runtime, m)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(messages[i::3],)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    with runtime.sessions() as s:
+        for r in recipients:
+            seqs = s.scalars(
+                select(Notification.seq).where(Notification.recipient_id == r).order_by(Notification.seq)
+            ).all()
+            assert seqs == list(range(1, 31))
+
+
+def test_created_events_are_published_after_commit(runtime):
+    import redis
+
+    pubsub = redis.Redis.from_url(runtime.settings.redis_url).pubsub()
+    pubsub.subscribe("clarion:events")
+    pubsub.get_message(timeout=1)  # the subscribe confirmation
+    msg = message(["a", "b"])
+
+    run_create(runtime, msg)
+    run_create(runtime, msg)  # a rerun announces nothing new
+
+    import json
+
+    events = []
+    while (m := pubsub.get_message(timeout=0.5)) is not None:
+        events.append(json.loads(m["data"]))
+    assert [(e["type"], e["recipient"], e["cursor"]) for e in events] == [
+        ("notification.created", "a", 1), ("notification.created", "b", 1)
+    ]
+    assert {e["data"]["id"] for e in events} == {str(i) for i, _ in msg.items}
+
+
+def test_broker_down_is_503_with_retry_after_and_the_key_stays_usable(
+    client, runtime, producer, pg_url
+):
+    from clarion.runtime import Runtime as R
+    from tests.conftest import server_settings
+
+    good_celery = runtime.celery
+    broken = R(server_settings(pg_url, broker_url="redis://127.0.0.1:1/0", broker_publish_timeout=1))
+    runtime.__dict__["celery"] = broken.celery
+    headers = {**producer, "Idempotency-Key": "during-outage"}
+    payload = {"recipients": ["a"], "category": "x", "title": "t"}
+
+    down = client.post("/v1/notifications", json=payload, headers=headers)
+
+    assert down.status_code == 503
+    assert down.headers["retry-after"]
+    assert down.json()["type"] == "urn:clarion:problem:broker-unavailable"
+    runtime.__dict__["celery"] = good_celery
+    up = client.post("/v1/notifications", json=payload, headers=headers)
+    assert up.status_code == 202
+    assert queued(runtime.celery) == 1
+    broken.close()
+
+
+def test_readyz_reports_database_and_broker(client, runtime, pg_url):
+    from clarion.runtime import Runtime as R
+    from tests.conftest import server_settings
+
+    assert client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok"}
+    broken = R(server_settings(pg_url, broker_url="redis://127.0.0.1:1/0", broker_publish_timeout=1))
+    runtime.__dict__["celery"] = broken.celery
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["broker"].startswith("error")
+    assert client.get("/healthz").status_code == 200
+
+
+def test_migrations_match_the_models(runtime):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from clarion.db.models import Base
+
+    with runtime.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_enqueue_from_a_producers_own_celery_app(runtime):
+    from celery import Celery
+
+    import clarion
+
+    theirs = Celery("producer", broker=runtime.settings.broker_url, set_as_current=False)
+    accepted = clarion.enqueue(theirs, recipients=["a"], category="x", title="from celery")
+    drain(runtime.celery)
+
+    with runtime.sessions() as s:
+        row = s.get(Notification, accepted.notifications[0].id)
+    assert row is not None and row.title == "from celery"
+    assert isinstance(accepted.request_id, uuid.UUID)
