@@ -110,6 +110,7 @@ class Processes:
         except ProcessLookupError:
             pass
         proc.wait(5)
+        self._procs = [(n, p) for n, p in self._procs if p is not proc]
 
     def __enter__(self) -> Processes:
         return self
@@ -117,7 +118,6 @@ class Processes:
     def __exit__(self, *exc: object) -> None:
         for _, proc in reversed(self._procs):
             self.stop(proc)
-        self._procs.clear()
 
 
 def wait_http(url: str, procs: Processes, timeout: float = 30.0) -> None:

@@ -7,7 +7,7 @@ process and a worker started with the same environment agree on every name and l
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     # Redis broker: an unacked message is redelivered after this many seconds. It must be
     # above the longest task; retries longer than half of it go through next_attempt_at.
     broker_visibility_timeout: int = Field(default=3600, gt=0)
+    # Extra kombu transport options, e.g. {"unacked_restore_interval": 10} (Redis).
+    broker_transport_options: dict[str, Any] = {}
     # How long the API waits for the broker before answering 503.
     broker_publish_timeout: float = Field(default=3.0, gt=0)
     worker_prefetch_multiplier: int = Field(default=4, gt=0)

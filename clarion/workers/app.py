@@ -20,6 +20,7 @@ def celery_config(settings: Settings) -> dict:
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
         }
+    transport_options.update(settings.broker_transport_options)
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport_options,

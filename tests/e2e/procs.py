@@ -1,0 +1,82 @@
+"""Start and stop real ``clarion`` processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+CLARION = [sys.executable, "-m", "clarion.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A clarion subprocess in its own process group, logging to a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str | None], log: Path) -> None:
+        self.log = log
+        self._file = log.open("wb")
+        merged = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+        self.popen = subprocess.Popen(
+            [*CLARION, *args], env=merged, stdout=self._file,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def send_signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        self.send_signal(sig)
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.send_signal(signal.SIGKILL)
+            code = self.popen.wait(5)
+        self._file.close()
+        return code
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def run(args: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [*CLARION, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, proc: Proc | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        if proc is not None and proc.popen.poll() is not None:
+            raise AssertionError(f"{what}: process exited\n{proc.output()[-3000:]}")
+        time.sleep(0.1)
+    tail = proc.output()[-3000:] if proc else ""
+    raise AssertionError(f"timed out waiting for {what}\n{tail}")
+
+
+def wait_ready(base: str, proc: Proc, timeout: float = 30) -> None:
+    wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200, timeout,
+             "API ready", proc)

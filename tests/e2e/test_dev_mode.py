@@ -1,0 +1,67 @@
+"""``clarion dev``: one process, no services; what it accepted survives a restart."""
+
+from __future__ import annotations
+
+import re
+import signal
+
+import httpx
+import pytest
+
+from tests.e2e.procs import Proc, free_port, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def start(tmp_path, port: int, name: str) -> tuple[Proc, str, str]:
+    args = ["dev", "--data-dir", str(tmp_path / "data"), "--port", str(port)]
+    # The embedded mode needs no secret: the environment must not have to provide one.
+    proc = Proc(args, {"CLARION_SECRET_KEY": None}, tmp_path / f"{name}.log")
+    wait_for(lambda: "user token:" in proc.output(), 30, "the dev banner", proc)
+    out = proc.output()
+    key = re.search(r"API key:\s+(\S+)", out).group(1)
+    token = re.search(r"user token:\s+(\S+)", out).group(1)
+    wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, 30,
+             "dev API ready", proc)
+    return proc, key, token
+
+
+def inbox_ids(base: str, token: str) -> list[str]:
+    items, cursor = [], None
+    while True:
+        params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+        page = httpx.get(f"{base}/v1/me/notifications", params=params,
+                         headers={"Authorization": f"Bearer {token}"}).json()
+        items += [i["id"] for i in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            return items
+
+
+def test_dev_runs_everything_and_a_restart_loses_nothing_accepted(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc, key, token = start(tmp_path, port, "first")
+    # The banner's curl line is what a newcomer copies: it must work as printed.
+    assert f"curl -s -X POST {base}/v1/notifications" in proc.output()
+    accepted: list[str] = []
+    try:
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as producer:
+            for i in range(40):
+                answer = producer.post(f"{base}/v1/notifications", json={
+                    "recipients": ["dev-user"], "category": "system", "title": f"n{i}"})
+                assert answer.status_code == 202
+                accepted.append(answer.json()["notifications"][0]["id"])
+        before_stop = len(inbox_ids(base, token))
+    finally:
+        # Stop at once, with work still queued.
+        assert proc.stop(signal.SIGINT) == 0, proc.output()[-2000:]
+    # Otherwise this run proved nothing about the restart.
+    assert before_stop < len(accepted)
+
+    proc, key2, token = start(tmp_path, port, "second")
+    try:
+        assert key2 == key  # the dev key is kept in the data dir
+        wait_for(lambda: sorted(inbox_ids(base, token)) == sorted(accepted), 60,
+                 "every accepted notification after the restart", proc)
+    finally:
+        proc.stop(signal.SIGINT)

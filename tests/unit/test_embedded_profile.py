@@ -1,0 +1,88 @@
+"""The same core path on the embedded profile: SQLite, SQLite broker, memory pub/sub."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clarion.api.app import create_app
+from clarion.core import send
+from clarion.core.auth import create_api_key, issue_user_token
+from clarion.core.create import create_notifications
+from clarion.core.schemas import NotificationCreate
+from clarion.db import notifications
+from clarion.db.migrate import upgrade
+from clarion.db.notifications import InboxFilter
+from clarion.db.session import transaction
+from clarion.runtime import Runtime
+from clarion.settings import Settings
+from tests.broker import drain
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    settings = Settings.embedded(tmp_path)
+    upgrade(settings.database_url)
+    rt = Runtime(settings)
+    yield rt
+    rt.close()
+
+
+def run_create(runtime, msg):
+    return create_notifications(
+        msg, sessions=runtime.sessions, settings=runtime.settings,
+        publisher=runtime.pubsub, dispatcher=runtime,
+    )
+
+
+def test_create_is_idempotent_and_dedupes_on_sqlite(runtime):
+    msg = send.prepare(NotificationCreate(recipients=["a", "b"], category="x", title="t",
+                                          dedupe_key="k"))
+    first = run_create(runtime, msg)
+    again = run_create(runtime, msg)
+    other = run_create(runtime, send.prepare(
+        NotificationCreate(recipients=["a"], category="x", title="t", dedupe_key="k")))
+
+    assert len(first.notifications) == 2
+    assert again.skipped_existing == 2 and again.notifications == []
+    assert other.skipped_dedupe == 1
+    with runtime.sessions() as s:
+        rows = notifications.inbox(session=s, recipient_id="a", limit=10, before=None,
+                                   filters=InboxFilter())
+    assert [r.seq for r in rows] == [1]
+
+
+def test_memory_pubsub_delivers_created_events_to_a_subscriber(runtime):
+    async def scenario():
+        stream = runtime.pubsub.subscribe()
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0)  # the subscription is registered
+        msg = send.prepare(NotificationCreate(recipients=["a"], category="x", title="hello"))
+        await asyncio.to_thread(run_create, runtime, msg)
+        event = await asyncio.wait_for(first, 2)
+        await stream.aclose()
+        return event, msg
+
+    event, msg = asyncio.run(scenario())
+    assert event["type"] == "notification.created"
+    assert event["recipient"] == "a"
+    assert event["data"]["id"] == str(msg.items[0][0]) and event["data"]["title"] == "hello"
+
+
+def test_api_to_inbox_through_the_sqlite_broker(runtime):
+    with transaction(runtime.sessions) as s:
+        _, key = create_api_key(session=s, name="t", scopes=["notify"])
+    token = issue_user_token(runtime.settings, "a")
+    with TestClient(create_app(runtime=runtime)) as client:
+        sent = client.post(
+            "/v1/notifications",
+            json={"recipients": ["a"], "category": "x", "title": "embedded"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert sent.status_code == 202
+        assert drain(runtime.celery) == 1
+        inbox = client.get("/v1/me/notifications", headers={"Authorization": f"Bearer {token}"})
+
+    assert [i["title"] for i in inbox.json()["items"]] == ["embedded"]
