@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -30,15 +31,16 @@ class Proc:
         self._file = log.open("wb")
         merged = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
         self.popen = subprocess.Popen(
-            [*CLARION, *args], env=merged, stdout=self._file,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [*CLARION, *args],
+            env=merged,
+            stdout=self._file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def send_signal(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         self.send_signal(sig)
@@ -78,5 +80,9 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, proc: Proc | 
 
 
 def wait_ready(base: str, proc: Proc, timeout: float = 30) -> None:
-    wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200, timeout,
-             "API ready", proc)
+    wait_for(
+        lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200,
+        timeout,
+        "API ready",
+        proc,
+    )

@@ -21,8 +21,12 @@ def start(tmp_path, port: int, name: str) -> tuple[Proc, str, str]:
     out = proc.output()
     key = re.search(r"API key:\s+(\S+)", out).group(1)
     token = re.search(r"user token:\s+(\S+)", out).group(1)
-    wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200, 30,
-             "dev API ready", proc)
+    wait_for(
+        lambda: httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200,
+        30,
+        "dev API ready",
+        proc,
+    )
     return proc, key, token
 
 
@@ -30,8 +34,11 @@ def inbox_ids(base: str, token: str) -> list[str]:
     items, cursor = [], None
     while True:
         params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
-        page = httpx.get(f"{base}/v1/me/notifications", params=params,
-                         headers={"Authorization": f"Bearer {token}"}).json()
+        page = httpx.get(
+            f"{base}/v1/me/notifications",
+            params=params,
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
         items += [i["id"] for i in page["items"]]
         if not (cursor := page["next_cursor"]):
             return items
@@ -47,8 +54,10 @@ def test_dev_runs_everything_and_a_restart_loses_nothing_accepted(tmp_path):
     try:
         with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as producer:
             for i in range(40):
-                answer = producer.post(f"{base}/v1/notifications", json={
-                    "recipients": ["dev-user"], "category": "system", "title": f"n{i}"})
+                answer = producer.post(
+                    f"{base}/v1/notifications",
+                    json={"recipients": ["dev-user"], "category": "system", "title": f"n{i}"},
+                )
                 assert answer.status_code == 202
                 accepted.append(answer.json()["notifications"][0]["id"])
         before_stop = len(inbox_ids(base, token))
@@ -61,7 +70,11 @@ def test_dev_runs_everything_and_a_restart_loses_nothing_accepted(tmp_path):
     proc, key2, token = start(tmp_path, port, "second")
     try:
         assert key2 == key  # the dev key is kept in the data dir
-        wait_for(lambda: sorted(inbox_ids(base, token)) == sorted(accepted), 60,
-                 "every accepted notification after the restart", proc)
+        wait_for(
+            lambda: sorted(inbox_ids(base, token)) == sorted(accepted),
+            60,
+            "every accepted notification after the restart",
+            proc,
+        )
     finally:
         proc.stop(signal.SIGINT)

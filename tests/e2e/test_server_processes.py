@@ -71,8 +71,11 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(env, run
     }
     recipients = [f"user-{i}" for i in range(50)]
     messages = [
-        send.prepare(NotificationCreate(recipients=recipients, category="load", title=f"n{i}",
-                                        channels=["in_app", "email"]))
+        send.prepare(
+            NotificationCreate(
+                recipients=recipients, category="load", title=f"n{i}", channels=["in_app", "email"]
+            )
+        )
         for i in range(120)
     ]
     for m in messages:
@@ -102,7 +105,9 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(env, run
         # gap: no run committed anything twice and no half-done run left a trace.
         for r in ("user-0", "user-49"):
             seqs = s.scalars(
-                select(Notification.seq).where(Notification.recipient_id == r).order_by(Notification.seq)
+                select(Notification.seq)
+                .where(Notification.recipient_id == r)
+                .order_by(Notification.seq)
             ).all()
             assert seqs == list(range(1, len(messages) + 1))
         per_channel = dict(

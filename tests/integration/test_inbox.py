@@ -50,7 +50,9 @@ def test_filters_by_category_severity_and_read_status(client, send, user):
     client.patch(f"{INBOX}/{b}", json={"read": True}, headers=user("alice"))
 
     def ids(**params):
-        return [i["id"] for i in client.get(INBOX, params=params, headers=user("alice")).json()["items"]]
+        return [
+            i["id"] for i in client.get(INBOX, params=params, headers=user("alice")).json()["items"]
+        ]
 
     assert ids(category="links") == [a]
     assert ids(severity="high") == [a]
@@ -126,8 +128,14 @@ def test_another_users_notification_is_404_and_never_changes(client, send, user)
 
 def test_patch_rejects_unknown_fields_and_bad_ids(client, send, user):
     nid = send()
-    assert client.patch(f"{INBOX}/{nid}", json={"pinned": True}, headers=user("alice")).status_code == 422
-    assert client.patch(f"{INBOX}/not-a-uuid", json={"read": True}, headers=user("alice")).status_code == 422
+    assert (
+        client.patch(f"{INBOX}/{nid}", json={"pinned": True}, headers=user("alice")).status_code
+        == 422
+    )
+    assert (
+        client.patch(f"{INBOX}/not-a-uuid", json={"read": True}, headers=user("alice")).status_code
+        == 422
+    )
     assert client.get(INBOX, params={"limit": 1000}, headers=user("alice")).status_code == 422
 
 
@@ -184,20 +192,31 @@ def test_tokens_from_the_producers_own_auth_are_accepted_with_its_public_key(
     from tests.conftest import server_settings
 
     key = ec.generate_private_key(ec.SECP256R1())
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-    runtime.settings = server_settings(pg_url, jwt_public_key=public, jwt_issuer="https://auth.test")
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    runtime.settings = server_settings(
+        pg_url, jwt_public_key=public, jwt_issuer="https://auth.test"
+    )
     nid = send()
-    claims = {"sub": "alice", "aud": "clarion", "iss": "https://auth.test",
-              "exp": datetime.now(UTC) + timedelta(minutes=5)}
+    claims = {
+        "sub": "alice",
+        "aud": "clarion",
+        "iss": "https://auth.test",
+        "exp": datetime.now(UTC) + timedelta(minutes=5),
+    }
 
     good = jwt.encode(claims, key, algorithm="ES256")
     wrong_issuer = jwt.encode({**claims, "iss": "https://evil.test"}, key, algorithm="ES256")
     # Algorithm confusion: HS256 keyed with the public key's PEM text must not pass.
     confused = _hs256_by_hand({**claims, "exp": int(claims["exp"].timestamp())}, public.encode())
 
-    assert client.get(INBOX, headers={"Authorization": f"Bearer {good}"}).json()["items"][0]["id"] == nid
+    assert (
+        client.get(INBOX, headers={"Authorization": f"Bearer {good}"}).json()["items"][0]["id"]
+        == nid
+    )
     for bad in (wrong_issuer, confused):
         assert client.get(INBOX, headers={"Authorization": f"Bearer {bad}"}).status_code == 401
 

@@ -22,8 +22,11 @@ def message(recipients, **fields):
 
 def run_create(runtime: Runtime, msg) -> None:
     create_notifications(
-        msg, sessions=runtime.sessions, settings=runtime.settings,
-        publisher=runtime.pubsub, dispatcher=runtime,
+        msg,
+        sessions=runtime.sessions,
+        settings=runtime.settings,
+        publisher=runtime.pubsub,
+        dispatcher=runtime,
     )
 
 
@@ -51,8 +54,13 @@ def test_a_rerun_dispatches_deliveries_the_first_run_left_pending(runtime):
         def deliver(self, channel, ids):
             pass  # the process died between commit and enqueue
 
-    create_notifications(msg, sessions=runtime.sessions, settings=runtime.settings,
-                         publisher=runtime.pubsub, dispatcher=LostDispatch())
+    create_notifications(
+        msg,
+        sessions=runtime.sessions,
+        settings=runtime.settings,
+        publisher=runtime.pubsub,
+        dispatcher=LostDispatch(),
+    )
     run_create(runtime, msg)
 
     assert queued(runtime.celery, "deliver.email") == 1
@@ -65,8 +73,12 @@ def test_dedupe_key_allows_one_notification_per_recipient(runtime):
 
     with runtime.sessions() as s:
         pairs = sorted(s.execute(select(Notification.recipient_id, Notification.dedupe_key)))
-    assert pairs == [("a", "link-1:expiring"), ("a", "link-2:expiring"),
-                     ("b", "link-1:expiring"), ("c", "link-1:expiring")]
+    assert pairs == [
+        ("a", "link-1:expiring"),
+        ("a", "link-2:expiring"),
+        ("b", "link-1:expiring"),
+        ("c", "link-1:expiring"),
+    ]
 
 
 def test_concurrent_creates_give_each_recipient_a_gapless_sequence(runtime):
@@ -91,7 +103,9 @@ def test_concurrent_creates_give_each_recipient_a_gapless_sequence(runtime):
     with runtime.sessions() as s:
         for r in recipients:
             seqs = s.scalars(
-                select(Notification.seq).where(Notification.recipient_id == r).order_by(Notification.seq)
+                select(Notification.seq)
+                .where(Notification.recipient_id == r)
+                .order_by(Notification.seq)
             ).all()
             assert seqs == list(range(1, 31))
 
@@ -113,7 +127,8 @@ def test_created_events_are_published_after_commit(runtime):
     while (m := pubsub.get_message(timeout=0.5)) is not None:
         events.append(json.loads(m["data"]))
     assert [(e["type"], e["recipient"], e["cursor"]) for e in events] == [
-        ("notification.created", "a", 1), ("notification.created", "b", 1)
+        ("notification.created", "a", 1),
+        ("notification.created", "b", 1),
     ]
     assert {e["data"]["id"] for e in events} == {str(i) for i, _ in msg.items}
 
@@ -125,7 +140,9 @@ def test_broker_down_is_503_with_retry_after_and_the_key_stays_usable(
     from tests.conftest import server_settings
 
     good_celery = runtime.celery
-    broken = R(server_settings(pg_url, broker_url="redis://127.0.0.1:1/0", broker_publish_timeout=1))
+    broken = R(
+        server_settings(pg_url, broker_url="redis://127.0.0.1:1/0", broker_publish_timeout=1)
+    )
     runtime.__dict__["celery"] = broken.celery
     headers = {**producer, "Idempotency-Key": "during-outage"}
     payload = {"recipients": ["a"], "category": "x", "title": "t"}
@@ -147,7 +164,9 @@ def test_readyz_reports_database_and_broker(client, runtime, pg_url):
     from tests.conftest import server_settings
 
     assert client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok"}
-    broken = R(server_settings(pg_url, broker_url="redis://127.0.0.1:1/0", broker_publish_timeout=1))
+    broken = R(
+        server_settings(pg_url, broker_url="redis://127.0.0.1:1/0", broker_publish_timeout=1)
+    )
     runtime.__dict__["celery"] = broken.celery
     response = client.get("/readyz")
     assert response.status_code == 503

@@ -41,8 +41,12 @@ def test_send_answers_202_with_ids_and_enqueues_one_create_task(client, runtime,
 
 def test_sent_notification_reaches_the_inbox_with_every_field(client, runtime, producer, user):
     sent = body(
-        type="link_expiring_soon", severity="high", body="Tomorrow.", url="https://x.test/l/1",
-        metadata={"link_id": 1}, actor_id="system",
+        type="link_expiring_soon",
+        severity="high",
+        body="Tomorrow.",
+        url="https://x.test/l/1",
+        metadata={"link_id": 1},
+        actor_id="system",
     )
     nid = client.post(SEND, json=sent, headers=producer).json()["notifications"][0]["id"]
     drain(runtime.celery)
@@ -165,9 +169,17 @@ def test_idempotency_keys_belong_to_one_api_key(client, runtime, producer):
         ({"recipients": ["alice"], "category": "links"}, "title"),
     ],
     ids=[
-        "metadata>16KiB", "1001-recipients", "no-recipients", "repeated-recipient",
-        "unknown-field", "wrong-type", "recipients-not-a-list", "bad-severity",
-        "unknown-channel", "bad-category", "missing-title",
+        "metadata>16KiB",
+        "1001-recipients",
+        "no-recipients",
+        "repeated-recipient",
+        "unknown-field",
+        "wrong-type",
+        "recipients-not-a-list",
+        "bad-severity",
+        "unknown-channel",
+        "bad-category",
+        "missing-title",
     ],
 )
 def test_bad_input_is_a_422_problem_and_nothing_is_enqueued(

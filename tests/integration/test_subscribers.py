@@ -7,13 +7,20 @@ import pytest
 from clarion.db.models import Delivery, Notification
 from tests.broker import drain
 
-PROFILE = {"email": "ada@example.com", "locale": "en-GB", "timezone": "Europe/London",
-           "name": "Ada", "data": {"plan": "pro"}}
+PROFILE = {
+    "email": "ada@example.com",
+    "locale": "en-GB",
+    "timezone": "Europe/London",
+    "name": "Ada",
+    "data": {"plan": "pro"},
+}
 
 
 def test_put_creates_then_replaces_a_profile(client, producer):
     created = client.put("/v1/subscribers/ada", json=PROFILE, headers=producer)
-    replaced = client.put("/v1/subscribers/ada", json={"email": "new@example.com"}, headers=producer)
+    replaced = client.put(
+        "/v1/subscribers/ada", json={"email": "new@example.com"}, headers=producer
+    )
     fetched = client.get("/v1/subscribers/ada", headers=producer)
 
     assert created.status_code == 200 and created.json()["name"] == "Ada"
@@ -24,8 +31,13 @@ def test_put_creates_then_replaces_a_profile(client, producer):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"timezone": "Mars/Olympus"}, {"email": "not-an-address"}, {"locale": "english please"},
-     {"nickname": "x"}, {"data": {"x": "y" * 17_000}}],
+    [
+        {"timezone": "Mars/Olympus"},
+        {"email": "not-an-address"},
+        {"locale": "english please"},
+        {"nickname": "x"},
+        {"data": {"x": "y" * 17_000}},
+    ],
     ids=["timezone", "email", "locale", "unknown-field", "data-too-big"],
 )
 def test_bad_profiles_are_422(client, producer, bad):
@@ -41,8 +53,12 @@ def test_unknown_subscriber_is_404(client, producer):
 
 def test_delete_erases_the_subscriber_and_everything_sent_to_them(client, runtime, producer, user):
     client.put("/v1/subscribers/ada", json=PROFILE, headers=producer)
-    payload = {"recipients": ["ada", "bob"], "category": "x", "title": "t",
-               "channels": ["in_app", "email"]}
+    payload = {
+        "recipients": ["ada", "bob"],
+        "category": "x",
+        "title": "t",
+        "channels": ["in_app", "email"],
+    }
     client.post("/v1/notifications", json=payload, headers=producer)
     drain(runtime.celery)
 

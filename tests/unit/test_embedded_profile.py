@@ -32,25 +32,32 @@ def runtime(tmp_path):
 
 def run_create(runtime, msg):
     return create_notifications(
-        msg, sessions=runtime.sessions, settings=runtime.settings,
-        publisher=runtime.pubsub, dispatcher=runtime,
+        msg,
+        sessions=runtime.sessions,
+        settings=runtime.settings,
+        publisher=runtime.pubsub,
+        dispatcher=runtime,
     )
 
 
 def test_create_is_idempotent_and_dedupes_on_sqlite(runtime):
-    msg = send.prepare(NotificationCreate(recipients=["a", "b"], category="x", title="t",
-                                          dedupe_key="k"))
+    msg = send.prepare(
+        NotificationCreate(recipients=["a", "b"], category="x", title="t", dedupe_key="k")
+    )
     first = run_create(runtime, msg)
     again = run_create(runtime, msg)
-    other = run_create(runtime, send.prepare(
-        NotificationCreate(recipients=["a"], category="x", title="t", dedupe_key="k")))
+    other = run_create(
+        runtime,
+        send.prepare(NotificationCreate(recipients=["a"], category="x", title="t", dedupe_key="k")),
+    )
 
     assert len(first.notifications) == 2
     assert again.skipped_existing == 2 and again.notifications == []
     assert other.skipped_dedupe == 1
     with runtime.sessions() as s:
-        rows = notifications.inbox(session=s, recipient_id="a", limit=10, before=None,
-                                   filters=InboxFilter())
+        rows = notifications.inbox(
+            session=s, recipient_id="a", limit=10, before=None, filters=InboxFilter()
+        )
     assert [r.seq for r in rows] == [1]
 
 

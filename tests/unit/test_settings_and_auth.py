@@ -64,9 +64,8 @@ def test_api_keys_are_hashed_not_stored(tmp_path):
     assert not ApiKeyVerifier(sessions, 0).verify(secret).allows("admin")
     with pytest.raises(AuthError):
         ApiKeyVerifier(sessions, 0).verify(secret + "x")
-    with pytest.raises(ValueError):
-        with transaction(sessions) as s:
-            create_api_key(session=s, name="bad", scopes=["root"])
+    with pytest.raises(ValueError), transaction(sessions) as s:
+        create_api_key(session=s, name="bad", scopes=["root"])
 
 
 def test_idempotency_store_claims_replays_and_refuses_other_bodies():

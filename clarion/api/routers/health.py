@@ -41,6 +41,9 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     if all(v == "ok" for v in checks.values()):
         return JSONResponse({"status": "ok", "checks": checks})
     return problem_response(
-        503, "not-ready", "A dependency is unreachable.", headers={"Retry-After": "5"},
+        503,
+        "not-ready",
+        "A dependency is unreachable.",
+        headers={"Retry-After": "5"},
         checks=checks,
     )

@@ -1,0 +1,50 @@
+# The two commands: `make run` (the embedded platform, no services) and `make test`.
+# Both create .venv and install what they need on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PG_VERSION_DIR := $(firstword $(wildcard /etc/postgresql/*))
+
+.PHONY: run test install lint format services bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,ops]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/clarion dev
+
+# Tests run against the real PostgreSQL (127.0.0.1:5432, database test) and Redis
+# (127.0.0.1:6379). Start them if this machine has them installed but stopped; if one is
+# still missing, the suite fails (never skips).
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
+	  { [ -n "$(PG_VERSION_DIR)" ] && pg_ctlcluster --skip-systemctl-redirect \
+	      $(notdir $(PG_VERSION_DIR)) main start; } || true
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || \
+	  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+	    --appendonly no || true
+
+lint: install
+	$(BIN)/ruff check clarion tests bench migrations
+	$(BIN)/ruff format --check clarion tests bench migrations
+
+format: install
+	$(BIN)/ruff format clarion tests bench migrations
+	$(BIN)/ruff check --fix clarion tests bench migrations
+
+test: install services lint
+	$(BIN)/pytest
+
+bench: install services
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/inbox.py
+
+clean:
+	rm -rf $(VENV) .clarion .pytest_cache .ruff_cache
