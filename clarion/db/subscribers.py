@@ -17,12 +17,17 @@ PROFILE_FIELDS = ("email", "locale", "timezone", "name", "data")
 
 
 def ensure(*, session: Session, ids: Sequence[str], now: datetime) -> None:
-    """Create bare subscribers for ids not seen before; existing ones are untouched."""
+    """Create bare subscribers for ids not seen before; existing ones are untouched.
+
+    Sorted, like ``lock``: two transactions inserting the same new ids in opposite orders
+    would otherwise deadlock on PostgreSQL's speculative-insert locks.
+    """
     if not ids:
         return
     stmt = insert_for(session, Subscriber).on_conflict_do_nothing(index_elements=["id"])
+    new = sorted(set(ids))
     session.execute(
-        stmt, [{"id": i, "data": {}, "seq": 0, "created_at": now, "updated_at": now} for i in ids]
+        stmt, [{"id": i, "data": {}, "seq": 0, "created_at": now, "updated_at": now} for i in new]
     )
 
 

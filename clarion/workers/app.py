@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import Queue
 
 from clarion.settings import Settings
@@ -63,4 +64,10 @@ def create_celery(settings: Settings, runtime=None) -> Celery:
     app.config_from_object(celery_config(settings))
     app.clarion = runtime or Runtime(settings, celery=app)
     tasks.register(app)
+
+    @worker_process_init.connect(weak=False)
+    def _own_connections(**_: object) -> None:
+        # A prefork child must not reuse the parent's pooled database connections.
+        app.clarion.engine.dispose(close=False)
+
     return app

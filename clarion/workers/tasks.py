@@ -21,19 +21,17 @@ log = logging.getLogger(__name__)
 # Database hiccups (failover, deadlock victim, serialisation failure) are worth a retry;
 # anything else in a task is a bug and is logged, not retried forever.
 TRANSIENT = (OperationalError, DBAPIError)
+RETRY_TRANSIENT = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 10,
+}
 
 
 def register(app: Celery) -> None:
-    @app.task(
-        name="clarion.create",
-        shared=False,
-        bind=True,
-        autoretry_for=TRANSIENT,
-        retry_backoff=True,
-        retry_backoff_max=60,
-        retry_jitter=True,
-        max_retries=10,
-    )
+    @app.task(name="clarion.create", shared=False, bind=True, **RETRY_TRANSIENT)
     def create(self, message: dict) -> dict:
         runtime = self.app.clarion
         result = create_notifications(
@@ -49,15 +47,7 @@ def register(app: Celery) -> None:
             "skipped_dedupe": result.skipped_dedupe,
         }
 
-    @app.task(
-        name="clarion.deliver",
-        shared=False,
-        bind=True,
-        autoretry_for=TRANSIENT,
-        retry_backoff=True,
-        retry_jitter=True,
-        max_retries=10,
-    )
+    @app.task(name="clarion.deliver", shared=False, bind=True, **RETRY_TRANSIENT)
     def deliver(self, channel: str, delivery_ids: list[str]) -> dict:
         runtime = self.app.clarion
         result = deliver_core.deliver(

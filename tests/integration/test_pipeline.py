@@ -110,6 +110,29 @@ def test_concurrent_creates_give_each_recipient_a_gapless_sequence(runtime):
             assert seqs == list(range(1, 31))
 
 
+def test_concurrent_creates_for_new_recipients_in_opposite_orders_do_not_deadlock(runtime):
+    names = [f"new-{i}" for i in range(200)]
+    forward = [message(names) for _ in range(5)]
+    backward = [message(list(reversed(names))) for _ in range(5)]
+    errors: list[BaseException] = []
+
+    def worker(batch):
+        try:
+            for m in batch:
+                run_create(runtime, m)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(b,)) for b in (forward, backward)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert counts(runtime)[0] == 2000
+
+
 def test_created_events_are_published_after_commit(runtime):
     import redis
 
