@@ -41,6 +41,10 @@ class InboxPage(BaseModel):
 
 
 class UnreadCount(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"total": 3, "by_category": {"links": 2, "system": 1}}]}
+    )
+
     total: int
     by_category: dict[str, int]
 

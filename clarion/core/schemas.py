@@ -119,6 +119,19 @@ class AcceptedNotification(BaseModel):
 class NotificationAccepted(BaseModel):
     """The 202 answer: ids are final; the worker persists them shortly after."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "01a2015f-510d-7aeb-8186-0e32e7000ff3",
+                    "notifications": [
+                        {"id": "01a2015f-510e-751e-ac47-e0746fe33b3e", "recipient": "user-42"}
+                    ],
+                }
+            ]
+        }
+    )
+
     request_id: uuid.UUID
     notifications: list[AcceptedNotification]
 
