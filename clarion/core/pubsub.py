@@ -14,7 +14,15 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-CHANNEL = "clarion:events"
+
+def channel_for(url: str) -> str:
+    """The event channel of a Redis URL.
+
+    Redis pub/sub ignores the database number, so two deployments sharing one Redis on
+    different databases would hear each other's events; the number is part of the name.
+    """
+    db = urlsplit(url).path.strip("/") or "0"
+    return f"clarion:{db}:events"
 
 
 class PubSub(Protocol):
@@ -61,6 +69,7 @@ class RedisPubSub:
         import redis
 
         self._url = url
+        self.channel = channel_for(url)
         self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
     def publish_many(self, events: list[dict[str, Any]]) -> None:
@@ -68,7 +77,7 @@ class RedisPubSub:
             return
         pipe = self._client.pipeline(transaction=False)
         for event in events:
-            pipe.publish(CHANNEL, json.dumps(event, separators=(",", ":"), default=str))
+            pipe.publish(self.channel, json.dumps(event, separators=(",", ":"), default=str))
         pipe.execute()
 
     async def subscribe(self) -> AsyncIterator[dict[str, Any]]:
@@ -76,7 +85,7 @@ class RedisPubSub:
 
         client = aioredis.Redis.from_url(self._url)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(CHANNEL)
+        await pubsub.subscribe(self.channel)
         try:
             async for message in pubsub.listen():
                 yield json.loads(message["data"])

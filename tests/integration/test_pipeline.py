@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
+import redis
 from sqlalchemy import func, select
 
 from clarion.core import send
@@ -134,17 +136,13 @@ def test_concurrent_creates_for_new_recipients_in_opposite_orders_do_not_deadloc
 
 
 def test_created_events_are_published_after_commit(runtime):
-    import redis
-
     pubsub = redis.Redis.from_url(runtime.settings.redis_url).pubsub()
-    pubsub.subscribe("clarion:events")
+    pubsub.subscribe(runtime.pubsub.channel)
     pubsub.get_message(timeout=1)  # the subscribe confirmation
     msg = message(["a", "b"])
 
     run_create(runtime, msg)
     run_create(runtime, msg)  # a rerun announces nothing new
-
-    import json
 
     events = []
     while (m := pubsub.get_message(timeout=0.5)) is not None:
@@ -154,6 +152,25 @@ def test_created_events_are_published_after_commit(runtime):
         ("notification.created", "b", 1),
     ]
     assert {e["data"]["id"] for e in events} == {str(i) for i, _ in msg.items}
+
+
+def test_deployments_on_other_redis_databases_do_not_hear_each_other(runtime):
+    from clarion.core.pubsub import RedisPubSub
+
+    ours = RedisPubSub(runtime.settings.redis_url)
+    theirs = RedisPubSub(runtime.settings.redis_url.rsplit("/", 1)[0] + "/3")
+    listener = redis.Redis.from_url(runtime.settings.redis_url).pubsub()
+    listener.subscribe(ours.channel)
+    listener.get_message(timeout=1)
+
+    theirs.publish_many([{"type": "notification.created", "recipient": "x"}])
+    ours.publish_many([{"type": "notification.created", "recipient": "y"}])
+
+    got = [
+        json.loads(m["data"])["recipient"]
+        for m in iter(lambda: listener.get_message(timeout=0.5), None)
+    ]
+    assert got == ["y"]
 
 
 def test_broker_down_is_503_with_retry_after_and_the_key_stays_usable(
