@@ -6,6 +6,7 @@ own process group and kills the groups on exit, whatever happened.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -105,10 +106,8 @@ class Processes:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 pass
-        try:  # the group too: prefork children and uvicorn workers
+        with contextlib.suppress(ProcessLookupError):  # the group: prefork children too
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(5)
         self._procs = [(n, p) for n, p in self._procs if p is not proc]
 
@@ -158,6 +157,16 @@ def _proc_stats() -> list[tuple[int, str, int, float]]:
 def cpu_snapshot(groups: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far per named process group, plus PostgreSQL, Redis and this harness."""
     totals = dict.fromkeys([*groups, "postgres", "redis", "harness"], 0.0)
+    # Machine-wide, from /proc/stat: softirq (loopback networking) is charged to no process.
+    fields = [int(x) / _TICK for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:8]]
+    user, nice, system, idle, iowait, irq, softirq = fields
+    totals.update(
+        {
+            "(all user+sys)": user + nice + system,
+            "(irq+softirq)": irq + softirq,
+            "(idle)": idle + iowait,
+        }
+    )
     by_pgid = {pgid: name for name, pgid in groups.items()}
     me = os.getpgrp()
     for _pid, comm, pgrp, secs in _proc_stats():
@@ -172,10 +181,36 @@ def cpu_snapshot(groups: dict[str, int]) -> dict[str, float]:
     return totals
 
 
+def background_load(seconds: float = 2.0) -> float:
+    """Percent of one core the machine is busy with before the benchmark starts anything."""
+
+    def busy_idle() -> tuple[float, float]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:8]]
+        return sum(fields) - fields[3] - fields[4], fields[3] + fields[4]
+
+    b0, i0 = busy_idle()
+    time.sleep(seconds)
+    b1, i1 = busy_idle()
+    cores = os.cpu_count() or 1
+    return 100 * cores * (b1 - b0) / max(1, (b1 - b0) + (i1 - i0))
+
+
+def warn_if_busy() -> None:
+    load = background_load()
+    print(f"machine before the run: {load:.0f}% of one core busy ({os.cpu_count()} cores)")
+    if load > 15:
+        print("  !! something else is using the CPU: figures below are not representative")
+
+
 def cpu_report(before: dict[str, float], after: dict[str, float], wall: float) -> str:
-    """'api 62%  worker 95% ...' as percent of one core over the wall time."""
-    parts = [f"{k} {100 * (after[k] - before[k]) / wall:.0f}%" for k in after]
-    return "  ".join(parts)
+    """'api 62%  worker 95% ... | machine 190% (other 3%), irq 5%, idle 5%' over the wall time."""
+    used = {k: 100 * (after[k] - before[k]) / wall for k in after}
+    machine, irq, idle = used.pop("(all user+sys)"), used.pop("(irq+softirq)"), used.pop("(idle)")
+    other = max(0.0, machine - sum(used.values()))  # counters disagree by a few %
+    parts = "  ".join(f"{k} {v:.0f}%" for k, v in used.items())
+    return (
+        f"{parts} | machine {machine:.0f}% (other {other:.0f}%), irq {irq:.0f}%, idle {idle:.0f}%"
+    )
 
 
 # --- statistics -------------------------------------------------------------------------
