@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     # How long the API waits for the broker before answering 503.
     broker_publish_timeout: float = Field(default=3.0, gt=0)
     worker_prefetch_multiplier: int = Field(default=4, gt=0)
+    # Celery task events cost about a quarter of a small task's throughput. Flower turns
+    # them on by itself (enable_events) while it runs, so they are off by default.
+    worker_task_events: bool = False
+    # Concurrent send requests are published as one create task of at most this many
+    # notifications (1 = one task per request).
+    api_coalesce_max_notifications: int = Field(default=500, ge=1)
 
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from clarion import __version__
 from clarion.api import problems
+from clarion.api.coalesce import Coalescer
 from clarion.api.routers import health, inbox, notifications, subscribers
+from clarion.core import send
 from clarion.runtime import Runtime
 from clarion.settings import Settings
 
@@ -23,6 +25,24 @@ Clarion's HTTP API.
   and read their inbox under `/v1/me`.
 * Every error is `application/problem+json` (RFC 9457) with a stable `type`.
 """
+
+
+class BodyLimit:
+    """Refuse declared bodies over the limit with a 413 before reading them (pure ASGI)."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.max_bytes:
+                response = problems.problem_response(
+                    413, "body-too-large", f"Request bodies are limited to {self.max_bytes} bytes."
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
@@ -41,18 +61,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.coalescer = Coalescer(
+        lambda messages: send.enqueue(runtime.celery, *messages),
+        runtime.settings.api_coalesce_max_notifications,
+    )
     app.state.owns_runtime = settings is not None or runtime is None
     problems.install(app)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return problems.problem_response(
-                413, "body-too-large", f"Request bodies are limited to {MAX_BODY_BYTES} bytes."
-            )
-        return await call_next(request)
-
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     for router in (notifications.router, subscribers.router, inbox.router, health.router):
         app.include_router(router)
     return app

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from clarion.api.coalesce import Coalescer
 from clarion.api.problems import Problem
 from clarion.core.auth import AuthError, Principal, verify_user_token
 from clarion.runtime import Runtime
@@ -31,6 +32,13 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_coalescer(request: Request) -> Coalescer:
+    return request.app.state.coalescer
+
+
+CoalescerDep = Annotated[Coalescer, Depends(get_coalescer)]
 
 
 def get_session(runtime: RuntimeDep) -> Iterator[Session]:

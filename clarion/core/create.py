@@ -1,9 +1,13 @@
-"""The ``create`` step: persist a request's notifications and deliveries in one transaction.
+"""The ``create`` step: persist notifications and deliveries in one transaction.
 
 Called by the ``create`` task, and by nothing else: the API and ``clarion.enqueue`` only
-enqueue. Safe to run twice: ids come from the sender, existing ids and dedupe keys are
-skipped under the recipients' row locks, and after commit the still-pending deliveries of
-the whole request are dispatched again (the deliver step ignores what is no longer pending).
+enqueue. One task may carry several requests (the API coalesces concurrent small ones);
+they share one transaction and one statement of each kind, which is what makes small
+requests cheap.
+
+Safe to run twice: ids come from the sender, existing ids and dedupe keys are skipped under
+the recipients' row locks, and after commit the still-pending deliveries of every request
+are dispatched again (the deliver step ignores what is no longer pending).
 """
 
 from __future__ import annotations
@@ -50,49 +54,70 @@ def decide_channels(message: CreateMessage, settings: Settings) -> list[str]:
     return channels if INBOX in channels else [INBOX, *channels]
 
 
-def persist(*, session: Session, message: CreateMessage, settings: Settings) -> Created:
-    """Insert the request's new notifications and their deliveries; the caller commits."""
+def persist(*, session: Session, messages: list[CreateMessage], settings: Settings) -> Created:
+    """Insert the requests' new notifications and their deliveries; the caller commits."""
     now = utcnow()
-    content = message.content
-    recipients = [recipient for _, recipient in message.items]
+    recipients = sorted({r for m in messages for _, r in m.items})
     subscribers.ensure(session=session, ids=recipients, now=now)
-    # Take the recipients' row locks before looking for duplicates, so a concurrent
-    # run of the same message waits here and then sees this run's rows.
-    subscribers.lock(session=session, ids=recipients)
-    all_ids = [nid for nid, _ in message.items]
+    # Lock the recipients before looking for duplicates, so a concurrent run of the same
+    # message waits here and then sees this run's rows.
+    seqs = subscribers.lock_seqs(session=session, ids=recipients)
+    all_ids = [nid for m in messages for nid, _ in m.items]
     existing = notifications.existing_ids(session=session, ids=all_ids)
-    deduped = (
-        notifications.recipients_with_dedupe_key(
-            session=session, dedupe_key=content.dedupe_key, recipients=recipients
-        )
-        if content.dedupe_key
-        else set()
-    )
-    fresh = [(nid, r) for nid, r in message.items if nid not in existing and r not in deduped]
-    result = Created(
-        skipped_existing=sum(1 for nid, _ in message.items if nid in existing),
-        skipped_dedupe=sum(1 for nid, r in message.items if nid not in existing and r in deduped),
-    )
-    seqs = subscribers.next_seqs(session=session, ids=[r for _, r in fresh])
-    channels = decide_channels(message, settings)
-    rows = [_notification_row(nid, r, seqs[r], message) for nid, r in fresh]
+    taken = _dedupe_taken(session, messages)
+    result = Created()
+    rows, deliveries, touched = [], [], set()
+    for message in messages:
+        channels = decide_channels(message, settings)
+        for nid, recipient in message.items:
+            key = (recipient, message.content.dedupe_key)
+            if nid in existing:
+                result.skipped_existing += 1
+                continue
+            if message.content.dedupe_key and key in taken:
+                result.skipped_dedupe += 1
+                continue
+            taken.add(key)
+            seqs[recipient] += 1
+            touched.add(recipient)
+            row = _notification_row(nid, recipient, seqs[recipient], message)
+            rows.append(row)
+            deliveries += [_delivery_row(nid, channel, now) for channel in channels]
+            if INBOX in channels:
+                result.notifications.append(row)
+    subscribers.set_seqs(session=session, seqs={r: seqs[r] for r in touched})
     notifications.insert_many(session=session, rows=rows)
-    notifications.insert_deliveries(
-        session=session,
-        rows=[_delivery_row(row["id"], channel, now) for row in rows for channel in channels],
-    )
-    if INBOX in channels:
-        result.notifications = rows
-    external = [c for c in channels if c != INBOX]
-    if external:
-        pending = notifications.pending_deliveries(
-            session=session, notification_ids=all_ids, channels=external
-        )
-        grouped: dict[str, list[uuid.UUID]] = defaultdict(list)
-        for delivery_id, channel in pending:
-            grouped[channel].append(delivery_id)
-        result.to_dispatch = dict(grouped)
+    notifications.insert_deliveries(session=session, rows=deliveries)
+    result.to_dispatch = _pending_external(session, messages, settings)
     return result
+
+
+def _dedupe_taken(session: Session, messages: list[CreateMessage]) -> set[tuple[str, str]]:
+    keys = {m.content.dedupe_key for m in messages if m.content.dedupe_key}
+    if not keys:
+        return set()
+    recipients = {r for m in messages if m.content.dedupe_key for _, r in m.items}
+    return notifications.dedupe_pairs(session=session, keys=keys, recipients=recipients)
+
+
+def _pending_external(
+    session: Session, messages: list[CreateMessage], settings: Settings
+) -> dict[str, list[uuid.UUID]]:
+    ids = [
+        nid
+        for m in messages
+        if any(c != INBOX for c in decide_channels(m, settings))
+        for nid, _ in m.items
+    ]
+    if not ids:
+        return {}
+    external = {c for m in messages for c in decide_channels(m, settings)} - {INBOX}
+    grouped: dict[str, list[uuid.UUID]] = defaultdict(list)
+    for delivery_id, channel in notifications.pending_deliveries(
+        session=session, notification_ids=ids, channels=external
+    ):
+        grouped[channel].append(delivery_id)
+    return dict(grouped)
 
 
 def _notification_row(nid: uuid.UUID, recipient: str, seq: int, message: CreateMessage) -> dict:
@@ -144,7 +169,7 @@ def created_event(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_notifications(
-    message: CreateMessage,
+    messages: list[CreateMessage],
     *,
     sessions: sessionmaker[Session],
     settings: Settings,
@@ -153,7 +178,7 @@ def create_notifications(
 ) -> Created:
     """Persist in one transaction, then announce the inbox rows and dispatch the rest."""
     with transaction(sessions) as session:
-        result = persist(session=session, message=message, settings=settings)
+        result = persist(session=session, messages=messages, settings=settings)
     if result.notifications:
         publisher.publish_many([created_event(row) for row in result.notifications])
     for channel, ids in result.to_dispatch.items():

@@ -47,11 +47,14 @@ def fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def enqueue(celery_app, message: CreateMessage, **options: Any) -> None:
-    """Publish the ``create`` task by name: works from any Celery app on the same broker."""
+def enqueue(celery_app, *messages: CreateMessage, **options: Any) -> None:
+    """Publish one ``create`` task carrying these requests, by name.
+
+    Works from any Celery app on the same broker (``clarion.enqueue``).
+    """
     celery_app.send_task(
         CREATE_TASK,
-        args=[message.model_dump(mode="json")],
+        args=[m.model_dump(mode="json") for m in messages],
         queue=CREATE_QUEUE,
         **options,
     )

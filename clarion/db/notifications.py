@@ -29,15 +29,16 @@ def existing_ids(*, session: Session, ids: Sequence[uuid.UUID]) -> set[uuid.UUID
     return set(rows.scalars())
 
 
-def recipients_with_dedupe_key(
-    *, session: Session, dedupe_key: str, recipients: Sequence[str]
-) -> set[str]:
+def dedupe_pairs(
+    *, session: Session, keys: Iterable[str], recipients: Iterable[str]
+) -> set[tuple[str, str]]:
+    """(recipient, dedupe key) pairs already stored among these keys and recipients."""
     rows = session.execute(
-        select(Notification.recipient_id).where(
-            Notification.dedupe_key == dedupe_key, Notification.recipient_id.in_(recipients)
+        select(Notification.recipient_id, Notification.dedupe_key).where(
+            Notification.dedupe_key.in_(list(keys)), Notification.recipient_id.in_(list(recipients))
         )
     )
-    return set(rows.scalars())
+    return {(row.recipient_id, row.dedupe_key) for row in rows}
 
 
 def insert_many(*, session: Session, rows: list[dict[str, Any]]) -> None:

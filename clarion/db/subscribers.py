@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from clarion.db.dialect import insert_for
@@ -31,33 +31,33 @@ def ensure(*, session: Session, ids: Sequence[str], now: datetime) -> None:
     )
 
 
-def lock(*, session: Session, ids: Sequence[str]) -> None:
-    """Lock subscriber rows in id order until commit.
+def lock_seqs(*, session: Session, ids: Sequence[str]) -> dict[str, int]:
+    """Lock subscriber rows in id order until commit and return their sequences.
 
     One order for everyone means concurrent transactions touching overlapping recipients
     queue up instead of deadlocking; holding the lock to commit is what makes one
     recipient's notifications commit in sequence order. (SQLite serialises writers anyway.)
     """
-    if ids:
-        session.execute(
-            select(Subscriber.id)
-            .where(Subscriber.id.in_(sorted(set(ids))))
-            .order_by(Subscriber.id)
-            .with_for_update()
-        )
-
-
-def next_seqs(*, session: Session, ids: Sequence[str]) -> dict[str, int]:
-    """Bump each (locked) subscriber's sequence by one and return the new values."""
     if not ids:
         return {}
     rows = session.execute(
-        update(Subscriber)
-        .where(Subscriber.id.in_(list(ids)))
-        .values(seq=Subscriber.seq + 1)
-        .returning(Subscriber.id, Subscriber.seq)
+        select(Subscriber.id, Subscriber.seq)
+        .where(Subscriber.id.in_(sorted(set(ids))))
+        .order_by(Subscriber.id)
+        .with_for_update()
     )
     return {row.id: row.seq for row in rows}
+
+
+def set_seqs(*, session: Session, seqs: dict[str, int]) -> None:
+    """Store new sequence values of locked subscribers (one executemany)."""
+    if seqs:
+        session.execute(
+            update(Subscriber.__table__)
+            .where(Subscriber.__table__.c.id == bindparam("sid"))
+            .values(seq=bindparam("new_seq")),
+            [{"sid": sid, "new_seq": seq} for sid, seq in seqs.items()],
+        )
 
 
 def get(*, session: Session, id: str) -> Subscriber | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.signals import worker_process_init
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from clarion.settings import Settings
 from clarion.workers import queues
@@ -35,7 +35,9 @@ def celery_config(settings: Settings) -> dict:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
-        "task_queues": [Queue(name) for name in queues.ALL_QUEUES],
+        # Each queue bound to its own exchange: a bare Queue(name) would bind every queue to
+        # the default queue's exchange and key, and one publish there would reach them all.
+        "task_queues": [Queue(n, Exchange(n), routing_key=n) for n in queues.ALL_QUEUES],
         "task_default_queue": queues.CREATE,
         "task_create_missing_queues": False,
         # Fail fast when the broker is down: the API answers 503 instead of hanging.
@@ -49,7 +51,7 @@ def celery_config(settings: Settings) -> dict:
         "timezone": "UTC",
         "enable_utc": True,
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": True,
+        "worker_send_task_events": settings.worker_task_events,
         "task_send_sent_event": False,
         "beat_schedule": {},
     }

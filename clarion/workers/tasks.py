@@ -32,10 +32,11 @@ RETRY_TRANSIENT = {
 
 def register(app: Celery) -> None:
     @app.task(name="clarion.create", shared=False, bind=True, **RETRY_TRANSIENT)
-    def create(self, message: dict) -> dict:
+    def create(self, *messages: dict) -> dict:
+        """One or more requests (the API coalesces concurrent ones), one transaction."""
         runtime = self.app.clarion
         result = create_notifications(
-            CreateMessage.model_validate(message),
+            [CreateMessage.model_validate(m) for m in messages],
             sessions=runtime.sessions,
             settings=runtime.settings,
             publisher=runtime.pubsub,

@@ -24,7 +24,7 @@ def message(recipients, **fields):
 
 def run_create(runtime: Runtime, msg) -> None:
     create_notifications(
-        msg,
+        [msg],
         sessions=runtime.sessions,
         settings=runtime.settings,
         publisher=runtime.pubsub,
@@ -57,7 +57,7 @@ def test_a_rerun_dispatches_deliveries_the_first_run_left_pending(runtime):
             pass  # the process died between commit and enqueue
 
     create_notifications(
-        msg,
+        [msg],
         sessions=runtime.sessions,
         settings=runtime.settings,
         publisher=runtime.pubsub,
@@ -66,6 +66,24 @@ def test_a_rerun_dispatches_deliveries_the_first_run_left_pending(runtime):
     run_create(runtime, msg)
 
     assert queued(runtime.celery, "deliver.email") == 1
+
+
+def test_one_task_carrying_several_requests_keeps_dedupe_and_sequences(runtime):
+    a = message(["x", "y"], dedupe_key="k")
+    b = message(["x"], dedupe_key="k")  # same key, same recipient, same task: skipped
+    c = message(["x"], channels=["in_app", "email"])
+    send.enqueue(runtime.celery, a, b, c)
+
+    assert drain(runtime.celery) == 2  # the create task, then one deliver.email task
+
+    with runtime.sessions() as s:
+        rows = s.execute(
+            select(Notification.recipient_id, Notification.seq, Notification.request_id).order_by(
+                Notification.recipient_id, Notification.seq
+            )
+        ).all()
+    assert rows == [("x", 1, a.request_id), ("x", 2, c.request_id), ("y", 1, a.request_id)]
+    assert counts(runtime) == (3, 4)
 
 
 def test_dedupe_key_allows_one_notification_per_recipient(runtime):

@@ -112,6 +112,29 @@ def test_status_of_unknown_notification_is_404_problem(client, producer):
     assert response.headers["content-type"] == "application/problem+json"
 
 
+def test_concurrent_sends_are_coalesced_into_fewer_tasks_and_all_land(client, runtime, producer):
+    import threading
+
+    answers = []
+
+    def post(i):
+        answers.append(client.post(SEND, json=body(recipients=[f"u{i}"]), headers=producer))
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert [a.status_code for a in answers] == [202] * 30
+    tasks = queued(runtime.celery)
+    assert tasks < 30
+    assert drain(runtime.celery) == tasks
+    ids = {uuid.UUID(a.json()["notifications"][0]["id"]) for a in answers}
+    with runtime.sessions() as s:
+        assert {r.id for r in s.query(Notification)} == ids
+
+
 # --- idempotency ----------------------------------------------------------------------
 
 

@@ -32,7 +32,7 @@ def runtime(tmp_path):
 
 def run_create(runtime, msg):
     return create_notifications(
-        msg,
+        [msg],
         sessions=runtime.sessions,
         settings=runtime.settings,
         publisher=runtime.pubsub,

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
-from clarion.api.deps import Producer, RuntimeDep, SessionDep
+from clarion.api.deps import CoalescerDep, Producer, RuntimeDep, SessionDep
 from clarion.api.problems import Problem
 from clarion.api.schemas import NotificationStatus
 from clarion.core import send
@@ -46,6 +46,7 @@ def _unavailable(what: str) -> Problem:
 def send_notification(
     body: NotificationCreate,
     runtime: RuntimeDep,
+    coalescer: CoalescerDep,
     producer: Producer,
     idempotency_key: Annotated[
         str | None,
@@ -80,7 +81,7 @@ def send_notification(
             )
     message = send.prepare(body)
     try:
-        send.enqueue(runtime.celery, message)
+        coalescer.submit(message)
     except (BrokerError, RedisError, OSError):
         log.warning("broker unreachable; request %s refused", message.request_id)
         if key:

@@ -1,0 +1,80 @@
+"""The API's coalescer: concurrent requests share a publish; errors reach every request."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from clarion.api.coalesce import Coalescer
+from clarion.core import send
+from clarion.core.schemas import NotificationCreate
+
+
+def message(recipients: int = 1):
+    return send.prepare(
+        NotificationCreate(recipients=[f"u{i}" for i in range(recipients)], category="x", title="t")
+    )
+
+
+def submit_concurrently(coalescer: Coalescer, messages) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def one(m):
+        try:
+            coalescer.submit(m)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(m,)) for m in messages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return errors
+
+
+def test_concurrent_requests_share_publishes_and_each_is_published_once():
+    batches: list[list] = []
+
+    def slow_publish(messages):
+        time.sleep(0.01)  # a broker round trip
+        batches.append(messages)
+
+    messages = [message() for _ in range(40)]
+    assert submit_concurrently(Coalescer(slow_publish, 500), messages) == []
+
+    published = [m.request_id for batch in batches for m in batch]
+    assert sorted(published) == sorted(m.request_id for m in messages)
+    assert len(batches) < len(messages)
+
+
+def test_a_batch_never_exceeds_the_notification_cap():
+    batches: list[list] = []
+
+    def publish(messages):
+        time.sleep(0.005)
+        batches.append(messages)
+
+    messages = [message(recipients=30) for _ in range(20)]
+    assert submit_concurrently(Coalescer(publish, 100), messages) == []
+    assert all(sum(len(m.items) for m in b) <= 100 for b in batches)
+    assert sum(len(b) for b in batches) == 20
+
+
+def test_a_broker_error_fails_every_request_in_the_batch():
+    def down(messages):
+        time.sleep(0.005)
+        raise ConnectionError("broker down")
+
+    errors = submit_concurrently(Coalescer(down, 500), [message() for _ in range(10)])
+    assert len(errors) == 10 and all(isinstance(e, ConnectionError) for e in errors)
+
+
+def test_cap_of_one_publishes_each_request_on_the_callers_thread():
+    callers = []
+    Coalescer(lambda ms: callers.append(threading.current_thread()), 1).submit(message())
+    assert callers == [threading.current_thread()]
+    with pytest.raises(ZeroDivisionError):
+        Coalescer(lambda ms: 1 / 0, 1).submit(message())
