@@ -42,7 +42,10 @@ format: install
 test: install services lint
 	$(BIN)/pytest
 
+# wrk drives the pipeline benchmark's saturation phase (a Python client would be the
+# bottleneck on two cores); installed from Debian's packages when missing.
 bench: install services
+	@command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/inbox.py
 

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     # Concurrent send requests are published as one create task of at most this many
     # notifications (1 = one task per request).
     api_coalesce_max_notifications: int = Field(default=500, ge=1)
+    api_coalesce_linger_ms: float = Field(default=2.0, ge=0, le=1000)
 
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)

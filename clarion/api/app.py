@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.coalescer = Coalescer(
         lambda messages: send.enqueue(runtime.celery, *messages),
         runtime.settings.api_coalesce_max_notifications,
+        runtime.settings.api_coalesce_linger_ms / 1000,
     )
     app.state.owns_runtime = settings is not None or runtime is None
     problems.install(app)

@@ -50,6 +50,18 @@ def test_concurrent_requests_share_publishes_and_each_is_published_once():
     assert len(batches) < len(messages)
 
 
+def test_linger_gathers_requests_that_arrive_a_little_apart():
+    batches: list[list] = []
+    coalescer = Coalescer(batches.append, 500, linger=0.2)
+    first = threading.Thread(target=coalescer.submit, args=(message(),))
+    first.start()
+    time.sleep(0.05)  # well inside the linger window, long after a publish would take
+    coalescer.submit(message())
+    first.join(2)
+
+    assert [len(b) for b in batches] == [2]
+
+
 def test_a_batch_never_exceeds_the_notification_cap():
     batches: list[list] = []
 
