@@ -32,6 +32,25 @@ def run_create(runtime: Runtime, msg) -> None:
     )
 
 
+def create_concurrently(runtime: Runtime, batches: list[list]) -> list[BaseException]:
+    """Run each batch of messages on its own thread; return the errors raised."""
+    errors: list[BaseException] = []
+
+    def worker(batch):
+        try:
+            for m in batch:
+                run_create(runtime, m)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def counts(runtime: Runtime) -> tuple[int, int]:
     with runtime.sessions() as s:
         return s.scalar(select(func.count()).select_from(Notification)), s.scalar(
@@ -104,22 +123,7 @@ def test_dedupe_key_allows_one_notification_per_recipient(runtime):
 def test_concurrent_creates_give_each_recipient_a_gapless_sequence(runtime):
     recipients = ["r1", "r2", "r3"]
     messages = [message(recipients) for _ in range(30)]
-    errors: list[BaseException] = []
-
-    def worker(batch):
-        try:
-            for m in batch:
-                run_create(runtime, m)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(messages[i::3],)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-    assert errors == []
+    assert create_concurrently(runtime, [messages[i::3] for i in range(3)]) == []
     with runtime.sessions() as s:
         for r in recipients:
             seqs = s.scalars(
@@ -134,22 +138,7 @@ def test_concurrent_creates_for_new_recipients_in_opposite_orders_do_not_deadloc
     names = [f"new-{i}" for i in range(200)]
     forward = [message(names) for _ in range(5)]
     backward = [message(list(reversed(names))) for _ in range(5)]
-    errors: list[BaseException] = []
-
-    def worker(batch):
-        try:
-            for m in batch:
-                run_create(runtime, m)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(b,)) for b in (forward, backward)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-    assert errors == []
+    assert create_concurrently(runtime, [forward, backward]) == []
     assert counts(runtime)[0] == 2000
 
 
