@@ -162,6 +162,18 @@ def test_same_idempotency_key_with_another_body_is_409(client, runtime, producer
     assert queued(runtime.celery) == 1
 
 
+def test_an_unexpected_publish_error_releases_the_idempotency_key(client, runtime, producer):
+    coalescer = client.app.state.coalescer
+    publish = coalescer._publish
+    coalescer._publish = lambda messages: 1 / 0
+    headers = {**producer, "Idempotency-Key": "order-9"}
+
+    assert client.post(SEND, json=body(), headers=headers).status_code == 500
+    coalescer._publish = publish
+    assert client.post(SEND, json=body(), headers=headers).status_code == 202
+    assert queued(runtime.celery) == 1
+
+
 def test_idempotency_keys_belong_to_one_api_key(client, runtime, producer):
     from tests.conftest import make_key
 

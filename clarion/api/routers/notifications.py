@@ -21,6 +21,7 @@ from clarion.db import notifications
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 UNAVAILABLE = {"Retry-After": "5"}
+BROKER_ERRORS = (BrokerError, RedisError, OSError)
 
 
 def _unavailable(what: str) -> Problem:
@@ -59,38 +60,51 @@ def send_notification(
     """
     key = f"{producer.key_id}:{idempotency_key}" if idempotency_key else None
     fingerprint = send.fingerprint(body.model_dump(mode="json")) if key else ""
-    if key:
-        try:
-            claim = runtime.idempotency.claim(key, fingerprint)
-        except RedisError:
-            raise _unavailable("idempotency store") from None
-        if claim.outcome == "replay":
-            return JSONResponse(claim.response, 202, headers={"Idempotent-Replayed": "true"})
-        if claim.outcome == "mismatch":
-            raise Problem(
-                409,
-                "idempotency-key-reused",
-                "This Idempotency-Key was used with a different request body.",
-            )
-        if claim.outcome == "in_progress":
-            raise Problem(
-                409,
-                "idempotency-key-in-progress",
-                "A request with this Idempotency-Key is still being processed.",
-                headers={"Retry-After": "1"},
-            )
+    if key and (replay := _claim(runtime, key, fingerprint)) is not None:
+        return replay
     message = send.prepare(body)
     try:
         coalescer.submit(message)
-    except (BrokerError, RedisError, OSError):
-        log.warning("broker unreachable; request %s refused", message.request_id)
-        if key:
+    except BaseException as exc:
+        if key:  # nothing was accepted: the key must stay usable for the retry
             runtime.idempotency.release(key)
-        raise _unavailable("broker") from None
+        if isinstance(exc, BROKER_ERRORS):
+            log.warning("broker unreachable; request %s refused", message.request_id)
+            raise _unavailable("broker") from None
+        raise
     answer = send.accepted(message).model_dump(mode="json")
     if key:
-        runtime.idempotency.complete(key, fingerprint, answer)
+        try:
+            runtime.idempotency.complete(key, fingerprint, answer)
+        except RedisError:
+            # Accepted all the same; a retry with this key gets "in progress" (409), never
+            # a second send, until the key expires.
+            log.warning("could not store the answer for idempotency key of %s", message.request_id)
     return JSONResponse(answer, status_code=202)
+
+
+def _claim(runtime, key: str, fingerprint: str) -> JSONResponse | None:
+    """Claim the Idempotency-Key: None to go on, or the replayed answer; 409 on misuse."""
+    try:
+        claim = runtime.idempotency.claim(key, fingerprint)
+    except RedisError:
+        raise _unavailable("idempotency store") from None
+    if claim.outcome == "replay":
+        return JSONResponse(claim.response, 202, headers={"Idempotent-Replayed": "true"})
+    if claim.outcome == "mismatch":
+        raise Problem(
+            409,
+            "idempotency-key-reused",
+            "This Idempotency-Key was used with a different request body.",
+        )
+    if claim.outcome == "in_progress":
+        raise Problem(
+            409,
+            "idempotency-key-in-progress",
+            "A request with this Idempotency-Key is still being processed.",
+            headers={"Retry-After": "1"},
+        )
+    return None
 
 
 @router.get(
