@@ -46,12 +46,13 @@ class BodyLimit:
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    owns_runtime = runtime is None  # a runtime passed in belongs to the caller
     runtime = runtime or Runtime(settings or Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        if app.state.owns_runtime:
+        if owns_runtime:
             runtime.close()
 
     app = FastAPI(
@@ -66,7 +67,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         runtime.settings.api_coalesce_max_notifications,
         runtime.settings.api_coalesce_linger_ms / 1000,
     )
-    app.state.owns_runtime = settings is not None or runtime is None
     problems.install(app)
 
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
