@@ -273,5 +273,16 @@ def test_revoked_key_is_refused(client, runtime, producer):
     assert client.post(SEND, json=body(), headers=producer).status_code == 401
 
 
+def test_an_admin_key_can_do_what_a_notify_key_can(client, runtime):
+    from tests.conftest import make_key
+
+    admin = {"Authorization": f"Bearer {make_key(runtime, 'admin')}"}
+    nid = client.post(SEND, json=body(), headers=admin).json()["notifications"][0]["id"]
+    drain(runtime.celery)
+
+    assert client.get(f"{SEND}/{nid}", headers=admin).status_code == 200
+    assert client.put("/v1/subscribers/ada", json={}, headers=admin).status_code == 200
+
+
 def test_a_user_token_is_not_an_api_key(client, user):
     assert client.post(SEND, json=body(), headers=user("alice")).status_code == 401
