@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
 
+    # Live stream (WebSocket/SSE). Browser origins allowed to connect ("*" = any).
+    stream_allowed_origins: list[str] = ["*"]
+    stream_max_connections_per_user: int = Field(default=10, ge=1)
+    # Events a slow connection may lag behind before it is closed with "resync".
+    stream_buffer_events: int = Field(default=1000, ge=10)
+    stream_heartbeat_seconds: float = Field(default=25.0, gt=0)
+    # A client further behind than this many events is told to refetch instead of replayed.
+    stream_max_replay: int = Field(default=1000, ge=1)
+
     # Embedded mode keeps its SQLite database and broker files here.
     data_dir: Path = Path(".clarion")
     host: str = "127.0.0.1"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -9,7 +11,8 @@ from fastapi import FastAPI
 from clarion import __version__
 from clarion.api import problems
 from clarion.api.coalesce import Coalescer
-from clarion.api.routers import health, inbox, notifications, subscribers
+from clarion.api.routers import health, inbox, notifications, stream, subscribers
+from clarion.api.stream import Hub
 from clarion.core import send
 from clarion.runtime import Runtime
 from clarion.settings import Settings
@@ -45,13 +48,38 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
+def _close_streams_on_exit(hub: Hub) -> None:
+    """Close live streams as soon as the server is told to stop.
+
+    The server waits for open responses before it shuts the app down, and a live stream
+    never ends by itself; so on SIGTERM/SIGINT the hub closes them (1012, "reconnect")
+    first, then the server's own handler runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # e.g. embedded mode: the API runs in a thread; the worker owns signals
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum, frame, previous=previous):
+            hub.shutdown()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     owns_runtime = runtime is None  # a runtime passed in belongs to the caller
     runtime = runtime or Runtime(settings or Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.hub.start()
+        _close_streams_on_exit(app.state.hub)
         yield
+        app.state.hub.shutdown()
+        await app.state.hub.stop()
         if owns_runtime:
             runtime.close()
 
@@ -62,6 +90,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.hub = Hub(runtime)
     app.state.coalescer = Coalescer(
         lambda messages: send.enqueue(runtime.celery, *messages),
         runtime.settings.api_coalesce_max_notifications,
@@ -70,6 +99,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     problems.install(app)
 
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
-    for router in (notifications.router, subscribers.router, inbox.router, health.router):
+    routers = (notifications.router, subscribers.router, inbox.router, stream.router, health.router)
+    for router in routers:
         app.include_router(router)
     return app

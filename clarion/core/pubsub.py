@@ -14,6 +14,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+# The first item of every subscription, once it is live: events published from then on
+# will arrive (subscribers use it to catch up on what they may have missed before).
+SUBSCRIBED: dict[str, Any] = {"type": "subscribed"}
+
 
 def channel_for(url: str) -> str:
     """The event channel of a Redis URL.
@@ -52,6 +56,7 @@ class MemoryPubSub:
         with self._lock:
             self._subscribers.append(entry)
         try:
+            yield SUBSCRIBED
             while True:
                 yield await entry[1].get()
         finally:
@@ -87,6 +92,7 @@ class RedisPubSub:
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(self.channel)
         try:
+            yield SUBSCRIBED
             async for message in pubsub.listen():
                 yield json.loads(message["data"])
         finally:

@@ -96,6 +96,24 @@ class Notification(Base):
     )
 
 
+class InboxEvent(Base):
+    """A change to a recipient's inbox after creation (read, archived, deleted, read-all).
+
+    Numbered from the same per-recipient sequence as notifications, so "everything after
+    cursor N" is notifications with seq > N merged with these rows: exact resume.
+    """
+
+    __tablename__ = "inbox_events"
+
+    recipient_id: Mapped[str] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32), nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
 class Delivery(Base):
     """One notification on one channel; its status moves through conditional updates only."""
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from clarion.db.models import Delivery, Notification
+from clarion.db.models import Delivery, InboxEvent, Notification
 
 DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "dead", "skipped")
 
@@ -78,14 +77,14 @@ def deliveries_of(*, session: Session, notification_id: uuid.UUID) -> list[Deliv
     return list(rows.scalars())
 
 
-def _visible(recipient_id: str):
+def visible(recipient_id: str):
     return (Notification.recipient_id == recipient_id, Notification.deleted_at.is_(None))
 
 
 def get_for_recipient(*, session: Session, recipient_id: str, id: uuid.UUID) -> Notification | None:
     """The notification only if it belongs to this recipient and is not deleted."""
     return session.execute(
-        select(Notification).where(Notification.id == id, *_visible(recipient_id))
+        select(Notification).where(Notification.id == id, *visible(recipient_id))
     ).scalar_one_or_none()
 
 
@@ -98,7 +97,7 @@ def inbox(
     filters: InboxFilter,
 ) -> list[Notification]:
     """Newest first, keyset-paginated on the time-ordered id (no OFFSET)."""
-    query = select(Notification).where(*_visible(recipient_id))
+    query = select(Notification).where(*visible(recipient_id))
     if before is not None:
         query = query.where(Notification.id < before)
     if filters.category:
@@ -132,44 +131,8 @@ def unread_counts(*, session: Session, recipient_id: str) -> dict[str, int]:
     return {category: count for category, count in rows}
 
 
-def set_flags(
-    *,
-    session: Session,
-    recipient_id: str,
-    id: uuid.UUID,
-    read: bool | None,
-    archived: bool | None,
-    now: datetime,
-) -> Notification | None:
-    """Mark read/unread and archived/unarchived; None leaves a flag as it is."""
-    row = get_for_recipient(session=session, recipient_id=recipient_id, id=id)
-    if row is None:
-        return None
-    if read is not None:
-        row.read_at = (row.read_at or now) if read else None
-    if archived is not None:
-        row.archived_at = (row.archived_at or now) if archived else None
-    session.flush()
-    return row
-
-
-def read_all(*, session: Session, recipient_id: str, category: str | None, now: datetime) -> int:
-    stmt = update(Notification).where(*_visible(recipient_id), Notification.read_at.is_(None))
-    if category:
-        stmt = stmt.where(Notification.category == category)
-    return session.execute(stmt.values(read_at=now)).rowcount
-
-
-def soft_delete(*, session: Session, recipient_id: str, id: uuid.UUID, now: datetime) -> bool:
-    stmt = (
-        update(Notification)
-        .where(Notification.id == id, *_visible(recipient_id))
-        .values(deleted_at=now)
-    )
-    return session.execute(stmt).rowcount > 0
-
-
 def erase_for_recipient(*, session: Session, recipient_id: str) -> None:
     ids = select(Notification.id).where(Notification.recipient_id == recipient_id)
+    session.execute(delete(InboxEvent).where(InboxEvent.recipient_id == recipient_id))
     session.execute(delete(Delivery).where(Delivery.notification_id.in_(ids)))
     session.execute(delete(Notification).where(Notification.recipient_id == recipient_id))

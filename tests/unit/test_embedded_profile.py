@@ -64,8 +64,8 @@ def test_create_is_idempotent_and_dedupes_on_sqlite(runtime):
 def test_memory_pubsub_delivers_created_events_to_a_subscriber(runtime):
     async def scenario():
         stream = runtime.pubsub.subscribe()
+        assert await stream.__anext__() == {"type": "subscribed"}  # live from here on
         first = asyncio.ensure_future(stream.__anext__())
-        await asyncio.sleep(0)  # the subscription is registered
         msg = send.prepare(NotificationCreate(recipients=["a"], category="x", title="hello"))
         await asyncio.to_thread(run_create, runtime, msg)
         event = await asyncio.wait_for(first, 2)

@@ -10,8 +10,9 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Response
+from sqlalchemy.orm import Session
 
-from clarion.api.deps import CurrentSubscriber, SessionDep
+from clarion.api.deps import CurrentSubscriber, RuntimeDep, SessionDep
 from clarion.api.problems import Problem
 from clarion.api.schemas import (
     InboxPage,
@@ -20,10 +21,12 @@ from clarion.api.schemas import (
     ReadAllResult,
     UnreadCount,
 )
+from clarion.core import inbox
 from clarion.core.schemas import NotificationPublic, Severity
 from clarion.db import notifications
 from clarion.db.notifications import InboxFilter
 from clarion.ids import utcnow
+from clarion.runtime import Runtime
 
 router = APIRouter(prefix="/v1/me/notifications", tags=["inbox"])
 NOT_FOUND = Problem(404, "not-found", "No such notification.")
@@ -62,12 +65,24 @@ def unread_count(session: SessionDep, me: CurrentSubscriber) -> UnreadCount:
     return UnreadCount(total=sum(counts.values()), by_category=counts)
 
 
+def _announce(runtime: Runtime, session: Session, me: str, event: dict | None) -> None:
+    """After commit: the change and the new unread count, to every tab of this user."""
+    if event is None:
+        return
+    unread = inbox.unread_event(session=session, recipient_id=me, cursor=event["cursor"])
+    runtime.pubsub.publish_many([event, unread])
+
+
 @router.patch("/{notification_id}", response_model=NotificationPublic, summary="Mark read/archived")
 def patch_notification(
-    notification_id: uuid.UUID, body: NotificationPatch, session: SessionDep, me: CurrentSubscriber
+    notification_id: uuid.UUID,
+    body: NotificationPatch,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    me: CurrentSubscriber,
 ) -> NotificationPublic:
     with session.begin():
-        row = notifications.set_flags(
+        found = inbox.set_flags(
             session=session,
             recipient_id=me,
             id=notification_id,
@@ -75,29 +90,39 @@ def patch_notification(
             archived=body.archived,
             now=utcnow(),
         )
-        if row is None:
+        if found is None:
             raise NOT_FOUND
-        return NotificationPublic.model_validate(row)
+        row, event = found
+        public = NotificationPublic.model_validate(row)
+    _announce(runtime, session, me, event)
+    return public
 
 
 @router.post("/read-all", response_model=ReadAllResult, summary="Mark all (or one category) read")
 def read_all(
-    session: SessionDep, me: CurrentSubscriber, body: Annotated[ReadAll | None, Body()] = None
+    session: SessionDep,
+    runtime: RuntimeDep,
+    me: CurrentSubscriber,
+    body: Annotated[ReadAll | None, Body()] = None,
 ) -> ReadAllResult:
     with session.begin():
-        updated = notifications.read_all(
-            session=session, recipient_id=me, category=body.category if body else None, now=utcnow()
+        updated, event = inbox.read_all(
+            session=session,
+            recipient_id=me,
+            category=body.category if body else None,
+            now=utcnow(),
         )
+    _announce(runtime, session, me, event)
     return ReadAllResult(updated=updated)
 
 
 @router.delete("/{notification_id}", status_code=204, summary="Delete from my inbox")
 def delete_notification(
-    notification_id: uuid.UUID, session: SessionDep, me: CurrentSubscriber
+    notification_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep, me: CurrentSubscriber
 ) -> Response:
     with session.begin():
-        if not notifications.soft_delete(
-            session=session, recipient_id=me, id=notification_id, now=utcnow()
-        ):
+        event = inbox.delete(session=session, recipient_id=me, id=notification_id, now=utcnow())
+        if event is None:
             raise NOT_FOUND
+    _announce(runtime, session, me, event)
     return Response(status_code=204)
