@@ -70,8 +70,10 @@ async def websocket_stream(ws: WebSocket, since: Since = None, token: Token = No
     sender = asyncio.create_task(_send(ws, runtime, conn, since))
     try:
         while True:
-            frame = await ws.receive_text()
-            _on_client_frame(conn, frame)
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            _on_client_frame(conn, message.get("text"))  # binary frames carry no commands
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
@@ -81,8 +83,10 @@ async def websocket_stream(ws: WebSocket, since: Since = None, token: Token = No
             await sender
 
 
-def _on_client_frame(conn: Connection, frame: str) -> None:
+def _on_client_frame(conn: Connection, frame: str | None) -> None:
     """Clients may send {"type": "resume", "cursor": N}; anything else is ignored."""
+    if not frame:
+        return
     try:
         message = json.loads(frame)
         if message.get("type") == "resume" and isinstance(message.get("cursor"), int):
