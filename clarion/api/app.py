@@ -27,6 +27,25 @@ Clarion's HTTP API.
 * **End users** authenticate with a user token (a JWT whose `sub` is their subscriber id)
   and read their inbox under `/v1/me`.
 * Every error is `application/problem+json` (RFC 9457) with a stable `type`.
+
+## Live events
+
+`GET /v1/me/stream` (WebSocket) and `GET /v1/me/stream/sse` (Server-Sent Events) push the
+user's events as JSON: `{"type", "cursor", "data"}`.
+
+| type | data |
+|---|---|
+| `notification.created` | the notification, as in the inbox list |
+| `notification.updated` | `{ids, read_at, archived_at}`, `{ids, deleted}` or `{all, category, read_at}` |
+| `unread_count` | `{"total", "by_category"}`; sent on connect and after every change |
+| `heartbeat` | none; every `CLARION_STREAM_HEARTBEAT_SECONDS` when idle |
+| `resync` | `{"reason"}`: too much was missed; refetch the inbox, then continue from `cursor` |
+
+Authenticate with `?token=<user token>` or `Authorization: Bearer`. Resume with `?since=<cursor>`,
+a `{"type": "resume", "cursor": N}` message, or `Last-Event-ID` (SSE): what was missed is
+replayed in order, then live events follow, with no gap and no duplicate. Close codes:
+1008 refused, 1012 server restarting (reconnect with your cursor), 4000 too slow (resync),
+4001 replaced by a newer connection of the same user (cap per user).
 """
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -279,9 +280,23 @@ def test_an_api_process_stopping_closes_its_streams_with_1012(pg_url, redis_clie
     wait_ready(f"http://127.0.0.1:{port}", api)
     token = issue_user_token(server_settings(pg_url), user())
 
+    sse_lines: list[str] = []
+    sse_open = threading.Event()
+
+    def read_sse() -> None:
+        url = f"http://127.0.0.1:{port}/v1/me/stream/sse?token={token}"
+        with httpx.stream("GET", url, timeout=15) as response:
+            for line in response.iter_lines():
+                sse_open.set()
+                sse_lines.append(line)
+
+    sse = threading.Thread(target=read_sse, daemon=True)
+    sse.start()
+
     async def scenario():
         async with connect(f"ws://127.0.0.1:{port}/v1/me/stream?token={token}") as ws:
             await next_event(ws, "unread_count")
+            assert sse_open.wait(10)
             api.send_signal(signal.SIGTERM)
             with pytest.raises(ConnectionClosed) as closed:
                 while True:
@@ -297,3 +312,5 @@ def test_an_api_process_stopping_closes_its_streams_with_1012(pg_url, redis_clie
     finally:
         api.stop()
     assert close.code == 1012 and "reconnect" in close.reason
+    sse.join(10)
+    assert "event: reconnect" in sse_lines  # the SSE stream ended with its retry hint

@@ -133,3 +133,26 @@ def test_the_oldest_connection_of_a_user_over_the_cap_is_closed(runtime, pg_url)
     assert first.close_code == REPLACED
     assert second.close_code is None and third.close_code is None
     assert hub.count() == 2
+
+
+def test_origins_outside_the_allow_list_are_refused(runtime, pg_url):
+    import pytest
+    from fastapi.testclient import TestClient
+    from starlette.testclient import WebSocketDenialResponse
+
+    from clarion.api.app import create_app
+    from clarion.core.auth import issue_user_token
+
+    runtime.settings = server_settings(pg_url, stream_allowed_origins=["https://app.test"])
+    token = issue_user_token(runtime.settings, "u")
+    with TestClient(create_app(runtime=runtime)) as client:
+        url = f"/v1/me/stream?token={token}"
+        evil = {"Origin": "https://evil.test"}
+        with (
+            pytest.raises(WebSocketDenialResponse) as refused,
+            client.websocket_connect(url, headers=evil),
+        ):
+            pass
+        assert refused.value.status_code == 403
+        with client.websocket_connect(url, headers={"Origin": "https://app.test"}) as ws:
+            assert ws.receive_json()["type"] == "unread_count"
