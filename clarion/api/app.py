@@ -36,7 +36,7 @@ user's events as JSON: `{"type", "cursor", "data"}`.
 | type | data |
 |---|---|
 | `notification.created` | the notification, as in the inbox list |
-| `notification.updated` | `{ids, read_at, archived_at}`, `{ids, deleted}` or `{all, category, read_at}` |
+| `notification.updated` | `{ids, read_at, archived_at}`, `{ids, deleted}`, `{all, category}` |
 | `unread_count` | `{"total", "by_category"}`; sent on connect and after every change |
 | `heartbeat` | none; every `CLARION_STREAM_HEARTBEAT_SECONDS` when idle |
 | `resync` | `{"reason"}`: too much was missed; refetch the inbox, then continue from `cursor` |
