@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 
 import redis
@@ -15,6 +14,7 @@ from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Delivery, Notification
 from clarion.runtime import Runtime
 from tests.broker import drain, queued
+from tests.threads import run_concurrently
 
 
 def message(recipients, **fields):
@@ -34,21 +34,12 @@ def run_create(runtime: Runtime, msg) -> None:
 
 def create_concurrently(runtime: Runtime, batches: list[list]) -> list[BaseException]:
     """Run each batch of messages on its own thread; return the errors raised."""
-    errors: list[BaseException] = []
 
-    def worker(batch):
-        try:
-            for m in batch:
-                run_create(runtime, m)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
+    def run_batch(batch):
+        for m in batch:
+            run_create(runtime, m)
 
-    threads = [threading.Thread(target=worker, args=(b,)) for b in batches]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return errors
+    return run_concurrently(run_batch, batches)
 
 
 def counts(runtime: Runtime) -> tuple[int, int]:

@@ -10,6 +10,7 @@ import pytest
 from clarion.api.coalesce import Coalescer
 from clarion.core import send
 from clarion.core.schemas import NotificationCreate
+from tests.threads import run_concurrently
 
 
 def message(recipients: int = 1):
@@ -19,20 +20,7 @@ def message(recipients: int = 1):
 
 
 def submit_concurrently(coalescer: Coalescer, messages) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def one(m):
-        try:
-            coalescer.submit(m)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(m,)) for m in messages]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    return errors
+    return run_concurrently(coalescer.submit, messages)
 
 
 def test_concurrent_requests_share_publishes_and_each_is_published_once():
