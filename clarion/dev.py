@@ -82,8 +82,9 @@ def run(data_dir: str | Path = ".clarion", host: str = "127.0.0.1", port: int = 
     api_key = _dev_api_key(runtime, settings.data_dir / "dev-api-key")
     token = issue_user_token(settings, DEV_USER, ttl_seconds=7 * 24 * 3600)
 
+    app = create_app(runtime=runtime)
     server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime=runtime), host=host, port=port, log_level="warning")
+        uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
     )
     api_thread = threading.Thread(target=server.run, name="clarion-api", daemon=True)
     api_thread.start()
@@ -110,6 +111,7 @@ def run(data_dir: str | Path = ".clarion", host: str = "127.0.0.1", port: int = 
             ]
         )
     finally:
+        app.state.hub.shutdown_from_thread()  # live streams end first, or they hold uvicorn
         server.should_exit = True
         api_thread.join(timeout=10)
         runtime.close()

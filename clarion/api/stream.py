@@ -57,8 +57,10 @@ class Hub:
         self.runtime = runtime
         self.connections: dict[str, list[Connection]] = {}
         self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._listen(), name="clarion-hub")
 
     async def stop(self) -> None:
@@ -114,6 +116,11 @@ class Hub:
         for conns in list(self.connections.values()):
             for conn in list(conns):
                 conn.close(RESTART, "service restart: reconnect with your cursor")
+
+    def shutdown_from_thread(self) -> None:
+        """``shutdown`` from another thread (embedded mode stops the API from outside)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.shutdown)
 
     def count(self) -> int:
         return sum(len(c) for c in self.connections.values())

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
+import threading
+import time
 
 import httpx
 import pytest
@@ -28,6 +31,15 @@ def start(tmp_path, port: int, name: str) -> tuple[Proc, str, str]:
         proc,
     )
     return proc, key, token
+
+
+def _hold_sse(base: str, token: str) -> None:
+    with (
+        contextlib.suppress(httpx.HTTPError),
+        httpx.stream("GET", f"{base}/v1/me/stream/sse?token={token}", timeout=30) as response,
+    ):
+        for _ in response.iter_lines():
+            pass
 
 
 def inbox_ids(base: str, token: str) -> list[str]:
@@ -61,11 +73,18 @@ def test_dev_runs_everything_and_a_restart_loses_nothing_accepted(tmp_path):
                 assert answer.status_code == 202
                 accepted.append(answer.json()["notifications"][0]["id"])
         before_stop = len(inbox_ids(base, token))
+        # A live stream is open while we stop: it must not hold the shutdown.
+        stream = threading.Thread(target=_hold_sse, args=(base, token), daemon=True)
+        stream.start()
+        time.sleep(0.5)
     finally:
         # Stop at once, with work still queued.
+        started = time.monotonic()
         assert proc.stop(signal.SIGINT) == 0, proc.output()[-2000:]
+        stop_seconds = time.monotonic() - started
     # Otherwise this run proved nothing about the restart.
     assert before_stop < len(accepted)
+    assert stop_seconds < 4.5, f"stopping took {stop_seconds:.1f}s: did a live stream hold it?"
 
     proc, key2, token = start(tmp_path, port, "second")
     try:

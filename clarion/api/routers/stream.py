@@ -99,6 +99,9 @@ async def _send(ws: WebSocket, runtime: Runtime, conn: Connection, since: int | 
     try:
         async for event in events(runtime, conn, since):
             await ws.send_json(event)
+    except Exception:  # noqa: BLE001 - the client must learn it has to reconnect
+        log.exception("live stream of %s failed", conn.recipient)
+        conn.close_code, conn.close_reason = 1011, "internal error: reconnect with your cursor"
     finally:
         if conn.close_code is not None:
             with contextlib.suppress(Exception):
