@@ -48,6 +48,7 @@ bench: install services
 	@command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/inbox.py
+	$(BIN)/python -m bench.stream
 
 clean:
 	rm -rf $(VENV) .clarion .pytest_cache .ruff_cache

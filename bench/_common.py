@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -117,6 +118,23 @@ class Processes:
     def __exit__(self, *exc: object) -> None:
         for _, proc in reversed(self._procs):
             self.stop(proc)
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's open-file limit to the hard limit (inherited by its children)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of one process (VmRSS from /proc/<pid>/status), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def wait_http(url: str, procs: Processes, timeout: float = 30.0) -> None:
