@@ -72,6 +72,17 @@ def clarion(*args: str, env: dict[str, str]) -> str:
     return done.stdout
 
 
+def fresh_run(database: str, log_level: str) -> dict[str, str]:
+    """Start a run clean: warn if the machine is busy, a new database migrated, Redis
+    databases flushed. Returns the environment for Clarion processes."""
+    warn_if_busy()
+    env = clarion_env(database, log_level)
+    reset_database(database)
+    flush_redis()
+    clarion("migrate", env=env)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -226,12 +226,8 @@ def sql_bench(db_url: str, subs: list[str], args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    common.warn_if_busy()
-    env = common.clarion_env(DATABASE, args.log_level)
+    env = common.fresh_run(DATABASE, args.log_level)
     db_url = common.pg_url(DATABASE)
-    common.reset_database(DATABASE)
-    common.flush_redis()
-    common.clarion("migrate", env=env)
     load(db_url, args)
     rng = random.Random(args.seed + 1)
     subs = [subscriber_id(rng.randrange(args.subscribers)) for _ in range(args.requests)]

@@ -317,12 +317,8 @@ def saturation_generator(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     wrk = saturation_generator(args)
-    common.warn_if_busy()
-    env = common.clarion_env(DATABASE, args.log_level)
+    env = common.fresh_run(DATABASE, args.log_level)
     db_url = common.pg_url(DATABASE)
-    common.reset_database(DATABASE)
-    common.flush_redis()
-    common.clarion("migrate", env=env)
     key = common.clarion("keys", "create", "bench", "--scope", "notify", env=env).split()[-1]
     prefix = f"bench-{os.getpid()}-"  # this run's recipients, to recognise this run's events
     pool = [f"{prefix}{i}" for i in range(args.subscribers)]

@@ -332,11 +332,7 @@ def verdict(ok: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     print(f"open files: {common.raise_fd_limit():,} (the child processes inherit the limit)")
-    common.warn_if_busy()
-    env = common.clarion_env(DATABASE, args.log_level)
-    common.reset_database(DATABASE)
-    common.flush_redis()
-    common.clarion("migrate", env=env)
+    env = common.fresh_run(DATABASE, args.log_level)
     n, b = args.connections, args.broadcast_clients
     latency_ids = [f"l-{i}" for i in range(args.latency_clients)]
     with psycopg.connect(common.pg_url(DATABASE)) as conn:  # recipients exist, with seq 0
