@@ -230,8 +230,9 @@ def run(args: argparse.Namespace) -> int:
     db_url = common.pg_url(DATABASE)
     load(db_url, args)
     rng = random.Random(args.seed + 1)
-    subs = [subscriber_id(rng.randrange(args.subscribers)) for _ in range(args.requests)]
-    subs = subs[: args.warmup] + subs  # warm-up rounds come first and are not counted
+    # Warm-up rounds come first and are not counted.
+    rounds = args.warmup + args.requests
+    subs = [subscriber_id(rng.randrange(args.subscribers)) for _ in range(rounds)]
     with common.Processes() as procs:
         port = common.free_port()
         api = [str(common.BIN / "clarion"), "api", "--host", "127.0.0.1", "--port", str(port)]
