@@ -12,29 +12,21 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
-from clarion.db import notifications
-from clarion.db.models import InboxEvent, Notification, Subscriber
-from clarion.db.notifications import visible
+from clarion.db import notifications, subscribers
+from clarion.db.models import Notification
 
 
 def _record(session: Session, recipient_id: str, data: dict[str, Any], now: datetime) -> dict:
-    seq = session.execute(
-        update(Subscriber)
-        .where(Subscriber.id == recipient_id)
-        .values(seq=Subscriber.seq + 1)
-        .returning(Subscriber.seq)
-    ).scalar_one()
-    session.execute(
-        insert(InboxEvent).values(
-            recipient_id=recipient_id,
-            seq=seq,
-            type="notification.updated",
-            data=data,
-            created_at=now,
-        )
+    seq = subscribers.bump_seq(session=session, id=recipient_id)
+    notifications.record_event(
+        session=session,
+        recipient_id=recipient_id,
+        seq=seq,
+        type="notification.updated",
+        data=data,
+        now=now,
     )
     return updated_event(recipient_id, seq, data)
 
@@ -74,10 +66,9 @@ def set_flags(
 def read_all(
     *, session: Session, recipient_id: str, category: str | None, now: datetime
 ) -> tuple[int, dict | None]:
-    stmt = update(Notification).where(*visible(recipient_id), Notification.read_at.is_(None))
-    if category:
-        stmt = stmt.where(Notification.category == category)
-    count = session.execute(stmt.values(read_at=now)).rowcount
+    count = notifications.mark_all_read(
+        session=session, recipient_id=recipient_id, category=category, now=now
+    )
     if not count:
         return 0, None
     data = {"all": True, "category": category, "read_at": _iso(now)}
@@ -86,8 +77,7 @@ def read_all(
 
 def delete(*, session: Session, recipient_id: str, id: uuid.UUID, now: datetime) -> dict | None:
     """Soft-delete; None when there was nothing of this recipient's to delete."""
-    stmt = update(Notification).where(Notification.id == id, *visible(recipient_id))
-    if not session.execute(stmt.values(deleted_at=now)).rowcount:
+    if not notifications.soft_delete(session=session, recipient_id=recipient_id, id=id, now=now):
         return None
     return _record(session, recipient_id, {"ids": [str(id)], "deleted": True}, now)
 

@@ -12,18 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clarion.core.schemas import NotificationPublic
-from clarion.db.models import InboxEvent, Notification, Subscriber
+from clarion.db import notifications, subscribers
+from clarion.db.models import Notification
 
 Event = dict[str, Any]
 
 
 def current_cursor(*, session: Session, recipient_id: str) -> int:
-    seq = session.scalar(select(Subscriber.seq).where(Subscriber.id == recipient_id))
-    return seq or 0
+    return subscribers.seq_of(session=session, id=recipient_id)
 
 
 def created_event_of(row: Notification) -> Event:
@@ -37,17 +36,11 @@ def created_event_of(row: Notification) -> Event:
 
 def replay(*, session: Session, recipient_id: str, since: int, limit: int) -> list[Event] | None:
     """Events after ``since`` in cursor order, or None when there are more than ``limit``."""
-    created = session.scalars(
-        select(Notification)
-        .where(Notification.recipient_id == recipient_id, Notification.seq > since)
-        .order_by(Notification.seq)
-        .limit(limit + 1)
+    created = notifications.created_after(
+        session=session, recipient_id=recipient_id, since=since, limit=limit + 1
     )
-    changed = session.scalars(
-        select(InboxEvent)
-        .where(InboxEvent.recipient_id == recipient_id, InboxEvent.seq > since)
-        .order_by(InboxEvent.seq)
-        .limit(limit + 1)
+    changed = notifications.events_after(
+        session=session, recipient_id=recipient_id, since=since, limit=limit + 1
     )
     events = [created_event_of(row) for row in created] + [
         {"type": row.type, "recipient": recipient_id, "cursor": row.seq, "data": row.data}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from clarion.db.models import Delivery, InboxEvent, Notification
@@ -77,14 +78,14 @@ def deliveries_of(*, session: Session, notification_id: uuid.UUID) -> list[Deliv
     return list(rows.scalars())
 
 
-def visible(recipient_id: str):
+def _visible(recipient_id: str):
     return (Notification.recipient_id == recipient_id, Notification.deleted_at.is_(None))
 
 
 def get_for_recipient(*, session: Session, recipient_id: str, id: uuid.UUID) -> Notification | None:
     """The notification only if it belongs to this recipient and is not deleted."""
     return session.execute(
-        select(Notification).where(Notification.id == id, *visible(recipient_id))
+        select(Notification).where(Notification.id == id, *_visible(recipient_id))
     ).scalar_one_or_none()
 
 
@@ -97,7 +98,7 @@ def inbox(
     filters: InboxFilter,
 ) -> list[Notification]:
     """Newest first, keyset-paginated on the time-ordered id (no OFFSET)."""
-    query = select(Notification).where(*visible(recipient_id))
+    query = select(Notification).where(*_visible(recipient_id))
     if before is not None:
         query = query.where(Notification.id < before)
     if filters.category:
@@ -129,6 +130,64 @@ def unread_counts(*, session: Session, recipient_id: str) -> dict[str, int]:
         .group_by(Notification.category)
     )
     return {category: count for category, count in rows}
+
+
+def mark_all_read(
+    *, session: Session, recipient_id: str, category: str | None, now: datetime
+) -> int:
+    stmt = update(Notification).where(*_visible(recipient_id), Notification.read_at.is_(None))
+    if category:
+        stmt = stmt.where(Notification.category == category)
+    return session.execute(stmt.values(read_at=now)).rowcount
+
+
+def soft_delete(*, session: Session, recipient_id: str, id: uuid.UUID, now: datetime) -> bool:
+    stmt = update(Notification).where(Notification.id == id, *_visible(recipient_id))
+    return session.execute(stmt.values(deleted_at=now)).rowcount > 0
+
+
+def created_after(
+    *, session: Session, recipient_id: str, since: int, limit: int
+) -> list[Notification]:
+    """A recipient's notifications with seq > since, in seq order."""
+    return list(
+        session.scalars(
+            select(Notification)
+            .where(Notification.recipient_id == recipient_id, Notification.seq > since)
+            .order_by(Notification.seq)
+            .limit(limit)
+        )
+    )
+
+
+def record_event(
+    *,
+    session: Session,
+    recipient_id: str,
+    seq: int,
+    type: str,
+    data: dict[str, Any],
+    now: datetime,
+) -> None:
+    session.execute(
+        insert(InboxEvent).values(
+            recipient_id=recipient_id, seq=seq, type=type, data=data, created_at=now
+        )
+    )
+
+
+def events_after(
+    *, session: Session, recipient_id: str, since: int, limit: int
+) -> list[InboxEvent]:
+    """A recipient's inbox changes with seq > since, in seq order."""
+    return list(
+        session.scalars(
+            select(InboxEvent)
+            .where(InboxEvent.recipient_id == recipient_id, InboxEvent.seq > since)
+            .order_by(InboxEvent.seq)
+            .limit(limit)
+        )
+    )
 
 
 def erase_for_recipient(*, session: Session, recipient_id: str) -> None:

@@ -60,6 +60,21 @@ def set_seqs(*, session: Session, seqs: dict[str, int]) -> None:
         )
 
 
+def bump_seq(*, session: Session, id: str) -> int:
+    """Take the subscriber's next sequence number; the row stays locked until commit."""
+    return session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == id)
+        .values(seq=Subscriber.seq + 1)
+        .returning(Subscriber.seq)
+    ).scalar_one()
+
+
+def seq_of(*, session: Session, id: str) -> int:
+    """The subscriber's latest committed sequence number (0 for unknown ids)."""
+    return session.scalar(select(Subscriber.seq).where(Subscriber.id == id)) or 0
+
+
 def get(*, session: Session, id: str) -> Subscriber | None:
     return session.get(Subscriber, id)
 
