@@ -74,7 +74,7 @@ class Hub:
         while True:
             try:
                 async for event in self.runtime.pubsub.subscribe():
-                    if event is SUBSCRIBED or event == SUBSCRIBED:
+                    if event == SUBSCRIBED:
                         delay = 0.5
                         self.broadcast(SYNC)  # anything published while we were away
                     else:

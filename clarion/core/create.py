@@ -67,8 +67,8 @@ def persist(*, session: Session, messages: list[CreateMessage], settings: Settin
     taken = _dedupe_taken(session, messages)
     result = Created()
     rows, deliveries, touched = [], [], set()
-    for message in messages:
-        channels = decide_channels(message, settings)
+    channels_of = [decide_channels(m, settings) for m in messages]
+    for message, channels in zip(messages, channels_of, strict=True):
         for nid, recipient in message.items:
             key = (recipient, message.content.dedupe_key)
             if nid in existing:
@@ -88,7 +88,7 @@ def persist(*, session: Session, messages: list[CreateMessage], settings: Settin
     subscribers.set_seqs(session=session, seqs={r: seqs[r] for r in touched})
     notifications.insert_many(session=session, rows=rows)
     notifications.insert_deliveries(session=session, rows=deliveries)
-    result.to_dispatch = _pending_external(session, messages, settings)
+    result.to_dispatch = _pending_external(session, messages, channels_of)
     return result
 
 
@@ -101,17 +101,18 @@ def _dedupe_taken(session: Session, messages: list[CreateMessage]) -> set[tuple[
 
 
 def _pending_external(
-    session: Session, messages: list[CreateMessage], settings: Settings
+    session: Session, messages: list[CreateMessage], channels_of: list[list[str]]
 ) -> dict[str, list[uuid.UUID]]:
+    """Pending external deliveries of every request, this run's and earlier runs'."""
+    external = {c for channels in channels_of for c in channels} - {INBOX}
     ids = [
         nid
-        for m in messages
-        if any(c != INBOX for c in decide_channels(m, settings))
+        for m, channels in zip(messages, channels_of, strict=True)
+        if set(channels) & external
         for nid, _ in m.items
     ]
     if not ids:
         return {}
-    external = {c for m in messages for c in decide_channels(m, settings)} - {INBOX}
     grouped: dict[str, list[uuid.UUID]] = defaultdict(list)
     for delivery_id, channel in notifications.pending_deliveries(
         session=session, notification_ids=ids, channels=external
