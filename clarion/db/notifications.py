@@ -146,18 +146,17 @@ def soft_delete(*, session: Session, recipient_id: str, id: uuid.UUID, now: date
     return session.execute(stmt.values(deleted_at=now)).rowcount > 0
 
 
+def _after(session: Session, model, recipient_id: str, since: int, limit: int) -> list:
+    # Notifications and inbox events share the recipient's sequence: same query shape.
+    query = select(model).where(model.recipient_id == recipient_id, model.seq > since)
+    return list(session.scalars(query.order_by(model.seq).limit(limit)))
+
+
 def created_after(
     *, session: Session, recipient_id: str, since: int, limit: int
 ) -> list[Notification]:
     """A recipient's notifications with seq > since, in seq order."""
-    return list(
-        session.scalars(
-            select(Notification)
-            .where(Notification.recipient_id == recipient_id, Notification.seq > since)
-            .order_by(Notification.seq)
-            .limit(limit)
-        )
-    )
+    return _after(session, Notification, recipient_id, since, limit)
 
 
 def record_event(
@@ -180,14 +179,7 @@ def events_after(
     *, session: Session, recipient_id: str, since: int, limit: int
 ) -> list[InboxEvent]:
     """A recipient's inbox changes with seq > since, in seq order."""
-    return list(
-        session.scalars(
-            select(InboxEvent)
-            .where(InboxEvent.recipient_id == recipient_id, InboxEvent.seq > since)
-            .order_by(InboxEvent.seq)
-            .limit(limit)
-        )
-    )
+    return _after(session, InboxEvent, recipient_id, since, limit)
 
 
 def erase_for_recipient(*, session: Session, recipient_id: str) -> None:
