@@ -46,15 +46,30 @@ class Runtime:
 
         return ApiKeyVerifier(self.sessions, self.settings.api_key_cache_seconds)
 
-    def deliver(self, channel: str, delivery_ids: list[uuid.UUID]) -> None:
+    @cached_property
+    def channels(self):
+        from clarion.channels import Channels
+
+        return Channels(self.settings)
+
+    def deliver(self, channel: str, delivery_ids: list[uuid.UUID], countdown: float = 0) -> None:
         """Dispatch deliver tasks, batched, to the channel's own queue."""
         for start in range(0, len(delivery_ids), DELIVER_BATCH):
             batch = [str(i) for i in delivery_ids[start : start + DELIVER_BATCH]]
             self.celery.send_task(
-                "clarion.deliver", args=[channel, batch], queue=queues.deliver_queue(channel)
+                "clarion.deliver",
+                args=[channel, batch],
+                queue=queues.deliver_queue(channel),
+                countdown=countdown or None,
             )
 
+    def dead_lettered(self, letter: dict) -> None:
+        """Announce a dead letter on the dead_letter queue, for whoever consumes it."""
+        self.celery.send_task("clarion.dead_letter", args=[letter], queue=queues.DEAD_LETTER)
+
     def close(self) -> None:
+        if "channels" in self.__dict__:
+            self.channels.close()
         if "pubsub" in self.__dict__:
             self.pubsub.close()
         self.engine.dispose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ChannelKey = Literal["in_app", "email", "push", "webhook"]
@@ -17,6 +17,50 @@ CHANNEL_KEYS: tuple[str, ...] = ("in_app", "email", "push", "webhook")
 
 # Only ever accepted in the embedded dev mode; any other mode refuses to start with it.
 DEV_SECRET_KEY = "clarion-dev-secret-not-for-production-000000"  # noqa: S105
+
+
+class SmtpSettings(BaseSettings):
+    """The email channel's relay (``CLARION_SMTP_*``). No host: email deliveries are skipped."""
+
+    model_config = SettingsConfigDict(env_prefix="CLARION_SMTP_", extra="ignore")
+
+    host: str | None = None
+    # Default: 465 with implicit TLS, 587 with STARTTLS, 25 otherwise.
+    port: int | None = Field(default=None, gt=0, lt=65536)
+    starttls: bool = False
+    tls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str | None = Field(
+        default=None, validation_alias=AliasChoices("sender", "CLARION_SMTP_FROM")
+    )
+    sender_name: str = Field(
+        default="Clarion", validation_alias=AliasChoices("sender_name", "CLARION_SMTP_FROM_NAME")
+    )
+    timeout: float = Field(default=10.0, gt=0)
+    # Verify the relay's certificate (turn off only for a relay with a private CA in tests).
+    validate_certs: bool = True
+    # A second relay, used while the first keeps failing to connect.
+    fallback_host: str | None = None
+    fallback_port: int | None = Field(default=None, gt=0, lt=65536)
+    fallback_username: str | None = None
+    fallback_password: SecretStr | None = None
+    # Consecutive connection failures that switch to the fallback, and for how long.
+    failover_after: int = Field(default=3, ge=1)
+    failover_seconds: float = Field(default=60.0, gt=0)
+
+
+class VapidSettings(BaseSettings):
+    """Web push identity (``CLARION_VAPID_*``); ``clarion vapid generate`` makes a pair."""
+
+    model_config = SettingsConfigDict(env_prefix="CLARION_VAPID_", extra="ignore")
+
+    # The private key as PEM or as the base64url raw 32-byte scalar.
+    private_key: SecretStr | None = None
+    # The public key, base64url uncompressed point: what browsers pass to subscribe().
+    public_key: str | None = None
+    # "mailto:ops@example.com" or an https URL: who the push service contacts.
+    subject: str | None = None
 
 
 class Settings(BaseSettings):
@@ -58,6 +102,31 @@ class Settings(BaseSettings):
     api_coalesce_max_notifications: int = Field(default=500, ge=1)
     api_coalesce_linger_ms: float = Field(default=2.0, ge=0, le=1000)
 
+    # Channels (README "Channels"). Each validates its own part when it is built.
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    vapid: VapidSettings = Field(default_factory=VapidSettings)
+    push_ttl_seconds: int = Field(default=24 * 3600, ge=0)
+    push_icon_url: str | None = None
+    # Push endpoints must be https; allow http only for a local push service in tests.
+    push_allow_http_endpoints: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Where links in emails (one-click unsubscribe) point; default http://host:port.
+    public_url: str | None = None
+
+    # Delivery policy: full-jitter exponential backoff, base × 2^attempt capped at max;
+    # 8 attempts with a 15 s base span about half an hour.
+    delivery_max_attempts: int = Field(default=8, ge=1)
+    channel_max_attempts: dict[ChannelKey, int] = {}
+    retry_backoff_seconds: float = Field(default=15.0, gt=0)
+    retry_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    # A delivery being sent longer than this is taken as interrupted and may be re-sent.
+    delivery_lease_seconds: float = Field(default=300.0, gt=0)
+    # The sweeper (on beat): how often it runs, how long a pending delivery may wait for
+    # its task before it is re-enqueued, and how many rows one run moves at most.
+    sweeper_interval_seconds: float = Field(default=30.0, gt=0)
+    sweeper_stuck_seconds: float = Field(default=300.0, gt=0)
+    sweeper_batch: int = Field(default=10_000, ge=1)
+
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
 
@@ -87,6 +156,13 @@ class Settings(BaseSettings):
         if len(secret) < 32:
             raise ValueError("CLARION_SECRET_KEY must be at least 32 characters long")
         return self
+
+    def max_attempts(self, channel: str) -> int:
+        return self.channel_max_attempts.get(channel, self.delivery_max_attempts)  # type: ignore[call-overload]
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def channels_for(self, category: str) -> list[str]:
         """Default channels for a category: its configured list, else the global default."""

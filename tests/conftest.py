@@ -27,7 +27,14 @@ PG_ADMIN = os.environ.get("CLARION_TEST_PG", "postgresql://postgres@127.0.0.1:54
 REDIS = os.environ.get("CLARION_TEST_REDIS", "redis://127.0.0.1:6379")
 BROKER_DB, PUBSUB_DB = 14, 15
 SECRET = "test-secret-" + "x" * 40
-TABLES = ("deliveries", "notifications", "subscribers", "api_keys")
+TABLES = (
+    "deliveries",
+    "notifications",
+    "subscribers",
+    "api_keys",
+    "webhook_endpoints",
+    "audit_log",
+)
 
 
 @pytest.fixture(scope="session")

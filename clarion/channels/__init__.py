@@ -2,16 +2,32 @@
 
 ``in_app`` is the inbox itself: its delivery is the notification row, committed by the
 ``create`` transaction and announced on the pub/sub backend afterwards, so it has no
-sender here. Every other channel is a :class:`Channel` registered in :data:`REGISTRY` and
-sent by the ``deliver`` task; a channel that is not registered or not configured turns its
-deliveries into ``skipped`` with the reason, never into silence.
+sender here. Every other channel is a :class:`Channel` registered in :data:`REGISTRY`.
+
+A channel has three parts, each used by one step of the pipeline:
+
+* **addressing** (``targets``, ``load_targets``, ``deactivate``; database reads and writes
+  through repositories): at create time, which targets a recipient has on this channel
+  (their email address, each of their push subscriptions, each webhook endpoint of the
+  category), one delivery row per target; at send time, the target's details.
+* **render** (pure, no I/O, escapes user content): the provider payload.
+* **send** (I/O only): hand the payload over and return the provider's reference, or raise
+  one of the three errors below.
+
+Adding a channel: a module with the class, one line in :data:`REGISTRY`, one row in
+``tests/integration/test_channel_contract.py``, and its settings in the README.
 """
 
 from __future__ import annotations
 
+import importlib
+import threading
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from sqlalchemy.orm import Session
 
 from clarion.settings import Settings
 
@@ -42,33 +58,123 @@ class TargetGoneError(ChannelError):
 
 
 class ChannelNotConfigured(Exception):
-    """The channel's settings are missing; its deliveries are skipped, not retried."""
+    """The channel's settings are absent; its deliveries are skipped with this reason."""
+
+
+class ChannelConfigError(ValueError):
+    """The channel's settings are present but wrong: the worker refuses to start with them."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """What a channel renders: one notification for one recipient, on one delivery."""
+
+    delivery_id: uuid.UUID
+    attempt: int
+    # The public notification (NotificationPublic as JSON) plus recipient and collapse_key.
+    notification: dict[str, Any]
+    # The subscriber: id, email, name, locale, timezone.
+    recipient: dict[str, Any]
+
+
+@dataclass
+class Job:
+    """One claimed delivery with everything its channel needs to send it."""
+
+    delivery_id: uuid.UUID
+    attempt: int
+    target_id: str
+    message: Message
+    target: dict[str, Any] | None = field(default=None)
 
 
 class Channel(ABC):
-    """One external channel: pure ``render``, I/O-only ``send``."""
+    """One external channel. Subclasses validate their settings in ``__init__``."""
 
     key: ClassVar[str]
+    # Why a recipient without any target of this channel gets a skipped delivery.
+    no_target: ClassVar[str] = "no target"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
+    # -- addressing --------------------------------------------------------------------
+    def targets(
+        self, *, session: Session, recipients: list[str], category: str
+    ) -> dict[str, list[str]]:
+        """Each recipient's targets on this channel; a recipient left out has none.
+
+        The default: one target, ``""``, the recipient itself.
+        """
+        return {r: [""] for r in recipients}
+
+    def load_targets(self, *, session: Session, ids: set[str]) -> dict[str, dict[str, Any]]:
+        """Details of still-active targets by id; a missing id means the target is gone."""
+        return {i: {} for i in ids}
+
+    def deactivate(self, *, session: Session, target_id: str, reason: str) -> None:  # noqa: B027
+        """The provider said the target is gone: stop addressing it (default: nothing)."""
+
+    # -- render and send ---------------------------------------------------------------
     @abstractmethod
-    def render(self, message: dict[str, Any], target: dict[str, Any]) -> Any:
+    def render(self, message: Message, target: dict[str, Any]) -> Any:
         """Build the provider payload; escapes user content; no I/O."""
 
     @abstractmethod
     def send(self, payload: Any, target: dict[str, Any]) -> str:
         """Hand the payload to the provider and return its reference."""
 
+    def close(self) -> None:  # noqa: B027
+        """Release connections (worker shutdown)."""
 
-# key -> factory. Adding a channel: one module and one line here.
-REGISTRY: dict[str, Callable[[Settings], Channel]] = {}
+
+# key -> "module:Class". Adding a channel: one module and one line here. Imported lazily,
+# so a deployment without, say, web push never imports its libraries.
+REGISTRY: dict[str, str] = {
+    "email": "clarion.channels.email:EmailChannel",
+    "push": "clarion.channels.webpush:WebPushChannel",
+    "webhook": "clarion.channels.webhook:WebhookChannel",
+}
 
 
 def build(key: str, settings: Settings) -> Channel:
-    """The configured channel for ``key``; raises ChannelNotConfigured when it cannot run."""
-    factory = REGISTRY.get(key)
-    if factory is None:
+    """The configured channel for ``key``.
+
+    Raises ChannelNotConfigured when it has no settings, ChannelConfigError when they are
+    wrong.
+    """
+    path = REGISTRY.get(key)
+    if path is None:
         raise ChannelNotConfigured(f"channel {key!r} is not available in this deployment")
-    return factory(settings)
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)(settings)
+
+
+class Channels:
+    """The channels of one process, each built once on first use (after a worker forks)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._built: dict[str, Channel | str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Channel | str:
+        """The channel, or the reason it is not configured (its deliveries are skipped)."""
+        with self._lock:
+            if key not in self._built:
+                try:
+                    self._built[key] = build(key, self.settings)
+                except ChannelNotConfigured as exc:
+                    self._built[key] = str(exc)
+            return self._built[key]
+
+    def check(self) -> dict[str, str]:
+        """Build every channel now: a worker fails at start, not at its first send."""
+        return {key: ("ok" if isinstance(self.get(key), Channel) else "off") for key in REGISTRY}
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._built.values():
+                if isinstance(channel, Channel):
+                    channel.close()
+            self._built.clear()

@@ -19,11 +19,12 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from clarion.channels import INBOX
+from clarion.channels import INBOX, Channels
+from clarion.core.route import Router
 from clarion.core.schemas import CreateMessage, NotificationPublic
 from clarion.db import notifications, subscribers
 from clarion.db.session import transaction
-from clarion.ids import new_id, utcnow
+from clarion.ids import utcnow
 from clarion.settings import Settings
 
 
@@ -54,7 +55,13 @@ def decide_channels(message: CreateMessage, settings: Settings) -> list[str]:
     return channels if INBOX in channels else [INBOX, *channels]
 
 
-def persist(*, session: Session, messages: list[CreateMessage], settings: Settings) -> Created:
+def persist(
+    *,
+    session: Session,
+    messages: list[CreateMessage],
+    settings: Settings,
+    channels: Channels,
+) -> Created:
     """Insert the requests' new notifications and their deliveries; the caller commits."""
     now = utcnow()
     recipients = sorted({r for m in messages for _, r in m.items})
@@ -68,6 +75,9 @@ def persist(*, session: Session, messages: list[CreateMessage], settings: Settin
     result = Created()
     rows, deliveries, touched = [], [], set()
     channels_of = [decide_channels(m, settings) for m in messages]
+    router = Router(
+        session=session, channels=channels, settings=settings, recipients=recipients, now=now
+    )
     for message, channels in zip(messages, channels_of, strict=True):
         for nid, recipient in message.items:
             key = (recipient, message.content.dedupe_key)
@@ -82,7 +92,9 @@ def persist(*, session: Session, messages: list[CreateMessage], settings: Settin
             touched.add(recipient)
             row = _notification_row(nid, recipient, seqs[recipient], message)
             rows.append(row)
-            deliveries += [_delivery_row(nid, channel, now) for channel in channels]
+            deliveries += router.route(
+                nid, recipient, channels, message.content.category, message.content.severity
+            )
             if INBOX in channels:
                 result.notifications.append(row)
     subscribers.set_seqs(session=session, seqs={r: seqs[r] for r in touched})
@@ -137,22 +149,9 @@ def _notification_row(nid: uuid.UUID, recipient: str, seq: int, message: CreateM
         "url": content.url,
         "meta": content.metadata,
         "dedupe_key": content.dedupe_key,
+        "collapse_key": content.collapse_key,
         # The time the sender accepted it: the id encodes the same instant.
         "created_at": message.accepted_at,
-    }
-
-
-def _delivery_row(notification_id: uuid.UUID, channel: str, now) -> dict:
-    # The inbox row is its own delivery: committed means delivered.
-    status = "sent" if channel == INBOX else "pending"
-    return {
-        "id": new_id(),
-        "notification_id": notification_id,
-        "channel": channel,
-        "status": status,
-        "attempts": 1 if channel == INBOX else 0,
-        "created_at": now,
-        "updated_at": now,
     }
 
 
@@ -176,10 +175,11 @@ def create_notifications(
     settings: Settings,
     publisher: Publisher,
     dispatcher: Dispatcher,
+    channels: Channels,
 ) -> Created:
     """Persist in one transaction, then announce the inbox rows and dispatch the rest."""
     with transaction(sessions) as session:
-        result = persist(session=session, messages=messages, settings=settings)
+        result = persist(session=session, messages=messages, settings=settings, channels=channels)
     if result.notifications:
         publisher.publish_many([created_event(row) for row in result.notifications])
     for channel, ids in result.to_dispatch.items():

@@ -1,39 +1,190 @@
 """The ``deliver`` step for external channels: a delivery row's state machine.
 
-pending → sending → sent | failed | dead, or → skipped. Every move is a conditional UPDATE
-on the expected current status, so a re-run, or two workers racing on one delivery, can
-act at most once. The channel senders themselves (email, push, webhook) plug in through
-``clarion.channels.REGISTRY``.
+    pending ─claim─▶ sending ─▶ sent
+                        │  └──▶ skipped (target gone, deactivated)
+                        ├────▶ failed ─(backoff; countdown or sweeper)─▶ claim again
+                        └────▶ dead ─▶ dead_letters row + message on the dead_letter queue
+
+Every move is a conditional UPDATE on the expected current status (and, for the outcome,
+on the attempt number), so a re-run of a task, or two workers racing on one delivery,
+sends it once. The one window that cannot be closed is between the provider accepting a
+message and our commit: a worker killed exactly there re-sends that one message when its
+lease expires, with the same Message-ID / webhook-id, so receivers can drop it.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
-from sqlalchemy import update
+from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy.orm import Session, sessionmaker
 
-from clarion import channels
-from clarion.db.models import Delivery
+from clarion import channels as ch
+from clarion.core.schemas import NotificationPublic
+from clarion.db import deliveries
 from clarion.db.session import transaction
 from clarion.ids import utcnow
 from clarion.settings import Settings
 
+log = logging.getLogger(__name__)
+
+# Deliveries claimed per transaction: small enough that a lease covers a chunk even when
+# every send in it runs into its timeout.
+CLAIM_CHUNK = 10
+MAX_ERROR = 2000
+
+
+class Scheduler(Protocol):
+    """Where retries and dead letters go after commit (the Runtime, over Celery)."""
+
+    def deliver(
+        self, channel: str, delivery_ids: list[uuid.UUID], countdown: float = 0
+    ) -> None: ...
+
+    def dead_lettered(self, letter: dict[str, Any]) -> None: ...
+
 
 @dataclass
 class DeliverResult:
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
     skipped: int = 0
+    lost_lease: int = 0
+    # Retries whose delay is too long for a broker countdown: the sweeper picks them up.
+    parked: int = 0
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
 
 
-def skip(*, session: Session, ids: list[uuid.UUID], reason: str) -> int:
-    """Move pending deliveries to skipped with the reason; others are left alone."""
+def backoff(settings: Settings, attempt: int, retry_after: float | None) -> float:
+    """Full-jitter exponential backoff (Celery's own), or the provider's Retry-After."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), settings.retry_backoff_max_seconds)
+    return float(
+        get_exponential_backoff_interval(
+            factor=settings.retry_backoff_seconds,
+            retries=attempt - 1,
+            maximum=settings.retry_backoff_max_seconds,
+            full_jitter=True,
+        )
+    )
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ch.ChannelError) else str(exc)
+    return text[:MAX_ERROR]
+
+
+def _message(claimed: deliveries.Claimed, notification, subscriber) -> ch.Message:
+    public = NotificationPublic.model_validate(notification).model_dump(mode="json")
+    public.update(recipient=notification.recipient_id, collapse_key=notification.collapse_key)
+    recipient = {
+        "id": subscriber.id,
+        "email": subscriber.email,
+        "name": subscriber.name,
+        "locale": subscriber.locale,
+        "timezone": subscriber.timezone,
+    }
+    return ch.Message(claimed.id, claimed.attempt, public, recipient)
+
+
+def _jobs(session: Session, channel: ch.Channel, claimed: list[deliveries.Claimed]) -> list:
+    """Claimed deliveries with their message and target; missing ones come back as None."""
+    context = deliveries.contexts(
+        session=session, notification_ids={c.notification_id for c in claimed}
+    )
+    targets = channel.load_targets(session=session, ids={c.target for c in claimed})
+    jobs = []
+    for c in claimed:
+        found = context.get(c.notification_id)
+        message = _message(c, *found) if found else None
+        jobs.append((c, message, targets.get(c.target)))
+    return jobs
+
+
+class Outcome:
+    """What one attempt came to, and the row it leaves."""
+
+    def __init__(self, status: str, outcome: str, error: str | None = None, **extra) -> None:
+        self.status, self.outcome, self.error = status, outcome, error
+        self.provider_ref: str | None = extra.get("provider_ref")
+        self.delay: float | None = extra.get("delay")
+
+
+def attempt(
+    channel: ch.Channel, message: ch.Message | None, target: dict | None, settings: Settings
+) -> Outcome:
+    """Render and send one delivery; classify what happened. Never raises."""
+    if message is None:
+        return Outcome("skipped", "gone", "the notification no longer exists")
+    if target is None:
+        return Outcome("skipped", "gone", "the target was removed or deactivated")
+    try:
+        ref = channel.send(channel.render(message, target), target)
+    except ch.TargetGoneError as exc:
+        return Outcome("skipped", "gone", _error_text(exc))
+    except ch.PermanentChannelError as exc:
+        return Outcome("dead", "dead", _error_text(exc))
+    except Exception as exc:  # Retryable, or anything unexpected: never lose it.
+        if not isinstance(exc, ch.RetryableChannelError):
+            log.exception("channel %s raised an unexpected error", channel.key)
+        error = _error_text(exc)
+        if message.attempt >= settings.max_attempts(channel.key):
+            return Outcome("dead", "dead", f"gave up after {message.attempt} attempts: {error}")
+        retry_after = getattr(exc, "retry_after", None)
+        return Outcome(
+            "failed", "retry", error, delay=backoff(settings, message.attempt, retry_after)
+        )
+    return Outcome("sent", "sent", provider_ref=ref[:255] if ref else None)
+
+
+def _record(
+    session: Session,
+    channel: ch.Channel,
+    claimed: deliveries.Claimed,
+    outcome: Outcome,
+    started_at: datetime,
+) -> dict[str, Any] | None:
+    """Store the outcome; returns the dead letter to announce, if any."""
     now = utcnow()
-    return session.execute(
-        update(Delivery)
-        .where(Delivery.id.in_(ids), Delivery.status == "pending")
-        .values(status="skipped", last_error=reason, updated_at=now)
-    ).rowcount
+    due = now + timedelta(seconds=outcome.delay) if outcome.delay is not None else None
+    owned = deliveries.finish(
+        session=session,
+        claimed=claimed,
+        status=outcome.status,
+        now=now,
+        started_at=started_at,
+        outcome=outcome.outcome,
+        error=outcome.error,
+        provider_ref=outcome.provider_ref,
+        next_attempt_at=due,
+    )
+    if not owned:
+        raise LostLease
+    if outcome.outcome == "gone" and claimed.target:
+        channel.deactivate(session=session, target_id=claimed.target, reason=outcome.error or "")
+    if outcome.status != "dead":
+        return None
+    letter = deliveries.add_dead_letter(
+        session=session, claimed=claimed, channel=channel.key, error=outcome.error or "", now=now
+    )
+    return {
+        "id": letter.id,
+        "delivery_id": str(claimed.id),
+        "notification_id": str(claimed.notification_id),
+        "channel": channel.key,
+        "error": letter.error,
+        "attempts": letter.attempts,
+    }
+
+
+class LostLease(Exception):
+    """Another worker took the delivery over after this one's lease expired."""
 
 
 def deliver(
@@ -42,11 +193,47 @@ def deliver(
     channel: str,
     sessions: sessionmaker[Session],
     settings: Settings,
+    channels: ch.Channels,
+    scheduler: Scheduler,
+    clock: Callable[[], datetime] = utcnow,
 ) -> DeliverResult:
-    """Deliver pending deliveries of one channel; unconfigured channels skip with a reason."""
-    try:
-        channels.build(channel, settings)
-    except channels.ChannelNotConfigured as exc:
+    """Send the deliverable ones among ``delivery_ids``; the rest are left as they are."""
+    result = DeliverResult()
+    sender = channels.get(channel)
+    if isinstance(sender, str):
         with transaction(sessions) as session:
-            return DeliverResult(skipped=skip(session=session, ids=delivery_ids, reason=str(exc)))
-    raise NotImplementedError(f"sender for channel {channel!r} comes with the channels issue")
+            result.skipped = deliveries.skip_pending(
+                session=session, ids=delivery_ids, reason=sender, now=clock()
+            )
+        return result
+    lease = timedelta(seconds=settings.delivery_lease_seconds)
+    for start in range(0, len(delivery_ids), CLAIM_CHUNK):
+        chunk = delivery_ids[start : start + CLAIM_CHUNK]
+        with transaction(sessions) as session:
+            claimed = deliveries.claim(session=session, ids=chunk, now=clock(), lease=lease)
+            jobs = _jobs(session, sender, claimed) if claimed else []
+        for claim, message, target in jobs:
+            _deliver_one(sender, claim, message, target, sessions, settings, scheduler, result)
+    return result
+
+
+def _deliver_one(sender, claim, message, target, sessions, settings, scheduler, result) -> None:
+    started = utcnow()
+    outcome = attempt(sender, message, target, settings)
+    try:
+        with transaction(sessions) as session:
+            letter = _record(session, sender, claim, outcome, started)
+    except LostLease:
+        result.lost_lease += 1
+        log.warning("delivery %s: lease lost to another worker; outcome dropped", claim.id)
+        return
+    counter = {"sent": "sent", "failed": "retried", "dead": "dead", "skipped": "skipped"}
+    setattr(result, counter[outcome.status], getattr(result, counter[outcome.status]) + 1)
+    if letter is not None:
+        result.dead_letters.append(letter)
+        scheduler.dead_lettered(letter)
+    elif outcome.delay is not None:
+        if outcome.delay <= settings.broker_visibility_timeout / 2:
+            scheduler.deliver(sender.key, [claim.id], countdown=outcome.delay)
+        else:
+            result.parked += 1

@@ -54,6 +54,10 @@ class NotificationContent(BaseModel):
         default=None,
         description="At most one notification per recipient with this key, ever.",
     )
+    collapse_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = Field(
+        default=None,
+        description="Updates sharing this key replace each other on devices (web push Topic).",
+    )
 
     @field_validator("metadata")
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -73,6 +74,9 @@ class Notification(Base):
     url: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict, nullable=False)
     dedupe_key: Mapped[str | None] = mapped_column(String(255))
+    # Updates that replace each other (a progress bar, a live score) share a key: it is the
+    # web push ``Topic``, so a device shows only the newest.
+    collapse_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -115,7 +119,13 @@ class InboxEvent(Base):
 
 
 class Delivery(Base):
-    """One notification on one channel; its status moves through conditional updates only."""
+    """One notification to one target of one channel (an address, a device, an endpoint).
+
+    Its status moves through conditional updates only:
+    pending → sending → sent | failed → … → dead, or → skipped. ``next_attempt_at`` is when
+    the sweeper looks at the row again: the retry time of a failed one, the lease end of
+    one being sent, the "still not picked up" deadline of a pending one.
+    """
 
     __tablename__ = "deliveries"
 
@@ -124,6 +134,9 @@ class Delivery(Base):
         ForeignKey("notifications.id", ondelete="CASCADE"), nullable=False
     )
     channel: Mapped[str] = mapped_column(String(32), nullable=False)
+    # Which target of the channel: a push subscription or webhook endpoint id; "" when the
+    # channel has one target per recipient (the inbox, the subscriber's email address).
+    target: Mapped[str] = mapped_column(String(64), default="", server_default="", nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -133,7 +146,7 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
     __table_args__ = (
-        UniqueConstraint("notification_id", "channel", name="uq_deliveries_channel"),
+        UniqueConstraint("notification_id", "channel", "target", name="uq_deliveries_target"),
         Index(
             "ix_deliveries_due",
             "status",
@@ -142,6 +155,111 @@ class Delivery(Base):
             sqlite_where=text("status IN ('pending', 'sending', 'failed')"),
         ),
     )
+
+
+class DeliveryAttempt(Base):
+    """One try of a delivery: the timeline ``GET /v1/notifications/{id}`` shows."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    # Counted from 1 again after a dead letter is replayed; the id keeps the order.
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # sent | retry | dead | gone
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    provider_ref: Mapped[str | None] = mapped_column(String(255))
+
+
+class DeadLetter(Base):
+    """A delivery that exhausted its attempts or failed permanently, kept for an operator."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    # The payload reference: the notification holds everything needed to send it again.
+    notification_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    channel: Mapped[str] = mapped_column(String(32), nullable=False)
+    error: Mapped[str] = mapped_column(Text, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    replayed_by: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (Index("ix_dead_letters_open", "channel", "created_at"),)
+
+
+class AuditEntry(Base):
+    """Who did what to operational state (dead-letter replays and purges), and to how much."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(255), nullable=False)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    count: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Preference(Base):
+    """A subscriber's switch for one channel in one category ("*" = every category)."""
+
+    __tablename__ = "preferences"
+
+    subscriber_id: Mapped[str] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class PushSubscription(Base):
+    """One browser or device of a subscriber (the W3C PushSubscription it registered)."""
+
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    subscriber_id: Mapped[str] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    endpoint: Mapped[str] = mapped_column(String(2048), nullable=False, unique=True)
+    p256dh: Mapped[str] = mapped_column(String(128), nullable=False)
+    auth: Mapped[str] = mapped_column(String(64), nullable=False)
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # Set when the push service says the subscription is gone (404/410).
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookEndpoint(Base):
+    """A producer's receiver: signed POSTs of the notifications in its categories."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048), nullable=False)
+    # Standard Webhooks secret ("whsec_" + base64). Kept readable: signing needs it.
+    secret: Mapped[str] = mapped_column(String(128), nullable=False)
+    # Empty: every category.
+    categories: Mapped[list[str]] = mapped_column(JSONType, nullable=False)
+    description: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiKey(Base):

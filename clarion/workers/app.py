@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 from kombu import Exchange, Queue
 
 from clarion.settings import Settings
@@ -53,7 +53,13 @@ def celery_config(settings: Settings) -> dict:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": settings.worker_task_events,
         "task_send_sent_event": False,
-        "beat_schedule": {},
+        "beat_schedule": {
+            "sweep-deliveries": {
+                "task": "clarion.sweep",
+                "schedule": settings.sweeper_interval_seconds,
+                "options": {"queue": queues.PERIODIC, "expires": settings.sweeper_interval_seconds},
+            },
+        },
     }
 
 
@@ -71,5 +77,9 @@ def create_celery(settings: Settings, runtime=None) -> Celery:
     def _own_connections(**_: object) -> None:
         # A prefork child must not reuse the parent's pooled database connections.
         app.clarion.engine.dispose(close=False)
+
+    @worker_process_shutdown.connect(weak=False)
+    def _close_channels(**_: object) -> None:
+        app.clarion.channels.close()
 
     return app

@@ -13,6 +13,7 @@ from celery import Celery
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from clarion.core import deliver as deliver_core
+from clarion.core import sweeper
 from clarion.core.create import create_notifications
 from clarion.core.schemas import CreateMessage
 
@@ -41,6 +42,7 @@ def register(app: Celery) -> None:
             settings=runtime.settings,
             publisher=runtime.pubsub,
             dispatcher=runtime,
+            channels=runtime.channels,
         )
         return {
             "created": len(result.notifications),
@@ -50,11 +52,36 @@ def register(app: Celery) -> None:
 
     @app.task(name="clarion.deliver", shared=False, bind=True, **RETRY_TRANSIENT)
     def deliver(self, channel: str, delivery_ids: list[str]) -> dict:
+        """Send one channel's deliveries; retries and dead letters go through the rows."""
         runtime = self.app.clarion
         result = deliver_core.deliver(
             [uuid.UUID(i) for i in delivery_ids],
             channel=channel,
             sessions=runtime.sessions,
             settings=runtime.settings,
+            channels=runtime.channels,
+            scheduler=runtime,
         )
-        return {"skipped": result.skipped}
+        return {
+            "sent": result.sent,
+            "retried": result.retried,
+            "parked": result.parked,
+            "dead": result.dead,
+            "skipped": result.skipped,
+        }
+
+    @app.task(name="clarion.sweep", shared=False, bind=True, **RETRY_TRANSIENT)
+    def sweep(self) -> dict:
+        """Re-enqueue deliveries left open past their deadline (on beat)."""
+        runtime = self.app.clarion
+        return sweeper.sweep(
+            sessions=runtime.sessions, settings=runtime.settings, scheduler=runtime
+        )
+
+    @app.task(name="clarion.dead_letter", shared=False)
+    def dead_letter(letter: dict) -> None:
+        """The default consumer of the dead_letter queue: a log line for operators.
+
+        Run workers with ``-X dead_letter`` to consume the queue with your own tooling.
+        """
+        log.warning("dead letter: %s", letter, extra={"dead_letter": letter})

@@ -29,6 +29,7 @@ def run_create(runtime: Runtime, msg) -> None:
         settings=runtime.settings,
         publisher=runtime.pubsub,
         dispatcher=runtime,
+        channels=runtime.channels,
     )
 
 
@@ -72,6 +73,7 @@ def test_a_rerun_dispatches_deliveries_the_first_run_left_pending(runtime):
         settings=runtime.settings,
         publisher=runtime.pubsub,
         dispatcher=LostDispatch(),
+        channels=runtime.channels,
     )
     run_create(runtime, msg)
 

@@ -31,6 +31,7 @@ def create(runtime, recipient: str, n: int) -> list[dict]:
             settings=runtime.settings,
             publisher=captured,
             dispatcher=runtime,
+            channels=runtime.channels,
         )
     return captured.events
 

@@ -37,6 +37,7 @@ def run_create(runtime, msg):
         settings=runtime.settings,
         publisher=runtime.pubsub,
         dispatcher=runtime,
+        channels=runtime.channels,
     )
 
 

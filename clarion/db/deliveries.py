@@ -1,0 +1,259 @@
+"""Delivery rows: the conditional updates of their state machine, attempts, dead letters."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from clarion.db.models import (
+    AuditEntry,
+    DeadLetter,
+    Delivery,
+    DeliveryAttempt,
+    Notification,
+    Subscriber,
+)
+
+# A countdown task may fire a moment before the row's retry time on another clock.
+CLOCK_TOLERANCE = timedelta(seconds=1)
+OPEN = ("pending", "sending", "failed")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: uuid.UUID
+    notification_id: uuid.UUID
+    target: str
+    attempt: int
+
+
+def claim(
+    *, session: Session, ids: Sequence[uuid.UUID], now: datetime, lease: timedelta
+) -> list[Claimed]:
+    """pending, due failed, or lease-expired sending → sending; only one caller wins a row."""
+    due = now + CLOCK_TOLERANCE
+    rows = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id.in_(ids),
+            or_(
+                Delivery.status == "pending",
+                and_(Delivery.status.in_(("failed", "sending")), Delivery.next_attempt_at <= due),
+            ),
+        )
+        .values(
+            status="sending",
+            attempts=Delivery.attempts + 1,
+            next_attempt_at=now + lease,
+            updated_at=now,
+        )
+        .returning(Delivery.id, Delivery.notification_id, Delivery.target, Delivery.attempts)
+    ).all()
+    return [Claimed(*row) for row in rows]
+
+
+def contexts(
+    *, session: Session, notification_ids: set[uuid.UUID]
+) -> dict[uuid.UUID, tuple[Notification, Subscriber]]:
+    """The notifications of claimed deliveries with their recipients, in one query."""
+    rows = session.execute(
+        select(Notification, Subscriber)
+        .join(Subscriber, Subscriber.id == Notification.recipient_id)
+        .where(Notification.id.in_(notification_ids))
+    ).all()
+    return {n.id: (n, s) for n, s in rows}
+
+
+def finish(
+    *,
+    session: Session,
+    claimed: Claimed,
+    status: str,
+    now: datetime,
+    started_at: datetime,
+    outcome: str,
+    error: str | None = None,
+    provider_ref: str | None = None,
+    next_attempt_at: datetime | None = None,
+) -> bool:
+    """Record one attempt's outcome, if this attempt still owns the row (lease not lost)."""
+    updated = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == claimed.id,
+            Delivery.status == "sending",
+            Delivery.attempts == claimed.attempt,
+        )
+        .values(
+            status=status,
+            next_attempt_at=next_attempt_at,
+            last_error=error,
+            provider_ref=provider_ref,
+            updated_at=now,
+        )
+    ).rowcount
+    if updated:
+        session.add(
+            DeliveryAttempt(
+                delivery_id=claimed.id,
+                attempt=claimed.attempt,
+                started_at=started_at,
+                finished_at=now,
+                outcome=outcome,
+                error=error,
+                provider_ref=provider_ref,
+            )
+        )
+    return bool(updated)
+
+
+def skip_pending(*, session: Session, ids: Sequence[uuid.UUID], reason: str, now) -> int:
+    """Move pending deliveries to skipped with the reason; others are left alone."""
+    return session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids), Delivery.status == "pending")
+        .values(status="skipped", last_error=reason, next_attempt_at=None, updated_at=now)
+    ).rowcount
+
+
+def take_due(
+    *, session: Session, now: datetime, recheck: timedelta, limit: int
+) -> list[tuple[uuid.UUID, str, str]]:
+    """Open deliveries past their next_attempt_at → pending again, re-checked after
+    ``recheck``. Returns (id, channel, previous status)."""
+    due = session.execute(
+        select(Delivery.id, Delivery.channel, Delivery.status)
+        .where(Delivery.status.in_(OPEN), Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if due:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_([d[0] for d in due]))
+            .values(status="pending", next_attempt_at=now + recheck, updated_at=now)
+        )
+    return [tuple(d) for d in due]
+
+
+def attempts_of(*, session: Session, ids: Sequence[uuid.UUID]) -> list[DeliveryAttempt]:
+    return list(
+        session.scalars(
+            select(DeliveryAttempt)
+            .where(DeliveryAttempt.delivery_id.in_(ids))
+            .order_by(DeliveryAttempt.id)
+        )
+    )
+
+
+# -- dead letters ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    """Which dead letters an operator means. ``status``: open (not replayed), replayed, all."""
+
+    channel: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    error_contains: str | None = None
+    status: str = "open"
+
+    def where(self) -> list[Any]:
+        clauses: list[Any] = []
+        if self.channel:
+            clauses.append(DeadLetter.channel == self.channel)
+        if self.since:
+            clauses.append(DeadLetter.created_at >= self.since)
+        if self.until:
+            clauses.append(DeadLetter.created_at < self.until)
+        if self.error_contains:
+            clauses.append(DeadLetter.error.contains(self.error_contains, autoescape=True))
+        if self.status == "open":
+            clauses.append(DeadLetter.replayed_at.is_(None))
+        elif self.status == "replayed":
+            clauses.append(DeadLetter.replayed_at.is_not(None))
+        return clauses
+
+
+def add_dead_letter(
+    *, session: Session, claimed: Claimed, channel: str, error: str, now: datetime
+) -> DeadLetter:
+    row = DeadLetter(
+        delivery_id=claimed.id,
+        notification_id=claimed.notification_id,
+        channel=channel,
+        error=error,
+        attempts=claimed.attempt,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def dead_letters(
+    *, session: Session, where: DeadLetterFilter, limit: int, before_id: int | None = None
+) -> list[DeadLetter]:
+    """Newest first; ``before_id`` pages backwards."""
+    query = select(DeadLetter).where(*where.where())
+    if before_id is not None:
+        query = query.where(DeadLetter.id < before_id)
+    return list(session.scalars(query.order_by(DeadLetter.id.desc()).limit(limit)))
+
+
+def dead_letter(*, session: Session, id: int) -> DeadLetter | None:
+    return session.get(DeadLetter, id)
+
+
+def revive(
+    *, session: Session, where: DeadLetterFilter, ids: Sequence[int] | None, now, actor, recheck
+) -> dict[str, list[uuid.UUID]]:
+    """Open dead letters → replayed, their dead deliveries → pending with fresh attempts.
+
+    Returns the revived delivery ids by channel, for dispatch after commit.
+    """
+    query = select(DeadLetter).where(*where.where(), DeadLetter.replayed_at.is_(None))
+    if ids is not None:
+        query = query.where(DeadLetter.id.in_(ids))
+    letters = list(session.scalars(query.with_for_update(skip_locked=True)))
+    if not letters:
+        return {}
+    revived = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_([dl.delivery_id for dl in letters]), Delivery.status == "dead")
+        .values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=now + recheck,
+            last_error=None,
+            updated_at=now,
+        )
+        .returning(Delivery.id, Delivery.channel)
+    ).all()
+    for letter in letters:
+        letter.replayed_at, letter.replayed_by = now, actor
+    by_channel: dict[str, list[uuid.UUID]] = {}
+    for delivery_id, channel in revived:
+        by_channel.setdefault(channel, []).append(delivery_id)
+    return by_channel
+
+
+def purge_dead_letters(*, session: Session, where: DeadLetterFilter) -> int:
+    return session.execute(delete(DeadLetter).where(*where.where())).rowcount
+
+
+def audit(
+    *, session: Session, actor: str, action: str, detail: dict[str, Any], count: int, now
+) -> AuditEntry:
+    entry = AuditEntry(actor=actor, action=action, detail=detail, count=count, created_at=now)
+    session.add(entry)
+    session.flush()
+    return entry
