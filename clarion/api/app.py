@@ -12,7 +12,16 @@ from fastapi import FastAPI
 from clarion import __version__
 from clarion.api import problems
 from clarion.api.coalesce import Coalescer
-from clarion.api.routers import health, inbox, notifications, stream, subscribers
+from clarion.api.routers import (
+    deadletters,
+    health,
+    inbox,
+    notifications,
+    stream,
+    subscribers,
+    unsubscribe,
+    webhooks,
+)
 from clarion.api.stream import Hub
 from clarion.core import send
 from clarion.runtime import Runtime
@@ -132,7 +141,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     problems.install(app)
 
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
-    routers = (notifications.router, subscribers.router, inbox.router, stream.router, health.router)
+    routers = (
+        notifications.router,
+        subscribers.router,
+        inbox.router,
+        stream.router,
+        unsubscribe.router,
+        deadletters.router,
+        webhooks.router,
+        health.router,
+    )
     for router in routers:
         app.include_router(router)
     return app

@@ -75,6 +75,7 @@ def require_scope(scope: str):
 
 
 Producer = Annotated[Principal, Depends(require_scope("notify"))]
+Admin = Annotated[Principal, Depends(require_scope("admin"))]
 
 
 def current_subscriber(

@@ -12,17 +12,32 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from clarion.core.schemas import MAX_METADATA_BYTES, NotificationPublic, UTCDateTime
 
 
+class AttemptPublic(BaseModel):
+    """One try of a delivery."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    attempt: int
+    started_at: UTCDateTime
+    finished_at: UTCDateTime
+    outcome: str = Field(description="sent, retry, dead or gone")
+    error: str | None
+    provider_ref: str | None
+
+
 class DeliveryPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     channel: str
-    status: str
+    target: str = Field(description="Push subscription or webhook endpoint id; empty otherwise.")
+    status: str = Field(description="pending, sending, sent, failed, dead or skipped")
     attempts: int
     next_attempt_at: UTCDateTime | None
     last_error: str | None
     provider_ref: str | None
     created_at: UTCDateTime
     updated_at: UTCDateTime
+    timeline: list[AttemptPublic] = Field(default_factory=list)
 
 
 class NotificationStatus(NotificationPublic):

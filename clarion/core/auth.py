@@ -143,3 +143,32 @@ def verify_user_token(settings: Settings, token: str) -> str:
     if not isinstance(subject, str) or not subject:
         raise AuthError("token has no subject")
     return subject
+
+
+# One-click unsubscribe links (RFC 8058) carry a signed (subscriber, category, channel).
+# They do not expire: an old email's link must still work. A distinct audience keeps them
+# from ever being accepted as user tokens, and user tokens from being accepted here.
+UNSUBSCRIBE_AUDIENCE = "clarion:unsubscribe"
+
+
+def unsubscribe_token(settings: Settings, subscriber_id: str, category: str, channel: str) -> str:
+    claims = {"sub": subscriber_id, "cat": category, "ch": channel, "aud": UNSUBSCRIBE_AUDIENCE}
+    return jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm="HS256")
+
+
+def verify_unsubscribe_token(settings: Settings, token: str) -> tuple[str, str, str]:
+    """(subscriber, category, channel) of a valid link; AuthError for anything else."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.secret_key.get_secret_value(),
+            algorithms=["HS256"],
+            audience=UNSUBSCRIBE_AUDIENCE,
+            options={"require": ["sub", "aud"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise AuthError(str(exc)) from None
+    values = (claims.get("sub"), claims.get("cat"), claims.get("ch"))
+    if not all(isinstance(v, str) and v for v in values):
+        raise AuthError("incomplete unsubscribe link")
+    return values  # type: ignore[return-value]

@@ -21,12 +21,13 @@ from clarion.ids import utcnow
 from clarion.settings import Settings
 
 
-def _detail(where: DeadLetterFilter, ids: list[int] | None) -> dict[str, Any]:
+def _detail(where: DeadLetterFilter) -> dict[str, Any]:
+    """The filter as the audit log stores it."""
     detail = {k: v for k, v in dataclasses.asdict(where).items() if v is not None}
-    detail = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in detail.items()}
-    if ids is not None:
-        detail["ids"] = ids
-    return detail
+    return {
+        k: v.isoformat() if hasattr(v, "isoformat") else list(v) if isinstance(v, tuple) else v
+        for k, v in detail.items()
+    }
 
 
 def replay(
@@ -35,16 +36,14 @@ def replay(
     settings: Settings,
     scheduler: Scheduler,
     actor: str,
-    where: DeadLetterFilter = DeadLetterFilter(),
-    ids: list[int] | None = None,
+    where: DeadLetterFilter,
 ) -> dict[str, Any]:
-    """Replay the open dead letters matching ``where`` (and ``ids``, when given)."""
+    """Replay the open dead letters matching ``where``."""
     now = utcnow()
     with transaction(sessions) as session:
         revived = deliveries.revive(
             session=session,
             where=where,
-            ids=ids,
             now=now,
             actor=actor,
             recheck=timedelta(seconds=settings.sweeper_stuck_seconds),
@@ -54,7 +53,7 @@ def replay(
             session=session,
             actor=actor,
             action="dead_letters.replay",
-            detail=_detail(where, ids),
+            detail=_detail(where),
             count=count,
             now=now,
         )
@@ -74,7 +73,7 @@ def purge(
             session=session,
             actor=actor,
             action="dead_letters.purge",
-            detail=_detail(where, None),
+            detail=_detail(where),
             count=count,
             now=now,
         )

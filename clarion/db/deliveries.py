@@ -143,6 +143,10 @@ def take_due(
     return [tuple(d) for d in due]
 
 
+def get(*, session: Session, id: uuid.UUID) -> Delivery | None:
+    return session.get(Delivery, id)
+
+
 def attempts_of(*, session: Session, ids: Sequence[uuid.UUID]) -> list[DeliveryAttempt]:
     return list(
         session.scalars(
@@ -165,9 +169,12 @@ class DeadLetterFilter:
     until: datetime | None = None
     error_contains: str | None = None
     status: str = "open"
+    ids: tuple[int, ...] | None = None
 
     def where(self) -> list[Any]:
         clauses: list[Any] = []
+        if self.ids is not None:
+            clauses.append(DeadLetter.id.in_(self.ids))
         if self.channel:
             clauses.append(DeadLetter.channel == self.channel)
         if self.since:
@@ -214,15 +221,13 @@ def dead_letter(*, session: Session, id: int) -> DeadLetter | None:
 
 
 def revive(
-    *, session: Session, where: DeadLetterFilter, ids: Sequence[int] | None, now, actor, recheck
+    *, session: Session, where: DeadLetterFilter, now, actor, recheck
 ) -> dict[str, list[uuid.UUID]]:
     """Open dead letters → replayed, their dead deliveries → pending with fresh attempts.
 
     Returns the revived delivery ids by channel, for dispatch after commit.
     """
     query = select(DeadLetter).where(*where.where(), DeadLetter.replayed_at.is_(None))
-    if ids is not None:
-        query = query.where(DeadLetter.id.in_(ids))
     letters = list(session.scalars(query.with_for_update(skip_locked=True)))
     if not letters:
         return {}

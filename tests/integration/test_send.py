@@ -73,7 +73,7 @@ def test_status_shows_deliveries_per_channel(client, runtime, producer):
     assert deliveries["in_app"]["status"] == "sent"
     # No email channel is configured in this deployment: skipped, and says why.
     assert deliveries["email"]["status"] == "skipped"
-    assert "not available" in deliveries["email"]["last_error"]
+    assert "email is not configured" in deliveries["email"]["last_error"]
 
 
 def test_channels_default_per_category_and_explicit_list_can_drop_the_inbox(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import defaultdict
 from typing import Annotated
 
 from fastapi import APIRouter, Header
@@ -13,10 +14,10 @@ from redis.exceptions import RedisError
 
 from clarion.api.deps import CoalescerDep, Producer, RuntimeDep, SessionDep
 from clarion.api.problems import Problem
-from clarion.api.schemas import NotificationStatus
+from clarion.api.schemas import AttemptPublic, DeliveryPublic, NotificationStatus
 from clarion.core import send
 from clarion.core.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
-from clarion.db import notifications
+from clarion.db import deliveries, notifications
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
@@ -121,7 +122,14 @@ def get_notification(
         raise Problem(
             404, "not-found", "No such notification (or the worker has not stored it yet)."
         )
-    deliveries = notifications.deliveries_of(session=session, notification_id=row.id)
+    rows = notifications.deliveries_of(session=session, notification_id=row.id)
+    timeline = defaultdict(list)
+    for attempt in deliveries.attempts_of(session=session, ids=[d.id for d in rows]):
+        timeline[attempt.delivery_id].append(AttemptPublic.model_validate(attempt))
+    listed = [
+        DeliveryPublic.model_validate(d).model_copy(update={"timeline": timeline[d.id]})
+        for d in rows
+    ]
     return NotificationStatus.model_validate(
         {
             **NotificationPublic.model_validate(row).model_dump(),
@@ -129,7 +137,7 @@ def get_notification(
             "recipient": row.recipient_id,
             "dedupe_key": row.dedupe_key,
             "deleted_at": row.deleted_at,
-            "deliveries": deliveries,
+            "deliveries": listed,
         },
         from_attributes=True,
     )
