@@ -23,6 +23,14 @@ from clarion.db.session import transaction
 from clarion.runtime import Runtime
 from clarion.settings import Settings
 
+# Real peers of the channels, each with its contract harness (tests/channels/__init__.py).
+# Real peers for the channel tests (each module also provides its contract harness).
+pytest_plugins = [
+    "tests.channels.receiver",
+    "tests.channels.smtp",
+    "tests.channels.pushservice",
+]
+
 PG_ADMIN = os.environ.get("CLARION_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("CLARION_TEST_REDIS", "redis://127.0.0.1:6379")
 BROKER_DB, PUBSUB_DB = 14, 15
@@ -89,6 +97,20 @@ def runtime(settings: Settings, redis_client: redis_lib.Redis) -> Iterator[Runti
     redis_lib.Redis.from_url(settings.redis_url).flushdb()
     yield rt
     rt.close()
+
+
+@pytest.fixture
+def make_runtime(runtime: Runtime, pg_url: str):
+    """make_runtime(**overrides) -> another Runtime on the same (cleaned) test database."""
+    made: list[Runtime] = []
+
+    def make(**overrides) -> Runtime:
+        made.append(Runtime(server_settings(pg_url, **overrides)))
+        return made[-1]
+
+    yield make
+    for rt in made:
+        rt.close()
 
 
 @pytest.fixture

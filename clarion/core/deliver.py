@@ -15,13 +15,13 @@ lease expires, with the same Message-ID / webhook-id, so receivers can drop it.
 from __future__ import annotations
 
 import logging
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion import channels as ch
@@ -62,17 +62,17 @@ class DeliverResult:
 
 
 def backoff(settings: Settings, attempt: int, retry_after: float | None) -> float:
-    """Full-jitter exponential backoff (Celery's own), or the provider's Retry-After."""
+    """Full-jitter exponential backoff, or the provider's Retry-After when it gave one.
+
+    Celery's get_exponential_backoff_interval does the same in whole seconds only; this
+    keeps fractions, so a sub-second base works (and tests need no sleeping).
+    """
     if retry_after is not None:
         return min(max(retry_after, 0.0), settings.retry_backoff_max_seconds)
-    return float(
-        get_exponential_backoff_interval(
-            factor=settings.retry_backoff_seconds,
-            retries=attempt - 1,
-            maximum=settings.retry_backoff_max_seconds,
-            full_jitter=True,
-        )
+    ceiling = min(
+        settings.retry_backoff_max_seconds, settings.retry_backoff_seconds * 2 ** (attempt - 1)
     )
+    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
 
 
 def _error_text(exc: BaseException) -> str:

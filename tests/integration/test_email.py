@@ -1,0 +1,185 @@
+"""The email channel against a real SMTP server (aiosmtpd), through the real pipeline."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from clarion.api.app import create_app
+from clarion.core import send
+from clarion.core.schemas import NotificationCreate
+from clarion.db.models import DeadLetter, Delivery, DeliveryAttempt
+from clarion.workers import queues
+from tests.broker import drain, queued
+from tests.channels.smtp import SENDER, give_email
+
+FAST_RETRY = {"retry_backoff_seconds": 0.01, "retry_backoff_max_seconds": 0.05}
+
+
+def notify(rt, recipients=("ada",), **fields):
+    values = {"category": "links", "title": "Your link expires", "channels": ["email"], **fields}
+    msg = send.prepare(NotificationCreate(recipients=list(recipients), **values))
+    send.enqueue(rt.celery, msg)
+    return [nid for nid, _ in msg.items]
+
+
+def delivery(rt, nid) -> Delivery:
+    with rt.sessions() as s:
+        return s.scalars(select(Delivery).where(Delivery.notification_id == nid)).one()
+
+
+def timeline(rt, delivery_id) -> list[str]:
+    with rt.sessions() as s:
+        return list(
+            s.scalars(
+                select(DeliveryAttempt.outcome)
+                .where(DeliveryAttempt.delivery_id == delivery_id)
+                .order_by(DeliveryAttempt.id)
+            )
+        )
+
+
+@pytest.fixture
+def rt(make_runtime, smtp_server):
+    return make_runtime(**FAST_RETRY, **smtp_server.settings())
+
+
+def test_an_email_has_text_and_html_parts_escaped_and_the_headers_receivers_need(rt, smtp_server):
+    give_email(rt, "ada", "ada@example.com")
+    [nid] = notify(rt, title="Report <script>", body="5 < 6 & done", url="https://app.example/l/1")
+    drain(rt.celery)
+
+    [got] = smtp_server.messages
+    m = got.message
+    assert got.sender == SENDER and got.recipients == ["ada@example.com"]
+    assert m["To"] == "Ada <ada@example.com>" and m["Subject"] == "Report <script>"
+    assert m.get_content_type() == "multipart/alternative"
+    text = m.get_body(("plain",)).get_content()
+    html = m.get_body(("html",)).get_content()
+    assert "5 < 6 & done" in text and "https://app.example/l/1" in text
+    assert "Report &lt;script&gt;" in html and "5 &lt; 6 &amp; done" in html
+    assert "<script>" not in html and 'href="https://app.example/l/1"' in html
+    assert m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert m["List-Unsubscribe"].startswith("<http") and m["List-Unsubscribe"].endswith(">")
+    row = delivery(rt, nid)
+    assert row.status == "sent" and row.provider_ref == m["Message-ID"]
+    assert m["Message-ID"] == f"<{row.id}@clarion.test>"
+
+
+def test_starttls_and_auth_are_used_when_configured(make_runtime, smtp_tls_server):
+    rt = make_runtime(**smtp_tls_server.settings())
+    give_email(rt, "ada")
+    [nid] = notify(rt)
+    drain(rt.celery)
+
+    [got] = smtp_tls_server.messages
+    assert got.tls and got.authenticated
+    assert delivery(rt, nid).status == "sent"
+
+
+def test_one_smtp_session_carries_a_whole_batch(rt, smtp_server):
+    give_email(rt, "ada")
+    give_email(rt, "bob")
+    notify(rt, recipients=("ada", "bob"))
+    notify(rt, recipients=("ada",), title="second")
+    drain(rt.celery, names=(queues.CREATE,))
+    assert drain(rt.celery) == 2  # two deliver tasks
+    peers = {got.peer for got in smtp_server.messages}
+    assert len(smtp_server.messages) == 3 and len(peers) == 1
+
+
+def test_a_421_is_retried_and_then_delivered(rt, smtp_server):
+    give_email(rt, "ada")
+    smtp_server.handler.replies = ["421 4.7.0 Try again later"]
+    [nid] = notify(rt)
+    drain(rt.celery)
+
+    row = delivery(rt, nid)
+    assert row.status == "sent" and row.attempts == 2
+    assert timeline(rt, row.id) == ["retry", "sent"]
+    assert len(smtp_server.messages) == 1
+
+
+def test_a_550_is_a_dead_letter_with_the_reply(rt, smtp_server):
+    give_email(rt, "ada")
+    smtp_server.handler.steady = "550 5.1.1 No such user here"
+    [nid] = notify(rt)
+    drain(rt.celery, names=(queues.CREATE, queues.deliver_queue("email")))
+
+    row = delivery(rt, nid)
+    assert row.status == "dead" and "550 5.1.1 No such user here" in row.last_error
+    with rt.sessions() as s:
+        [letter] = s.scalars(select(DeadLetter)).all()
+    assert letter.delivery_id == row.id and letter.attempts == 1 and "550" in letter.error
+    assert queued(rt.celery, queues.DEAD_LETTER) == 1
+    assert smtp_server.messages == []
+
+
+def test_the_relay_down_for_a_while_then_up_delivers_after_it_returns(rt, smtp_server):
+    give_email(rt, "ada")
+    smtp_server.stop()
+    [nid] = notify(rt)
+    drain(rt.celery, limit=2)  # create, then one failed attempt
+
+    row = delivery(rt, nid)
+    assert row.status == "failed" and "relay" in row.last_error
+    assert queued(rt.celery, queues.deliver_queue("email")) == 1  # the retry, with countdown
+
+    smtp_server.start()
+    drain(rt.celery)
+    assert delivery(rt, nid).status == "sent" and len(smtp_server.messages) == 1
+
+
+def test_the_fallback_relay_takes_over_while_the_first_keeps_failing(make_runtime, smtp_server):
+    from tests.e2e.procs import free_port
+
+    settings = smtp_server.settings(port=free_port(), failover_after=1)
+    settings["smtp"].update(fallback_host="127.0.0.1", fallback_port=smtp_server.port)
+    rt = make_runtime(**settings)
+    give_email(rt, "ada")
+    [nid] = notify(rt)
+    drain(rt.celery)
+
+    assert delivery(rt, nid).status == "sent" and len(smtp_server.messages) == 1
+
+
+def test_a_subscriber_without_an_address_gets_a_skipped_delivery_with_the_reason(rt):
+    [nid] = notify(rt, recipients=("nobody",))
+    drain(rt.celery)
+    row = delivery(rt, nid)
+    assert (row.status, row.last_error) == ("skipped", "no email address")
+
+
+def test_the_one_click_unsubscribe_link_turns_that_category_off(rt, smtp_server):
+    give_email(rt, "ada")
+    notify(rt, category="campaigns")
+    drain(rt.celery)
+    link = smtp_server.messages[0].message["List-Unsubscribe"].strip("<>")
+    path = urlsplit(link)._replace(scheme="", netloc="").geturl()
+
+    with TestClient(create_app(runtime=rt)) as api:
+        page = api.get(path)
+        assert page.status_code == 200 and "<form" in page.text  # GET changes nothing
+        assert api.post(path.replace("token=", "token=x")).status_code == 400
+        done = api.post(
+            path,
+            content="List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert done.status_code == 200 and "no longer receive" in done.text
+
+    [campaign] = notify(rt, category="campaigns", title="again")
+    [other] = notify(rt, category="links", title="still wanted")
+    [urgent] = notify(rt, category="campaigns", title="critical", severity="critical")
+    drain(rt.celery)
+    assert (delivery(rt, campaign).status, delivery(rt, campaign).last_error) == (
+        "skipped",
+        "opted out",
+    )
+    assert delivery(rt, other).status == "sent"
+    assert delivery(rt, urgent).status == "sent"  # critical bypasses opt-outs
+    subjects = [m.message["Subject"] for m in smtp_server.messages]
+    assert subjects == ["Your link expires", "still wanted", "critical"]
