@@ -23,7 +23,6 @@ from clarion.db.session import transaction
 from clarion.runtime import Runtime
 from clarion.settings import Settings
 
-# Real peers of the channels, each with its contract harness (tests/channels/__init__.py).
 # Real peers for the channel tests (each module also provides its contract harness).
 pytest_plugins = [
     "tests.channels.receiver",

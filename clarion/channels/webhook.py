@@ -1,0 +1,236 @@
+"""Signed webhooks: one POST per notification to each endpoint of its category.
+
+Requests follow Standard Webhooks (https://www.standardwebhooks.com): ``webhook-id`` is
+the delivery id, the same on every retry, so a receiver drops duplicates by it;
+``webhook-signature`` is ``v1,`` + base64 HMAC-SHA256 of ``{id}.{timestamp}.{body}`` keyed
+by the endpoint's ``whsec_`` secret, so any Standard Webhooks library verifies it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import math
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+from sqlalchemy.orm import Session
+
+from clarion import __version__
+from clarion.channels import (
+    Channel,
+    ChannelConfigError,
+    Message,
+    PermanentChannelError,
+    RetryableChannelError,
+    TargetGoneError,
+)
+from clarion.core.deliver import CLAIM_CHUNK
+from clarion.db import webhooks
+from clarion.ids import utcnow
+from clarion.settings import Settings
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+EVENT_TYPE = "notification.created"
+USER_AGENT = f"Clarion-Webhooks/{__version__}"
+# How much of a refused answer's body goes into the delivery's error.
+ERROR_BODY_CHARS = 500
+# Answers are read up to this many bytes: a receiver cannot make a worker buffer a huge body.
+MAX_ANSWER_BYTES = 4096
+RETRYABLE_STATUS = frozenset({408, 429})
+UNUSABLE_URL = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+)
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A rendered webhook: the exact body bytes that were signed, and the headers."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+def new_secret() -> str:
+    """A fresh endpoint secret: ``whsec_`` + base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret."""
+    try:
+        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if not key:
+        raise PermanentChannelError("the endpoint's secret is not a whsec_ base64 secret")
+    return key
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: ``v1,<base64 HMAC-SHA256(id.timestamp.body)>``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - utcnow()).total_seconds(), 0.0)
+
+
+def _read_head(response: requests.Response) -> str:
+    """The start of an answer's body, decoded leniently, for the delivery's error."""
+    try:
+        raw = response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
+    except (requests.RequestException, OSError, ValueError):
+        raw = b""
+    return raw.decode("utf-8", "replace").strip()[:ERROR_BODY_CHARS]
+
+
+class WebhookChannel(Channel):
+    """Signed JSON POSTs to the endpoints registered through ``/v1/webhooks``.
+
+    Always configured: the endpoints are data, not settings. Status mapping: 2xx sent;
+    408, 429, 5xx, timeouts and connection errors retried (honouring Retry-After); 410
+    deactivates the endpoint; redirects and other 4xx are permanent (dead letter).
+    """
+
+    key = "webhook"
+    no_target = "no webhook endpoint for this category"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.timeout = settings.webhook_timeout_seconds
+        # A lease covers one claimed chunk: if every send in it may run to its timeout
+        # past the lease, another worker takes the chunk over and sends it a second time.
+        if self.timeout * CLAIM_CHUNK > settings.delivery_lease_seconds:
+            raise ChannelConfigError(
+                f"CLARION_WEBHOOK_TIMEOUT_SECONDS={self.timeout:g} times {CLAIM_CHUNK} "
+                f"deliveries per claim exceeds CLARION_DELIVERY_LEASE_SECONDS="
+                f"{settings.delivery_lease_seconds:g}; lower the timeout or raise the lease"
+            )
+        self._session: requests.Session | None = None
+        self._lock = threading.Lock()
+
+    # -- addressing --------------------------------------------------------------------
+    def targets(
+        self, *, session: Session, recipients: list[str], category: str
+    ) -> dict[str, list[str]]:
+        """Every recipient's notification goes to every active endpoint of the category."""
+        ids = [str(i) for i in webhooks.active_for_category(session=session, category=category)]
+        return {r: list(ids) for r in recipients} if ids else {}
+
+    def load_targets(self, *, session: Session, ids: set[str]) -> dict[str, dict[str, Any]]:
+        uuids = {u for u in map(_as_uuid, ids) if u is not None}
+        rows = webhooks.active_by_ids(session=session, ids=uuids)
+        return {str(row.id): {"url": row.url, "secret": row.secret} for row in rows}
+
+    def deactivate(self, *, session: Session, target_id: str, reason: str) -> None:
+        endpoint = _as_uuid(target_id)
+        if endpoint is not None:
+            webhooks.deactivate(session=session, id=endpoint, reason=reason, now=utcnow())
+
+    # -- render and send ---------------------------------------------------------------
+    def render(self, message: Message, target: dict[str, Any]) -> WebhookRequest:
+        """The signed request; the timestamp is taken now, so a retry is signed afresh."""
+        now = time.time()
+        event = {
+            "type": EVENT_TYPE,
+            "timestamp": datetime.fromtimestamp(now, UTC).isoformat(),
+            "data": {**message.notification, "recipient": message.recipient},
+        }
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        msg_id, timestamp = str(message.delivery_id), int(now)
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(target["secret"], msg_id, timestamp, body),
+        }
+        return WebhookRequest(body=body, headers=headers)
+
+    def send(self, payload: WebhookRequest, target: dict[str, Any]) -> str:
+        try:
+            response = self._http().post(
+                target["url"],
+                data=payload.body,
+                headers=payload.headers,
+                timeout=self.timeout,
+                allow_redirects=False,
+                stream=True,  # read at most MAX_ANSWER_BYTES of the answer
+            )
+        except UNUSABLE_URL as exc:
+            raise PermanentChannelError(f"the endpoint URL is not usable: {exc}") from exc
+        except requests.Timeout as exc:
+            raise RetryableChannelError(f"no answer within {self.timeout:g} s") from exc
+        except requests.RequestException as exc:
+            raise RetryableChannelError(f"{type(exc).__name__}: {exc}") from exc
+        with response:
+            return _classify(response)
+
+    def _http(self) -> requests.Session:
+        # Built on first send, after the worker forked: one keep-alive pool per process.
+        with self._lock:
+            if self._session is None:
+                self._session = requests.Session()
+            return self._session
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+
+def _classify(response: requests.Response) -> str:
+    """The provider reference of an accepted answer, or the error of a refused one."""
+    status = response.status_code
+    head = _read_head(response)
+    if 200 <= status < 300:
+        return f"HTTP {status}"
+    text = f"HTTP {status}" + (f": {head}" if head else "")
+    if status == 410:
+        raise TargetGoneError(f"{text} (endpoint deactivated)")
+    if status in RETRYABLE_STATUS or status >= 500:
+        raise RetryableChannelError(
+            text, retry_after=_retry_after(response.headers.get("retry-after"))
+        )
+    if 300 <= status < 400:
+        location = response.headers.get("location", "")
+        raise PermanentChannelError(f"HTTP {status}: redirects are not followed ({location})")
+    raise PermanentChannelError(text)
+
+
+def _as_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
