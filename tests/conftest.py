@@ -32,7 +32,8 @@ pytest_plugins = [
 
 PG_ADMIN = os.environ.get("CLARION_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("CLARION_TEST_REDIS", "redis://127.0.0.1:6379")
-BROKER_DB, PUBSUB_DB = 14, 15
+# Two concurrent runs (say, two checkouts) must not consume each other's broker messages.
+BROKER_DB, PUBSUB_DB = map(int, os.environ.get("CLARION_TEST_REDIS_DBS", "14,15").split(","))
 SECRET = "test-secret-" + "x" * 40
 TABLES = (
     "deliveries",

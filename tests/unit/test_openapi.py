@@ -7,7 +7,6 @@ from fastapi.testclient import TestClient
 from clarion.api.app import create_app
 from clarion.settings import Settings
 
-
 # Deliberately public: the signed link in an email, and the key browsers subscribe with.
 PUBLIC = {"/v1/unsubscribe", "/v1/push/vapid-public-key"}
 

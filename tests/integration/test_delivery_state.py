@@ -1,0 +1,200 @@
+"""The delivery state machine: races, leases, parked retries, the sweeper, dead-letter replay."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from clarion.core import deliver, sweeper
+from clarion.db.models import AuditEntry, DeadLetter, Delivery
+from clarion.ids import utcnow
+from clarion.workers import queues
+from tests.broker import drain, queued
+from tests.channels.smtp import give_email
+from tests.conftest import make_key
+from tests.integration.test_email import FAST_RETRY, delivery, notify
+
+
+@pytest.fixture
+def rt(make_runtime, smtp_server):
+    return make_runtime(**FAST_RETRY, **smtp_server.settings())
+
+
+def run_deliver(rt, ids):
+    return deliver.deliver(
+        ids,
+        channel="email",
+        sessions=rt.sessions,
+        settings=rt.settings,
+        channels=rt.channels,
+        scheduler=rt,
+    )
+
+
+def pending_email(rt, recipients=("ada",)) -> list:
+    for r in recipients:
+        give_email(rt, r)
+    nids = notify(rt, recipients=recipients)
+    drain(rt.celery, names=(queues.CREATE,))
+    # The tests run the deliver step themselves: drop the task the create step enqueued.
+    rt.celery.connection_for_write().default_channel.client.delete(queues.deliver_queue("email"))
+    with rt.sessions() as s:
+        return list(s.scalars(select(Delivery.id).where(Delivery.notification_id.in_(nids))))
+
+
+def test_two_workers_racing_on_the_same_deliveries_send_each_once(make_runtime, smtp_server):
+    a = make_runtime(**smtp_server.settings())
+    b = make_runtime(**smtp_server.settings())
+    ids = pending_email(a, recipients=[f"u{i}" for i in range(20)])
+    start = threading.Barrier(2)
+
+    def worker(rt):
+        start.wait()
+        run_deliver(rt, ids)
+
+    threads = [threading.Thread(target=worker, args=(rt,)) for rt in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    ids_seen = [m.message["Message-ID"] for m in smtp_server.messages]
+    assert len(ids_seen) == 20 and len(set(ids_seen)) == 20
+
+
+def test_a_delivery_being_sent_is_not_taken_until_its_lease_expires(rt, smtp_server):
+    [did] = pending_email(rt)
+    with rt.sessions.begin() as s:  # a worker claimed it, then died
+        s.execute(
+            update(Delivery)
+            .where(Delivery.id == did)
+            .values(status="sending", attempts=1, next_attempt_at=utcnow() + timedelta(minutes=5))
+        )
+    assert run_deliver(rt, [did]).sent == 0
+    with rt.sessions.begin() as s:
+        s.execute(update(Delivery).values(next_attempt_at=utcnow() - timedelta(seconds=5)))
+    assert run_deliver(rt, [did]).sent == 1
+    assert len(smtp_server.messages) == 1
+
+
+def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_owner(rt, smtp_server):
+    [did] = pending_email(rt)
+    original = rt.channels.get("email").send
+
+    def slow_send(payload, target):
+        # While this send is in flight, the lease runs out and another worker claims it.
+        with rt.sessions.begin() as s:
+            s.execute(update(Delivery).values(status="sending", attempts=5))
+        return original(payload, target)
+
+    rt.channels.get("email").send = slow_send
+    result = run_deliver(rt, [did])
+    assert result.lost_lease == 1 and result.sent == 0
+    with rt.sessions() as s:
+        row = s.get(Delivery, did)
+    assert (row.status, row.attempts) == ("sending", 5)
+
+
+def test_a_retry_too_far_out_for_a_countdown_is_parked_for_the_sweeper(
+    make_runtime, smtp_server, monkeypatch
+):
+    monkeypatch.setattr(deliver.random, "uniform", lambda low, high: high)  # jitter's top end
+    rt = make_runtime(
+        **smtp_server.settings(), broker_visibility_timeout=60, retry_backoff_seconds=100
+    )
+    smtp_server.handler.steady = "451 4.3.0 Try later"
+    [did] = pending_email(rt)
+    result = run_deliver(rt, [did])
+
+    assert (result.retried, result.parked) == (1, 1)
+    assert queued(rt.celery, queues.deliver_queue("email")) == 0  # no long countdown
+    row = delivery(rt, (pending_nid := _notification_of(rt, did)))
+    assert row.status == "failed" and row.next_attempt_at > utcnow()
+
+    smtp_server.handler.steady = "ok"
+    assert sweeper.sweep(sessions=rt.sessions, settings=rt.settings, scheduler=rt) == {}
+    later = utcnow() + timedelta(seconds=101)
+    swept = sweeper.sweep(sessions=rt.sessions, settings=rt.settings, scheduler=rt, now=later)
+    assert swept == {"failed": 1}
+    drain(rt.celery)
+    assert delivery(rt, pending_nid).status == "sent"
+
+
+def _notification_of(rt, did):
+    with rt.sessions() as s:
+        return s.get(Delivery, did).notification_id
+
+
+def test_the_sweeper_re_enqueues_a_delivery_whose_task_was_lost(make_runtime, smtp_server):
+    rt = make_runtime(**smtp_server.settings(), sweeper_stuck_seconds=0.5)
+    [did] = pending_email(rt)  # and its task is lost
+
+    assert sweeper.sweep(sessions=rt.sessions, settings=rt.settings, scheduler=rt) == {}
+    time.sleep(0.6)
+    assert sweeper.sweep(sessions=rt.sessions, settings=rt.settings, scheduler=rt) == {"pending": 1}
+    # Re-checked later, not re-enqueued at every sweep while its task waits in the queue.
+    assert sweeper.sweep(sessions=rt.sessions, settings=rt.settings, scheduler=rt) == {}
+    drain(rt.celery)
+    assert len(smtp_server.messages) == 1 and delivery(rt, _notification_of(rt, did)).status == (
+        "sent"
+    )
+
+
+def _dead_letters(rt, smtp_server, n=2):
+    smtp_server.handler.steady = "550 5.7.1 Rejected by policy"
+    for i in range(n):
+        give_email(rt, f"u{i}")
+        notify(rt, recipients=(f"u{i}",))
+    drain(rt.celery)
+    smtp_server.handler.steady = "ok"
+
+
+def test_dead_letters_are_listed_inspected_and_replayed_once_the_cause_is_fixed(
+    rt, smtp_server, client
+):
+    from fastapi.testclient import TestClient
+
+    from clarion.api.app import create_app
+
+    _dead_letters(rt, smtp_server, n=3)
+    admin = {"Authorization": f"Bearer {make_key(rt, 'admin')}"}
+    notify_only = {"Authorization": f"Bearer {make_key(rt, 'notify')}"}
+    with TestClient(create_app(runtime=rt)) as api:
+        assert api.get("/v1/dead-letters", headers=notify_only).status_code == 403
+        page = api.get("/v1/dead-letters?channel=email&limit=2", headers=admin).json()
+        assert len(page["items"]) == 2 and page["next_cursor"]
+        rest = api.get(f"/v1/dead-letters?limit=2&cursor={page['next_cursor']}", headers=admin)
+        assert len(rest.json()["items"]) == 1
+        first = page["items"][0]
+        detail = api.get(f"/v1/dead-letters/{first['id']}", headers=admin).json()
+        assert detail["delivery_status"] == "dead" and detail["timeline"][0]["outcome"] == "dead"
+        assert "550 5.7.1" in detail["error"]
+
+        one = api.post(f"/v1/dead-letters/{first['id']}/replay", headers=admin)
+        assert one.json()["replayed"] == 1
+        again = api.post(f"/v1/dead-letters/{first['id']}/replay", headers=admin)
+        assert again.status_code == 409
+        assert api.post("/v1/dead-letters/replay", json={}, headers=admin).status_code == 422
+        many = api.post(
+            "/v1/dead-letters/replay", json={"error_contains": "5.7.1"}, headers=admin
+        ).json()
+        assert many["replayed"] == 2
+        drain(rt.celery)
+        assert len(smtp_server.messages) == 3
+        assert api.get("/v1/dead-letters", headers=admin).json()["items"] == []
+
+        purged = api.post("/v1/dead-letters/purge", json={"all": True}, headers=admin).json()
+        assert purged["purged"] == 3
+    with rt.sessions() as s:
+        audit = s.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+        assert s.scalars(select(DeadLetter)).all() == []
+    assert [(a.action, a.count) for a in audit] == [
+        ("dead_letters.replay", 1),
+        ("dead_letters.replay", 2),
+        ("dead_letters.purge", 3),
+    ]
+    assert audit[1].actor.startswith("api-key:test#") and audit[1].detail["error_contains"]
