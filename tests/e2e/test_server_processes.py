@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from clarion.core import send
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Delivery, Notification
+from tests.channels.smtp import SENDER, give_email
 from tests.conftest import BROKER_DB, PUBSUB_DB, REDIS, SECRET
 from tests.e2e.procs import Proc, free_port, run, wait_for, wait_ready
 
@@ -114,3 +115,54 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(env, run
             s.execute(select(Delivery.channel, func.count()).group_by(Delivery.channel)).all()
         )
     assert per_channel == {"in_app": total, "email": total}
+
+
+def test_a_worker_killed_mid_send_leaves_every_email_sent_exactly_once(
+    env, runtime, tmp_path, smtp_server
+):
+    env = {
+        **env,
+        "CLARION_BROKER_VISIBILITY_TIMEOUT": "3",
+        "CLARION_BROKER_TRANSPORT_OPTIONS": '{"unacked_restore_interval": 1, '
+        '"unacked_restore_throttle": 1}',
+        # The deliveries the dead worker had claimed may be taken over after 2 s.
+        "CLARION_DELIVERY_LEASE_SECONDS": "2",
+        "CLARION_SMTP_HOST": "127.0.0.1",
+        "CLARION_SMTP_PORT": str(smtp_server.port),
+        "CLARION_SMTP_FROM": SENDER,
+    }
+    recipients = [f"user-{i}" for i in range(60)]
+    for r in recipients:
+        give_email(runtime, r)
+    msg = send.prepare(
+        NotificationCreate(recipients=recipients, category="load", title="hi", channels=["email"])
+    )
+    send.enqueue(runtime.celery, msg)
+
+    first = Proc(["worker", "--concurrency", "2"], env, tmp_path / "w1.log")
+
+    def kill_at_the_20th_mail(seen: int) -> None:
+        # The worker dies between MAIL and DATA: that email was claimed, not yet accepted.
+        if seen == 20:
+            smtp_server.handler.on_mail = None
+            first.send_signal(signal.SIGKILL)
+
+    smtp_server.handler.on_mail = kill_at_the_20th_mail
+    wait_for(lambda: first.popen.poll() is not None, 60, "the worker to be killed", None)
+    assert len(smtp_server.messages) == 19
+
+    def statuses() -> dict[str, int]:
+        with runtime.sessions() as s:
+            rows = s.execute(select(Delivery.status, func.count()).group_by(Delivery.status))
+            return dict(rows.all())
+
+    second = Proc(["worker", "--concurrency", "2"], env, tmp_path / "w2.log")
+    try:
+        wait_for(lambda: statuses() == {"sent": 60}, 60, "every email sent", second)
+    finally:
+        second.stop()
+
+    message_ids = [m.message["Message-ID"] for m in smtp_server.messages]
+    with runtime.sessions() as s:
+        refs = set(s.scalars(select(Delivery.provider_ref)))
+    assert len(message_ids) == 60 and set(message_ids) == refs
