@@ -24,7 +24,7 @@ import importlib
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
@@ -75,17 +75,6 @@ class Message:
     notification: dict[str, Any]
     # The subscriber: id, email, name, locale, timezone.
     recipient: dict[str, Any]
-
-
-@dataclass
-class Job:
-    """One claimed delivery with everything its channel needs to send it."""
-
-    delivery_id: uuid.UUID
-    attempt: int
-    target_id: str
-    message: Message
-    target: dict[str, Any] | None = field(default=None)
 
 
 class Channel(ABC):

@@ -187,6 +187,42 @@ class LostLease(Exception):
     """Another worker took the delivery over after this one's lease expired."""
 
 
+@dataclass
+class _Run:
+    """One deliver task's sends: each outcome committed, then its follow-up scheduled."""
+
+    sender: ch.Channel
+    sessions: sessionmaker[Session]
+    settings: Settings
+    scheduler: Scheduler
+    result: DeliverResult
+
+    def one(self, claim: deliveries.Claimed, message, target) -> None:
+        started = utcnow()
+        outcome = attempt(self.sender, message, target, self.settings)
+        try:
+            with transaction(self.sessions) as session:
+                letter = _record(session, self.sender, claim, outcome, started)
+        except LostLease:
+            self.result.lost_lease += 1
+            log.warning("delivery %s: lease lost to another worker; outcome dropped", claim.id)
+            return
+        field_name = COUNTED_AS[outcome.status]
+        setattr(self.result, field_name, getattr(self.result, field_name) + 1)
+        if letter is not None:
+            self.result.dead_letters.append(letter)
+            self.scheduler.dead_lettered(letter)
+        elif outcome.delay is None:
+            return
+        elif outcome.delay <= self.settings.broker_visibility_timeout / 2:
+            self.scheduler.deliver(self.sender.key, [claim.id], countdown=outcome.delay)
+        else:
+            self.result.parked += 1  # the sweeper enqueues it when it is due
+
+
+COUNTED_AS = {"sent": "sent", "failed": "retried", "dead": "dead", "skipped": "skipped"}
+
+
 def deliver(
     delivery_ids: list[uuid.UUID],
     *,
@@ -206,6 +242,7 @@ def deliver(
                 session=session, ids=delivery_ids, reason=sender, now=clock()
             )
         return result
+    run = _Run(sender, sessions, settings, scheduler, result)
     lease = timedelta(seconds=settings.delivery_lease_seconds)
     for start in range(0, len(delivery_ids), CLAIM_CHUNK):
         chunk = delivery_ids[start : start + CLAIM_CHUNK]
@@ -213,27 +250,5 @@ def deliver(
             claimed = deliveries.claim(session=session, ids=chunk, now=clock(), lease=lease)
             jobs = _jobs(session, sender, claimed) if claimed else []
         for claim, message, target in jobs:
-            _deliver_one(sender, claim, message, target, sessions, settings, scheduler, result)
+            run.one(claim, message, target)
     return result
-
-
-def _deliver_one(sender, claim, message, target, sessions, settings, scheduler, result) -> None:
-    started = utcnow()
-    outcome = attempt(sender, message, target, settings)
-    try:
-        with transaction(sessions) as session:
-            letter = _record(session, sender, claim, outcome, started)
-    except LostLease:
-        result.lost_lease += 1
-        log.warning("delivery %s: lease lost to another worker; outcome dropped", claim.id)
-        return
-    counter = {"sent": "sent", "failed": "retried", "dead": "dead", "skipped": "skipped"}
-    setattr(result, counter[outcome.status], getattr(result, counter[outcome.status]) + 1)
-    if letter is not None:
-        result.dead_letters.append(letter)
-        scheduler.dead_lettered(letter)
-    elif outcome.delay is not None:
-        if outcome.delay <= settings.broker_visibility_timeout / 2:
-            scheduler.deliver(sender.key, [claim.id], countdown=outcome.delay)
-        else:
-            result.parked += 1
