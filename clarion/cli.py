@@ -1,9 +1,10 @@
-"""The ``clarion`` command: api, worker, beat, flower, migrate, keys, token, dev."""
+"""The ``clarion`` command: api, worker, beat, flower, migrate, keys, token, vapid, dev."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -86,6 +87,25 @@ def _token(args: argparse.Namespace) -> None:
     print(issue_user_token(Settings(), args.subscriber_id, args.ttl))
 
 
+def _vapid(args: argparse.Namespace) -> None:
+    from clarion.channels.webpush import generate_vapid_keys
+
+    private, public = generate_vapid_keys()
+    lines = f"CLARION_VAPID_PRIVATE_KEY={private}\nCLARION_VAPID_PUBLIC_KEY={public}\n"
+    if args.write:
+        # Never overwrite: a new key pair orphans every browser subscribed with the old one.
+        try:
+            fd = os.open(args.write, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            sys.exit(f"clarion: {args.write} exists; not replacing its VAPID keys")
+        with os.fdopen(fd, "w") as f:
+            f.write(lines)
+        print(f"# wrote {args.write}", file=sys.stderr)
+    else:
+        print(lines, end="")
+    print("# also set CLARION_VAPID_SUBJECT=mailto:you@example.com", file=sys.stderr)
+
+
 def _dev(args: argparse.Namespace) -> None:
     from clarion.dev import run
 
@@ -129,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("token", _token, "print a user token for a subscriber (testing, integrations)")
     p.add_argument("subscriber_id")
     p.add_argument("--ttl", type=int, help="seconds (default CLARION_TOKEN_TTL_SECONDS)")
+    p = add("vapid", _vapid, "web push identity")
+    vapid = p.add_subparsers(dest="vapid_command", required=True)
+    generate = vapid.add_parser("generate", help="print a new VAPID key pair as env lines")
+    generate.add_argument("--write", metavar="FILE", help="write them to FILE (mode 0600)")
     p = add("dev", _dev, "run everything in one process with no services (SQLite)")
     p.add_argument("--data-dir", default=".clarion")
     p.add_argument("--host", default="127.0.0.1")

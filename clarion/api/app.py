@@ -17,6 +17,7 @@ from clarion.api.routers import (
     health,
     inbox,
     notifications,
+    push,
     stream,
     subscribers,
     unsubscribe,
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         unsubscribe.router,
         deadletters.router,
         webhooks.router,
+        push.router,
         health.router,
     )
     for router in routers:

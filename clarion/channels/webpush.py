@@ -1,0 +1,368 @@
+"""Web push: RFC 8030 delivery, RFC 8291 (aes128gcm) encryption, RFC 8292 (VAPID) identity.
+
+One target per push subscription (a browser or device of the recipient). The payload is
+a small JSON document the site's service worker shows as a notification; the push service
+only ever sees it encrypted. A 404/410 from the push service means the browser dropped
+the subscription: it is deactivated and never addressed again.
+
+pywebpush (and the aiohttp it pulls in) is imported on the first send only: API processes
+import this module to validate subscriptions and never send.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from py_vapid import Vapid02
+from sqlalchemy.orm import Session
+
+from clarion.channels import (
+    Channel,
+    ChannelConfigError,
+    ChannelNotConfigured,
+    Message,
+    PermanentChannelError,
+    RetryableChannelError,
+    TargetGoneError,
+)
+from clarion.db import push
+from clarion.ids import utcnow
+from clarion.settings import Settings
+
+# RFC 8291 §4: push services must accept 4096 bytes of encrypted body, which is the
+# aes128gcm header (16 salt + 4 record size + 1 key-id length + 65 key id = 86 bytes) and
+# one record (plaintext + 1 delimiter byte + 16 tag bytes): 4096 - 86 - 17 = 3993 bytes.
+MAX_PLAINTEXT = 3993
+MAX_ENDPOINT = 2048
+URGENCY = {"low": "low", "medium": "normal", "high": "high", "critical": "high"}
+# RFC 8030 §5.4: a Topic is at most 32 characters of the URL-safe base64 alphabet.
+TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+B64URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
+ELLIPSIS = "…"
+# A VAPID token is signed for 12 hours and reused for 11, so each push service costs one
+# signature per 11 hours rather than one per send, and no token is used near its expiry.
+VAPID_LIFETIME = 12 * 3600
+VAPID_REUSE = 11 * 3600
+TIMEOUT = (5.0, 10.0)  # connect, read (seconds)
+ERROR_BODY_CHARS = 300
+# 408 is the push service timing out on us: as transient as a 5xx.
+RETRYABLE_STATUS = frozenset({408, 429})
+GONE_STATUS = frozenset({404, 410})
+NOT_CONFIGURED = (
+    "web push is not configured: set CLARION_VAPID_PRIVATE_KEY, CLARION_VAPID_PUBLIC_KEY "
+    "and CLARION_VAPID_SUBJECT (`clarion vapid generate` makes a key pair)"
+)
+
+
+# -- keys and validation (shared with the API) -----------------------------------------
+def b64url_decode(value: str) -> bytes:
+    """Strict base64url decoding, padding optional; ValueError on anything else."""
+    if not B64URL.match(value):
+        raise ValueError("not base64url")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value.rstrip("=")) % 4))
+    except binascii.Error as exc:
+        raise ValueError("not base64url") from exc
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def check_p256dh(value: str) -> str:
+    """A subscription's public key: an uncompressed P-256 point (65 bytes, 0x04 first)."""
+    raw = b64url_decode(value)
+    if len(raw) != 65 or raw[0] != 4:
+        raise ValueError("p256dh must be a base64url uncompressed P-256 point (65 bytes)")
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+    except ValueError:
+        raise ValueError("p256dh is not a point on the P-256 curve") from None
+    return value
+
+
+def check_auth(value: str) -> str:
+    """A subscription's authentication secret: 16 bytes."""
+    if len(b64url_decode(value)) != 16:
+        raise ValueError("auth must be a base64url 16-byte secret")
+    return value
+
+
+def check_endpoint(url: str, *, allow_http: bool) -> str:
+    """A push endpoint Clarion will POST to: https (http only when allowed), with a host."""
+    if len(url) > MAX_ENDPOINT:
+        raise ValueError(f"the endpoint is longer than {MAX_ENDPOINT} characters")
+    parts = urlsplit(url)
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes:
+        raise ValueError(f"the endpoint must be an {' or '.join(schemes)} URL")
+    # User info would make the VAPID audience differ from where the request really goes.
+    if not parts.hostname or "@" in parts.netloc:
+        raise ValueError("the endpoint must name a host (and no user info)")
+    return url
+
+
+def origin(url: str) -> str:
+    """The VAPID audience: the endpoint's origin, default port omitted (RFC 6454)."""
+    parts = urlsplit(url)
+    port = parts.port
+    host = parts.hostname or ""
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def load_private_key(text: str) -> ec.EllipticCurvePrivateKey:
+    """A P-256 private key from PEM or from the base64url raw 32-byte scalar."""
+    text = text.strip().replace("\\n", "\n")  # PEM squeezed into one env line
+    try:
+        if text.startswith("-----BEGIN"):
+            key = serialization.load_pem_private_key(text.encode(), password=None)
+        else:
+            raw = b64url_decode(text)
+            if len(raw) != 32:
+                raise ValueError("a raw key is 32 bytes")
+            key = ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a PEM or base64url raw P-256 private key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ValueError("the key is not a P-256 (prime256v1) EC key")
+    return key
+
+
+def public_key_of(key: ec.EllipticCurvePrivateKey) -> str:
+    raw = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return b64url_encode(raw)
+
+
+def generate_vapid_keys() -> tuple[str, str]:
+    """A new VAPID pair: (base64url raw private scalar, base64url uncompressed public point)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = b64url_encode(key.private_numbers().private_value.to_bytes(32, "big"))
+    return private, public_key_of(key)
+
+
+def _check_subject(subject: str | None) -> str:
+    if not subject:
+        raise ChannelConfigError(
+            "CLARION_VAPID_SUBJECT is required with a VAPID key: a mailto: address or an "
+            "https: URL where the push service can reach you"
+        )
+    if subject.startswith("mailto:") and "@" in subject:
+        return subject
+    if subject.startswith("https://") and urlsplit(subject).hostname:
+        return subject
+    raise ChannelConfigError(
+        f"CLARION_VAPID_SUBJECT must be a mailto: address or an https: URL, not {subject!r}"
+    )
+
+
+# -- payload ----------------------------------------------------------------------------
+def _size(data: dict[str, Any]) -> int:
+    return len(_encode(data))
+
+
+def _encode(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _cut(data: dict[str, Any], name: str) -> str:
+    """The longest prefix of data[name] (plus an ellipsis) that fits; "" if none does."""
+    text = data[name]
+    low, high = 0, len(text)  # low: longest prefix known to fit; high: longest to try
+    while low < high:
+        mid = (low + high + 1) // 2
+        if _size({**data, name: text[:mid] + ELLIPSIS}) <= MAX_PLAINTEXT:
+            low = mid
+        else:
+            high = mid - 1
+    candidate = text[:low] + ELLIPSIS
+    return candidate if _size({**data, name: candidate}) <= MAX_PLAINTEXT else ""
+
+
+def fit(data: dict[str, Any]) -> bytes:
+    """The payload as JSON of at most MAX_PLAINTEXT bytes: the body gives way first, then
+    the title; a URL or icon cut short would be broken, so those are dropped whole."""
+    data = dict(data)
+    for name, cut in (("body", True), ("title", True), ("url", False), ("icon", False)):
+        if _size(data) <= MAX_PLAINTEXT:
+            break
+        if data.get(name):
+            data[name] = _cut(data, name) if cut else None
+    return _encode(data)
+
+
+def topic(collapse_key: str | None) -> str | None:
+    """The Topic header for a collapse key: the key itself if it is a valid Topic."""
+    if not collapse_key:
+        return None
+    if TOPIC.match(collapse_key):
+        return collapse_key
+    return b64url_encode(hashlib.sha256(collapse_key.encode()).digest())[:32]
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or utcnow())).total_seconds(), 0.0)
+
+
+def _outcome(response: requests.Response) -> str:
+    """The provider reference of an accepted push, or the error its status calls for."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return response.headers.get("Location") or str(status)
+    detail = f"push service answered {status}"
+    if text := response.text.strip():
+        detail += f": {text[:ERROR_BODY_CHARS]}"
+    if status in GONE_STATUS:
+        raise TargetGoneError(detail)
+    if status in RETRYABLE_STATUS or status >= 500:
+        raise RetryableChannelError(
+            detail, retry_after=retry_after(response.headers.get("Retry-After"))
+        )
+    raise PermanentChannelError(detail)
+
+
+class WebPushChannel(Channel):
+    """Web push to each active push subscription of the recipient, signed with VAPID.
+
+    Settings: ``CLARION_VAPID_PRIVATE_KEY`` (absent: push deliveries are skipped),
+    ``CLARION_VAPID_PUBLIC_KEY`` (must match it), ``CLARION_VAPID_SUBJECT``,
+    ``CLARION_PUSH_TTL_SECONDS``, ``CLARION_PUSH_ICON_URL``.
+    """
+
+    key = "push"
+    no_target = "no push subscription"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        vapid = settings.vapid
+        secret = vapid.private_key.get_secret_value().strip() if vapid.private_key else ""
+        if not secret:
+            raise ChannelNotConfigured(NOT_CONFIGURED)
+        try:
+            private_key = load_private_key(secret)
+        except ValueError as exc:
+            raise ChannelConfigError(f"CLARION_VAPID_PRIVATE_KEY: {exc}") from None
+        self.public_key = public_key_of(private_key)
+        if vapid.public_key and vapid.public_key.strip().rstrip("=") != self.public_key:
+            raise ChannelConfigError(
+                "CLARION_VAPID_PUBLIC_KEY does not belong to CLARION_VAPID_PRIVATE_KEY "
+                f"(its public key is {self.public_key})"
+            )
+        self.subject = _check_subject(vapid.subject)
+        # Our own subject check above replaces py_vapid's narrower one (no https paths).
+        self._vapid = Vapid02(private_key, conf={"no-strict": True})
+        self._http: requests.Session | None = None
+        # audience -> (Authorization header, reuse until). Threads racing here both sign,
+        # and either token is valid: no lock needed.
+        self._tokens: dict[str, tuple[str, float]] = {}
+
+    # -- addressing ------------------------------------------------------------------------
+    def targets(
+        self, *, session: Session, recipients: list[str], category: str
+    ) -> dict[str, list[str]]:
+        """Every active subscription of each recipient (all their browsers and devices)."""
+        found = push.active_by_subscriber(session=session, subscriber_ids=recipients)
+        return {sid: [str(i) for i in ids] for sid, ids in found.items()}
+
+    def load_targets(self, *, session: Session, ids: set[str]) -> dict[str, dict[str, Any]]:
+        rows = push.active_by_id(session=session, ids=ids)
+        return {
+            str(r.id): {"endpoint": r.endpoint, "keys": {"p256dh": r.p256dh, "auth": r.auth}}
+            for r in rows
+        }
+
+    def deactivate(self, *, session: Session, target_id: str, reason: str) -> None:
+        push.deactivate(session=session, id=target_id, reason=reason, now=utcnow())
+
+    # -- render and send ---------------------------------------------------------------------
+    def render(self, message: Message, target: dict[str, Any]) -> dict[str, Any]:
+        """JSON for the service worker (≤ 3993 bytes) and the RFC 8030 headers."""
+        n = message.notification
+        body = fit(
+            {
+                "title": n["title"],
+                "body": n.get("body"),
+                "url": n.get("url"),
+                "id": n["id"],
+                "category": n["category"],
+                "severity": n["severity"],
+                "icon": self.settings.push_icon_url,
+            }
+        )
+        ttl = self.settings.push_ttl_seconds
+        headers = {"TTL": str(ttl), "Urgency": URGENCY.get(n["severity"], "normal")}
+        if key := topic(n.get("collapse_key")):
+            headers["Topic"] = key
+        return {"data": body, "headers": headers, "ttl": ttl}
+
+    def send(self, payload: dict[str, Any], target: dict[str, Any]) -> str:
+        """Encrypt for the subscription, POST it with a VAPID token, classify the answer."""
+        from http_ece import ECEException
+        from pywebpush import WebPusher, WebPushException
+
+        endpoint = target["endpoint"]
+        try:
+            check_endpoint(endpoint, allow_http=self.settings.push_allow_http_endpoints)
+            headers = {**payload["headers"], "Authorization": self._authorization(endpoint)}
+            response = WebPusher(
+                {"endpoint": endpoint, "keys": target["keys"]}, requests_session=self._session()
+            ).send(data=payload["data"], headers=headers, ttl=payload["ttl"], timeout=TIMEOUT)
+        except requests.TooManyRedirects:
+            raise PermanentChannelError("the push service answered with a redirect") from None
+        # ValueError covers requests' unusable-URL errors and cryptography's bad-key ones.
+        except (ValueError, ECEException, WebPushException) as exc:
+            raise PermanentChannelError(f"unusable push subscription: {exc}") from None
+        except requests.RequestException as exc:
+            raise RetryableChannelError(f"push service unreachable: {exc}") from None
+        return _outcome(response)
+
+    def _authorization(self, endpoint: str) -> str:
+        audience = origin(endpoint)
+        now = time.time()
+        cached = self._tokens.get(audience)
+        if cached and cached[1] > now:
+            return cached[0]
+        claims = {"aud": audience, "sub": self.subject, "exp": int(now) + VAPID_LIFETIME}
+        header = self._vapid.sign(claims)["Authorization"]
+        self._tokens[audience] = (header, now + VAPID_REUSE)
+        return header
+
+    def _session(self) -> requests.Session:
+        if self._http is None:
+            session = requests.Session()
+            # Push services answer, they do not redirect: following one would send the
+            # encrypted payload and a token for another audience somewhere else.
+            session.max_redirects = 0
+            self._http = session
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None

@@ -1,0 +1,142 @@
+"""Push subscriptions: each browser or device a subscriber registered for web push."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import case, delete, select, update
+from sqlalchemy.orm import Session
+
+from clarion.db.dialect import insert_for
+from clarion.db.models import PushSubscription
+from clarion.ids import new_id
+
+
+def _uuids(ids: Iterable[str]) -> list[uuid.UUID]:
+    """Delivery targets are strings; one that is not a UUID names no subscription."""
+    out = []
+    for i in ids:
+        try:
+            out.append(uuid.UUID(i))
+        except ValueError:
+            continue
+    return out
+
+
+def active_by_subscriber(
+    *, session: Session, subscriber_ids: Iterable[str]
+) -> dict[str, list[uuid.UUID]]:
+    """Ids of the active subscriptions of each subscriber (one query), oldest first."""
+    ids = list(subscriber_ids)
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(PushSubscription.subscriber_id, PushSubscription.id)
+        .where(PushSubscription.subscriber_id.in_(ids), PushSubscription.deactivated_at.is_(None))
+        .order_by(PushSubscription.created_at, PushSubscription.id)
+    )
+    found: dict[str, list[uuid.UUID]] = defaultdict(list)
+    for subscriber_id, sub_id in rows:
+        found[subscriber_id].append(sub_id)
+    return dict(found)
+
+
+def active_by_id(*, session: Session, ids: Iterable[str]) -> list[PushSubscription]:
+    """The still-active subscriptions among these ids."""
+    wanted = _uuids(ids)
+    if not wanted:
+        return []
+    return list(
+        session.scalars(
+            select(PushSubscription).where(
+                PushSubscription.id.in_(wanted), PushSubscription.deactivated_at.is_(None)
+            )
+        )
+    )
+
+
+def list_active(*, session: Session, subscriber_id: str) -> list[PushSubscription]:
+    return list(
+        session.scalars(
+            select(PushSubscription)
+            .where(
+                PushSubscription.subscriber_id == subscriber_id,
+                PushSubscription.deactivated_at.is_(None),
+            )
+            .order_by(PushSubscription.created_at, PushSubscription.id)
+        )
+    )
+
+
+def register(
+    *,
+    session: Session,
+    subscriber_id: str,
+    endpoint: str,
+    p256dh: str,
+    auth: str,
+    user_agent: str | None,
+    now: datetime,
+) -> tuple[PushSubscription, bool]:
+    """Store a browser's subscription; returns it and whether it is new to this subscriber.
+
+    The endpoint is unique. Posted again by the same subscriber, it is updated and made
+    active again. Posted by another subscriber (the device changed hands), it moves to
+    them under a new id, so deliveries still queued for the previous owner find their
+    target gone instead of reaching the new one.
+    """
+    fresh = new_id()
+    table = PushSubscription.__table__
+    stmt = insert_for(session, PushSubscription).values(
+        id=fresh,
+        subscriber_id=subscriber_id,
+        endpoint=endpoint,
+        p256dh=p256dh,
+        auth=auth,
+        user_agent=user_agent,
+        created_at=now,
+        updated_at=now,
+    )
+    moved = table.c.subscriber_id != stmt.excluded.subscriber_id
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["endpoint"],
+        set_={
+            "id": case((moved, stmt.excluded.id), else_=table.c.id),
+            "created_at": case((moved, stmt.excluded.created_at), else_=table.c.created_at),
+            "subscriber_id": stmt.excluded.subscriber_id,
+            "p256dh": stmt.excluded.p256dh,
+            "auth": stmt.excluded.auth,
+            "user_agent": stmt.excluded.user_agent,
+            "updated_at": now,
+            "deactivated_at": None,
+            "last_error": None,
+        },
+    ).returning(table.c.id)
+    row_id = session.execute(stmt).scalar_one()
+    row = session.get(PushSubscription, row_id, populate_existing=True)
+    return row, row_id == fresh
+
+
+def deactivate(*, session: Session, id: str, reason: str, now: datetime) -> None:
+    """The push service said the subscription is gone: stop addressing it."""
+    ids = _uuids([id])
+    if ids:
+        session.execute(
+            update(PushSubscription)
+            .where(PushSubscription.id == ids[0], PushSubscription.deactivated_at.is_(None))
+            .values(deactivated_at=now, last_error=reason[:2000], updated_at=now)
+        )
+
+
+def remove(*, session: Session, subscriber_id: str, endpoint: str) -> bool:
+    """Delete one of the subscriber's subscriptions (the browser unsubscribed)."""
+    result = session.execute(
+        delete(PushSubscription).where(
+            PushSubscription.subscriber_id == subscriber_id,
+            PushSubscription.endpoint == endpoint,
+        )
+    )
+    return result.rowcount > 0
