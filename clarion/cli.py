@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import datetime
 
 from clarion.settings import Settings
 from clarion.workers import queues
@@ -33,6 +34,11 @@ def _celery_app():
 
 
 def _worker(args: argparse.Namespace) -> None:
+    app = _celery_app()
+    # Wrong channel settings stop the worker here, not at its first send (ValueError).
+    states = app.clarion.channels.check()
+    app.clarion.channels.close()  # each worker process builds its own after the fork
+    logging.getLogger("clarion").info("channels: %s", states)
     argv = ["worker", "--loglevel", Settings().log_level, "-Q", args.queues]
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
@@ -40,7 +46,7 @@ def _worker(args: argparse.Namespace) -> None:
         argv += ["--pool", args.pool]
     if args.hostname:
         argv += ["--hostname", args.hostname]
-    sys.exit(_celery_app().worker_main(argv) or 0)
+    sys.exit(app.worker_main(argv) or 0)
 
 
 def _beat(args: argparse.Namespace) -> None:
@@ -85,6 +91,63 @@ def _token(args: argparse.Namespace) -> None:
     from clarion.core.auth import issue_user_token
 
     print(issue_user_token(Settings(), args.subscriber_id, args.ttl))
+
+
+def _dead_letters(args: argparse.Namespace) -> None:
+    import getpass
+    import json
+
+    from clarion.core import deadletters
+    from clarion.db import deliveries
+    from clarion.db.deliveries import DeadLetterFilter
+    from clarion.runtime import Runtime
+
+    runtime = Runtime(Settings())
+    command, letter_id = args.dl_command, getattr(args, "id", None)
+    where = DeadLetterFilter(
+        channel=args.channel,
+        since=args.since,
+        until=args.until,
+        error_contains=args.error,
+        status="all" if command == "purge" else args.status,
+        ids=(letter_id,) if letter_id is not None else None,
+    )
+    filtered = any((args.channel, args.since, args.until, args.error))
+    if command in ("replay", "purge") and letter_id is None and not (filtered or args.all):
+        sys.exit("clarion: give an id, a filter (--channel/--since/--until/--error) or --all")
+    actor = f"cli:{getpass.getuser()}"
+    if command == "list":
+        with runtime.sessions() as session:
+            for dl in deliveries.dead_letters(session=session, where=where, limit=args.limit):
+                replayed = f"replayed {dl.replayed_at:%Y-%m-%d %H:%M}" if dl.replayed_at else "open"
+                print(
+                    f"{dl.id}\t{dl.created_at:%Y-%m-%d %H:%M:%S}\t{dl.channel}\t{replayed}"
+                    f"\t{dl.attempts}\t{dl.error[:100]}"
+                )
+    elif command == "show":
+        with runtime.sessions() as session:
+            dl = deliveries.dead_letter(session=session, id=letter_id)
+            if dl is None:
+                sys.exit(f"clarion: no dead letter {letter_id}")
+            timeline = deliveries.attempts_of(session=session, ids=[dl.delivery_id])
+            shown = {c.name: getattr(dl, c.name) for c in dl.__table__.columns}
+            shown["timeline"] = [
+                {c.name: getattr(a, c.name) for c in a.__table__.columns} for a in timeline
+            ]
+        print(json.dumps(shown, indent=2, default=str))
+    elif command == "replay":
+        print(
+            deadletters.replay(
+                sessions=runtime.sessions,
+                settings=runtime.settings,
+                scheduler=runtime,
+                actor=actor,
+                where=where,
+            )
+        )
+    else:
+        print(deadletters.purge(sessions=runtime.sessions, actor=actor, where=where))
+    runtime.close()
 
 
 def _vapid(args: argparse.Namespace) -> None:
@@ -149,6 +212,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("token", _token, "print a user token for a subscriber (testing, integrations)")
     p.add_argument("subscriber_id")
     p.add_argument("--ttl", type=int, help="seconds (default CLARION_TOKEN_TTL_SECONDS)")
+    p = add("dead-letters", _dead_letters, "list, inspect, replay or purge dead letters")
+    dl = p.add_subparsers(dest="dl_command", required=True)
+    for name, helptext in (
+        ("list", "newest first"),
+        ("show", "one dead letter with its attempts"),
+        ("replay", "replay one (ID) or every open one the filter selects (audited)"),
+        ("purge", "delete one (ID) or every one the filter selects (audited)"),
+    ):
+        cmd = dl.add_parser(name, help=helptext)
+        if name == "show":
+            cmd.add_argument("id", type=int)
+        elif name in ("replay", "purge"):
+            cmd.add_argument("id", type=int, nargs="?")
+            cmd.add_argument("--all", action="store_true", help="act without a filter")
+        cmd.add_argument("--channel")
+        cmd.add_argument("--since", type=datetime.fromisoformat, help="ISO time")
+        cmd.add_argument("--until", type=datetime.fromisoformat, help="ISO time")
+        cmd.add_argument("--error", help="text the error contains")
+        cmd.add_argument("--status", choices=["open", "replayed", "all"], default="open")
+        cmd.add_argument("--limit", type=int, default=50)
     p = add("vapid", _vapid, "web push identity")
     vapid = p.add_subparsers(dest="vapid_command", required=True)
     generate = vapid.add_parser("generate", help="print a new VAPID key pair as env lines")

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # every send in it runs into its timeout.
 CLAIM_CHUNK = 10
 MAX_ERROR = 2000
+MAX_RETRY_AFTER = 24 * 3600.0
 
 
 class Scheduler(Protocol):
@@ -68,7 +69,8 @@ def backoff(settings: Settings, attempt: int, retry_after: float | None) -> floa
     keeps fractions, so a sub-second base works (and tests need no sleeping).
     """
     if retry_after is not None:
-        return min(max(retry_after, 0.0), settings.retry_backoff_max_seconds)
+        # The provider knows best; a long hint is parked for the sweeper, not shortened.
+        return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
     ceiling = min(
         settings.retry_backoff_max_seconds, settings.retry_backoff_seconds * 2 ** (attempt - 1)
     )

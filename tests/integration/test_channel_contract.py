@@ -116,7 +116,9 @@ def test_a_gone_target_is_deactivated_and_skipped(rt, harness):
     assert not harness.target_active(rt, "r1")
     harness.respond("ok")
     msg = send.prepare(
-        NotificationCreate(recipients=["r1"], category="contract", title="t", channels=[harness.key])
+        NotificationCreate(
+            recipients=["r1"], category="contract", title="t", channels=[harness.key]
+        )
     )
     send.enqueue(rt.celery, msg)
     drain(rt.celery)

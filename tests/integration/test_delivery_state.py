@@ -198,3 +198,28 @@ def test_dead_letters_are_listed_inspected_and_replayed_once_the_cause_is_fixed(
         ("dead_letters.purge", 3),
     ]
     assert audit[1].actor.startswith("api-key:test#") and audit[1].detail["error_contains"]
+
+
+def test_the_cli_lists_shows_replays_and_purges_dead_letters(rt, smtp_server):
+    from tests.conftest import BROKER_DB, PUBSUB_DB, REDIS, SECRET
+    from tests.e2e.procs import run
+
+    _dead_letters(rt, smtp_server, n=2)
+    env = {
+        "CLARION_DATABASE_URL": rt.settings.database_url,
+        "CLARION_BROKER_URL": f"{REDIS}/{BROKER_DB}",
+        "CLARION_REDIS_URL": f"{REDIS}/{PUBSUB_DB}",
+        "CLARION_SECRET_KEY": SECRET,
+    }
+    listed = run(["dead-letters", "list", "--channel", "email"], env).splitlines()
+    assert len(listed) == 2 and all("550 5.7.1" in line for line in listed)
+    first = listed[0].split("\t")[0]
+    assert '"outcome": "dead"' in run(["dead-letters", "show", first], env)
+    assert "'replayed': 1" in run(["dead-letters", "replay", first], env)
+    assert "'replayed': 1" in run(["dead-letters", "replay", "--error", "5.7.1"], env)
+    drain(rt.celery)
+    assert len(smtp_server.messages) == 2
+    assert "'purged': 2" in run(["dead-letters", "purge", "--all"], env)
+    with rt.sessions() as s:
+        actors = set(s.scalars(select(AuditEntry.actor)))
+    assert len(actors) == 1 and actors.pop().startswith("cli:")
