@@ -127,6 +127,7 @@ def test_a_worker_killed_mid_send_leaves_every_email_sent_exactly_once(
         '"unacked_restore_throttle": 1}',
         # The deliveries the dead worker had claimed may be taken over after 2 s.
         "CLARION_DELIVERY_LEASE_SECONDS": "2",
+        "CLARION_WEBHOOK_TIMEOUT_SECONDS": "0.2",  # a chunk's sends must fit in the lease
         "CLARION_SMTP_HOST": "127.0.0.1",
         "CLARION_SMTP_PORT": str(smtp_server.port),
         "CLARION_SMTP_FROM": SENDER,
@@ -149,6 +150,7 @@ def test_a_worker_killed_mid_send_leaves_every_email_sent_exactly_once(
 
     smtp_server.handler.on_mail = kill_at_the_20th_mail
     wait_for(lambda: first.popen.poll() is not None, 60, "the worker to be killed", None)
+    assert first.popen.returncode == -signal.SIGKILL, first.output()
     assert len(smtp_server.messages) == 19
 
     def statuses() -> dict[str, int]:
