@@ -21,10 +21,13 @@ Adding a channel: a module with the class, one line in :data:`REGISTRY`, one row
 from __future__ import annotations
 
 import importlib
+import math
 import threading
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
@@ -47,6 +50,26 @@ class RetryableChannelError(ChannelError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from an HTTP Retry-After header (delta-seconds or HTTP-date); None if absent
+    or unreadable. Shared by the HTTP channels (web push, webhooks)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
 class PermanentChannelError(ChannelError):

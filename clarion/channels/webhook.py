@@ -13,14 +13,12 @@ import binascii
 import hashlib
 import hmac
 import json
-import math
 import secrets
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -34,6 +32,7 @@ from clarion.channels import (
     PermanentChannelError,
     RetryableChannelError,
     TargetGoneError,
+    retry_after,
 )
 from clarion.core.deliver import CLAIM_CHUNK
 from clarion.db import webhooks
@@ -84,25 +83,6 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     signed = f"{msg_id}.{timestamp}.".encode() + body
     digest = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - utcnow()).total_seconds(), 0.0)
 
 
 def _read_head(response: requests.Response) -> str:
@@ -221,7 +201,7 @@ def _classify(response: requests.Response) -> str:
         raise TargetGoneError(f"{text} (endpoint deactivated)")
     if status in RETRYABLE_STATUS or status >= 500:
         raise RetryableChannelError(
-            text, retry_after=_retry_after(response.headers.get("retry-after"))
+            text, retry_after=retry_after(response.headers.get("retry-after"))
         )
     if 300 <= status < 400:
         location = response.headers.get("location", "")

@@ -17,8 +17,6 @@ import hashlib
 import json
 import re
 import time
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +34,7 @@ from clarion.channels import (
     PermanentChannelError,
     RetryableChannelError,
     TargetGoneError,
+    retry_after,
 )
 from clarion.db import push
 from clarion.ids import utcnow
@@ -212,22 +211,6 @@ def topic(collapse_key: str | None) -> str | None:
     if TOPIC.match(collapse_key):
         return collapse_key
     return b64url_encode(hashlib.sha256(collapse_key.encode()).digest())[:32]
-
-
-def retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - (now or utcnow())).total_seconds(), 0.0)
 
 
 def _outcome(response: requests.Response) -> str:
