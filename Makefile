@@ -49,6 +49,7 @@ bench: install services
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/inbox.py
 	$(BIN)/python -m bench.stream
+	$(BIN)/python -m bench.channels
 
 clean:
 	rm -rf $(VENV) .clarion .pytest_cache .ruff_cache
