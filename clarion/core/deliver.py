@@ -194,7 +194,7 @@ class _Run:
     """One deliver task's sends: each outcome committed, then its follow-up scheduled."""
 
     sender: ch.Channel
-    sessions: sessionmaker[Session]
+    session: Session
     settings: Settings
     scheduler: Scheduler
     result: DeliverResult
@@ -203,8 +203,8 @@ class _Run:
         started = utcnow()
         outcome = attempt(self.sender, message, target, self.settings)
         try:
-            with transaction(self.sessions) as session:
-                letter = _record(session, self.sender, claim, outcome, started)
+            with self.session.begin():
+                letter = _record(self.session, self.sender, claim, outcome, started)
         except LostLease:
             self.result.lost_lease += 1
             log.warning("delivery %s: lease lost to another worker; outcome dropped", claim.id)
@@ -244,13 +244,16 @@ def deliver(
                 session=session, ids=delivery_ids, reason=sender, now=clock()
             )
         return result
-    run = _Run(sender, sessions, settings, scheduler, result)
     lease = timedelta(seconds=settings.delivery_lease_seconds)
-    for start in range(0, len(delivery_ids), CLAIM_CHUNK):
-        chunk = delivery_ids[start : start + CLAIM_CHUNK]
-        with transaction(sessions) as session:
-            claimed = deliveries.claim(session=session, ids=chunk, now=clock(), lease=lease)
-            jobs = _jobs(session, sender, claimed) if claimed else []
-        for claim, message, target in jobs:
-            run.one(claim, message, target)
+    # One session (one pooled connection) for the whole call: a checkout per transaction
+    # would add a pre-ping round trip to each of them.
+    with sessions() as session:
+        run = _Run(sender, session, settings, scheduler, result)
+        for start in range(0, len(delivery_ids), CLAIM_CHUNK):
+            chunk = delivery_ids[start : start + CLAIM_CHUNK]
+            with session.begin():
+                claimed = deliveries.claim(session=session, ids=chunk, now=clock(), lease=lease)
+                jobs = _jobs(session, sender, claimed) if claimed else []
+            for claim, message, target in jobs:
+                run.one(claim, message, target)
     return result
