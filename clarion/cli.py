@@ -1,8 +1,10 @@
-"""The ``clarion`` command: api, worker, beat, flower, migrate, keys, token, vapid, dev."""
+"""The ``clarion`` command: api, worker, beat, flower, migrate, keys, token, dead-letters,
+rules, vapid, dev."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -150,6 +152,39 @@ def _dead_letters(args: argparse.Namespace) -> None:
     runtime.close()
 
 
+def _rules(args: argparse.Namespace) -> None:
+    import json
+
+    from clarion.engine.runner import build_rule, run_rule
+    from clarion.runtime import Runtime
+
+    runtime = Runtime(Settings())
+    rules = runtime.rules
+    if args.rules_command == "list":
+        for key in sorted(rules.classes):
+            cls, rule = rules.classes[key], build_rule(rules, key, runtime)
+            trigger = (
+                f"event {cls.event_type}" if cls.event_type else f"every {rule.schedule_seconds}s"
+            )
+            state = "on" if rule.config.enabled else "off"
+            print(f"{key}\t{cls.pack}\t{state}\t{trigger}\t{cls.description}")
+        return
+    if args.key not in rules:
+        sys.exit(f"clarion: no rule {args.key!r}")
+    result = run_rule(
+        args.key,
+        runtime=runtime,
+        rules=rules,
+        trigger="manual",
+        as_of=args.as_of,
+        dry_run=args.rules_command == "dry-run",
+    )
+    print(json.dumps(dataclasses.asdict(result), indent=2, default=str))
+    runtime.close()
+    if result.error:
+        sys.exit(1)
+
+
 def _vapid(args: argparse.Namespace) -> None:
     from clarion.channels.webpush import generate_vapid_keys
 
@@ -232,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--error", help="text the error contains")
         cmd.add_argument("--status", choices=["open", "replayed", "all"], default="open")
         cmd.add_argument("--limit", type=int, default=50)
+    p = add("rules", _rules, "the rule engine: list rules, run or dry-run one")
+    rules = p.add_subparsers(dest="rules_command", required=True)
+    rules.add_parser("list", help="every rule with its pack, state and trigger")
+    for name in ("run", "dry-run"):
+        cmd = rules.add_parser(name, help=f"{name} one rule now, in this process")
+        cmd.add_argument("key")
+        cmd.add_argument("--as-of", type=datetime.fromisoformat, help="the rule's clock (ISO)")
     p = add("vapid", _vapid, "web push identity")
     vapid = p.add_subparsers(dest="vapid_command", required=True)
     generate = vapid.add_parser("generate", help="print a new VAPID key pair as env lines")

@@ -47,6 +47,12 @@ class Runtime:
         return ApiKeyVerifier(self.sessions, self.settings.api_key_cache_seconds)
 
     @cached_property
+    def rules(self):
+        from clarion.engine.registry import Rules
+
+        return Rules(self.settings)
+
+    @cached_property
     def channels(self):
         from clarion.channels import Channels
 

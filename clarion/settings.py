@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     sweeper_stuck_seconds: float = Field(default=300.0, gt=0)
     sweeper_batch: int = Field(default=10_000, ge=1)
 
+    # Rule engine: per pack or rule key, config and {"enabled": bool} (README "Rule engine").
+    rules: dict[str, dict[str, Any]] = {}
+    # Extra modules offering RULES (besides the built-in packs and clarion.rules entry points).
+    rule_modules: list[str] = []
+
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
 

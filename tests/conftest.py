@@ -42,6 +42,9 @@ TABLES = (
     "api_keys",
     "webhook_endpoints",
     "audit_log",
+    "events",
+    "rule_settings",
+    "rule_runs",
 )
 
 

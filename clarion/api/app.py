@@ -14,10 +14,12 @@ from clarion.api import problems
 from clarion.api.coalesce import Coalescer
 from clarion.api.routers import (
     deadletters,
+    events,
     health,
     inbox,
     notifications,
     push,
+    rules,
     stream,
     subscribers,
     unsubscribe,
@@ -149,6 +151,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         stream.router,
         unsubscribe.router,
         deadletters.router,
+        events.router,
+        rules.router,
         webhooks.router,
         push.router,
         health.router,

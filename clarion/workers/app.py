@@ -53,14 +53,30 @@ def celery_config(settings: Settings) -> dict:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": settings.worker_task_events,
         "task_send_sent_event": False,
-        "beat_schedule": {
-            "sweep-deliveries": {
-                "task": "clarion.sweep",
-                "schedule": settings.sweeper_interval_seconds,
-                "options": {"queue": queues.PERIODIC, "expires": settings.sweeper_interval_seconds},
-            },
+        "beat_schedule": beat_schedule(settings),
+    }
+
+
+def beat_schedule(settings: Settings) -> dict:
+    """The sweeper, and every scan rule at its own interval (on the engine queue)."""
+    from clarion.engine.registry import Rules
+
+    schedule = {
+        "sweep-deliveries": {
+            "task": "clarion.sweep",
+            "schedule": settings.sweeper_interval_seconds,
+            "options": {"queue": queues.PERIODIC, "expires": settings.sweeper_interval_seconds},
         },
     }
+    for key, every in Rules(settings).scan_schedule().items():
+        schedule[f"rule:{key}"] = {
+            "task": "clarion.rules.run",
+            "schedule": every,
+            "args": [key],
+            # A run that could not start before the next one is due is dropped, not queued.
+            "options": {"queue": queues.ENGINE, "expires": every},
+        }
+    return schedule
 
 
 def create_celery(settings: Settings, runtime=None) -> Celery:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 
 from celery import Celery
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -77,6 +78,29 @@ def register(app: Celery) -> None:
         return sweeper.sweep(
             sessions=runtime.sessions, settings=runtime.settings, scheduler=runtime
         )
+
+    @app.task(name="clarion.rules.run", shared=False, bind=True, **RETRY_TRANSIENT)
+    def run_rule(self, key: str, trigger: str = "beat", as_of: str | None = None) -> dict:
+        """One run of one rule (beat, or an operator's POST /v1/rules/{key}/run)."""
+        from clarion.engine.runner import RuleDisabled
+        from clarion.engine.runner import run_rule as run
+
+        runtime = self.app.clarion
+        when = datetime.fromisoformat(as_of) if as_of else None
+        try:
+            result = run(key, runtime=runtime, rules=runtime.rules, trigger=trigger, as_of=when)
+        except RuleDisabled:
+            return {"disabled": True}
+        return {"created": result.created, "duplicates": result.duplicates, "error": result.error}
+
+    @app.task(name="clarion.events.ingest", shared=False, bind=True, **RETRY_TRANSIENT)
+    def ingest_event(self, event: dict) -> dict:
+        """Store a producer's event and run the event rules of its type."""
+        from clarion.engine.events import ingest
+
+        runtime = self.app.clarion
+        results = ingest(event, runtime=runtime, rules=runtime.rules)
+        return {r.key: r.created for r in results}
 
     @app.task(name="clarion.dead_letter", shared=False)
     def dead_letter(letter: dict) -> None:

@@ -1,0 +1,3 @@
+"""Built-in rule pack: insight (see the README, "Rule engine")."""
+
+RULES: list = []

@@ -1,0 +1,3 @@
+"""Built-in rule pack: lifecycle (see the README, "Rule engine")."""
+
+RULES: list = []

@@ -1,0 +1,3 @@
+"""Built-in rule pack: system (see the README, "Rule engine")."""
+
+RULES: list = []

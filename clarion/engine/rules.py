@@ -1,0 +1,82 @@
+"""What a rule is: a key, a description, a config model, a trigger, and candidates."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from clarion.core.schemas import NotificationContent, SubscriberId
+
+if TYPE_CHECKING:
+    from clarion.runtime import Runtime
+
+
+class RuleConfig(BaseModel):
+    """Every rule's config has these; a rule's own Config model adds its thresholds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # Scan rules: seconds between runs on beat (default: the rule's own ``every``).
+    every_seconds: float | None = Field(default=None, gt=0)
+
+
+class Candidate(NotificationContent):
+    """A notification a rule wants to exist, for one or many recipients."""
+
+    recipients: list[SubscriberId] = Field(min_length=1)
+    # Required here: it is what makes a rule safe to run again.
+    dedupe_key: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+class EventIn(BaseModel):
+    """An event as event rules see it (``POST /v1/events``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: Any
+    type: str
+    subject: str | None = None
+    actor: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    occurred_at: datetime
+
+
+@dataclass
+class RunContext:
+    """What a rule may use while it runs. ``now`` is the rule's clock (injectable)."""
+
+    now: datetime
+    runtime: Runtime
+    event: EventIn | None = None
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("clarion.engine"))
+
+
+class Rule(ABC):
+    """A rule. Subclasses set ``key``, ``description``, ``pack``, ``Config`` and either
+    ``every`` (a scan rule) or ``event_type`` (an event rule), and yield candidates."""
+
+    key: ClassVar[str]
+    description: ClassVar[str]
+    # Rules of one pack share the pack's config section (CLARION_RULES={"<pack>": {...}}).
+    pack: ClassVar[str] = "custom"
+    Config: ClassVar[type[RuleConfig]] = RuleConfig
+    every: ClassVar[float | None] = None
+    event_type: ClassVar[str | None] = None
+
+    def __init__(self, config: RuleConfig) -> None:
+        self.config = config
+
+    @property
+    def schedule_seconds(self) -> float | None:
+        return self.config.every_seconds or self.every if self.event_type is None else None
+
+    @abstractmethod
+    def candidates(self, ctx: RunContext) -> Iterable[Candidate]:
+        """The notifications that should exist now; yielded lazily, in any batch size."""
