@@ -122,15 +122,15 @@ def patch_rule(
         )
     except RuleError as exc:
         raise Problem(422, "invalid-rule-config", str(exc)) from None
-    with session.begin():
-        engine_db.set_override(
-            session=session,
-            key=key,
-            enabled=enabled,
-            config=config,
-            actor=f"api-key:{admin.name}#{admin.key_id}",
-            now=utcnow(),
-        )
+    engine_db.set_override(
+        session=session,
+        key=key,
+        enabled=enabled,
+        config=config,
+        actor=f"api-key:{admin.name}#{admin.key_id}",
+        now=utcnow(),
+    )
+    session.commit()  # the reads above began the transaction
     return _public(runtime, session, key)
 
 
