@@ -55,6 +55,8 @@ class RunContext:
     now: datetime
     runtime: Runtime
     event: EventIn | None = None
+    # A dry run must have no side effects either (no probes sent, nothing written).
+    dry_run: bool = False
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("clarion.engine"))
 
 

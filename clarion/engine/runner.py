@@ -146,7 +146,7 @@ def run_rule(
             as_of=result.as_of,
             event_id=event.id if event else None,
         )
-    ctx = RunContext(now=result.as_of, runtime=runtime, event=event)
+    ctx = RunContext(now=result.as_of, runtime=runtime, event=event, dry_run=dry_run)
     persist, seen = _Persist(runtime, result), []
     try:
         for candidate in rule.candidates(ctx):

@@ -33,6 +33,10 @@ RETRY_TRANSIENT = {
 
 
 def register(app: Celery) -> None:
+    from clarion.engine import canary
+
+    canary.register(app)  # the system pack's queue-delay probe
+
     @app.task(name="clarion.create", shared=False, bind=True, **RETRY_TRANSIENT)
     def create(self, *messages: dict) -> dict:
         """One or more requests (the API coalesces concurrent ones), one transaction."""
