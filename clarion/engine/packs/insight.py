@@ -1,3 +1,567 @@
-"""Built-in rule pack: insight (see the README, "Rule engine")."""
+"""Built-in rule pack: insight (see the README, "Rule engine").
 
-RULES: list = []
+Scan rules over a table of timestamped events (visits, conversions) with dimensions
+(country, device) and a subject (a link, a page, a workspace). By default that table is
+Clarion's own ``events``: ``occurred_at`` is the time, ``type`` the kind of event,
+``subject`` the subject, and ``data`` holds the dimensions and the subject's owner. Any
+other table, in this database or another (``source_url``), works by naming its columns;
+``"data.country"`` means the key ``country`` of the JSON column ``data``.
+
+Every rule asks the database for counts per (subject, period[, dimension]) in one
+GROUP BY, so a month of raw events never leaves the database; the decisions are made on
+those counts by the pure functions of :mod:`clarion.engine.packs.stats`.
+
+Windows are aligned to UTC multiples of their length (the hour 13:00–14:00, the day
+00:00–24:00), a rule looks at the last *complete* window, and the dedupe key names the
+subject, the rule and the window's end: every run in the next hour sees the same window
+and creates nothing new. A window no run looked at (beat down for longer than it) is not
+looked at later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from pydantic import (
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from clarion.core.schemas import SubscriberId
+from clarion.engine.packs import stats
+from clarion.engine.rules import Candidate, Rule, RuleConfig, RunContext
+from clarion.ids import as_utc
+
+TableName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+]
+Column = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+# A column, or "column.key": a key of a JSON column.
+ColumnOrKey = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)?$")
+]
+DAY = 86_400
+
+
+class InsightConfig(RuleConfig):
+    """The source, shared by the pack: ``CLARION_RULES={"insight": {...}}``. Each rule's
+    thresholds go under its own key (``{"traffic_spike": {"z": 5}}``)."""
+
+    # Validation errors end up in logs and API answers: never echo source_url's password.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    # SQLAlchemy URL of the database holding the table; None: Clarion's own. Shown masked.
+    # Naive timestamps in it are read as UTC.
+    source_url: SecretStr | None = None
+    table: TableName = "events"  # "schema.table" works
+    time_column: Column = "occurred_at"
+    subject_column: ColumnOrKey = "subject"
+    kind_column: ColumnOrKey | None = "type"  # None: every row is a visit
+    visit_kinds: list[str] = Field(default=["visit"], min_length=1)
+    conversion_kinds: list[str] = Field(default=["conversion"], min_length=1)
+    country_column: ColumnOrKey = "data.country"
+    device_column: ColumnOrKey = "data.device"
+    owner_column: ColumnOrKey | None = "data.owner"  # the subject's recipient
+    recipients: list[SubscriberId] = []  # notified too (or instead, without owner_column)
+    url_template: str | None = None  # e.g. "https://app.example/links/{subject}/stats"
+
+    @field_validator("source_url")
+    @classmethod
+    def _parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                make_url(value.get_secret_value())
+            except Exception:  # noqa: BLE001 - the message must not echo the URL (password)
+                raise ValueError("source_url is not a database URL") from None
+        return value
+
+    @model_validator(mode="after")
+    def _someone_to_tell(self):
+        if self.owner_column is None and not self.recipients:
+            raise ValueError("set owner_column or recipients: insights need a recipient")
+        return self
+
+
+class Source:
+    """The events table as SQLAlchemy Core sees it, and the one aggregate query."""
+
+    def __init__(self, config: InsightConfig) -> None:
+        self.config = config
+        specs = [config.subject_column, config.kind_column, config.owner_column]
+        specs += [config.country_column, config.device_column]
+        json_columns = {s.split(".")[0] for s in specs if s and "." in s}
+        names = dict.fromkeys(s.split(".")[0] for s in specs if s)
+        columns = [sa.column(n, sa.JSON if n in json_columns else None) for n in names]
+        columns.append(sa.column(config.time_column, sa.DateTime(timezone=True)))
+        schema, _, name = config.table.rpartition(".")
+        self.table = sa.table(name, *columns, schema=schema or None)
+        self.time = self.table.c[config.time_column]
+
+    def expr(self, spec: str) -> sa.ColumnElement:
+        """A column, or the text of a JSON column's key (``->>`` / ``JSON_EXTRACT``)."""
+        column, _, key = spec.partition(".")
+        return self.table.c[column][key].as_string() if key else self.table.c[column]
+
+    @contextmanager
+    def connect(self, runtime) -> Iterator[sa.Connection]:
+        if self.config.source_url is None:
+            with runtime.engine.connect() as conn:
+                yield conn
+            return
+        url = make_url(self.config.source_url.get_secret_value())
+        args = {}
+        if url.drivername == "postgresql":  # psycopg 3 is the driver Clarion ships
+            url = url.set(drivername="postgresql+psycopg")
+        if url.get_backend_name() == "postgresql":  # naive timestamps are UTC
+            args = {"options": "-c TimeZone=UTC", "connect_timeout": 10}
+        engine = sa.create_engine(url, poolclass=NullPool, connect_args=args)  # one per run
+        try:
+            with engine.connect() as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
+    def aggregate(
+        self,
+        conn: sa.Connection,
+        periods: list[tuple[int, datetime, datetime]],
+        *,
+        kinds: list[str] | None,
+        dim: str | None = None,
+        active_in: tuple[datetime, datetime] | None = None,
+    ) -> list[tuple[str, int, str | None, int]]:
+        """``(subject, period, dimension, count)`` per group, counted by the database.
+
+        ``periods`` are ``(label, start, end)``; rows outside them are not read (the
+        WHERE is an OR of time ranges, which an index on the time column serves).
+        ``active_in`` keeps the subjects with events in that range.
+        """
+        cfg = self.config
+        inside = [sa.and_(self.time >= s, self.time < e) for _, s, e in periods]
+        subject = self.expr(cfg.subject_column)
+        labels = [(c, sa.literal(label)) for c, (label, _, _) in zip(inside, periods, strict=True)]
+        cols = {"subject": subject, "period": sa.case(*labels)}
+        cols["dim"] = self.expr(dim) if dim else sa.null()
+        where = [sa.or_(*inside), subject.is_not(None)]
+        if dim:
+            where.append(cols["dim"].is_not(None))
+        if kinds is not None and cfg.kind_column:
+            where.append(self.expr(cfg.kind_column).in_(kinds))
+        if active_in:
+            active = sa.select(subject).where(self.time >= active_in[0], self.time < active_in[1])
+            where.append(subject.in_(active))
+        # Group on the labels of a subquery: PostgreSQL would not match "data ->> $1" in
+        # SELECT with "data ->> $2" in GROUP BY.
+        inner = sa.select(*(c.label(k) for k, c in cols.items())).where(*where).subquery()
+        keys = [inner.c.subject, inner.c.period, inner.c.dim]
+        query = sa.select(*keys, sa.func.count()).group_by(*keys)
+        return [(str(s), p, d if d is None else str(d), n) for s, p, d, n in conn.execute(query)]
+
+    def owners(
+        self, conn: sa.Connection, seen_in: dict[str, tuple[datetime, datetime]]
+    ) -> dict[str, str]:
+        """The owner of each subject, read from its rows in the given time range, and only
+        for the subjects a rule fires for: reading it with the counts (a max over every
+        row of a month) tripled the cost of the aggregate."""
+        if self.config.owner_column is None:
+            return {}
+        subject = sa.cast(self.expr(self.config.subject_column), sa.String)
+        owner = self.expr(self.config.owner_column)
+        by_range: dict[tuple[datetime, datetime], list[str]] = defaultdict(list)
+        for name, span in seen_in.items():
+            by_range[span].append(name)
+        found: dict[str, str] = {}
+        for (start, end), names in by_range.items():
+            for i in range(0, len(names), 500):
+                inner = sa.select(subject.label("subject"), owner.label("owner")).where(
+                    self.time >= start, self.time < end, subject.in_(names[i : i + 500])
+                )
+                inner = inner.where(owner.is_not(None)).subquery()
+                query = sa.select(inner.c.subject, sa.func.max(inner.c.owner))
+                found.update((s, str(o)) for s, o in conn.execute(query.group_by(inner.c.subject)))
+        return found
+
+
+def window_end(now: datetime, seconds: float) -> datetime:
+    """The end of the last complete window: ``now`` rounded down to a multiple of it."""
+    ts = as_utc(now).timestamp()
+    return datetime.fromtimestamp(ts - ts % seconds, UTC)
+
+
+def _when(start: datetime, end: datetime) -> str:
+    if end - start >= timedelta(days=1) and start.hour == 0:
+        days = (end - start).days
+        return f"on {start:%Y-%m-%d}" if days == 1 else f"from {start:%Y-%m-%d} for {days} days"
+    return f"between {start:%H:%M} and {end:%H:%M} UTC on {start:%Y-%m-%d}"
+
+
+class _InsightRule(Rule):
+    pack = "insight"
+    Config = InsightConfig
+    config: InsightConfig
+
+    def candidates(self, ctx: RunContext) -> Iterable[Candidate]:
+        """One connection per run: the rule's ``hits``, then the owners of those subjects."""
+        source = Source(self.config)
+        with source.connect(ctx.runtime) as conn:
+            hits = list(self.hits(ctx, source, conn))
+            owners = source.owners(conn, {h[0]: h[1] for h in hits}) if hits else {}
+        for subject, _, window, content in hits:
+            yield from self.candidate(subject, owners.get(subject), window, **content)
+
+    def hits(self, ctx: RunContext, source: Source, conn: sa.Connection) -> Iterable[tuple]:
+        """``(subject, (start, end) where its owner is found, window, content)`` for every
+        subject the rule fires for."""
+        raise NotImplementedError
+
+    def candidate(
+        self, subject: str, owner: str | None, window: tuple[datetime, datetime], **content: Any
+    ) -> list[Candidate]:
+        """The notification for one subject: to its owner and the configured recipients;
+        none when the subject has no owner and no recipients are configured."""
+        recipients = list(dict.fromkeys([*([owner] if owner else []), *self.config.recipients]))
+        if not recipients:
+            return []
+        start, end = window
+        long = len(subject) > 160  # the key must stay within 255 characters
+        name = "sha256-" + hashlib.sha256(subject.encode()).hexdigest() if long else subject
+        where = {"start": start.isoformat(), "end": end.isoformat()}
+        content["metadata"] = {"subject": subject, "window": where, **content["metadata"]}
+        template = self.config.url_template
+        url = template.replace("{subject}", subject) if template else None
+        key = f"insight:{self.key}:{name}:{end:%Y%m%dT%H%M}Z"
+        return [
+            Candidate(
+                category="insight",
+                type=self.key,
+                recipients=recipients,
+                url=url,
+                dedupe_key=key,
+                **content,
+            )
+        ]
+
+
+class TrafficConfig(InsightConfig):
+    bucket_seconds: int = Field(default=3600, ge=60)
+    # Compare with the same bucket one season earlier, `seasons` times: a week by default,
+    # so a night is compared with nights and a Sunday with Sundays.
+    season_seconds: int = Field(default=7 * DAY, ge=60)
+    seasons: int = Field(default=4, ge=2, le=60)
+    min_history: int = Field(default=3, ge=2)  # seasons since the subject's first traffic
+    z: float = Field(default=4.5, gt=0)
+    min_count: float = Field(default=30, ge=0)  # spike: observed ≥; drop: usual count ≥
+    min_change: float = Field(default=0.5, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.season_seconds < self.bucket_seconds or self.min_history > self.seasons:
+            raise ValueError("need season_seconds ≥ bucket_seconds and min_history ≤ seasons")
+        return self
+
+
+class _Traffic(_InsightRule):
+    Config = TrafficConfig
+    config: TrafficConfig
+    every = 900
+    spike: bool
+
+    def hits(self, ctx: RunContext, source: Source, conn: sa.Connection) -> Iterable[tuple]:
+        c = self.config
+        bucket, season = timedelta(seconds=c.bucket_seconds), timedelta(seconds=c.season_seconds)
+        end = window_end(ctx.now, c.bucket_seconds)
+        periods = [(k, end - bucket - k * season, end - k * season) for k in range(c.seasons + 1)]
+        counts: dict[str, dict[int, int]] = defaultdict(dict)
+        for subject, period, _, n in source.aggregate(conn, periods, kinds=c.visit_kinds):
+            counts[subject][period] = n
+        if not self.spike and counts and not any(by.get(0) for by in counts.values()):
+            # Not one visit anywhere: the feed stopped, which is not a drop of every subject.
+            ctx.log.warning("traffic_drop: no visits at all in %s; skipping the run", end)
+            return
+        test = stats.is_spike if self.spike else stats.is_drop
+        for subject, by_period in sorted(counts.items()):
+            # History starts at the oldest season with traffic: zeros before a subject
+            # existed are not a baseline. A subject silent in every season has none.
+            oldest = max((k for k, n in by_period.items() if k > 0 and n > 0), default=0)
+            if oldest < c.min_history:
+                continue
+            history = [by_period.get(k, 0) for k in range(1, oldest + 1)]
+            score = stats.robust_z(by_period.get(0, 0), history)
+            if not test(score, z=c.z, min_count=c.min_count, min_change=c.min_change):
+                continue
+            window = (end - bucket, end)
+            latest = periods[min(k for k, n in by_period.items() if n > 0)][1:]
+            yield subject, latest, window, self._content(subject, score, history, window)
+
+    def _content(self, subject, score: stats.Score, history, window) -> dict[str, Any]:
+        c = self.config
+        unit = {7 * DAY: "week", DAY: "day"}.get(c.season_seconds)
+        like = f"the same hour of the {unit}" if unit else "the same bucket"
+        word = "spike" if self.spike else "drop"
+        return {
+            "severity": "medium" if self.spike else "high",
+            "title": f"Traffic {word} on {subject}: {score.observed:g} visits",
+            "body": (
+                f"{score.observed:g} visits {_when(*window)}, against a usual "
+                f"{score.median:g} (median of {like} in the previous {len(history)} "
+                f"{unit or 'season'}s: {', '.join(f'{h:g}' for h in history)}); "
+                f"robust z-score {score.z:.1f}, threshold {c.z:g}."
+            ),
+            "metadata": {
+                "observed": score.observed,
+                "baseline": {"median": score.median, "mad": score.mad, "history": history},
+                "score": round(score.z, 3),
+                "threshold": c.z,
+                "change": None if score.change is None else round(score.change, 4),
+                "season_seconds": c.season_seconds,
+            },
+        }
+
+
+class TrafficSpike(_Traffic):
+    """Visits in the last complete bucket (hour) far above the same bucket in past seasons.
+
+    Robust z-score against the median of the same hour of the week over the previous
+    ``seasons`` weeks (stats.robust_z); fires when z ≥ ``z``, at least ``min_count``
+    visits, and at least ``min_change`` above the median.
+    """
+
+    key = "traffic_spike"
+    description = "Visits in the last hour far above the same hour in past weeks."
+    spike = True
+
+
+class TrafficDrop(_Traffic):
+    """Visits in the last complete bucket far below the same bucket in past seasons (a
+    broken link, a lost campaign). Fires when z ≤ -``z``, the usual count is at least
+    ``min_count`` (a quiet night is never a drop) and the fall is at least ``min_change``.
+
+    When no subject at all has a visit in the bucket, nothing fires: the feed stopped,
+    and telling every owner of a drop would be wrong (and a flood).
+    """
+
+    key = "traffic_drop"
+    description = "Visits in the last hour far below the same hour in past weeks."
+    spike = False
+
+
+class WindowConfig(InsightConfig):
+    window_seconds: int = Field(default=DAY, ge=60)
+    baseline_days: float = Field(default=28, gt=0)  # the baseline: the days before the window
+
+
+class _WindowRule(_InsightRule):
+    """The last complete window against the ``baseline_days`` before it, per dimension."""
+
+    Config = WindowConfig
+    config: WindowConfig
+    every = 3600
+
+    def split(self, ctx: RunContext, source: Source, conn, dim: str, kinds: list[str]):
+        """``(window, [(subject, (window counts, baseline counts))])`` for the subjects with
+        events in the window."""
+        c = self.config
+        end = window_end(ctx.now, c.window_seconds)
+        start = end - timedelta(seconds=c.window_seconds)
+        periods = [(0, start, end), (1, start - timedelta(days=c.baseline_days), start)]
+        seen: dict[str, tuple[Counter, Counter]] = defaultdict(lambda: (Counter(), Counter()))
+        rows = source.aggregate(conn, periods, kinds=kinds, dim=dim, active_in=(start, end))
+        for subject, period, value, n in rows:
+            seen[subject][period][value] += n
+        return (start, end), sorted(seen.items())
+
+    @staticmethod
+    def hit(subject: str, window: tuple[datetime, datetime], **content: Any) -> tuple:
+        return subject, window, window, content  # the owner is read from the window
+
+
+class NewCountryConfig(WindowConfig):
+    window_seconds: int = Field(default=3600, ge=60)
+    baseline_days: float = Field(default=30, gt=0)
+    min_count: int = Field(default=1, ge=1)  # visits from the new country in the window
+    min_history: int = Field(default=50, ge=0)  # baseline visits: a new subject is not news
+
+
+class NewCountry(_WindowRule):
+    """A country with visits in the last complete window (hour) and none in the
+    ``baseline_days`` before it, for a subject with at least ``min_history`` visits then.
+    One notification per subject and window lists every new country."""
+
+    key = "new_country_discovered"
+    description = "A subject's first visits from a country."
+    Config = NewCountryConfig
+    config: NewCountryConfig
+    every = 900
+
+    def hits(self, ctx: RunContext, source: Source, conn: sa.Connection) -> Iterable[tuple]:
+        c = self.config
+        window, seen = self.split(ctx, source, conn, c.country_column, c.visit_kinds)
+        for subject, (now, before) in seen:
+            new = {k: n for k, n in now.items() if k not in before and n >= c.min_count}
+            history = sum(before.values())
+            if not new or history < c.min_history:
+                continue
+            ranked = sorted(new, key=lambda k: (-new[k], k))
+            shown = ", ".join(ranked[:5]) + (
+                f" and {len(ranked) - 5} more" if len(ranked) > 5 else ""
+            )
+            yield self.hit(
+                subject,
+                window,
+                severity="low",
+                title=f"New {'country' if len(new) == 1 else 'countries'} for {subject}: {shown}",
+                body=(
+                    f"First visits from {', '.join(f'{k} ({new[k]})' for k in ranked)} "
+                    f"{_when(*window)}. The previous {c.baseline_days:g} days had {history} "
+                    f"visits from {len(before)} other countries, none from these."
+                ),
+                metadata={
+                    "countries": new,
+                    "baseline": {"visits": history, "countries": len(before)},
+                    "baseline_days": c.baseline_days,
+                },
+            )
+
+
+class DeviceConfig(WindowConfig):
+    min_count: int = Field(default=100, ge=1)  # visits in the window
+    min_baseline: int = Field(default=500, ge=1)  # visits in the baseline
+    min_divergence: float = Field(default=0.05, gt=0, le=1)  # Jensen–Shannon, bits
+
+
+class DeviceShift(_WindowRule):
+    """The device mix of the last complete window (day) far from the baseline's: the
+    Jensen–Shannon divergence of the two shares (stats.jensen_shannon, 0..1 bit) is at
+    least ``min_divergence``, with ``min_count`` visits in the window and ``min_baseline``
+    in the baseline. 0.05 is about a fifth of the traffic moving between two devices."""
+
+    key = "unusual_device_distribution"
+    description = "A subject's device mix shifted against its baseline."
+    Config = DeviceConfig
+    config: DeviceConfig
+
+    def hits(self, ctx: RunContext, source: Source, conn: sa.Connection) -> Iterable[tuple]:
+        c = self.config
+        window, seen = self.split(ctx, source, conn, c.device_column, c.visit_kinds)
+        for subject, (now, before) in seen:
+            total, base = sum(now.values()), sum(before.values())
+            if total < c.min_count or base < c.min_baseline:
+                continue
+            p, q = stats.shares(now), stats.shares(before)
+            score = stats.jensen_shannon(p, q)
+            if score < c.min_divergence:
+                continue
+            # Largest change first; of two equal changes, the device that grew.
+            moved = sorted(
+                set(p) | set(q),
+                key=lambda k: (-round(abs(p.get(k, 0) - q.get(k, 0)), 6), -p.get(k, 0), k),
+            )
+            mix = ", ".join(f"{k} {p.get(k, 0):.0%} (usually {q.get(k, 0):.0%})" for k in moved[:5])
+            tv = stats.total_variation(p, q)
+            yield self.hit(
+                subject,
+                window,
+                severity="medium",
+                title=(
+                    f"Unusual device mix on {subject}: {moved[0]} {p.get(moved[0], 0):.0%} "
+                    f"(usually {q.get(moved[0], 0):.0%})"
+                ),
+                body=(
+                    f"{total} visits {_when(*window)}: {mix}. Jensen–Shannon divergence "
+                    f"{score:.3f} (threshold {c.min_divergence:g}); total variation {tv:.2f}."
+                ),
+                metadata={
+                    "observed": {"visits": total, "shares": _rounded(p)},
+                    "baseline": {"visits": base, "shares": _rounded(q)},
+                    "score": round(score, 4),
+                    "threshold": c.min_divergence,
+                    "total_variation": round(tv, 4),
+                    "baseline_days": c.baseline_days,
+                },
+            )
+
+
+def _rounded(shares: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in sorted(shares.items())}
+
+
+class ConversionConfig(WindowConfig):
+    z: float = Field(default=3.0, gt=0)  # |two-proportion z| at least this
+    min_visits: int = Field(default=200, ge=1)  # in the window
+    min_baseline_visits: int = Field(default=1000, ge=1)
+
+    @model_validator(mode="after")
+    def _needs_kinds(self):
+        if self.enabled and self.kind_column is None:
+            raise ValueError(
+                "conversion_rate_anomaly needs kind_column to tell conversions from "
+                'visits (or disable it: {"conversion_rate_anomaly": {"enabled": false}})'
+            )
+        return self
+
+
+class ConversionAnomaly(_WindowRule):
+    """Conversions / visits in the last complete window (day) against the baseline rate:
+    a two-proportion z-test (stats.two_proportion_z) of at least ``z`` either way, with
+    ``min_visits`` in the window and ``min_baseline_visits`` in the baseline. Rows whose
+    kind is in ``visit_kinds`` are visits, in ``conversion_kinds`` conversions."""
+
+    key = "conversion_rate_anomaly"
+    description = "A subject's conversion rate far from its baseline rate."
+    Config = ConversionConfig
+    config: ConversionConfig
+
+    def hits(self, ctx: RunContext, source: Source, conn: sa.Connection) -> Iterable[tuple]:
+        c = self.config
+        kinds = [*c.visit_kinds, *c.conversion_kinds]
+        window, seen = self.split(ctx, source, conn, c.kind_column, kinds)
+        for subject, (now, before) in seen:
+            visits, base_visits = (sum(x[k] for k in c.visit_kinds) for x in (now, before))
+            conv, base_conv = (sum(x[k] for k in c.conversion_kinds) for x in (now, before))
+            if visits < c.min_visits or base_visits < c.min_baseline_visits:
+                continue
+            score = stats.two_proportion_z(conv, visits, base_conv, base_visits)
+            if abs(score) < c.z:
+                continue
+            rate, base_rate = conv / visits, base_conv / base_visits
+            yield self.hit(
+                subject,
+                window,
+                severity="high" if score < 0 else "medium",
+                title=(
+                    f"Conversion rate {'dropped' if score < 0 else 'rose'} on {subject}: "
+                    f"{rate:.1%} (usually {base_rate:.1%})"
+                ),
+                body=(
+                    f"{conv} conversions from {visits} visits {_when(*window)} ({rate:.2%}), "
+                    f"against {base_conv} from {base_visits} ({base_rate:.2%}) in the previous "
+                    f"{c.baseline_days:g} days; two-proportion z-score {score:.1f}, "
+                    f"threshold ±{c.z:g}."
+                ),
+                metadata={
+                    "observed": {"visits": visits, "conversions": conv, "rate": round(rate, 6)},
+                    "baseline": {
+                        "visits": base_visits,
+                        "conversions": base_conv,
+                        "rate": round(base_rate, 6),
+                    },
+                    "score": round(score, 3),
+                    "threshold": c.z,
+                    "baseline_days": c.baseline_days,
+                },
+            )
+
+
+RULES = [TrafficSpike, TrafficDrop, NewCountry, DeviceShift, ConversionAnomaly]
