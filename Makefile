@@ -50,6 +50,7 @@ bench: install services
 	$(BIN)/python bench/inbox.py
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.channels
+	$(BIN)/python -m bench.lifecycle
 
 clean:
 	rm -rf $(VENV) .clarion .pytest_cache .ruff_cache
