@@ -92,17 +92,36 @@ class _Persist:
         if not self.pending:
             return
         rt = self.runtime
-        created = create_notifications(
-            self.pending,
-            sessions=rt.sessions,
-            settings=rt.settings,
-            publisher=rt.pubsub,
-            dispatcher=rt,
-            channels=rt.channels,
-        )
-        self.result.created += self.size - created.skipped_existing - created.skipped_dedupe
-        self.result.duplicates += created.skipped_dedupe
+        fresh = self._not_yet_notified()
+        if fresh:
+            created = create_notifications(
+                fresh,
+                sessions=rt.sessions,
+                settings=rt.settings,
+                publisher=rt.pubsub,
+                dispatcher=rt,
+                channels=rt.channels,
+            )
+            size = sum(len(m.items) for m in fresh)
+            self.result.created += size - created.skipped_existing - created.skipped_dedupe
+            self.result.duplicates += created.skipped_dedupe
         self.pending, self.size = [], 0
+
+    def _not_yet_notified(self) -> list[CreateMessage]:
+        """Drop the (recipient, key) pairs stored already, before create takes row locks
+        for them: a rerun then costs one read. Create checks again under the locks, so a
+        concurrent engine still cannot make a duplicate."""
+        keys = {m.content.dedupe_key for m in self.pending}
+        recipients = {r for m in self.pending for _, r in m.items}
+        with self.runtime.sessions() as session:
+            taken = notifications.dedupe_pairs(session=session, keys=keys, recipients=recipients)
+        fresh = []
+        for m in self.pending:
+            items = [(nid, r) for nid, r in m.items if (r, m.content.dedupe_key) not in taken]
+            self.result.duplicates += len(m.items) - len(items)
+            if items:
+                fresh.append(m.model_copy(update={"items": items}))
+        return fresh
 
 
 def _preview(runtime, candidates: list[Candidate], result: RunResult) -> None:
