@@ -207,7 +207,7 @@ def _vapid(args: argparse.Namespace) -> None:
 def _dev(args: argparse.Namespace) -> None:
     from clarion.dev import run
 
-    run(data_dir=args.data_dir, host=args.host, port=args.port)
+    run(data_dir=args.data_dir, host=args.host, port=args.port, demo=args.demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=".clarion")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--demo", action="store_true", help="seed data so every built-in rule fires (rule engine)"
+    )
     return parser
 
 

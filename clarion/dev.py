@@ -73,12 +73,27 @@ def banner(settings: Settings, api_key: str, token: str) -> str:
     )
 
 
-def run(data_dir: str | Path = ".clarion", host: str = "127.0.0.1", port: int = 8000) -> None:
-    settings = Settings.embedded(data_dir, host=host, port=port)
+def run(
+    data_dir: str | Path = ".clarion", host: str = "127.0.0.1", port: int = 8000, demo=False
+) -> None:
+    extra = {}
+    if demo:
+        from clarion import demo as demo_data
+
+        extra["rules"] = demo_data.rules_config(Path(data_dir).resolve(), DEV_USER)
+    settings = Settings.embedded(data_dir, host=host, port=port, **extra)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     _forget_acked_messages(settings.broker_url)
     runtime = Runtime(settings)
+    if demo:
+        for event in demo_data.seed(settings.data_dir, runtime.sessions, DEV_USER):
+            runtime.celery.send_task("clarion.events.ingest", args=[event], queue=queues.ENGINE)
+        print(
+            "demo: links, campaigns, traffic and activity events seeded; the rules run every "
+            f"{demo_data.EVERY} s and notify {DEV_USER!r}",
+            flush=True,
+        )
     api_key = _dev_api_key(runtime, settings.data_dir / "dev-api-key")
     token = issue_user_token(settings, DEV_USER, ttl_seconds=7 * 24 * 3600)
 

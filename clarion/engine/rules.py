@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(from_attributes=True)
 
-    id: Any
+    id: uuid.UUID
     type: str
     subject: str | None = None
     actor: str | None = None
