@@ -96,6 +96,13 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(env, run
     second = Proc(["worker", "--concurrency", "2"], env, tmp_path / "w2.log")
     try:
         wait_for(lambda: stored() == total, 90, f"all {total} notifications", second)
+    except AssertionError as exc:
+        # Say where the rest went: still queued, unacked (awaiting restore), or nowhere.
+        broker = runtime.celery.connection_for_write().default_channel.client
+        raise AssertionError(
+            f"stored {stored()} of {total} (at kill: {at_kill}); create queue "
+            f"{broker.llen('create')}, unacked {broker.hlen('unacked')}\n{exc}"
+        ) from None
     finally:
         second.stop()
 

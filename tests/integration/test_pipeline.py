@@ -186,7 +186,8 @@ def test_deployments_on_other_redis_databases_do_not_hear_each_other(runtime):
     from clarion.core.pubsub import RedisPubSub
 
     ours = RedisPubSub(runtime.settings.redis_url)
-    theirs = RedisPubSub(runtime.settings.redis_url.rsplit("/", 1)[0] + "/3")
+    other_db = 3 if not runtime.settings.redis_url.endswith("/3") else 4
+    theirs = RedisPubSub(f"{runtime.settings.redis_url.rsplit('/', 1)[0]}/{other_db}")
     listener = redis.Redis.from_url(runtime.settings.redis_url).pubsub()
     listener.subscribe(ours.channel)
     listener.get_message(timeout=1)
