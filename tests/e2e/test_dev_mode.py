@@ -64,8 +64,12 @@ def test_dev_runs_everything_and_a_restart_loses_nothing_accepted(tmp_path):
     assert f"curl -s -X POST {base}/v1/notifications" in proc.output()
     accepted: list[str] = []
     try:
+        # A live stream is open while we stop: it must not hold the shutdown.
+        stream = threading.Thread(target=_hold_sse, args=(base, token), daemon=True)
+        stream.start()
+        time.sleep(0.5)
         with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as producer:
-            for i in range(40):
+            for i in range(80):
                 answer = producer.post(
                     f"{base}/v1/notifications",
                     json={"recipients": ["dev-user"], "category": "system", "title": f"n{i}"},
@@ -73,10 +77,6 @@ def test_dev_runs_everything_and_a_restart_loses_nothing_accepted(tmp_path):
                 assert answer.status_code == 202
                 accepted.append(answer.json()["notifications"][0]["id"])
         before_stop = len(inbox_ids(base, token))
-        # A live stream is open while we stop: it must not hold the shutdown.
-        stream = threading.Thread(target=_hold_sse, args=(base, token), daemon=True)
-        stream.start()
-        time.sleep(0.5)
     finally:
         # Stop at once, with work still queued.
         started = time.monotonic()
