@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC).replace(microsecond=0)
     load(src_url, args, now)
 
-    from clarion.engine.packs.lifecycle_db import dispose_engines
+    from clarion.engine.sources import dispose_engines
     from clarion.runtime import Runtime
     from clarion.settings import Settings
 

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from clarion.db.models import Notification, RuleRun
-from clarion.engine.packs.lifecycle_db import dispose_engines
 from clarion.engine.registry import RuleError
 from clarion.engine.runner import RuleDisabled, run_rule
+from clarion.engine.sources import dispose_engines
 from tests.conftest import PG_ADMIN
 from tests.lifecycle_source import Layout, SourceDB
 from tests.threads import run_concurrently

@@ -15,16 +15,14 @@ import sqlalchemy as sa
 from pydantic import (
     ConfigDict,
     Field,
-    SecretStr,
     StringConstraints,
-    field_validator,
     model_validator,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 from clarion.core.schemas import SubscriberId
+from clarion.engine import sources
 from clarion.engine.rules import RuleConfig
+from clarion.engine.sources import SourceUrl
 from clarion.ids import as_utc
 
 TableName = Annotated[
@@ -47,7 +45,7 @@ class InsightConfig(RuleConfig):
 
     # SQLAlchemy URL of the database holding the table; None: Clarion's own. Shown masked.
     # Naive timestamps in it are read as UTC.
-    source_url: SecretStr | None = None
+    source_url: SourceUrl | None = None
     table: TableName = "events"  # "schema.table" works
     time_column: Column = "occurred_at"
     subject_column: ColumnOrKey = "subject"
@@ -59,16 +57,6 @@ class InsightConfig(RuleConfig):
     owner_column: ColumnOrKey | None = "data.owner"  # the subject's recipient
     recipients: list[SubscriberId] = []  # notified too (or instead, without owner_column)
     url_template: str | None = None  # e.g. "https://app.example/links/{subject}/stats"
-
-    @field_validator("source_url")
-    @classmethod
-    def _parses(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            try:
-                make_url(value.get_secret_value())
-            except Exception:  # noqa: BLE001 - the message must not echo the URL (password)
-                raise ValueError("source_url is not a database URL") from None
-        return value
 
     @model_validator(mode="after")
     def _someone_to_tell(self):
@@ -103,18 +91,8 @@ class Source:
             with runtime.engine.connect() as conn:
                 yield conn
             return
-        url = make_url(self.config.source_url.get_secret_value())
-        args = {}
-        if url.drivername == "postgresql":  # psycopg 3 is the driver Clarion ships
-            url = url.set(drivername="postgresql+psycopg")
-        if url.get_backend_name() == "postgresql":  # naive timestamps are UTC
-            args = {"options": "-c TimeZone=UTC", "connect_timeout": 10}
-        engine = sa.create_engine(url, poolclass=NullPool, connect_args=args)  # one per run
-        try:
-            with engine.connect() as conn:
-                yield conn
-        finally:
-            engine.dispose()
+        with sources.engine(self.config.source_url).connect() as conn:
+            yield conn
 
     def aggregate(
         self,

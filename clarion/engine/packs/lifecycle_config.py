@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from sqlalchemy.engine import make_url
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clarion.engine.rules import RuleConfig
+from clarion.engine.sources import SourceUrl
 
 
 class _Names(BaseModel):
@@ -72,7 +72,7 @@ class LifecycleConfig(RuleConfig):
 
     enabled: bool = False
     # SQLAlchemy URL of the producer's database, read only. Secret: the API shows it masked.
-    source_url: SecretStr | None = None
+    source_url: SourceUrl | None = None
     # Schema (PostgreSQL) holding both tables; default: the connection's search path.
     source_schema: str | None = None
     links_table: str = "links"
@@ -112,16 +112,6 @@ class LifecycleConfig(RuleConfig):
                 "campaigns) before it can be enabled"
             )
         return self
-
-    @field_validator("source_url")
-    @classmethod
-    def _parses(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            try:
-                make_url(value.get_secret_value())
-            except Exception:  # noqa: BLE001 - the message must not echo the URL (password)
-                raise ValueError("source_url is not a database URL") from None
-        return value
 
     @field_validator("source_timezone")
     @classmethod

@@ -7,8 +7,6 @@ objects (quoted by the dialect), never through string formatting.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,14 +22,13 @@ from sqlalchemy import (
     MetaData,
     Table,
     and_,
-    create_engine,
     or_,
     true,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchTableError
 from sqlalchemy.sql.elements import ColumnElement
 
+from clarion.engine import sources
 from clarion.engine.packs.lifecycle_config import LifecycleConfig
 
 
@@ -42,58 +39,11 @@ class SourceError(RuntimeError):
     """
 
 
-# One engine (and so one connection pool) per source URL per process: seven rules every
-# five minutes must not open seven pools, and a pool must not outlive a fork.
-_ENGINES: dict[tuple[str, int], Engine] = {}
-_ENGINES_LOCK = threading.Lock()
-
-
 def source_engine(config: LifecycleConfig) -> Engine:
     """The process's engine for the configured source URL (created on first use)."""
     if config.source_url is None:  # the config validator makes enabled imply a URL
         raise SourceError("the lifecycle pack has no source_url")
-    url = config.source_url.get_secret_value()
-    key = (url, config.connect_timeout_seconds)
-    with _ENGINES_LOCK:
-        engine = _ENGINES.get(key)
-        if engine is None:
-            engine = _ENGINES[key] = _create_engine(url, config.connect_timeout_seconds)
-    return engine
-
-
-def _create_engine(url: str, connect_timeout: int) -> Engine:
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql":  # the driver Clarion ships with
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() != "postgresql":
-        return create_engine(parsed)
-    # A small pool: rules of one process run one at a time per worker slot.
-    return create_engine(
-        parsed,
-        pool_size=2,
-        max_overflow=4,
-        pool_pre_ping=True,
-        connect_args={"connect_timeout": connect_timeout},
-    )
-
-
-def dispose_engines() -> None:
-    """Close every cached source engine (tests, and before a database is dropped)."""
-    with _ENGINES_LOCK:
-        engines = list(_ENGINES.values())
-        _ENGINES.clear()
-    for engine in engines:
-        engine.dispose()
-
-
-def _forget_after_fork() -> None:
-    # A forked worker must not share the parent's sockets; close=False leaves them to it.
-    for engine in _ENGINES.values():
-        engine.dispose(close=False)
-    _ENGINES.clear()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
+    return sources.engine(config.source_url, config.connect_timeout_seconds)
 
 
 @contextmanager
