@@ -16,7 +16,6 @@ import json
 import secrets
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +34,8 @@ from clarion.channels import (
     retry_after,
 )
 from clarion.core.deliver import CLAIM_CHUNK
-from clarion.db import webhooks
+from clarion.db import targets, webhooks
+from clarion.db.models import WebhookEndpoint
 from clarion.ids import utcnow
 from clarion.settings import Settings
 
@@ -128,14 +128,13 @@ class WebhookChannel(Channel):
         return {r: list(ids) for r in recipients} if ids else {}
 
     def load_targets(self, *, session: Session, ids: set[str]) -> dict[str, dict[str, Any]]:
-        uuids = {u for u in map(_as_uuid, ids) if u is not None}
-        rows = webhooks.active_by_ids(session=session, ids=uuids)
+        rows = targets.active_by_ids(session=session, model=WebhookEndpoint, ids=ids)
         return {str(row.id): {"url": row.url, "secret": row.secret} for row in rows}
 
     def deactivate(self, *, session: Session, target_id: str, reason: str) -> None:
-        endpoint = _as_uuid(target_id)
-        if endpoint is not None:
-            webhooks.deactivate(session=session, id=endpoint, reason=reason, now=utcnow())
+        targets.deactivate(
+            session=session, model=WebhookEndpoint, id=target_id, reason=reason, now=utcnow()
+        )
 
     # -- render and send ---------------------------------------------------------------
     def render(self, message: Message, target: dict[str, Any]) -> WebhookRequest:
@@ -207,10 +206,3 @@ def _classify(response: requests.Response) -> str:
         location = response.headers.get("location", "")
         raise PermanentChannelError(f"HTTP {status}: redirects are not followed ({location})")
     raise PermanentChannelError(text)
-
-
-def _as_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None

@@ -36,7 +36,8 @@ from clarion.channels import (
     TargetGoneError,
     retry_after,
 )
-from clarion.db import push
+from clarion.db import push, targets
+from clarion.db.models import PushSubscription
 from clarion.ids import utcnow
 from clarion.settings import Settings
 
@@ -274,14 +275,16 @@ class WebPushChannel(Channel):
         return {sid: [str(i) for i in ids] for sid, ids in found.items()}
 
     def load_targets(self, *, session: Session, ids: set[str]) -> dict[str, dict[str, Any]]:
-        rows = push.active_by_id(session=session, ids=ids)
+        rows = targets.active_by_ids(session=session, model=PushSubscription, ids=ids)
         return {
             str(r.id): {"endpoint": r.endpoint, "keys": {"p256dh": r.p256dh, "auth": r.auth}}
             for r in rows
         }
 
     def deactivate(self, *, session: Session, target_id: str, reason: str) -> None:
-        push.deactivate(session=session, id=target_id, reason=reason, now=utcnow())
+        targets.deactivate(
+            session=session, model=PushSubscription, id=target_id, reason=reason, now=utcnow()
+        )
 
     # -- render and send ---------------------------------------------------------------------
     def render(self, message: Message, target: dict[str, Any]) -> dict[str, Any]:

@@ -7,23 +7,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import case, delete, select
 from sqlalchemy.orm import Session
 
 from clarion.db.dialect import insert_for
 from clarion.db.models import PushSubscription
 from clarion.ids import new_id
-
-
-def _uuids(ids: Iterable[str]) -> list[uuid.UUID]:
-    """Delivery targets are strings; one that is not a UUID names no subscription."""
-    out = []
-    for i in ids:
-        try:
-            out.append(uuid.UUID(i))
-        except ValueError:
-            continue
-    return out
 
 
 def active_by_subscriber(
@@ -42,20 +31,6 @@ def active_by_subscriber(
     for subscriber_id, sub_id in rows:
         found[subscriber_id].append(sub_id)
     return dict(found)
-
-
-def active_by_id(*, session: Session, ids: Iterable[str]) -> list[PushSubscription]:
-    """The still-active subscriptions among these ids."""
-    wanted = _uuids(ids)
-    if not wanted:
-        return []
-    return list(
-        session.scalars(
-            select(PushSubscription).where(
-                PushSubscription.id.in_(wanted), PushSubscription.deactivated_at.is_(None)
-            )
-        )
-    )
 
 
 def list_active(*, session: Session, subscriber_id: str) -> list[PushSubscription]:
@@ -118,17 +93,6 @@ def register(
     row_id = session.execute(stmt).scalar_one()
     row = session.get(PushSubscription, row_id, populate_existing=True)
     return row, row_id == fresh
-
-
-def deactivate(*, session: Session, id: str, reason: str, now: datetime) -> None:
-    """The push service said the subscription is gone: stop addressing it."""
-    ids = _uuids([id])
-    if ids:
-        session.execute(
-            update(PushSubscription)
-            .where(PushSubscription.id == ids[0], PushSubscription.deactivated_at.is_(None))
-            .values(deactivated_at=now, last_error=reason[:2000], updated_at=now)
-        )
 
 
 def remove(*, session: Session, subscriber_id: str, endpoint: str) -> bool:

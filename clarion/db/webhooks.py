@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from clarion.db.models import WebhookEndpoint
 from clarion.ids import new_id
-
-MAX_ERROR = 2000
 
 
 def create(
@@ -76,27 +73,3 @@ def active_for_category(*, session: Session, category: str) -> list[uuid.UUID]:
         .order_by(WebhookEndpoint.id)
     )
     return [row.id for row in rows if not row.categories or category in row.categories]
-
-
-def active_by_ids(*, session: Session, ids: Iterable[uuid.UUID]) -> list[WebhookEndpoint]:
-    """The active endpoints among ``ids``; deleted and deactivated ones are left out."""
-    wanted = set(ids)
-    if not wanted:
-        return []
-    return list(
-        session.scalars(
-            select(WebhookEndpoint).where(
-                WebhookEndpoint.id.in_(wanted), WebhookEndpoint.deactivated_at.is_(None)
-            )
-        )
-    )
-
-
-def deactivate(*, session: Session, id: uuid.UUID, reason: str, now: datetime) -> bool:
-    """Stop addressing an endpoint (its receiver answered 410 Gone); the first reason stays."""
-    result = session.execute(
-        update(WebhookEndpoint)
-        .where(WebhookEndpoint.id == id, WebhookEndpoint.deactivated_at.is_(None))
-        .values(deactivated_at=now, last_error=reason[:MAX_ERROR], updated_at=now)
-    )
-    return result.rowcount > 0
