@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,20 @@ class Problem(Exception):
         super().__init__(detail)
         self.status, self.slug, self.detail = status, slug, detail
         self.headers, self.extra = headers or {}, extra
+
+
+# What a broker or Redis outage raises while the API publishes: a 503, never a 500.
+BROKER_ERRORS = (BrokerError, RedisError, OSError)
+
+
+def unavailable(what: str) -> Problem:
+    """The 503 for an unreachable broker or idempotency store: nothing was accepted."""
+    return Problem(
+        503,
+        "broker-unavailable",
+        f"The {what} is unreachable; nothing was accepted. Retry later.",
+        headers={"Retry-After": "5"},
+    )
 
 
 def problem_response(

@@ -30,6 +30,9 @@ MAX_RECIPIENTS = 1000
 PREVIEW = 100
 
 
+_LOAD = object()  # build_rule: read the override from the database
+
+
 class RuleDisabled(Exception):
     """The rule is switched off; disabled rules do nothing."""
 
@@ -48,10 +51,12 @@ class RunResult:
     preview: list[dict[str, Any]] = field(default_factory=list)
 
 
-def build_rule(rules: Rules, key: str, runtime) -> Rule:
-    """The rule with the operator's override (stored by the API) applied."""
-    with runtime.sessions() as session:
-        override = engine_db.overrides(session=session).get(key)
+def build_rule(rules: Rules, key: str, runtime, override=_LOAD) -> Rule:
+    """The rule with the operator's override (stored by the API) applied; pass the
+    ``override`` row (or None) when it is loaded already."""
+    if override is _LOAD:
+        with runtime.sessions() as session:
+            override = engine_db.overrides(session=session).get(key)
     values: dict[str, Any] = {}
     if override is not None:
         values.update(override.config)

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from clarion.api.deps import Producer, RuntimeDep
-from clarion.api.routers.notifications import BROKER_ERRORS, _unavailable
+from clarion.api.problems import BROKER_ERRORS, unavailable
 from clarion.core.schemas import MAX_METADATA_BYTES, SubscriberId, UTCDateTime
 from clarion.ids import new_id, utcnow
 from clarion.workers import queues
@@ -67,5 +67,5 @@ def post_event(body: EventCreate, runtime: RuntimeDep, producer: Producer) -> Ev
             "clarion.events.ingest", args=[event.model_dump(mode="json")], queue=queues.ENGINE
         )
     except BROKER_ERRORS:
-        raise _unavailable("broker") from None
+        raise unavailable("broker") from None
     return EventAccepted(id=event.id, occurred_at=event.occurred_at)

@@ -9,11 +9,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
-from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 
 from clarion.api.deps import CoalescerDep, Producer, RuntimeDep, SessionDep
-from clarion.api.problems import Problem
+from clarion.api.problems import BROKER_ERRORS, Problem, unavailable
 from clarion.api.schemas import AttemptPublic, DeliveryPublic, NotificationStatus
 from clarion.core import send
 from clarion.core.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
@@ -21,17 +20,6 @@ from clarion.db import deliveries, notifications
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
-UNAVAILABLE = {"Retry-After": "5"}
-BROKER_ERRORS = (BrokerError, RedisError, OSError)
-
-
-def _unavailable(what: str) -> Problem:
-    return Problem(
-        503,
-        "broker-unavailable",
-        f"The {what} is unreachable; nothing was accepted. Retry later.",
-        headers=UNAVAILABLE,
-    )
 
 
 @router.post(
@@ -71,7 +59,7 @@ def send_notification(
             runtime.idempotency.release(key)
         if isinstance(exc, BROKER_ERRORS):
             log.warning("broker unreachable; request %s refused", message.request_id)
-            raise _unavailable("broker") from None
+            raise unavailable("broker") from None
         raise
     answer = send.accepted(message).model_dump(mode="json")
     if key:
@@ -89,7 +77,7 @@ def _claim(runtime, key: str, fingerprint: str) -> JSONResponse | None:
     try:
         claim = runtime.idempotency.claim(key, fingerprint)
     except RedisError:
-        raise _unavailable("idempotency store") from None
+        raise unavailable("idempotency store") from None
     if claim.outcome == "replay":
         return JSONResponse(claim.response, 202, headers={"Idempotent-Replayed": "true"})
     if claim.outcome == "mismatch":

@@ -10,8 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from clarion.api.deps import Admin, RuntimeDep, SessionDep
-from clarion.api.problems import Problem
-from clarion.api.routers.notifications import BROKER_ERRORS, _unavailable
+from clarion.api.problems import BROKER_ERRORS, Problem, unavailable
 from clarion.core.schemas import UTCDateTime
 from clarion.db import engine as engine_db
 from clarion.engine.registry import RuleError
@@ -73,11 +72,16 @@ class DryRun(BaseModel):
     preview: list[dict[str, Any]]
 
 
-def _public(runtime, session, key: str) -> RulePublic:
+def _listed(runtime, session, keys: list[str]) -> list[RulePublic]:
+    """The rules with their overrides and last runs, each read once for all of them."""
+    overrides = engine_db.overrides(session=session)
+    last_runs = engine_db.last_runs(session=session)
+    return [_public(runtime, key, overrides.get(key), last_runs.get(key)) for key in keys]
+
+
+def _public(runtime, key: str, override, last) -> RulePublic:
     cls = runtime.rules.classes[key]
-    rule = build_rule(runtime.rules, key, runtime)
-    override = engine_db.overrides(session=session).get(key)
-    last = engine_db.last_runs(session=session).get(key)
+    rule = build_rule(runtime.rules, key, runtime, override)
     return RulePublic(
         key=key,
         description=cls.description,
@@ -100,12 +104,12 @@ def _known(runtime, key: str) -> str:
 
 @router.get("", response_model=list[RulePublic], summary="Every rule, its config and last run")
 def list_rules(runtime: RuntimeDep, session: SessionDep, admin: Admin) -> list[RulePublic]:
-    return [_public(runtime, session, key) for key in sorted(runtime.rules.classes)]
+    return _listed(runtime, session, sorted(runtime.rules.classes))
 
 
 @router.get("/{key}", response_model=RulePublic, summary="One rule")
 def get_rule(key: RuleKey, runtime: RuntimeDep, session: SessionDep, admin: Admin) -> RulePublic:
-    return _public(runtime, session, _known(runtime, key))
+    return _listed(runtime, session, [_known(runtime, key)])[0]
 
 
 @router.patch("/{key}", response_model=RulePublic, summary="Enable, disable or reconfigure")
@@ -131,7 +135,7 @@ def patch_rule(
         now=utcnow(),
     )
     session.commit()  # the reads above began the transaction
-    return _public(runtime, session, key)
+    return _listed(runtime, session, [key])[0]
 
 
 @router.get("/{key}/runs", response_model=list[RunPublic], summary="A rule's runs, newest first")
@@ -172,7 +176,7 @@ def run_now(
                 queue=queues.ENGINE,
             )
         except BROKER_ERRORS:
-            raise _unavailable("broker") from None
+            raise unavailable("broker") from None
         return JSONResponse({"queued": True, "rule": key}, status_code=202)
     try:
         result = run_rule(
