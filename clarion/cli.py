@@ -52,10 +52,14 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _beat(args: argparse.Namespace) -> None:
+    from clarion.workers.app import beat_schedule
+
     argv = ["beat", "--loglevel", Settings().log_level]
     if args.schedule:
         argv += ["--schedule", args.schedule]
-    sys.exit(_celery_app().start(argv) or 0)
+    app = _celery_app()
+    app.conf.beat_schedule = beat_schedule(app.clarion.settings)
+    sys.exit(app.start(argv) or 0)
 
 
 def _flower(args: argparse.Namespace) -> None:

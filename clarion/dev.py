@@ -23,6 +23,7 @@ from clarion.db.session import transaction
 from clarion.runtime import Runtime
 from clarion.settings import Settings
 from clarion.workers import queues
+from clarion.workers.app import beat_schedule
 
 DEV_USER = "dev-user"
 
@@ -104,6 +105,7 @@ def run(
     api_thread = threading.Thread(target=server.run, name="clarion-api", daemon=True)
     api_thread.start()
     print(banner(settings, api_key, token), flush=True)
+    runtime.celery.conf.beat_schedule = beat_schedule(settings)  # the embedded beat
     try:
         runtime.celery.worker_main(
             [

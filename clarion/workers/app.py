@@ -53,12 +53,17 @@ def celery_config(settings: Settings) -> dict:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": settings.worker_task_events,
         "task_send_sent_event": False,
-        "beat_schedule": beat_schedule(settings),
+        # Filled by the processes that run beat (`clarion beat`, `clarion dev`): building it
+        # loads every rule, which an API process or a plain worker has no use for.
+        "beat_schedule": {},
     }
 
 
 def beat_schedule(settings: Settings) -> dict:
-    """The sweeper, and every scan rule at its own interval (on the engine queue)."""
+    """The sweeper, and every scan rule at its own interval (on the engine queue).
+
+    Rules disabled by settings are scheduled too: an operator's override may enable them
+    without a restart, and a disabled rule's run ends at once."""
     from clarion.engine.registry import Rules
 
     schedule = {
