@@ -16,3 +16,22 @@ A harness is a pytest fixture named ``<key>_harness`` (registered in tests/conft
 
 ``tests/integration/test_channel_contract.py`` runs the same contract against each.
 """
+
+from sqlalchemy import select
+
+from clarion.db.models import DeliveryAttempt
+
+# Retries a test can drain at once (the claim's one-second tolerance covers the delay).
+FAST_RETRY = {"retry_backoff_seconds": 0.01, "retry_backoff_max_seconds": 0.05}
+
+
+def outcomes(rt, delivery_id) -> list[str]:
+    """A delivery's attempt outcomes, oldest first (its timeline)."""
+    with rt.sessions() as s:
+        return list(
+            s.scalars(
+                select(DeliveryAttempt.outcome)
+                .where(DeliveryAttempt.delivery_id == delivery_id)
+                .order_by(DeliveryAttempt.id)
+            )
+        )

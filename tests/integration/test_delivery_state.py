@@ -14,9 +14,10 @@ from clarion.db.models import AuditEntry, DeadLetter, Delivery
 from clarion.ids import utcnow
 from clarion.workers import queues
 from tests.broker import drain, queued
+from tests.channels import FAST_RETRY
 from tests.channels.smtp import give_email
 from tests.conftest import make_key
-from tests.integration.test_email import FAST_RETRY, delivery, notify
+from tests.integration.test_email import delivery, notify
 
 
 @pytest.fixture

@@ -11,12 +11,11 @@ from sqlalchemy import select
 from clarion.api.app import create_app
 from clarion.core import send
 from clarion.core.schemas import NotificationCreate
-from clarion.db.models import DeadLetter, Delivery, DeliveryAttempt
+from clarion.db.models import DeadLetter, Delivery
 from clarion.workers import queues
 from tests.broker import drain, queued
+from tests.channels import FAST_RETRY, outcomes
 from tests.channels.smtp import SENDER, give_email
-
-FAST_RETRY = {"retry_backoff_seconds": 0.01, "retry_backoff_max_seconds": 0.05}
 
 
 def notify(rt, recipients=("ada",), **fields):
@@ -29,17 +28,6 @@ def notify(rt, recipients=("ada",), **fields):
 def delivery(rt, nid) -> Delivery:
     with rt.sessions() as s:
         return s.scalars(select(Delivery).where(Delivery.notification_id == nid)).one()
-
-
-def timeline(rt, delivery_id) -> list[str]:
-    with rt.sessions() as s:
-        return list(
-            s.scalars(
-                select(DeliveryAttempt.outcome)
-                .where(DeliveryAttempt.delivery_id == delivery_id)
-                .order_by(DeliveryAttempt.id)
-            )
-        )
 
 
 @pytest.fixture
@@ -99,7 +87,7 @@ def test_a_421_is_retried_and_then_delivered(rt, smtp_server):
 
     row = delivery(rt, nid)
     assert row.status == "sent" and row.attempts == 2
-    assert timeline(rt, row.id) == ["retry", "sent"]
+    assert outcomes(rt, row.id) == ["retry", "sent"]
     assert len(smtp_server.messages) == 1
 
 

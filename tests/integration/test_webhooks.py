@@ -17,6 +17,7 @@ from clarion.channels import Message, PermanentChannelError, RetryableChannelErr
 from clarion.channels.webhook import WebhookChannel
 from clarion.db.models import DeadLetter, Delivery, DeliveryAttempt, WebhookEndpoint
 from tests.broker import drain
+from tests.channels import FAST_RETRY
 from tests.channels.receiver import Answer
 from tests.conftest import make_key, server_settings
 
@@ -30,8 +31,7 @@ def settings(pg_url, redis_client):
     """Fast retries and a short timeout, so retries and timeouts take milliseconds."""
     return server_settings(
         pg_url,
-        retry_backoff_seconds=0.01,
-        retry_backoff_max_seconds=0.05,
+        **FAST_RETRY,
         webhook_timeout_seconds=TIMEOUT,
     )
 

@@ -19,11 +19,12 @@ from clarion.channels.webpush import MAX_PLAINTEXT, WebPushChannel
 from clarion.cli import main as cli
 from clarion.core import send, sweeper
 from clarion.core.schemas import NotificationCreate
-from clarion.db.models import DeadLetter, Delivery, DeliveryAttempt
+from clarion.db.models import DeadLetter, Delivery
 from clarion.ids import utcnow
 from clarion.settings import Settings
 from clarion.workers import queues
 from tests.broker import drain
+from tests.channels import FAST_RETRY, outcomes
 from tests.channels.pushservice import unb64
 from tests.conftest import SECRET
 
@@ -43,25 +44,13 @@ def deliveries(rt, nid) -> list[Delivery]:
         return list(s.scalars(select(Delivery).where(Delivery.notification_id == nid)))
 
 
-def timeline(rt, delivery_id) -> list[str]:
-    with rt.sessions() as s:
-        return list(
-            s.scalars(
-                select(DeliveryAttempt.outcome)
-                .where(DeliveryAttempt.delivery_id == delivery_id)
-                .order_by(DeliveryAttempt.id)
-            )
-        )
-
-
 @pytest.fixture
 def rt(make_runtime, push_service):
     return make_runtime(
         **push_service.settings,
         push_icon_url="https://app.example/icon.png",
         push_ttl_seconds=600,
-        retry_backoff_seconds=0.01,
-        retry_backoff_max_seconds=0.05,
+        **FAST_RETRY,
     )
 
 
@@ -188,7 +177,7 @@ def test_a_429_is_retried_after_the_retry_after_the_push_service_asked_for(
 
     [row] = deliveries(rt, nid)
     assert row.status == "sent" and row.attempts == 2
-    assert timeline(rt, row.id) == ["retry", "sent"]
+    assert outcomes(rt, row.id) == ["retry", "sent"]
     assert len(push_service.received(browser)) == 1
 
 
@@ -198,7 +187,7 @@ def test_a_503_is_retried_and_then_delivered(rt, browser, push_service):
     drain(rt.celery)
 
     [row] = deliveries(rt, nid)
-    assert row.status == "sent" and timeline(rt, row.id) == ["retry", "retry", "sent"]
+    assert row.status == "sent" and outcomes(rt, row.id) == ["retry", "retry", "sent"]
 
 
 def test_a_400_is_a_dead_letter_with_the_push_services_answer(rt, browser, push_service):
