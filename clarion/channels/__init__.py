@@ -106,6 +106,9 @@ class Channel(ABC):
     key: ClassVar[str]
     # Why a recipient without any target of this channel gets a skipped delivery.
     no_target: ClassVar[str] = "no target"
+    # The longest one ``send`` can take (its timeouts). The deliver step claims as many
+    # deliveries at once as fit in a lease, so a worker never outlives its claim.
+    send_timeout: float = 30.0
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -159,7 +162,15 @@ def build(key: str, settings: Settings) -> Channel:
     if path is None:
         raise ChannelNotConfigured(f"channel {key!r} is not available in this deployment")
     module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)(settings)
+    channel = getattr(importlib.import_module(module), name)(settings)
+    if channel.send_timeout > settings.delivery_lease_seconds:
+        # One send could outlast its claim: another worker would take it and send it again.
+        raise ChannelConfigError(
+            f"channel {key!r}: one send may take {channel.send_timeout:g} s, longer than "
+            f"CLARION_DELIVERY_LEASE_SECONDS={settings.delivery_lease_seconds:g}; lower the "
+            "channel's timeout or raise the lease"
+        )
+    return channel
 
 
 class Channels:

@@ -26,14 +26,12 @@ from sqlalchemy.orm import Session
 from clarion import __version__
 from clarion.channels import (
     Channel,
-    ChannelConfigError,
     Message,
     PermanentChannelError,
     RetryableChannelError,
     TargetGoneError,
     retry_after,
 )
-from clarion.core.deliver import CLAIM_CHUNK
 from clarion.db import targets, webhooks
 from clarion.db.models import WebhookEndpoint
 from clarion.ids import utcnow
@@ -107,15 +105,7 @@ class WebhookChannel(Channel):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.timeout = settings.webhook_timeout_seconds
-        # A lease covers one claimed chunk: if every send in it may run to its timeout
-        # past the lease, another worker takes the chunk over and sends it a second time.
-        if self.timeout * CLAIM_CHUNK > settings.delivery_lease_seconds:
-            raise ChannelConfigError(
-                f"CLARION_WEBHOOK_TIMEOUT_SECONDS={self.timeout:g} times {CLAIM_CHUNK} "
-                f"deliveries per claim exceeds CLARION_DELIVERY_LEASE_SECONDS="
-                f"{settings.delivery_lease_seconds:g}; lower the timeout or raise the lease"
-            )
+        self.timeout = self.send_timeout = settings.webhook_timeout_seconds
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
 

@@ -240,6 +240,7 @@ class WebPushChannel(Channel):
     """
 
     key = "push"
+    send_timeout = sum(TIMEOUT)
     no_target = "no push subscription"
 
     def __init__(self, settings: Settings) -> None:

@@ -33,8 +33,8 @@ from clarion.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Deliveries claimed per transaction: small enough that a lease covers a chunk even when
-# every send in it runs into its timeout.
+# Deliveries claimed per transaction, at most; fewer when the channel's sends are slow
+# enough that ten of them, each running into its timeout, would outlast the lease.
 CLAIM_CHUNK = 10
 MAX_ERROR = 2000
 MAX_RETRY_AFTER = 24 * 3600.0
@@ -245,12 +245,13 @@ def deliver(
             )
         return result
     lease = timedelta(seconds=settings.delivery_lease_seconds)
+    chunk_size = max(1, min(CLAIM_CHUNK, int(lease.total_seconds() // sender.send_timeout)))
     # One session (one pooled connection) for the whole call: a checkout per transaction
     # would add a pre-ping round trip to each of them.
     with sessions() as session:
         run = _Run(sender, session, settings, scheduler, result)
-        for start in range(0, len(delivery_ids), CLAIM_CHUNK):
-            chunk = delivery_ids[start : start + CLAIM_CHUNK]
+        for start in range(0, len(delivery_ids), chunk_size):
+            chunk = delivery_ids[start : start + chunk_size]
             with session.begin():
                 claimed = deliveries.claim(session=session, ids=chunk, now=clock(), lease=lease)
                 jobs = _jobs(session, sender, claimed) if claimed else []

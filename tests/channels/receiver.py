@@ -191,10 +191,10 @@ class WebhookHarness:
     # Short enough that a stuck send cannot stall a test for long.
     settings: dict[str, Any] = field(default_factory=lambda: {"webhook_timeout_seconds": 2.0})
     # A non-positive timeout is refused by Settings itself (a ValidationError, before any
-    # channel exists). What the channel refuses is a timeout whose worst case, times the
-    # deliveries claimed under one lease, outlasts the lease: 10 × 60 s > 300 s.
+    # channel exists). What building the channel refuses is one send that could outlast
+    # the delivery lease: a 60 s timeout under a 30 s lease.
     bad_settings: list[dict[str, Any]] = field(
-        default_factory=lambda: [{"webhook_timeout_seconds": 60.0, "delivery_lease_seconds": 300}]
+        default_factory=lambda: [{"webhook_timeout_seconds": 60.0, "delivery_lease_seconds": 30}]
     )
     gone: bool = True
     endpoint: uuid.UUID | None = None

@@ -129,12 +129,15 @@ def test_a_worker_killed_mid_send_leaves_every_email_sent_exactly_once(
 ):
     env = {
         **env,
-        "CLARION_BROKER_VISIBILITY_TIMEOUT": "3",
+        # The dead worker's task comes back after 6 s, when the delivery it had claimed
+        # (lease 5 s) may be taken over. Every channel's send must fit in the lease, or
+        # the worker refuses to start.
+        "CLARION_BROKER_VISIBILITY_TIMEOUT": "6",
         "CLARION_BROKER_TRANSPORT_OPTIONS": '{"unacked_restore_interval": 1, '
         '"unacked_restore_throttle": 1}',
-        # The deliveries the dead worker had claimed may be taken over after 2 s.
-        "CLARION_DELIVERY_LEASE_SECONDS": "2",
-        "CLARION_WEBHOOK_TIMEOUT_SECONDS": "0.2",  # a chunk's sends must fit in the lease
+        "CLARION_DELIVERY_LEASE_SECONDS": "5",
+        "CLARION_SMTP_TIMEOUT": "1",
+        "CLARION_WEBHOOK_TIMEOUT_SECONDS": "1",
         "CLARION_SMTP_HOST": "127.0.0.1",
         "CLARION_SMTP_PORT": str(smtp_server.port),
         "CLARION_SMTP_FROM": SENDER,

@@ -129,6 +129,8 @@ class EmailChannel(Channel):
         self.sender = parseaddr(self.smtp.sender or "")[1]
         self.domain = self.sender.rsplit("@", 1)[1]
         self.relays = _relays(self.smtp)
+        # Connect + TLS + auth + one transaction, each bounded by the SMTP timeout.
+        self.send_timeout = self.smtp.timeout * 4 + 1
         self.templates = Environment(
             loader=PackageLoader("clarion.channels.email", "templates"),
             autoescape=select_autoescape(["html"], default_for_string=False),
@@ -187,8 +189,7 @@ class EmailChannel(Channel):
     def send(self, payload: EmailMessage, target: dict[str, Any]) -> str:
         if self._loop is None:
             self._loop = LoopThread("clarion-smtp")
-        # Connect + TLS + auth + one transaction, each bounded by the SMTP timeout.
-        self._loop.run(self._send(payload), timeout=self.smtp.timeout * 4 + 1)
+        self._loop.run(self._send(payload), timeout=self.send_timeout)
         return payload["Message-ID"]
 
     async def _send(self, email: EmailMessage) -> None:
