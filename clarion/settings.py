@@ -85,6 +85,20 @@ class Settings(BaseSettings):
     # In-app is added unless a request's explicit channel list leaves it out.
     category_channels: dict[str, list[ChannelKey]] = {}
     default_channels: list[ChannelKey] = ["in_app"]
+    # Categories a subscriber cannot opt out of (their toggles are locked on), like
+    # critical severity: e.g. ["security", "billing"].
+    required_categories: list[str] = []
+    # Default digest cadence per category when the subscriber chose none (else instant).
+    category_digest: dict[str, Literal["instant", "hourly", "daily", "weekly"]] = {}
+    # Templates: the locale used when neither the subscriber's locale nor its language has
+    # a version; how long an API process caches the active versions it validates against.
+    default_locale: str = "en"
+    template_cache_seconds: float = Field(default=10.0, ge=0)
+    # Beat: how often due scheduled notifications are released and due digests are made.
+    schedule_interval_seconds: float = Field(default=10.0, gt=0)
+    digest_interval_seconds: float = Field(default=60.0, gt=0)
+    # Topic fan-out: recipients per create task on the bulk lane.
+    fanout_batch: int = Field(default=1000, ge=1, le=10_000)
 
     # Redis broker: an unacked message is redelivered after this many seconds. It must be
     # above the longest task; retries longer than half of it go through next_attempt_at.

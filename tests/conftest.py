@@ -45,6 +45,10 @@ TABLES = (
     "events",
     "rule_settings",
     "rule_runs",
+    "templates",
+    "scheduled_notifications",
+    "topics",
+    "fanouts",
 )
 
 

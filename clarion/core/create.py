@@ -90,7 +90,7 @@ def persist(
             taken.add(key)
             seqs[recipient] += 1
             touched.add(recipient)
-            row = _notification_row(nid, recipient, seqs[recipient], message)
+            row = _notification_row(nid, recipient, seqs[recipient], message, channels)
             rows.append(row)
             deliveries += router.route(
                 nid, recipient, channels, message.content.category, message.content.severity
@@ -133,7 +133,9 @@ def _pending_external(
     return dict(grouped)
 
 
-def _notification_row(nid: uuid.UUID, recipient: str, seq: int, message: CreateMessage) -> dict:
+def _notification_row(
+    nid: uuid.UUID, recipient: str, seq: int, message: CreateMessage, channels: list[str]
+) -> dict:
     content = message.content
     return {
         "id": nid,
@@ -150,6 +152,10 @@ def _notification_row(nid: uuid.UUID, recipient: str, seq: int, message: CreateM
         "meta": content.metadata,
         "dedupe_key": content.dedupe_key,
         "collapse_key": content.collapse_key,
+        "expires_at": content.expires_at,
+        "template": content.template,
+        "template_data": content.data,
+        "in_inbox": INBOX in channels,
         # The time the sender accepted it: the id encodes the same instant.
         "created_at": message.accepted_at,
     }

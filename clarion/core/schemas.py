@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from clarion.ids import as_utc
@@ -32,17 +33,33 @@ UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
 SubscriberId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 # Free text, but a slug: categories and types appear in URLs, filters and template keys.
 Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+TemplateKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 
 
 class NotificationContent(BaseModel):
-    """What a notification says and how it is classified; shared by every recipient."""
+    """What a notification says and how it is classified; shared by every recipient.
+
+    Either ``title`` (and optionally ``body``) or ``template`` (+ ``data``), rendered per
+    recipient in their locale."""
 
     model_config = ConfigDict(extra="forbid")
 
     category: Slug = Field(examples=["links"])
     type: Slug | None = Field(default=None, examples=["link_expiring_soon"])
     severity: Severity = "medium"
-    title: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    title: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+    template: TemplateKey | None = Field(
+        default=None, description="A stored template's key, used instead of title/body."
+    )
+    data: dict[str, Any] | None = Field(
+        default=None, description="The template's variables (with `template`)."
+    )
+    send_at: UTCDateTime | None = Field(
+        default=None, description="Hold until then (scheduled; cancellable with DELETE)."
+    )
+    expires_at: UTCDateTime | None = Field(
+        default=None, description="Not delivered after this, and hidden from the inbox."
+    )
     body: Annotated[str, StringConstraints(max_length=10_000)] | None = None
     url: Annotated[str, StringConstraints(max_length=2048)] | None = None
     actor_id: SubscriberId | None = None
@@ -67,6 +84,26 @@ class NotificationContent(BaseModel):
             raise ValueError(f"metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
         return value
 
+    @field_validator("data")
+    @classmethod
+    def _data_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"data is {size} bytes; the limit is {MAX_METADATA_BYTES}")
+        return value
+
+    @model_validator(mode="after")
+    def _title_or_template(self) -> NotificationContent:
+        if (self.title is None) == (self.template is None):
+            raise ValueError("give either title (and body) or template (and data), not both")
+        if self.template is None and (self.data is not None):
+            raise ValueError("data goes with template")
+        if self.template is not None and self.body is not None:
+            raise ValueError("body comes from the template; leave it out")
+        if self.expires_at and self.send_at and self.expires_at <= self.send_at:
+            raise ValueError("expires_at must be after send_at")
+        return self
+
     @field_validator("channels")
     @classmethod
     def _unique_channels(cls, value: list[str] | None) -> list[str] | None:
@@ -76,9 +113,15 @@ class NotificationContent(BaseModel):
 
 
 class NotificationCreate(NotificationContent):
-    """``POST /v1/notifications``: one notification for each recipient."""
+    """``POST /v1/notifications``: one notification for each recipient, or for every
+    subscriber of a topic (fanned out in batches on the bulk lane)."""
 
-    recipients: list[SubscriberId] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    recipients: list[SubscriberId] | None = Field(
+        default=None, min_length=1, max_length=MAX_RECIPIENTS
+    )
+    topic: TemplateKey | None = Field(
+        default=None, description="Send to every subscriber of this topic instead."
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -100,10 +143,16 @@ class NotificationCreate(NotificationContent):
 
     @field_validator("recipients")
     @classmethod
-    def _unique_recipients(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
+    def _unique_recipients(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
             raise ValueError("recipients must not repeat")
         return value
+
+    @model_validator(mode="after")
+    def _recipients_or_topic(self) -> NotificationCreate:
+        if (self.recipients is None) == (self.topic is None):
+            raise ValueError("give either recipients or topic")
+        return self
 
 
 class CreateMessage(BaseModel):
@@ -155,6 +204,8 @@ class NotificationPublic(BaseModel):
     url: str | None
     actor_id: str | None
     metadata: dict[str, Any] = Field(validation_alias="meta")
+    collapse_key: str | None = None
+    expires_at: UTCDateTime | None = None
     created_at: UTCDateTime
     seen_at: UTCDateTime | None
     read_at: UTCDateTime | None

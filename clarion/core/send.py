@@ -25,7 +25,7 @@ CREATE_QUEUE = "create"
 
 def prepare(request: NotificationCreate) -> CreateMessage:
     """Assign the request id and one time-ordered notification id per recipient."""
-    content = NotificationContent.model_validate(request.model_dump(exclude={"recipients"}))
+    content = NotificationContent.model_validate(request.model_dump(exclude={"recipients", "topic"}))
     return CreateMessage(
         request_id=new_id(),
         accepted_at=utcnow(),

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Uuid,
     text,
 )
+from sqlalchemy import text as sql_text  # Template has a column named "text"
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -50,6 +51,10 @@ class Subscriber(Base):
     # Per-recipient sequence, bumped in the transaction that inserts the recipient's
     # notifications, so one recipient's rows commit in sequence order (exact resume).
     seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", nullable=False)
+    # Quiet hours, "HH:MM" in the subscriber's timezone (UTC when unset); the window may
+    # cross midnight (22:00–07:00). Both unset: no quiet hours.
+    quiet_hours_start: Mapped[str | None] = mapped_column(String(5))
+    quiet_hours_end: Mapped[str | None] = mapped_column(String(5))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
@@ -77,6 +82,19 @@ class Notification(Base):
     # Updates that replace each other (a progress bar, a live score) share a key: it is the
     # web push ``Topic``, so a device shows only the newest.
     collapse_key: Mapped[str | None] = mapped_column(String(255))
+    # False when the recipient gets it on other channels only (a digest, in-app switched
+    # off, a request without in_app): the inbox API and counts never show it.
+    in_inbox: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=text("true"), nullable=False
+    )
+    # Not delivered on any channel after this, and hidden from the inbox.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Sent by template: the stored template key and its data (title/body are the in-app
+    # rendering in the recipient's locale; email and push render their own at send time).
+    template: Mapped[str | None] = mapped_column(String(128))
+    template_data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Set (with deleted_at) when a newer notification with the same collapse_key replaced it.
+    replaced_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -89,6 +107,14 @@ class Notification(Base):
         # Inbox listing, newest first: ids are time-ordered, so (recipient, id) is the order.
         Index("ix_notifications_inbox", "recipient_id", text("id DESC")),
         Index("ix_notifications_recipient_seq", "recipient_id", "seq"),
+        Index("ix_notifications_request", "request_id"),
+        Index(
+            "ix_notifications_collapse",
+            "recipient_id",
+            "collapse_key",
+            postgresql_where=text("collapse_key IS NOT NULL AND deleted_at IS NULL"),
+            sqlite_where=text("collapse_key IS NOT NULL AND deleted_at IS NULL"),
+        ),
         # Unread count and "unread" filter touch only unread, visible rows.
         Index(
             "ix_notifications_unread",
@@ -122,9 +148,12 @@ class Delivery(Base):
     """One notification to one target of one channel (an address, a device, an endpoint).
 
     Its status moves through conditional updates only:
-    pending → sending → sent | failed → … → dead, or → skipped. ``next_attempt_at`` is when
-    the sweeper looks at the row again: the retry time of a failed one, the lease end of
-    one being sent, the "still not picked up" deadline of a pending one.
+    pending → sending → sent | failed → … → dead, or → skipped; routing may start it as
+    ``deferred`` (quiet hours: claimed like pending once due) or ``held`` (for a digest:
+    → ``digested`` when the digest is made). ``next_attempt_at`` is when the sweeper looks
+    at the row again: the retry time of a failed one, the lease end of one being sent, the
+    "still not picked up" deadline of a pending one, the end of the quiet hours, the end of
+    the digest period.
     """
 
     __tablename__ = "deliveries"
@@ -151,8 +180,14 @@ class Delivery(Base):
             "ix_deliveries_due",
             "status",
             "next_attempt_at",
-            postgresql_where=text("status IN ('pending', 'sending', 'failed')"),
-            sqlite_where=text("status IN ('pending', 'sending', 'failed')"),
+            postgresql_where=text("status IN ('pending', 'sending', 'failed', 'deferred')"),
+            sqlite_where=text("status IN ('pending', 'sending', 'failed', 'deferred')"),
+        ),
+        Index(
+            "ix_deliveries_held",
+            "next_attempt_at",
+            postgresql_where=text("status = 'held'"),
+            sqlite_where=text("status = 'held'"),
         ),
     )
 
@@ -221,6 +256,22 @@ class Preference(Base):
     category: Mapped[str] = mapped_column(String(64), primary_key=True)
     channel: Mapped[str] = mapped_column(String(32), primary_key=True)
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class CategoryPreference(Base):
+    """A subscriber's digest cadence for one category: instant, hourly, daily, weekly."""
+
+    __tablename__ = "category_preferences"
+
+    subscriber_id: Mapped[str] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(16), nullable=False)
+    # "HH:MM" in the subscriber's timezone (daily and weekly); weekday 0 = Monday (weekly).
+    digest_at: Mapped[str | None] = mapped_column(String(5))
+    digest_weekday: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
@@ -324,3 +375,107 @@ class RuleRun(Base):
     event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     __table_args__ = (Index("ix_rule_runs_key", "rule_key", text("id DESC")),)
+
+
+class Template(Base):
+    """One version of a stored template for one key, channel ("*" = any) and locale.
+
+    Versions are kept; exactly one per (key, channel, locale) is active (a partial unique
+    index), and it is the one rendered.
+    """
+
+    __tablename__ = "templates"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(128), nullable=False)
+    channel: Mapped[str] = mapped_column(String(32), nullable=False)
+    locale: Mapped[str] = mapped_column(String(35), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Email subject, push and in-app title.
+    subject: Mapped[str | None] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    # Plain-text email part, push and in-app body.
+    text: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(255), nullable=False)
+
+    __table_args__ = (
+        UniqueConstraint("key", "channel", "locale", "version", name="uq_templates_version"),
+        Index(
+            "uq_templates_active",
+            "key",
+            "channel",
+            "locale",
+            unique=True,
+            postgresql_where=sql_text("active"),
+            sqlite_where=sql_text("active"),
+        ),
+    )
+
+
+class ScheduledNotification(Base):
+    """A notification accepted with a future ``send_at``: released by beat, cancellable.
+
+    It becomes a notification (with its sequence number) only when released, so a live
+    client's cursor never skips it.
+    """
+
+    __tablename__ = "scheduled_notifications"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, index=True)
+    recipient_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    send_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # The create message (content, accepted_at) to release.
+    message: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    # scheduled | released | cancelled
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (
+        Index(
+            "ix_scheduled_due",
+            "send_at",
+            postgresql_where=text("status = 'scheduled'"),
+            sqlite_where=text("status = 'scheduled'"),
+        ),
+    )
+
+
+class Topic(Base):
+    """A named audience (``PUT /v1/topics/{key}/subscribers``)."""
+
+    __tablename__ = "topics"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class TopicSubscriber(Base):
+    __tablename__ = "topic_subscribers"
+
+    topic_key: Mapped[str] = mapped_column(
+        ForeignKey("topics.key", ondelete="CASCADE"), primary_key=True
+    )
+    subscriber_id: Mapped[str] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class Fanout(Base):
+    """A ``POST /v1/notifications`` to a topic: its progress, under the request id."""
+
+    __tablename__ = "fanouts"
+
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    topic: Mapped[str] = mapped_column(String(128), nullable=False)
+    # fanning_out | enqueued (every batch's create task is on the bulk lane)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    total: Mapped[int] = mapped_column(Integer, nullable=False)
+    batches: Mapped[int] = mapped_column(Integer, nullable=False)
+    message: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
