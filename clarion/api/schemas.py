@@ -5,11 +5,24 @@ from __future__ import annotations
 import json
 import uuid
 import zoneinfo
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
-from clarion.core.schemas import MAX_METADATA_BYTES, NotificationPublic, UTCDateTime
+from clarion.core.schemas import (
+    MAX_METADATA_BYTES,
+    NotificationContent,
+    NotificationPublic,
+    SubscriberId,
+    UTCDateTime,
+)
 
 
 class AttemptPublic(BaseModel):
@@ -20,7 +33,7 @@ class AttemptPublic(BaseModel):
     attempt: int
     started_at: UTCDateTime
     finished_at: UTCDateTime
-    outcome: str = Field(description="sent, retry, dead or gone")
+    outcome: str = Field(description="sent, retry, dead, gone or expired")
     error: str | None
     provider_ref: str | None
 
@@ -30,7 +43,14 @@ class DeliveryPublic(BaseModel):
 
     channel: str
     target: str = Field(description="Push subscription or webhook endpoint id; empty otherwise.")
-    status: str = Field(description="pending, sending, sent, failed, dead or skipped")
+    status: str = Field(
+        description=(
+            "pending, sending, sent, failed, dead or skipped; deferred (quiet hours: sent once "
+            "next_attempt_at comes), held (for a digest due at next_attempt_at) or digested "
+            "(sent in a digest). last_error gives the reason: 'opted out', "
+            "'deferred: quiet hours until <UTC>', 'digest: daily'."
+        )
+    )
     attempts: int
     next_attempt_at: UTCDateTime | None
     last_error: str | None
@@ -43,11 +63,34 @@ class DeliveryPublic(BaseModel):
 class NotificationStatus(NotificationPublic):
     """A notification with its routing and delivery state, for producers and operators."""
 
+    state: Literal["created"] = Field(
+        default="created", description="Stored and routed (see ScheduledStatus for before)."
+    )
     request_id: uuid.UUID
     recipient: str = Field(validation_alias="recipient_id")
     dedupe_key: str | None
+    send_at: UTCDateTime | None = Field(
+        default=None, description="When it was scheduled for, if it was sent by schedule."
+    )
     deleted_at: UTCDateTime | None
+    replaced_by: uuid.UUID | None = Field(
+        default=None, description="The newer notification with its collapse_key that replaced it."
+    )
     deliveries: list[DeliveryPublic]
+
+
+class ScheduledStatus(BaseModel):
+    """A notification accepted with a future ``send_at``: not stored as a notification (no
+    ``seq``, no deliveries) until the release task sends it, or cancelled before that."""
+
+    state: Literal["scheduled", "cancelled"]
+    id: uuid.UUID
+    request_id: uuid.UUID
+    recipient: str
+    send_at: UTCDateTime
+    content: NotificationContent = Field(description="What will be sent, as requested.")
+    accepted_at: UTCDateTime
+    updated_at: UTCDateTime = Field(description="When it was cancelled, for a cancelled one.")
 
 
 class InboxPage(BaseModel):
@@ -140,3 +183,58 @@ class SubscriberPublic(BaseModel):
     data: dict[str, Any]
     created_at: UTCDateTime
     updated_at: UTCDateTime
+
+
+MAX_TOPIC_CHANGE = 10_000
+
+
+class TopicSubscribersUpdate(BaseModel):
+    """``PUT /v1/topics/{key}/subscribers``: ids to subscribe and to unsubscribe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    add: list[SubscriberId] = Field(default_factory=list, max_length=MAX_TOPIC_CHANGE)
+    remove: list[SubscriberId] = Field(default_factory=list, max_length=MAX_TOPIC_CHANGE)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> TopicSubscribersUpdate:
+        both = sorted(set(self.add) & set(self.remove))
+        if both:
+            raise ValueError(f"ids both added and removed: {both[:10]}")
+        return self
+
+
+class TopicSubscribersChanged(BaseModel):
+    topic: str
+    added: int = Field(description="Ids not subscribed before (unknown ids became subscribers).")
+    removed: int = Field(description="Ids that were subscribed.")
+    total: int = Field(description="Subscribers of the topic now.")
+
+
+class TopicMember(BaseModel):
+    id: str
+    subscribed_at: UTCDateTime
+
+
+class TopicSubscriberPage(BaseModel):
+    topic: str
+    total: int
+    items: list[TopicMember]
+    next_cursor: str | None = Field(description="`cursor` of the next page; null at the end.")
+
+
+class RequestProgress(BaseModel):
+    """``GET /v1/requests/{id}``: how far a send has come."""
+
+    request_id: uuid.UUID
+    topic: str | None = Field(description="Set for a send to a topic.")
+    status: str = Field(
+        description="Topic: fanning_out (pages still being enqueued) or enqueued. "
+        "Otherwise: created (the request is stored, all at once)."
+    )
+    total: int | None = Field(
+        description="Topic: its subscribers as of the send (exact once enqueued). Else null."
+    )
+    batches: int | None = Field(description="Topic: create tasks of fanout_batch recipients.")
+    created: int = Field(description="Notifications stored under this request id so far.")
+    done: bool

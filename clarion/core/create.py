@@ -20,16 +20,17 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion.channels import INBOX, Channels
+from clarion.core import collapse, schedule, send
 from clarion.core.route import Router
 from clarion.core.schemas import CreateMessage, NotificationPublic
 from clarion.db import notifications, subscribers
 from clarion.db.session import transaction
 from clarion.ids import utcnow
-from clarion.settings import Settings
+from clarion.settings import CHANNEL_KEYS, Settings
 
 
 class Dispatcher(Protocol):
-    def deliver(self, channel: str, delivery_ids: list[uuid.UUID]) -> None: ...
+    def deliver(self, channel: str, delivery_ids: list[uuid.UUID], *, lane: str) -> None: ...
 
 
 class Publisher(Protocol):
@@ -43,16 +44,16 @@ class Created:
     notifications: list[dict[str, Any]] = field(default_factory=list)
     skipped_existing: int = 0
     skipped_dedupe: int = 0
-    to_dispatch: dict[str, list[uuid.UUID]] = field(default_factory=dict)
+    # Items with a future send_at, stored for the release task instead (clarion.core.schedule).
+    scheduled: int = 0
+    # (channel, lane) → pending delivery ids: each request's deliveries go out on its lane.
+    to_dispatch: dict[tuple[str, str], list[uuid.UUID]] = field(default_factory=dict)
+    # Inbox events of older notifications this run replaced (collapse_key), in cursor order.
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
-def decide_channels(message: CreateMessage, settings: Settings) -> list[str]:
-    """The request's own list if it has one; else the category's defaults plus the inbox."""
-    requested = message.content.channels
-    if requested is not None:
-        return list(requested)
-    channels = settings.channels_for(message.content.category)
-    return channels if INBOX in channels else [INBOX, *channels]
+# A rerun of a message looks for deliveries an earlier run left pending on any of these.
+EXTERNAL = frozenset(CHANNEL_KEYS) - {INBOX}
 
 
 def persist(
@@ -74,15 +75,17 @@ def persist(
     taken = _dedupe_taken(session, messages)
     result = Created()
     rows, deliveries, touched = [], [], set()
-    channels_of = [decide_channels(m, settings) for m in messages]
+    # Per request, the channels its recipients were routed to (preferences differ).
+    channels_of: list[set[str]] = [set() for _ in messages]
     router = Router(
         session=session, channels=channels, settings=settings, recipients=recipients, now=now
     )
-    for message, channels in zip(messages, channels_of, strict=True):
+    for message, used in zip(messages, channels_of, strict=True):
         for nid, recipient in message.items:
             key = (recipient, message.content.dedupe_key)
             if nid in existing:
                 result.skipped_existing += 1
+                used.update(EXTERNAL)
                 continue
             if message.content.dedupe_key and key in taken:
                 result.skipped_dedupe += 1
@@ -90,16 +93,17 @@ def persist(
             taken.add(key)
             seqs[recipient] += 1
             touched.add(recipient)
-            row = _notification_row(nid, recipient, seqs[recipient], message, channels)
+            routed = router.route(nid, recipient, message.content)
+            row = _notification_row(nid, recipient, seqs[recipient], message, routed.channels)
             rows.append(row)
-            deliveries += router.route(
-                nid, recipient, channels, message.content.category, message.content.severity
-            )
-            if INBOX in channels:
+            deliveries += routed.rows
+            used.update(routed.channels)
+            if routed.in_inbox:
                 result.notifications.append(row)
     subscribers.set_seqs(session=session, seqs={r: seqs[r] for r in touched})
     notifications.insert_many(session=session, rows=rows)
     notifications.insert_deliveries(session=session, rows=deliveries)
+    result.events = collapse.replace_older(session=session, rows=rows, seqs=seqs, now=now)
     result.to_dispatch = _pending_external(session, messages, channels_of)
     return result
 
@@ -113,23 +117,21 @@ def _dedupe_taken(session: Session, messages: list[CreateMessage]) -> set[tuple[
 
 
 def _pending_external(
-    session: Session, messages: list[CreateMessage], channels_of: list[list[str]]
-) -> dict[str, list[uuid.UUID]]:
-    """Pending external deliveries of every request, this run's and earlier runs'."""
+    session: Session, messages: list[CreateMessage], channels_of: list[set[str]]
+) -> dict[tuple[str, str], list[uuid.UUID]]:
+    """Pending external deliveries of every request, this run's and earlier runs', by
+    channel and lane (one query per lane; a task's requests usually share one)."""
     external = {c for channels in channels_of for c in channels} - {INBOX}
-    ids = [
-        nid
-        for m, channels in zip(messages, channels_of, strict=True)
-        if set(channels) & external
-        for nid, _ in m.items
-    ]
-    if not ids:
-        return {}
-    grouped: dict[str, list[uuid.UUID]] = defaultdict(list)
-    for delivery_id, channel in notifications.pending_deliveries(
-        session=session, notification_ids=ids, channels=external
-    ):
-        grouped[channel].append(delivery_id)
+    by_lane: dict[str, list[uuid.UUID]] = defaultdict(list)
+    for m, channels in zip(messages, channels_of, strict=True):
+        if set(channels) & external:
+            by_lane[send.lane_of(m)] += [nid for nid, _ in m.items]
+    grouped: dict[tuple[str, str], list[uuid.UUID]] = defaultdict(list)
+    for lane, ids in by_lane.items():
+        for delivery_id, channel in notifications.pending_deliveries(
+            session=session, notification_ids=ids, channels=external
+        ):
+            grouped[(channel, lane)].append(delivery_id)
     return dict(grouped)
 
 
@@ -183,11 +185,27 @@ def create_notifications(
     dispatcher: Dispatcher,
     channels: Channels,
 ) -> Created:
-    """Persist in one transaction, then announce the inbox rows and dispatch the rest."""
+    """Persist in one transaction, then announce the inbox rows and dispatch the rest.
+
+    Items whose ``send_at`` is still ahead are stored as scheduled instead; the release
+    task persists them through :func:`persist` when they are due."""
     with transaction(sessions) as session:
-        result = persist(session=session, messages=messages, settings=settings, channels=channels)
-    if result.notifications:
-        publisher.publish_many([created_event(row) for row in result.notifications])
-    for channel, ids in result.to_dispatch.items():
-        dispatcher.deliver(channel, ids)
+        held = schedule.hold(session=session, messages=messages, now=utcnow())
+        result = (
+            persist(session=session, messages=held.due, settings=settings, channels=channels)
+            if held.due
+            else Created()
+        )
+        result.scheduled = held.scheduled
+    after_commit(result, publisher=publisher, dispatcher=dispatcher)
     return result
+
+
+def after_commit(result: Created, *, publisher: Publisher, dispatcher: Dispatcher) -> None:
+    """What follows every commit of :func:`persist` (create, scheduled release, digests):
+    the inbox events in one pipelined publish, then the external deliveries' tasks."""
+    events = [created_event(row) for row in result.notifications] + result.events
+    if events:
+        publisher.publish_many(events)
+    for (channel, lane), ids in result.to_dispatch.items():
+        dispatcher.deliver(channel, ids, lane=lane)

@@ -1,7 +1,7 @@
 """The ``deliver`` step for external channels: a delivery row's state machine.
 
     pending ─claim─▶ sending ─▶ sent
-                        │  └──▶ skipped (target gone, deactivated)
+                        │  └──▶ skipped (target gone, deactivated; or expired)
                         ├────▶ failed ─(backoff; countdown or sweeper)─▶ claim again
                         └────▶ dead ─▶ dead_letters row + message on the dead_letter queue
 
@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion import channels as ch
+from clarion.core.lanes import NORMAL
 from clarion.core.schemas import NotificationPublic
 from clarion.db import deliveries
 from clarion.db.session import transaction
@@ -38,13 +39,14 @@ log = logging.getLogger(__name__)
 CLAIM_CHUNK = 10
 MAX_ERROR = 2000
 MAX_RETRY_AFTER = 24 * 3600.0
+EXPIRED = "expired"
 
 
 class Scheduler(Protocol):
     """Where retries and dead letters go after commit (the Runtime, over Celery)."""
 
     def deliver(
-        self, channel: str, delivery_ids: list[uuid.UUID], countdown: float = 0
+        self, channel: str, delivery_ids: list[uuid.UUID], countdown: float = 0, lane: str = ...
     ) -> None: ...
 
     def dead_lettered(self, letter: dict[str, Any]) -> None: ...
@@ -118,12 +120,25 @@ class Outcome:
         self.delay: float | None = extra.get("delay")
 
 
+def expired(message: ch.Message, now: datetime) -> bool:
+    """Past the notification's ``expires_at``: it must not reach anyone on any channel."""
+    expires_at = message.notification.get("expires_at")
+    return expires_at is not None and datetime.fromisoformat(expires_at) <= now
+
+
 def attempt(
-    channel: ch.Channel, message: ch.Message | None, target: dict | None, settings: Settings
+    channel: ch.Channel,
+    message: ch.Message | None,
+    target: dict | None,
+    settings: Settings,
+    now: datetime | None = None,
 ) -> Outcome:
     """Render and send one delivery; classify what happened. Never raises."""
     if message is None:
         return Outcome("skipped", "gone", "the notification no longer exists")
+    if expired(message, now or utcnow()):
+        # Skipped is final: neither the sweeper nor a retry picks it up again.
+        return Outcome("skipped", "expired", EXPIRED)
     if target is None:
         return Outcome("skipped", "gone", "the target was removed or deactivated")
     try:
@@ -198,10 +213,11 @@ class _Run:
     settings: Settings
     scheduler: Scheduler
     result: DeliverResult
+    lane: str = NORMAL  # retries stay in the lane the delivery came on
 
     def one(self, claim: deliveries.Claimed, message, target) -> None:
         started = utcnow()
-        outcome = attempt(self.sender, message, target, self.settings)
+        outcome = attempt(self.sender, message, target, self.settings, now=started)
         try:
             with self.session.begin():
                 letter = _record(self.session, self.sender, claim, outcome, started)
@@ -217,7 +233,9 @@ class _Run:
         elif outcome.delay is None:
             return
         elif outcome.delay <= self.settings.broker_visibility_timeout / 2:
-            self.scheduler.deliver(self.sender.key, [claim.id], countdown=outcome.delay)
+            self.scheduler.deliver(
+                self.sender.key, [claim.id], countdown=outcome.delay, lane=self.lane
+            )
         else:
             self.result.parked += 1  # the sweeper enqueues it when it is due
 
@@ -234,6 +252,7 @@ def deliver(
     channels: ch.Channels,
     scheduler: Scheduler,
     clock: Callable[[], datetime] = utcnow,
+    lane: str = NORMAL,
 ) -> DeliverResult:
     """Send the deliverable ones among ``delivery_ids``; the rest are left as they are."""
     result = DeliverResult()
@@ -249,7 +268,7 @@ def deliver(
     # One session (one pooled connection) for the whole call: a checkout per transaction
     # would add a pre-ping round trip to each of them.
     with sessions() as session:
-        run = _Run(sender, session, settings, scheduler, result)
+        run = _Run(sender, session, settings, scheduler, result, lane)
         for start in range(0, len(delivery_ids), chunk_size):
             chunk = delivery_ids[start : start + chunk_size]
             with session.begin():

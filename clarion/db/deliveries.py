@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from clarion.db.models import (
@@ -22,7 +22,11 @@ from clarion.db.models import (
 
 # A countdown task may fire a moment before the row's retry time on another clock.
 CLOCK_TOLERANCE = timedelta(seconds=1)
-OPEN = ("pending", "sending", "failed")
+# Statuses the sweeper watches: each has a task to come, or is due at next_attempt_at
+# (a deferred one at the end of its quiet hours). Held ones wait for their digest instead.
+OPEN = ("pending", "sending", "failed", "deferred")
+# Claimed only once next_attempt_at has come (a pending one is claimed at once).
+CLAIMED_WHEN_DUE = ("failed", "sending", "deferred")
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,8 @@ class Claimed:
 def claim(
     *, session: Session, ids: Sequence[uuid.UUID], now: datetime, lease: timedelta
 ) -> list[Claimed]:
-    """pending, due failed, or lease-expired sending → sending; only one caller wins a row."""
+    """pending, due failed or deferred, or lease-expired sending → sending; only one caller
+    wins a row."""
     due = now + CLOCK_TOLERANCE
     rows = session.execute(
         update(Delivery)
@@ -44,7 +49,7 @@ def claim(
             Delivery.id.in_(ids),
             or_(
                 Delivery.status == "pending",
-                and_(Delivery.status.in_(("failed", "sending")), Delivery.next_attempt_at <= due),
+                and_(Delivery.status.in_(CLAIMED_WHEN_DUE), Delivery.next_attempt_at <= due),
             ),
         )
         .values(
@@ -121,6 +126,26 @@ def skip_pending(*, session: Session, ids: Sequence[uuid.UUID], reason: str, now
         .where(Delivery.id.in_(ids), Delivery.status == "pending")
         .values(status="skipped", last_error=reason, next_attempt_at=None, updated_at=now)
     ).rowcount
+
+
+# Not yet handed to a provider: these can still be called off (collapse, expiry, digests).
+NOT_STARTED = ("pending", "failed", "deferred", "held")
+
+
+def skip_open(*, session: Session, reasons: dict[uuid.UUID, str], now: datetime) -> None:
+    """Skip the not-yet-sent deliveries of these notifications, each with its reason.
+
+    One in flight (``sending``) is left to finish: its send may already be with the
+    provider."""
+    table = Delivery.__table__
+    session.execute(
+        update(table)
+        .where(table.c.notification_id == bindparam("nid"), table.c.status.in_(NOT_STARTED))
+        .values(
+            status="skipped", last_error=bindparam("reason"), next_attempt_at=None, updated_at=now
+        ),
+        [{"nid": nid, "reason": reason} for nid, reason in reasons.items()],
+    )
 
 
 def take_due(

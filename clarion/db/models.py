@@ -205,7 +205,7 @@ class DeliveryAttempt(Base):
     attempt: Mapped[int] = mapped_column(Integer, nullable=False)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     finished_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    # sent | retry | dead | gone
+    # sent | retry | dead | gone | expired
     outcome: Mapped[str] = mapped_column(String(16), nullable=False)
     error: Mapped[str | None] = mapped_column(Text)
     provider_ref: Mapped[str | None] = mapped_column(String(255))

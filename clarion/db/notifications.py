@@ -8,12 +8,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from clarion.db.models import Delivery, InboxEvent, Notification
+from clarion.db.models import Delivery, InboxEvent, Notification, ScheduledNotification
+from clarion.ids import utcnow
 
-DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "dead", "skipped")
+DELIVERY_STATUSES = (
+    "pending",
+    "sending",
+    "sent",
+    "failed",
+    "dead",
+    "skipped",
+    "deferred",
+    "held",
+    "digested",
+)
 
 
 @dataclass(frozen=True)
@@ -78,14 +89,26 @@ def deliveries_of(*, session: Session, notification_id: uuid.UUID) -> list[Deliv
     return list(rows.scalars())
 
 
-def _visible(recipient_id: str):
-    return (Notification.recipient_id == recipient_id, Notification.deleted_at.is_(None))
+def _unexpired(now: datetime | None):
+    return or_(Notification.expires_at.is_(None), Notification.expires_at > (now or utcnow()))
 
 
-def get_for_recipient(*, session: Session, recipient_id: str, id: uuid.UUID) -> Notification | None:
-    """The notification only if it belongs to this recipient and is not deleted."""
+def _visible(recipient_id: str, now: datetime | None = None):
+    """In the recipient's inbox: theirs, meant for the inbox, not deleted, not expired."""
+    return (
+        Notification.recipient_id == recipient_id,
+        Notification.in_inbox.is_(True),
+        Notification.deleted_at.is_(None),
+        _unexpired(now),
+    )
+
+
+def get_for_recipient(
+    *, session: Session, recipient_id: str, id: uuid.UUID, now: datetime | None = None
+) -> Notification | None:
+    """The notification only if it is in this recipient's inbox (see ``_visible``)."""
     return session.execute(
-        select(Notification).where(Notification.id == id, *_visible(recipient_id))
+        select(Notification).where(Notification.id == id, *_visible(recipient_id, now))
     ).scalar_one_or_none()
 
 
@@ -96,9 +119,10 @@ def inbox(
     limit: int,
     before: uuid.UUID | None,
     filters: InboxFilter,
+    now: datetime | None = None,
 ) -> list[Notification]:
     """Newest first, keyset-paginated on the time-ordered id (no OFFSET)."""
-    query = select(Notification).where(*_visible(recipient_id))
+    query = select(Notification).where(*_visible(recipient_id, now))
     if before is not None:
         query = query.where(Notification.id < before)
     if filters.category:
@@ -117,15 +141,16 @@ def inbox(
     return list(rows.scalars())
 
 
-def unread_counts(*, session: Session, recipient_id: str) -> dict[str, int]:
-    """Unread, unarchived, undeleted notifications per category (served by a partial index)."""
+def unread_counts(
+    *, session: Session, recipient_id: str, now: datetime | None = None
+) -> dict[str, int]:
+    """Unread, unarchived inbox notifications per category (served by a partial index)."""
     rows = session.execute(
         select(Notification.category, func.count())
         .where(
-            Notification.recipient_id == recipient_id,
+            *_visible(recipient_id, now),
             Notification.read_at.is_(None),
             Notification.archived_at.is_(None),
-            Notification.deleted_at.is_(None),
         )
         .group_by(Notification.category)
     )
@@ -135,28 +160,32 @@ def unread_counts(*, session: Session, recipient_id: str) -> dict[str, int]:
 def mark_all_read(
     *, session: Session, recipient_id: str, category: str | None, now: datetime
 ) -> int:
-    stmt = update(Notification).where(*_visible(recipient_id), Notification.read_at.is_(None))
+    stmt = update(Notification).where(*_visible(recipient_id, now), Notification.read_at.is_(None))
     if category:
         stmt = stmt.where(Notification.category == category)
     return session.execute(stmt.values(read_at=now)).rowcount
 
 
 def soft_delete(*, session: Session, recipient_id: str, id: uuid.UUID, now: datetime) -> bool:
-    stmt = update(Notification).where(Notification.id == id, *_visible(recipient_id))
+    stmt = update(Notification).where(Notification.id == id, *_visible(recipient_id, now))
     return session.execute(stmt.values(deleted_at=now)).rowcount > 0
 
 
-def _after(session: Session, model, recipient_id: str, since: int, limit: int) -> list:
-    # Notifications and inbox events share the recipient's sequence: same query shape.
-    query = select(model).where(model.recipient_id == recipient_id, model.seq > since)
-    return list(session.scalars(query.order_by(model.seq).limit(limit)))
-
-
 def created_after(
-    *, session: Session, recipient_id: str, since: int, limit: int
+    *, session: Session, recipient_id: str, since: int, limit: int, now: datetime | None = None
 ) -> list[Notification]:
-    """A recipient's notifications with seq > since, in seq order."""
-    return _after(session, Notification, recipient_id, since, limit)
+    """A recipient's inbox notifications with seq > since, in seq order.
+
+    Rows never meant for the inbox and rows expired by now are left out, as in the inbox
+    listing (their numbers are simply skipped); deleted ones stay: the delete event that
+    follows them tells the client."""
+    query = select(Notification).where(
+        Notification.recipient_id == recipient_id,
+        Notification.seq > since,
+        Notification.in_inbox.is_(True),
+        _unexpired(now),
+    )
+    return list(session.scalars(query.order_by(Notification.seq).limit(limit)))
 
 
 def record_event(
@@ -175,15 +204,58 @@ def record_event(
     )
 
 
+def record_events(*, session: Session, rows: list[dict[str, Any]]) -> None:
+    """Store several inbox events at once (recipient_id, seq, type, data, created_at)."""
+    if rows:
+        session.execute(insert(InboxEvent), rows)
+
+
+def collapsible(*, session: Session, pairs: list[tuple[str, str]]) -> list[Any]:
+    """Undeleted notifications with these (recipient, collapse_key) pairs, in seq order."""
+    return list(
+        session.execute(
+            select(
+                Notification.id,
+                Notification.recipient_id,
+                Notification.collapse_key,
+                Notification.in_inbox,
+            )
+            .where(
+                tuple_(Notification.recipient_id, Notification.collapse_key).in_(pairs),
+                Notification.deleted_at.is_(None),
+            )
+            .order_by(Notification.recipient_id, Notification.seq)
+        ).all()
+    )
+
+
+def mark_replaced(*, session: Session, replaced: dict[uuid.UUID, uuid.UUID], now: datetime) -> None:
+    """Soft-delete each notification in ``replaced`` (old id → the id that replaced it)."""
+    table = Notification.__table__
+    session.execute(
+        update(table)
+        .where(table.c.id == bindparam("old"), table.c.deleted_at.is_(None))
+        .values(deleted_at=now, replaced_by=bindparam("new")),
+        [{"old": old, "new": new} for old, new in replaced.items()],
+    )
+
+
 def events_after(
     *, session: Session, recipient_id: str, since: int, limit: int
 ) -> list[InboxEvent]:
     """A recipient's inbox changes with seq > since, in seq order."""
-    return _after(session, InboxEvent, recipient_id, since, limit)
+    query = select(InboxEvent).where(
+        InboxEvent.recipient_id == recipient_id, InboxEvent.seq > since
+    )
+    return list(session.scalars(query.order_by(InboxEvent.seq).limit(limit)))
 
 
 def erase_for_recipient(*, session: Session, recipient_id: str) -> None:
     ids = select(Notification.id).where(Notification.recipient_id == recipient_id)
     session.execute(delete(InboxEvent).where(InboxEvent.recipient_id == recipient_id))
+    # Not yet released, and never to be: a release would bring the subscriber back.
+    session.execute(
+        delete(ScheduledNotification).where(ScheduledNotification.recipient_id == recipient_id)
+    )
     session.execute(delete(Delivery).where(Delivery.notification_id.in_(ids)))
     session.execute(delete(Notification).where(Notification.recipient_id == recipient_id))

@@ -60,7 +60,8 @@ def celery_config(settings: Settings) -> dict:
 
 
 def beat_schedule(settings: Settings) -> dict:
-    """The sweeper, and every scan rule at its own interval (on the engine queue).
+    """The sweeper, scheduled releases and digests (on the periodic queue), and every scan
+    rule at its own interval (on the engine queue).
 
     Rules disabled by settings are scheduled too: an operator's override may enable them
     without a restart, and a disabled rule's run ends at once."""
@@ -71,6 +72,17 @@ def beat_schedule(settings: Settings) -> dict:
             "task": "clarion.sweep",
             "schedule": settings.sweeper_interval_seconds,
             "options": {"queue": queues.PERIODIC, "expires": settings.sweeper_interval_seconds},
+        },
+        # Scheduled sends and digests: the database holds what is due, beat only asks.
+        "release-scheduled": {
+            "task": "clarion.schedule.release",
+            "schedule": settings.schedule_interval_seconds,
+            "options": {"queue": queues.PERIODIC, "expires": settings.schedule_interval_seconds},
+        },
+        "send-digests": {
+            "task": "clarion.digests.run",
+            "schedule": settings.digest_interval_seconds,
+            "options": {"queue": queues.PERIODIC, "expires": settings.digest_interval_seconds},
         },
     }
     for key, every in Rules(settings).scan_schedule().items():

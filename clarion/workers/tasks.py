@@ -11,12 +11,15 @@ import uuid
 from datetime import datetime
 
 from celery import Celery
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from clarion.core import deliver as deliver_core
-from clarion.core import sweeper
+from clarion.core import digests, schedule, send, sweeper
+from clarion.core import fanout as fanout_core
 from clarion.core.create import create_notifications
-from clarion.core.schemas import CreateMessage
+from clarion.core.lanes import NORMAL
+from clarion.core.schemas import CreateMessage, FanoutMessage
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,9 @@ RETRY_TRANSIENT = {
     "retry_jitter": True,
     "max_retries": 10,
 }
+# A fan-out publishes while it walks: a broker hiccup mid-walk is retried too (the rerun
+# republishes the same ids; create skips what it stored).
+RETRY_FANOUT = {**RETRY_TRANSIENT, "autoretry_for": (*TRANSIENT, BrokerError)}
 
 
 def register(app: Celery) -> None:
@@ -53,10 +59,23 @@ def register(app: Celery) -> None:
             "created": len(result.notifications),
             "skipped_existing": result.skipped_existing,
             "skipped_dedupe": result.skipped_dedupe,
+            "scheduled": result.scheduled,
         }
 
+    @app.task(name="clarion.fanout", shared=False, bind=True, **RETRY_FANOUT)
+    def fanout(self, message: dict) -> dict:
+        """A request to a topic: one create task per page of its subscribers (bulk lane)."""
+        runtime = self.app.clarion
+        result = fanout_core.fan_out(
+            FanoutMessage.model_validate(message),
+            sessions=runtime.sessions,
+            settings=runtime.settings,
+            publish=lambda batch: send.enqueue(self.app, batch),
+        )
+        return {"recipients": result.recipients, "batches": result.batches}
+
     @app.task(name="clarion.deliver", shared=False, bind=True, **RETRY_TRANSIENT)
-    def deliver(self, channel: str, delivery_ids: list[str]) -> dict:
+    def deliver(self, channel: str, delivery_ids: list[str], lane: str = NORMAL) -> dict:
         """Send one channel's deliveries; retries and dead letters go through the rows."""
         runtime = self.app.clarion
         result = deliver_core.deliver(
@@ -66,6 +85,7 @@ def register(app: Celery) -> None:
             settings=runtime.settings,
             channels=runtime.channels,
             scheduler=runtime,
+            lane=lane,
         )
         return {
             "sent": result.sent,
@@ -82,6 +102,32 @@ def register(app: Celery) -> None:
         return sweeper.sweep(
             sessions=runtime.sessions, settings=runtime.settings, scheduler=runtime
         )
+
+    @app.task(name="clarion.schedule.release", shared=False, bind=True, **RETRY_TRANSIENT)
+    def release_scheduled(self) -> dict:
+        """Persist and send the scheduled notifications that are due (on beat)."""
+        runtime = self.app.clarion
+        released = schedule.release(
+            sessions=runtime.sessions,
+            settings=runtime.settings,
+            publisher=runtime.pubsub,
+            dispatcher=runtime,
+            channels=runtime.channels,
+        )
+        return {"released": released}
+
+    @app.task(name="clarion.digests.run", shared=False, bind=True, **RETRY_TRANSIENT)
+    def run_digests(self) -> dict:
+        """Send one digest per subscriber, category and ended period (on beat)."""
+        runtime = self.app.clarion
+        made = digests.run(
+            sessions=runtime.sessions,
+            settings=runtime.settings,
+            publisher=runtime.pubsub,
+            dispatcher=runtime,
+            channels=runtime.channels,
+        )
+        return {"digests": made}
 
     @app.task(name="clarion.rules.run", shared=False, bind=True, **RETRY_TRANSIENT)
     def run_rule(self, key: str, trigger: str = "beat", as_of: str | None = None) -> dict:

@@ -8,15 +8,26 @@ from collections import defaultdict
 from typing import Annotated
 
 from fastapi import APIRouter, Header
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 
 from clarion.api.deps import CoalescerDep, Producer, RuntimeDep, SessionDep
 from clarion.api.problems import BROKER_ERRORS, Problem, unavailable
-from clarion.api.schemas import AttemptPublic, DeliveryPublic, NotificationStatus
-from clarion.core import send
-from clarion.core.schemas import NotificationAccepted, NotificationCreate, NotificationPublic
-from clarion.db import deliveries, notifications
+from clarion.api.schemas import (
+    AttemptPublic,
+    DeliveryPublic,
+    NotificationStatus,
+    ScheduledStatus,
+)
+from clarion.core import schedule, send
+from clarion.core.schemas import (
+    FanoutMessage,
+    NotificationAccepted,
+    NotificationCreate,
+    NotificationPublic,
+)
+from clarion.db import deliveries, notifications, scheduled
+from clarion.ids import utcnow
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
@@ -26,7 +37,7 @@ router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
     "",
     status_code=202,
     response_model=NotificationAccepted,
-    summary="Send a notification to one or many recipients",
+    summary="Send a notification to one or many recipients, or to a topic's subscribers",
     responses={
         409: {"description": "Idempotency-Key reused with another body, or still in progress"},
         422: {"description": "Invalid request (problem+json); nothing was enqueued"},
@@ -45,7 +56,10 @@ def send_notification(
 ) -> JSONResponse:
     """Validate, enqueue one ``create`` task, and answer 202 with the final ids.
 
-    A 202 means the request is in the broker; the worker persists it shortly after.
+    With ``topic`` instead of ``recipients``, one ``fanout`` task on the bulk lane instead:
+    the 202 has no per-recipient ids (the topic's subscribers are in the database, which a
+    send does not touch); follow ``progress``. A 202 means the request is in the broker;
+    the worker persists it shortly after.
     """
     key = f"{producer.key_id}:{idempotency_key}" if idempotency_key else None
     fingerprint = send.fingerprint(body.model_dump(mode="json")) if key else ""
@@ -53,7 +67,10 @@ def send_notification(
         return replay
     message = send.prepare(body)
     try:
-        coalescer.submit(message)
+        if isinstance(message, FanoutMessage):  # one fan-out task: nothing to coalesce
+            send.enqueue(runtime.celery, message)
+        else:
+            coalescer.submit(message)
     except BaseException as exc:
         if key:  # nothing was accepted: the key must stay usable for the retry
             runtime.idempotency.release(key)
@@ -96,19 +113,37 @@ def _claim(runtime, key: str, fingerprint: str) -> JSONResponse | None:
     return None
 
 
+def _not_found() -> Problem:
+    return Problem(404, "not-found", "No such notification (or the worker has not stored it yet).")
+
+
 @router.get(
     "/{notification_id}",
-    response_model=NotificationStatus,
-    summary="A notification with its deliveries",
+    response_model=NotificationStatus | ScheduledStatus,
+    summary="A notification with its deliveries, or its schedule",
     responses={404: {"description": "Unknown id, or not persisted yet"}},
 )
 def get_notification(
     notification_id: uuid.UUID, session: SessionDep, producer: Producer
-) -> NotificationStatus:
+) -> NotificationStatus | ScheduledStatus:
+    """``state`` tells the shapes apart: ``created`` (stored, with its deliveries), or
+    ``scheduled`` / ``cancelled`` (a future ``send_at``, not stored as a notification yet)."""
     row = notifications.get(session=session, id=notification_id)
+    plan = scheduled.get(session=session, id=notification_id)
+    if row is None and plan is None:
+        raise _not_found()
     if row is None:
-        raise Problem(
-            404, "not-found", "No such notification (or the worker has not stored it yet)."
+        return ScheduledStatus.model_validate(
+            {
+                "state": plan.status,
+                "id": plan.id,
+                "request_id": plan.request_id,
+                "recipient": plan.recipient_id,
+                "send_at": plan.send_at,
+                "content": plan.message["content"],
+                "accepted_at": plan.message["accepted_at"],
+                "updated_at": plan.updated_at,
+            }
         )
     rows = notifications.deliveries_of(session=session, notification_id=row.id)
     timeline = defaultdict(list)
@@ -124,8 +159,35 @@ def get_notification(
             "request_id": row.request_id,
             "recipient": row.recipient_id,
             "dedupe_key": row.dedupe_key,
+            "send_at": plan.send_at if plan else None,
             "deleted_at": row.deleted_at,
+            "replaced_by": row.replaced_by,
             "deliveries": listed,
         },
         from_attributes=True,
     )
+
+
+@router.delete(
+    "/{notification_id}",
+    status_code=204,
+    summary="Cancel a scheduled notification",
+    responses={
+        404: {"description": "Unknown id, or not persisted yet"},
+        409: {"description": "Already sent: it was not scheduled, or its send_at has come"},
+    },
+)
+def cancel_notification(notification_id: uuid.UUID, session: SessionDep, producer: Producer):
+    """Cancel a notification sent with a future ``send_at`` before the release task sends it.
+
+    Cancelling twice is fine (204 again). Whichever commits first, the cancel or the
+    release, wins: a 204 means it will never be delivered, a 409 that it was."""
+    with session.begin():
+        outcome = schedule.cancel(session=session, id=notification_id, now=utcnow())
+    if outcome == schedule.UNKNOWN:
+        raise _not_found()
+    if outcome == schedule.SENT:
+        raise Problem(
+            409, "already-sent", "This notification was already sent; it cannot be cancelled."
+        )
+    return Response(status_code=204)
