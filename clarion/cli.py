@@ -35,13 +35,33 @@ def _celery_app():
     return create_celery(Settings())
 
 
+def worker_queues(lanes: str | None, explicit: str | None) -> list[str]:
+    """The queues of ``--lanes`` (highest lane first) plus ``--queues``; neither: all."""
+    from clarion.core.lanes import parse_lanes
+
+    if lanes is None and explicit is None:
+        return list(queues.ALL_QUEUES)
+    chosen = list(queues.queues_of(parse_lanes(lanes))) if lanes else []
+    extra = [q.strip() for q in (explicit or "").split(",") if q.strip()]
+    unknown = sorted(set(extra) - set(queues.ALL_QUEUES))
+    if unknown:
+        raise ValueError(f"unknown queues {unknown}")
+    return chosen + [q for q in extra if q not in chosen]
+
+
 def _worker(args: argparse.Namespace) -> None:
+    consumed = worker_queues(args.lanes, args.queues)
     app = _celery_app()
     # Wrong channel settings stop the worker here, not at its first send (ValueError).
     states = app.clarion.channels.check()
     app.clarion.channels.close()  # each worker process builds its own after the fork
-    logging.getLogger("clarion").info("channels: %s", states)
-    argv = ["worker", "--loglevel", Settings().log_level, "-Q", args.queues]
+    logging.getLogger("clarion").info("channels: %s; queues: %s", states, ",".join(consumed))
+    argv = ["worker", "--loglevel", Settings().log_level, "-Q", ",".join(consumed)]
+    if queues.BULK_QUEUES & set(consumed):
+        # A bulk task is a whole page of a broadcast: a worker that prefetched several
+        # would sit on them while other workers idle, and a priority or normal task this
+        # worker also consumes would wait behind all of them.
+        argv += ["--prefetch-multiplier", "1"]
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
     if args.pool:
@@ -230,7 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, default=1)
     p = add("worker", _worker, "run a Celery worker")
-    p.add_argument("--queues", default=",".join(queues.ALL_QUEUES), help="comma-separated")
+    p.add_argument(
+        "--lanes",
+        help="consume only these lanes' create and deliver queues: priority,normal,bulk "
+        "(default: every queue, priority lane first)",
+    )
+    p.add_argument("--queues", help="comma-separated queue names (added to --lanes')")
     p.add_argument("--concurrency", type=int)
     p.add_argument("--pool", choices=["prefork", "threads", "solo", "gevent", "eventlet"])
     p.add_argument("--hostname")

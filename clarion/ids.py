@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 
@@ -11,6 +12,20 @@ import uuid6
 def new_id() -> uuid.UUID:
     """A fresh UUIDv7 as a plain :class:`uuid.UUID`."""
     return uuid.UUID(int=uuid6.uuid7().int)
+
+
+def derived_id(namespace: uuid.UUID, name: str, at: datetime) -> uuid.UUID:
+    """A UUIDv7 that is a function of its inputs: the time part is ``at`` (milliseconds),
+    the 74 "random" bits come from SHA-256 of (namespace, name).
+
+    A topic fan-out names each recipient's notification this way (namespace = request id),
+    so a fan-out that runs again after a crash produces the same ids and the create step
+    skips what already exists.
+    """
+    millis = int(at.timestamp() * 1000) & ((1 << 48) - 1)
+    digest = int.from_bytes(hashlib.sha256(namespace.bytes + name.encode()).digest()[:10])
+    rand_a, rand_b = (digest >> 62) & 0xFFF, digest & ((1 << 62) - 1)
+    return uuid.UUID(int=millis << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b)
 
 
 def utcnow() -> datetime:

@@ -10,6 +10,7 @@ import uuid
 from functools import cached_property
 
 from clarion.core import idempotency, pubsub
+from clarion.core.lanes import NORMAL
 from clarion.db.session import make_engine, make_sessionmaker
 from clarion.settings import Settings
 from clarion.workers import queues
@@ -58,14 +59,20 @@ class Runtime:
 
         return Channels(self.settings)
 
-    def deliver(self, channel: str, delivery_ids: list[uuid.UUID], countdown: float = 0) -> None:
-        """Dispatch deliver tasks, batched, to the channel's own queue."""
+    def deliver(
+        self,
+        channel: str,
+        delivery_ids: list[uuid.UUID],
+        countdown: float = 0,
+        lane: str = NORMAL,
+    ) -> None:
+        """Dispatch deliver tasks, batched, to the channel's own queue in the given lane."""
         for start in range(0, len(delivery_ids), DELIVER_BATCH):
             batch = [str(i) for i in delivery_ids[start : start + DELIVER_BATCH]]
             self.celery.send_task(
                 "clarion.deliver",
-                args=[channel, batch],
-                queue=queues.deliver_queue(channel),
+                args=[channel, batch, lane],
+                queue=queues.deliver_queue(channel, lane),
                 countdown=countdown or None,
             )
 

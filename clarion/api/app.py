@@ -18,10 +18,13 @@ from clarion.api.routers import (
     health,
     inbox,
     notifications,
+    preferences,
     push,
+    requests,
     rules,
     stream,
     subscribers,
+    topics,
     unsubscribe,
     webhooks,
 )
@@ -146,10 +149,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     routers = (
         notifications.router,
+        requests.router,
+        topics.router,
         subscribers.router,
         inbox.router,
         stream.router,
         unsubscribe.router,
+        preferences.router,
         deadletters.router,
         events.router,
         rules.router,

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from clarion.core.lanes import Lane
 from clarion.ids import as_utc
 from clarion.settings import ChannelKey
 
@@ -162,6 +163,17 @@ class CreateMessage(BaseModel):
     accepted_at: datetime
     items: list[tuple[uuid.UUID, str]]
     content: NotificationContent
+    # Set by a topic fan-out (bulk); None: the lane follows the content (clarion.core.lanes).
+    lane: Lane | None = None
+
+
+class FanoutMessage(BaseModel):
+    """What the ``fanout`` task carries: a request to every subscriber of a topic."""
+
+    request_id: uuid.UUID
+    accepted_at: datetime
+    topic: str
+    content: NotificationContent
 
 
 class AcceptedNotification(BaseModel):
@@ -180,13 +192,19 @@ class NotificationAccepted(BaseModel):
                     "notifications": [
                         {"id": "01a2015f-510e-751e-ac47-e0746fe33b3e", "recipient": "user-42"}
                     ],
+                    "topic": None,
+                    "progress": "/v1/requests/01a2015f-510d-7aeb-8186-0e32e7000ff3",
                 }
             ]
         }
     )
 
     request_id: uuid.UUID
-    notifications: list[AcceptedNotification]
+    notifications: list[AcceptedNotification] = Field(
+        description="One final id per recipient; empty for a topic (the worker assigns them)."
+    )
+    topic: str | None = None
+    progress: str = Field(description="Where to follow the request: GET /v1/requests/{id}.")
 
 
 class NotificationPublic(BaseModel):

@@ -10,34 +10,59 @@ import hashlib
 import json
 from typing import Any
 
+from clarion.core.lanes import BULK, lane_for
 from clarion.core.schemas import (
     AcceptedNotification,
     CreateMessage,
+    FanoutMessage,
     NotificationAccepted,
     NotificationContent,
     NotificationCreate,
 )
 from clarion.ids import new_id, utcnow
+from clarion.workers import queues
 
 CREATE_TASK = "clarion.create"
-CREATE_QUEUE = "create"
+FANOUT_TASK = "clarion.fanout"
 
 
-def prepare(request: NotificationCreate) -> CreateMessage:
-    """Assign the request id and one time-ordered notification id per recipient."""
-    content = NotificationContent.model_validate(request.model_dump(exclude={"recipients", "topic"}))
+def prepare(request: NotificationCreate) -> CreateMessage | FanoutMessage:
+    """Assign the request id, and one time-ordered notification id per recipient.
+
+    A request to a topic becomes a fan-out message instead: its recipients are known only
+    to the database, so the fan-out task assigns their ids (``clarion.core.fanout``).
+    """
+    fields = request.model_dump(exclude={"recipients", "topic"})
+    content = NotificationContent.model_validate(fields)
+    if request.topic is not None:
+        return FanoutMessage(
+            request_id=new_id(), accepted_at=utcnow(), topic=request.topic, content=content
+        )
     return CreateMessage(
         request_id=new_id(),
         accepted_at=utcnow(),
-        items=[(new_id(), recipient) for recipient in request.recipients],
+        items=[(new_id(), recipient) for recipient in request.recipients or ()],
         content=content,
     )
 
 
-def accepted(message: CreateMessage) -> NotificationAccepted:
+def lane_of(message: CreateMessage) -> str:
+    """The message's own lane (a fan-out batch), else the one its content calls for."""
+    return message.lane or lane_for(message.content.severity, message.content.type)
+
+
+def accepted(message: CreateMessage | FanoutMessage) -> NotificationAccepted:
+    """The 202 body: the final ids, or (topic) none yet, and the progress link."""
+    if isinstance(message, FanoutMessage):
+        listed, topic = [], message.topic
+    else:
+        listed = [AcceptedNotification(id=nid, recipient=r) for nid, r in message.items]
+        topic = None
     return NotificationAccepted(
         request_id=message.request_id,
-        notifications=[AcceptedNotification(id=nid, recipient=r) for nid, r in message.items],
+        notifications=listed,
+        topic=topic,
+        progress=f"/v1/requests/{message.request_id}",
     )
 
 
@@ -47,14 +72,22 @@ def fingerprint(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def enqueue(celery_app, *messages: CreateMessage, **options: Any) -> None:
-    """Publish one ``create`` task carrying these requests, by name.
+def enqueue(celery_app, *messages: CreateMessage | FanoutMessage, **options: Any) -> None:
+    """Publish the requests, by task name: one ``create`` task per lane carrying that
+    lane's requests, and one ``fanout`` task (bulk lane) per topic request.
 
     Works from any Celery app on the same broker (``clarion.enqueue``).
     """
-    celery_app.send_task(
-        CREATE_TASK,
-        args=[m.model_dump(mode="json") for m in messages],
-        queue=CREATE_QUEUE,
-        **options,
-    )
+    by_lane: dict[str, list[dict]] = {}
+    for m in messages:
+        if isinstance(m, FanoutMessage):
+            celery_app.send_task(
+                FANOUT_TASK,
+                args=[m.model_dump(mode="json")],
+                queue=queues.create_queue(BULK),
+                **options,
+            )
+        else:
+            by_lane.setdefault(lane_of(m), []).append(m.model_dump(mode="json"))
+    for lane, dumped in by_lane.items():
+        celery_app.send_task(CREATE_TASK, args=dumped, queue=queues.create_queue(lane), **options)

@@ -89,7 +89,7 @@ def test_a_rerun_dispatches_deliveries_the_first_run_left_pending(mail_runtime):
     msg = message(["a"], channels=["in_app", "email"])
 
     class LostDispatch:
-        def deliver(self, channel, ids):
+        def deliver(self, channel, ids, lane):
             pass  # the process died between commit and enqueue
 
     create_notifications(

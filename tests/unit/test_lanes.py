@@ -1,0 +1,75 @@
+"""Lane names and choices, the worker's queue selection, and the fan-out's derived ids."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import uuid6
+
+from clarion.cli import build_parser, worker_queues
+from clarion.core.lanes import lane_for, parse_lanes
+from clarion.ids import derived_id, new_id
+from clarion.workers import queues
+
+
+def test_severity_and_type_pick_the_lane():
+    assert lane_for("critical") == lane_for("high") == "priority"
+    assert lane_for("medium") == lane_for("low", "link_expired") == "normal"
+    assert lane_for("critical", "digest") == "bulk"
+
+
+def test_lanes_parse_in_priority_order_and_unknown_ones_are_refused():
+    assert parse_lanes("bulk, priority") == ("priority", "bulk")
+    with pytest.raises(ValueError, match="unknown lanes"):
+        parse_lanes("priority,urgent")
+    with pytest.raises(ValueError):
+        parse_lanes(" , ")
+
+
+def test_a_worker_consumes_every_queue_by_default_priority_lane_first():
+    every = worker_queues(None, None)
+    assert sorted(every) == sorted(queues.ALL_QUEUES) and len(set(every)) == len(every)
+    assert every[0] == "create.priority" and every[-4:] == [
+        "create.bulk",
+        "deliver.email.bulk",
+        "deliver.push.bulk",
+        "deliver.webhook.bulk",
+    ]
+    assert every.index("deliver.webhook.priority") < every.index("create")
+
+
+def test_lanes_select_their_queues_and_queues_add_to_them():
+    assert worker_queues("priority", None) == [
+        "create.priority",
+        "deliver.email.priority",
+        "deliver.push.priority",
+        "deliver.webhook.priority",
+    ]
+    normal = worker_queues("normal", "engine,periodic,create")
+    assert normal[:5] == [
+        "create",
+        "deliver.in_app",
+        "deliver.email",
+        "deliver.push",
+        "deliver.webhook",
+    ]
+    assert normal[5:] == ["engine", "periodic"]
+    with pytest.raises(ValueError, match="unknown queues"):
+        worker_queues(None, "create,nope")
+    args = build_parser().parse_args(["worker", "--lanes", "priority", "--concurrency", "1"])
+    assert (args.lanes, args.queues, args.concurrency) == ("priority", None, 1)
+
+
+def test_derived_ids_are_uuid7_at_the_accepted_time_and_stable_per_request_and_recipient():
+    request, at = new_id(), datetime(2030, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
+    a = derived_id(request, "ada", at)
+    assert a == derived_id(request, "ada", at)
+    assert a.version == 7 and a.variant == uuid.RFC_4122
+    assert uuid6.UUID(int=a.int).time == int(at.timestamp() * 1000)
+    others = {derived_id(request, f"user-{i}", at) for i in range(10_000)}
+    assert len(others) == 10_000 and a not in others
+    assert derived_id(new_id(), "ada", at) != a
+    # Time-ordered like any UUIDv7: a later request's ids sort after this one's.
+    assert derived_id(request, "ada", at + timedelta(milliseconds=1)) > max(others | {a})
