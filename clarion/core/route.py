@@ -2,29 +2,47 @@
 
 Every decision is stored on the delivery, so ``GET /v1/notifications/{id}`` explains it:
 the inbox row is its own delivery (``sent``); a channel that is not configured, a
-recipient who switched the channel off, or one with no target on it (no email address, no
-push subscription, no webhook endpoint for the category) gets a ``skipped`` delivery with
-the reason; every target gets a ``pending`` delivery, sent by the deliver step.
+recipient who switched the channel off (``opted out``), or one with no target on it (no
+email address, no push subscription, no webhook endpoint for the category) gets a
+``skipped`` delivery with the reason; a target held for a digest is ``held`` and one inside
+the recipient's quiet hours ``deferred``, each with the reason and the time it is due in
+``next_attempt_at``; every other target gets a ``pending`` delivery, sent by the deliver
+step. Which channels are candidates and what the recipient chose is decided in
+:mod:`clarion.core.preferences`.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from clarion import channels as ch
-from clarion.db import preferences
+from clarion.core import preferences as prefs
+from clarion.core.schemas import NotificationContent
 from clarion.ids import new_id
 from clarion.settings import Settings
 
-OPTED_OUT = "opted out"
+OPTED_OUT = prefs.OPTED_OUT
+# The row status of each action on an external channel.
+STATUS = {prefs.DELIVER: "pending", prefs.DEFERRED: "deferred", prefs.HELD: "held"}
+
+
+@dataclass(frozen=True)
+class Routed:
+    """One notification's delivery rows, and whether it is shown in the inbox."""
+
+    rows: list[dict[str, Any]]
+    in_inbox: bool
+    # The channels it has rows on (in_app only when shown in the inbox).
+    channels: list[str]
 
 
 class Router:
-    """Looks up targets and opt-outs once per batch, then routes each notification."""
+    """Loads targets and preferences once per batch, then routes each notification."""
 
     def __init__(
         self,
@@ -37,9 +55,12 @@ class Router:
     ) -> None:
         self.session, self.channels, self.now = session, channels, now
         self.recheck = now + timedelta(seconds=settings.sweeper_stuck_seconds)
-        self.off = preferences.opted_out(session=session, recipients=recipients)
+        self.policy = prefs.Policy.from_settings(settings)
+        self.prefs = prefs.load(session=session, recipients=recipients)
         self.recipients = recipients
         self._targets: dict[tuple[str, str], dict[str, list[str]]] = {}
+        # Recipients who stored no preference share one plan per kind of notification.
+        self._plans: dict[tuple, prefs.Plan] = {}
 
     def _targets_of(self, channel: ch.Channel, category: str) -> dict[str, list[str]]:
         key = (channel.key, category)
@@ -49,7 +70,8 @@ class Router:
             )
         return self._targets[key]
 
-    def _row(self, nid: uuid.UUID, channel: str, status: str, target: str = "", reason=None):
+    def _row(self, nid: uuid.UUID, channel: str, status: str, target: str = "", **extra):
+        due = extra.get("due")
         return {
             "id": new_id(),
             "notification_id": nid,
@@ -57,37 +79,57 @@ class Router:
             "target": target,
             "status": status,
             # The inbox row is delivered by being committed.
-            "attempts": 1 if channel == ch.INBOX else 0,
-            "next_attempt_at": self.recheck if status == "pending" else None,
-            "last_error": reason,
+            "attempts": 1 if status == "sent" else 0,
+            "next_attempt_at": self.recheck if status == "pending" else due,
+            "last_error": extra.get("reason"),
             "created_at": self.now,
             "updated_at": self.now,
         }
 
-    def _is_off(self, recipient: str, category: str, channel: str) -> bool:
-        off = self.off
-        return (recipient, category, channel) in off or (
-            recipient,
-            preferences.ANY_CATEGORY,
-            channel,
-        ) in off
+    def plan(self, recipient: str, content: NotificationContent) -> prefs.Plan:
+        """The recipient's decision for each candidate channel of this notification."""
+        stored = self.prefs.get(recipient)
+        requested = tuple(content.channels) if content.channels is not None else None
+        key = (content.category, content.severity, content.type, requested)
+        if stored is None and key in self._plans:
+            return self._plans[key]
+        made = prefs.plan(
+            self.policy,
+            stored or prefs.EMPTY,
+            category=content.category,
+            severity=content.severity,
+            type_=content.type,
+            requested=requested,
+            now=self.now,
+        )
+        if stored is None:
+            self._plans[key] = made
+        return made
 
-    def route(
-        self, nid: uuid.UUID, recipient: str, channels: list[str], category: str, severity: str
-    ) -> list[dict[str, Any]]:
-        """The delivery rows of one notification."""
-        rows = []
-        for key in channels:
-            if key == ch.INBOX:
-                rows.append(self._row(nid, key, "sent"))
-                continue
-            channel = self.channels.get(key)
-            if isinstance(channel, str):
-                rows.append(self._row(nid, key, "skipped", reason=channel))
-            elif severity != "critical" and self._is_off(recipient, category, key):
-                rows.append(self._row(nid, key, "skipped", reason=OPTED_OUT))
-            elif targets := self._targets_of(channel, category).get(recipient):
-                rows += [self._row(nid, key, "pending", target=t) for t in targets]
-            else:
-                rows.append(self._row(nid, key, "skipped", reason=channel.no_target))
-        return rows
+    def route(self, nid: uuid.UUID, recipient: str, content: NotificationContent) -> Routed:
+        """The delivery rows of one notification to one recipient."""
+        plan = self.plan(recipient, content)
+        rows: list[dict[str, Any]] = []
+        for decision in plan.decisions:
+            rows += self._rows(nid, recipient, content.category, decision)
+        used = [d.channel for d in plan.decisions if d.channel != ch.INBOX or plan.in_inbox]
+        return Routed(rows, plan.in_inbox, used)
+
+    def _rows(self, nid, recipient: str, category: str, decision: prefs.Decision) -> list[dict]:
+        key = decision.channel
+        if key == ch.INBOX:
+            status = "sent" if decision.action == prefs.DELIVER else "skipped"
+            return [self._row(nid, key, status, reason=decision.reason)]
+        channel = self.channels.get(key)
+        if isinstance(channel, str):
+            return [self._row(nid, key, "skipped", reason=channel)]
+        if decision.action == prefs.SKIPPED:
+            return [self._row(nid, key, "skipped", reason=decision.reason)]
+        targets = self._targets_of(channel, category).get(recipient)
+        if not targets:
+            return [self._row(nid, key, "skipped", reason=channel.no_target)]
+        status = STATUS[decision.action]
+        return [
+            self._row(nid, key, status, t, reason=decision.reason, due=decision.until)
+            for t in targets
+        ]

@@ -4,7 +4,8 @@ It re-enqueues deliveries whose ``next_attempt_at`` has passed:
 
 * ``pending`` ones whose task never ran (a broker that lost messages, a purge);
 * ``sending`` ones whose lease expired (a worker killed mid-send);
-* ``failed`` ones whose retry is due but too far out for a broker countdown (parked).
+* ``failed`` ones whose retry is due but too far out for a broker countdown (parked);
+* ``deferred`` ones whose recipient's quiet hours have ended (never dispatched at create).
 
 Each is set back to ``pending`` with a new deadline before it is re-enqueued, so a backlog
 is re-sent at most once per ``sweeper_stuck_seconds``, and the deliver step's claim makes
@@ -35,7 +36,8 @@ def sweep(
     scheduler: Scheduler,
     now: datetime | None = None,
 ) -> dict[str, int]:
-    """Re-enqueue what is due; returns how many by previous status (pending/sending/failed)."""
+    """Re-enqueue what is due; returns how many by previous status
+    (pending/sending/failed/deferred)."""
     now = now or utcnow()
     with transaction(sessions) as session:
         due = deliveries.take_due(
