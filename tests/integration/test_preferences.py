@@ -3,10 +3,12 @@ the real deliver step, the real sweeper and a real SMTP server (aiosmtpd)."""
 
 from __future__ import annotations
 
+import json
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
@@ -296,14 +298,24 @@ def test_the_preference_matrix_through_create_and_deliver(api, rt, keys, smtp_se
 def test_in_app_switched_off_keeps_it_out_of_the_inbox_but_records_it(api, rt, keys, smtp_server):
     give_email(rt, "ada")
     set_prefs(api, rt, "ada", {"channels": {"in_app": False}})
+    live = redis.Redis.from_url(rt.settings.redis_url).pubsub()
+    live.subscribe(rt.pubsub.channel)
+    live.get_message(timeout=1)  # the subscribe confirmation
     [quiet] = send(api, keys, ["ada"], title="Only by email")
     [urgent] = send(api, keys, ["ada"], title="Critical", severity="critical")
+
+    announced = []
+    while (m := live.get_message(timeout=0.5)) is not None:
+        announced.append(json.loads(m["data"])["data"]["title"])
+    assert announced == ["Critical"]
 
     assert routed(rt, quiet) == {"in_app": ("skipped", "opted out"), "email": ("sent", None)}
     with rt.sessions() as s:
         assert s.get(Notification, quiet).in_inbox is False
         assert s.get(Notification, urgent).in_inbox is True
     assert inbox_titles(api, rt, "ada") == ["Critical"]
+    bell = api.get("/v1/me/notifications/unread-count", headers=as_user(rt, "ada")).json()
+    assert bell["total"] == 1
     status = api.get(f"/v1/notifications/{quiet}", headers=keys["notify"]).json()
     assert {d["channel"]: d["last_error"] for d in status["deliveries"]}["in_app"] == "opted out"
     assert len(smtp_server.messages) == 2
