@@ -121,10 +121,17 @@ def inbox(
     filters: InboxFilter,
     now: datetime | None = None,
 ) -> list[Notification]:
-    """Newest first, keyset-paginated on the time-ordered id (no OFFSET)."""
+    """Newest first, keyset-paginated (no OFFSET); ``before`` is the last id of a page.
+
+    "Newest" is arrival in the inbox: the recipient's sequence, the order live events come
+    in. A scheduled notification arrives when it is released, long after its id was made,
+    so an order by id would bury it among the notifications of the day it was sent."""
     query = select(Notification).where(*_visible(recipient_id, now))
     if before is not None:
-        query = query.where(Notification.id < before)
+        anchor = select(Notification.seq).where(
+            Notification.id == before, Notification.recipient_id == recipient_id
+        )
+        query = query.where(Notification.seq < anchor.scalar_subquery())
     if filters.category:
         query = query.where(Notification.category == filters.category)
     if filters.severity:
@@ -137,7 +144,7 @@ def inbox(
         query = query.where(Notification.archived_at.is_not(None))
     else:
         query = query.where(Notification.archived_at.is_(None))
-    rows = session.execute(query.order_by(Notification.id.desc()).limit(limit))
+    rows = session.execute(query.order_by(Notification.seq.desc()).limit(limit))
     return list(rows.scalars())
 
 

@@ -88,7 +88,10 @@ def test_a_future_send_waits_for_its_time_then_lands_with_the_next_cursor(
 
     captured = Captured()
     assert release(runtime, now=send_at, publisher=captured) == 1
-    assert inbox_ids(client, user) == {now_id, nid}
+    # On top of the inbox, where it arrived, though its id is older than the other one's.
+    listed = client.get(INBOX, headers=user("alice")).json()["items"]
+    assert [i["id"] for i in listed] == [nid, now_id]
+    assert datetime.fromisoformat(listed[0]["created_at"]) == send_at
     [event] = captured.events
     assert event["type"] == "notification.created" and event["data"]["id"] == nid
     assert event["cursor"] == 2  # numbered at release: a client at cursor 1 gets it next
