@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from clarion.core import preferences as prefs
+from clarion.core import wallclock
 from clarion.core.preferences import Digest, Policy, Prefs
 
 
@@ -42,14 +43,14 @@ CAMPAIGNS = Policy(
     ],
 )
 def test_a_window_across_midnight(now, until):
-    assert prefs.quiet_until("22:00", "07:00", None, now) == until
+    assert wallclock.quiet_until("22:00", "07:00", None, now) == until
 
 
 def test_a_window_within_one_day_and_no_window():
-    assert prefs.quiet_until("09:00", "17:00", "UTC", utc(2025, 6, 2, 8, 59)) is None
-    assert prefs.quiet_until("09:00", "17:00", "UTC", utc(2025, 6, 2, 9)) == utc(2025, 6, 2, 17)
-    assert prefs.quiet_until(None, None, "UTC", utc(2025, 6, 2, 3)) is None
-    assert prefs.quiet_until("07:00", "07:00", "UTC", utc(2025, 6, 2, 7)) is None
+    assert wallclock.quiet_until("09:00", "17:00", "UTC", utc(2025, 6, 2, 8, 59)) is None
+    assert wallclock.quiet_until("09:00", "17:00", "UTC", utc(2025, 6, 2, 9)) == utc(2025, 6, 2, 17)
+    assert wallclock.quiet_until(None, None, "UTC", utc(2025, 6, 2, 3)) is None
+    assert wallclock.quiet_until("07:00", "07:00", "UTC", utc(2025, 6, 2, 7)) is None
 
 
 @pytest.mark.parametrize(
@@ -68,24 +69,24 @@ def test_a_window_within_one_day_and_no_window():
     ],
 )
 def test_quiet_hours_across_a_dst_change_end_at_the_wall_clock_time(zone, now, until):
-    assert prefs.quiet_until("22:00", "07:00", zone, now) == until
+    assert wallclock.quiet_until("22:00", "07:00", zone, now) == until
 
 
 def test_an_end_the_clock_skips_is_the_moment_it_jumps_past_it():
     # Berlin, 30 March 2025: 02:00 CET (01:00 UTC) becomes 03:00 CEST; 02:30 never shows.
     now = utc(2025, 3, 30, 0, 30)  # 01:30 CET
-    assert prefs.quiet_until("01:00", "02:30", "Europe/Berlin", now) == utc(2025, 3, 30, 1)
-    assert prefs.quiet_until("01:00", "02:30", "Europe/Berlin", utc(2025, 3, 30, 1)) is None
+    assert wallclock.quiet_until("01:00", "02:30", "Europe/Berlin", now) == utc(2025, 3, 30, 1)
+    assert wallclock.quiet_until("01:00", "02:30", "Europe/Berlin", utc(2025, 3, 30, 1)) is None
 
 
 def test_an_end_the_clock_shows_twice_ends_at_the_next_showing():
     # Berlin, 26 October 2025: 02:00–03:00 happens twice (00:00–01:00 UTC, then 01:00–02:00).
     zone = "Europe/Berlin"
-    assert prefs.quiet_until("00:00", "02:30", zone, utc(2025, 10, 25, 23)) == utc(
+    assert wallclock.quiet_until("00:00", "02:30", zone, utc(2025, 10, 25, 23)) == utc(
         2025, 10, 26, 0, 30
     )
     # 02:10 on the second pass: still before 02:30 on the clock, which shows it again at 01:30.
-    assert prefs.quiet_until("00:00", "02:30", zone, utc(2025, 10, 26, 1, 10)) == utc(
+    assert wallclock.quiet_until("00:00", "02:30", zone, utc(2025, 10, 26, 1, 10)) == utc(
         2025, 10, 26, 1, 30
     )
 
@@ -94,49 +95,49 @@ def test_an_end_the_clock_shows_twice_ends_at_the_next_showing():
 
 
 def test_hourly_ends_at_the_next_top_of_the_hour_on_the_subscribers_clock():
-    assert prefs.next_digest_at("hourly", None, None, None, utc(2025, 6, 2, 10, 15)) == utc(
+    assert wallclock.next_digest_at("hourly", None, None, None, utc(2025, 6, 2, 10, 15)) == utc(
         2025, 6, 2, 11
     )
-    assert prefs.next_digest_at("hourly", None, None, "UTC", utc(2025, 6, 2, 10)) == utc(
+    assert wallclock.next_digest_at("hourly", None, None, "UTC", utc(2025, 6, 2, 10)) == utc(
         2025, 6, 2, 11
     )
     # India is UTC+05:30: its hours turn at half past the UTC hour.
-    assert prefs.next_digest_at("hourly", None, None, "Asia/Kolkata", utc(2025, 6, 2, 10, 15)) == (
-        utc(2025, 6, 2, 10, 30)
-    )
+    assert wallclock.next_digest_at(
+        "hourly", None, None, "Asia/Kolkata", utc(2025, 6, 2, 10, 15)
+    ) == (utc(2025, 6, 2, 10, 30))
 
 
 def test_daily_is_the_next_occurrence_of_its_time_in_the_zone():
     berlin = "Europe/Berlin"
     # 09:00 by default; before it today → today (CET), after it → tomorrow, now CEST.
-    assert prefs.next_digest_at("daily", None, None, berlin, utc(2025, 3, 29, 7)) == utc(
+    assert wallclock.next_digest_at("daily", None, None, berlin, utc(2025, 3, 29, 7)) == utc(
         2025, 3, 29, 8
     )
-    assert prefs.next_digest_at("daily", None, None, berlin, utc(2025, 3, 29, 8)) == utc(
+    assert wallclock.next_digest_at("daily", None, None, berlin, utc(2025, 3, 29, 8)) == utc(
         2025, 3, 30, 7
     )
-    assert prefs.next_digest_at("daily", "18:30", None, "UTC", utc(2025, 6, 2, 19)) == utc(
+    assert wallclock.next_digest_at("daily", "18:30", None, "UTC", utc(2025, 6, 2, 19)) == utc(
         2025, 6, 3, 18, 30
     )
     # 02:30 does not exist in Berlin on 30 March 2025: the clock jumps past it at 01:00 UTC.
-    assert prefs.next_digest_at("daily", "02:30", None, berlin, utc(2025, 3, 29, 12)) == utc(
+    assert wallclock.next_digest_at("daily", "02:30", None, berlin, utc(2025, 3, 29, 12)) == utc(
         2025, 3, 30, 1
     )
 
 
 def test_weekly_is_the_next_weekday_at_its_time():
     wednesday = utc(2025, 1, 1, 12)
-    assert prefs.next_digest_at("weekly", None, None, None, wednesday) == utc(2025, 1, 6, 9)
+    assert wallclock.next_digest_at("weekly", None, None, None, wednesday) == utc(2025, 1, 6, 9)
     # Later the same weekday, or a week on once its time has passed.
-    assert prefs.next_digest_at("weekly", "17:00", 2, None, wednesday) == utc(2025, 1, 1, 17)
-    assert prefs.next_digest_at("weekly", "08:00", 2, None, wednesday) == utc(2025, 1, 8, 8)
+    assert wallclock.next_digest_at("weekly", "17:00", 2, None, wednesday) == utc(2025, 1, 1, 17)
+    assert wallclock.next_digest_at("weekly", "08:00", 2, None, wednesday) == utc(2025, 1, 8, 8)
     monday_nine = utc(2025, 1, 6, 9)
-    assert prefs.next_digest_at("weekly", "09:00", 0, None, monday_nine) == utc(2025, 1, 13, 9)
+    assert wallclock.next_digest_at("weekly", "09:00", 0, None, monday_nine) == utc(2025, 1, 13, 9)
 
 
 def test_instant_has_no_period():
     with pytest.raises(ValueError, match="no digest period"):
-        prefs.next_digest_at("instant", None, None, None, utc(2025, 1, 1))
+        wallclock.next_digest_at("instant", None, None, None, utc(2025, 1, 1))
 
 
 # -- the preference matrix -----------------------------------------------------------
@@ -362,11 +363,11 @@ def test_stored_rows_assemble_into_prefs_per_subscriber():
 @pytest.mark.parametrize("bad", ["7:00", "24:00", "12:60", "noon", ""])
 def test_times_of_day_are_hh_mm(bad):
     with pytest.raises(ValueError, match="HH:MM"):
-        prefs.parse_hhmm(bad)
+        wallclock.parse_hhmm(bad)
 
 
 def test_time_zones_must_be_known():
-    assert prefs.check_zone("America/New_York") == "America/New_York"
+    assert wallclock.check_zone("America/New_York") == "America/New_York"
     for bad in ("Mars/Olympus", "../etc/passwd", ""):
         with pytest.raises(ValueError, match="time zone"):
-            prefs.check_zone(bad)
+            wallclock.check_zone(bad)

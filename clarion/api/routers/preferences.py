@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from clarion.api.deps import Admin, CurrentSubscriber, RuntimeDep, SessionDep
 from clarion.api.problems import Problem
 from clarion.core import preferences as prefs
+from clarion.core import wallclock
 from clarion.core.schemas import Slug
 from clarion.db import preferences as store
 from clarion.db import subscribers
@@ -34,7 +35,7 @@ router = APIRouter(tags=["preferences"])
 # Webhooks are the producer's endpoints, not the subscriber's: not a preference.
 SubscriberChannel = Literal["in_app", "email", "push"]
 Cadence = Literal["instant", "hourly", "daily", "weekly"]
-Hhmm = Annotated[str, StringConstraints(pattern=prefs.HHMM.pattern)]
+Hhmm = Annotated[str, StringConstraints(pattern=wallclock.HHMM.pattern)]
 SubscriberPath = Annotated[str, Path(min_length=1, max_length=255)]
 
 
@@ -112,7 +113,7 @@ class PreferencesUpdate(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:
-        return value if value is None else prefs.check_zone(value)
+        return value if value is None else wallclock.check_zone(value)
 
 
 class Toggle(BaseModel):
@@ -217,7 +218,7 @@ def _update(
             raise Problem(
                 409,
                 "preference-locked",
-                "Required categories cannot be switched off or digested: " + ", ".join(locked),
+                "These choices of required categories are locked: " + ", ".join(locked),
                 fields=locked,
             )
         store.set_profile(
