@@ -12,8 +12,8 @@ from sqlalchemy import select
 from clarion.core import send, stream, sweeper
 from clarion.core.create import create_notifications
 from clarion.core.schemas import NotificationCreate
-from clarion.db.models import Delivery
-from clarion.ids import utcnow
+from clarion.db.models import Delivery, Subscriber
+from clarion.ids import as_utc, utcnow
 from clarion.workers import queues
 from tests.broker import drain, queued
 from tests.channels import outcomes
@@ -208,3 +208,42 @@ def test_the_replaced_notifications_unsent_email_is_skipped_and_only_the_update_
     assert got.message["Subject"] == "Order out for delivery"
     [email] = [d for d in deliveries(rt, ids[0]) if d.channel == "email"]
     assert email.status == "skipped" and email.last_error == f"replaced by {ids[1]}"
+
+
+def test_an_email_deferred_by_quiet_hours_that_expires_meanwhile_is_never_sent(
+    make_runtime, smtp_server
+):
+    rt = make_runtime(**smtp_server.settings())
+    give_email(rt, "ada")
+    now = utcnow()
+    with rt.sessions() as s:  # quiet from an hour ago to an hour ahead (UTC)
+        ada = s.get(Subscriber, "ada")
+        ada.quiet_hours_start = f"{now - timedelta(hours=1):%H:%M}"
+        ada.quiet_hours_end = f"{now + timedelta(hours=1):%H:%M}"
+        s.commit()
+    expires_at = utcnow() + timedelta(seconds=1)
+    msg = send.prepare(
+        NotificationCreate(
+            recipients=["ada"],
+            category="sales",
+            title="Flash sale",
+            channels=["in_app", "email"],
+            expires_at=expires_at,
+        )
+    )
+    send.enqueue(rt.celery, msg)
+    drain(rt.celery)
+    [(nid, _)] = msg.items
+    [email] = [d for d in deliveries(rt, nid) if d.channel == "email"]
+    assert email.status == "deferred"
+
+    time.sleep(max(0.0, (expires_at - utcnow()).total_seconds()) + 0.1)
+    end_of_quiet = as_utc(email.next_attempt_at)
+    swept = sweeper.sweep(
+        sessions=rt.sessions, settings=rt.settings, scheduler=rt, now=end_of_quiet
+    )
+    assert swept == {"deferred": 1}
+    drain(rt.celery)
+    [email] = [d for d in deliveries(rt, nid) if d.channel == "email"]
+    assert (email.status, email.last_error) == ("skipped", "expired")
+    assert smtp_server.messages == []
