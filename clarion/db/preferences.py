@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from clarion.db.dialect import insert_for
+from clarion.db.dialect import insert_for, one_of
 from clarion.db.models import CategoryPreference, Preference, Subscriber
 
 ANY_CATEGORY = "*"
@@ -23,7 +23,7 @@ def switches(*, session: Session, recipients: Collection[str]) -> list[tuple[str
     rows = session.execute(
         select(
             Preference.subscriber_id, Preference.category, Preference.channel, Preference.enabled
-        ).where(Preference.subscriber_id.in_(list(recipients)))
+        ).where(one_of(session, Preference.subscriber_id, recipients))
     )
     return [tuple(r) for r in rows]
 
@@ -39,7 +39,7 @@ def digests(
             CategoryPreference.digest,
             CategoryPreference.digest_at,
             CategoryPreference.digest_weekday,
-        ).where(CategoryPreference.subscriber_id.in_(list(recipients)))
+        ).where(one_of(session, CategoryPreference.subscriber_id, recipients))
     )
     return [tuple(r) for r in rows]
 
@@ -55,7 +55,7 @@ def profiles(
             Subscriber.quiet_hours_start,
             Subscriber.quiet_hours_end,
         ).where(
-            Subscriber.id.in_(list(recipients)),
+            one_of(session, Subscriber.id, recipients),
             or_(Subscriber.timezone.is_not(None), Subscriber.quiet_hours_start.is_not(None)),
         )
     )
