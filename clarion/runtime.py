@@ -54,6 +54,15 @@ class Runtime:
         return Rules(self.settings)
 
     @cached_property
+    def templates(self):
+        """The active template versions as this process validates sends against (cached)."""
+        from clarion.core.template_store import TemplateCatalog
+
+        return TemplateCatalog(
+            self.sessions, self.settings.default_locale, self.settings.template_cache_seconds
+        )
+
+    @cached_property
     def channels(self):
         from clarion.channels import Channels
 

@@ -13,6 +13,8 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from clarion.core.sandbox import TemplateError
+
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
 
@@ -46,6 +48,14 @@ def unavailable(what: str) -> Problem:
         f"The {what} is unreachable; nothing was accepted. Retry later.",
         headers={"Retry-After": "5"},
     )
+
+
+def template_problem(exc: TemplateError, status: int = 422) -> Problem:
+    """The problem for a template that does not compile or render: its ``type`` says what
+    (unknown-template, template-syntax, template-unsafe, template-undefined,
+    template-render) and its members where (channel, locale, field, line, variable)."""
+    slug = "unknown-template" if exc.kind == "unknown" else f"template-{exc.kind}"
+    return Problem(status, slug, str(exc), **exc.details())
 
 
 def problem_response(

@@ -98,6 +98,19 @@ class Message:
     notification: dict[str, Any]
     # The subscriber: id, email, name, locale, timezone.
     recipient: dict[str, Any]
+    # Sent by template: {subject, html, text} rendered for this channel in the recipient's
+    # locale (resolved by the deliver step, where the session is); None: use the
+    # notification's title and body.
+    content: dict[str, str | None] | None = None
+    # Why the template did not render for this channel; the delivery is dead-lettered.
+    content_error: str | None = None
+
+    def rendered(self) -> dict[str, str | None] | None:
+        """The template's rendering, if any; PermanentChannelError if it failed (sending
+        again renders the same template with the same data)."""
+        if self.content_error is not None:
+            raise PermanentChannelError(self.content_error)
+        return self.content
 
 
 class Channel(ABC):

@@ -130,10 +130,13 @@ class WebhookChannel(Channel):
     def render(self, message: Message, target: dict[str, Any]) -> WebhookRequest:
         """The signed request; the timestamp is taken now, so a retry is signed afresh."""
         now = time.time()
+        data = {**message.notification, "recipient": message.recipient}
+        if (content := message.rendered()) is not None:
+            data["content"] = content  # sent by template: rendered for webhooks, their locale
         event = {
             "type": EVENT_TYPE,
             "timestamp": datetime.fromtimestamp(now, UTC).isoformat(),
-            "data": {**message.notification, "recipient": message.recipient},
+            "data": data,
         }
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
         msg_id, timestamp = str(message.delivery_id), int(now)

@@ -291,10 +291,11 @@ class WebPushChannel(Channel):
     def render(self, message: Message, target: dict[str, Any]) -> dict[str, Any]:
         """JSON for the service worker (≤ 3993 bytes) and the RFC 8030 headers."""
         n = message.notification
+        content = message.rendered()  # sent by template: subject as title, text as body
         body = fit(
             {
-                "title": n["title"],
-                "body": n.get("body"),
+                "title": (content or {}).get("subject") or n["title"],
+                "body": content["text"] if content else n.get("body"),
                 "url": n.get("url"),
                 "id": n["id"],
                 "category": n["category"],

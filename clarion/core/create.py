@@ -23,6 +23,7 @@ from clarion.channels import INBOX, Channels
 from clarion.core import collapse, schedule, send
 from clarion.core.route import Router
 from clarion.core.schemas import CreateMessage, NotificationPublic
+from clarion.core.templates import InboxTexts
 from clarion.db import notifications, subscribers
 from clarion.db.session import transaction
 from clarion.ids import utcnow
@@ -80,6 +81,12 @@ def persist(
     router = Router(
         session=session, channels=channels, settings=settings, recipients=recipients, now=now
     )
+    texts = InboxTexts(
+        session=session,
+        messages=messages,
+        recipients=recipients,
+        default_locale=settings.default_locale,
+    )
     for message, used in zip(messages, channels_of, strict=True):
         for nid, recipient in message.items:
             key = (recipient, message.content.dedupe_key)
@@ -94,7 +101,14 @@ def persist(
             seqs[recipient] += 1
             touched.add(recipient)
             routed = router.route(nid, recipient, message.content)
-            row = _notification_row(nid, recipient, seqs[recipient], message, routed.channels)
+            row = _notification_row(
+                nid,
+                recipient,
+                seqs[recipient],
+                message,
+                routed.channels,
+                texts.of(message, recipient),
+            )
             rows.append(row)
             deliveries += routed.rows
             used.update(routed.channels)
@@ -136,8 +150,15 @@ def _pending_external(
 
 
 def _notification_row(
-    nid: uuid.UUID, recipient: str, seq: int, message: CreateMessage, channels: list[str]
+    nid: uuid.UUID,
+    recipient: str,
+    seq: int,
+    message: CreateMessage,
+    channels: list[str],
+    text: tuple[str, str | None],
 ) -> dict:
+    """The notification row; ``text`` is its title and body (rendered from the template in
+    the recipient's locale when it was sent by template)."""
     content = message.content
     return {
         "id": nid,
@@ -148,8 +169,8 @@ def _notification_row(
         "category": content.category,
         "type": content.type,
         "severity": content.severity,
-        "title": content.title,
-        "body": content.body,
+        "title": text[0],
+        "body": text[1],
         "url": content.url,
         "meta": content.metadata,
         "dedupe_key": content.dedupe_key,

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clarion import channels as ch
 from clarion.core.lanes import NORMAL
 from clarion.core.schemas import NotificationPublic
+from clarion.core.templates import Renderer, TemplateError
 from clarion.db import deliveries
 from clarion.db.session import transaction
 from clarion.ids import utcnow
@@ -84,7 +85,9 @@ def _error_text(exc: BaseException) -> str:
     return text[:MAX_ERROR]
 
 
-def _message(claimed: deliveries.Claimed, notification, subscriber) -> ch.Message:
+def _message(
+    claimed: deliveries.Claimed, notification, subscriber, content: tuple = (None, None)
+) -> ch.Message:
     public = NotificationPublic.model_validate(notification).model_dump(mode="json")
     public.update(recipient=notification.recipient_id, collapse_key=notification.collapse_key)
     recipient = {
@@ -94,7 +97,25 @@ def _message(claimed: deliveries.Claimed, notification, subscriber) -> ch.Messag
         "locale": subscriber.locale,
         "timezone": subscriber.timezone,
     }
-    return ch.Message(claimed.id, claimed.attempt, public, recipient)
+    return ch.Message(claimed.id, claimed.attempt, public, recipient, *content)
+
+
+def _content(renderer: Renderer | None, channel: str, notification, subscriber) -> tuple:
+    """(rendered content, error) of a notification sent by template, for this channel in
+    the recipient's locale; (None, None) for one sent with a title and body."""
+    if renderer is None or not notification.template:
+        return None, None
+    try:
+        rendered = renderer.render(
+            notification.template,
+            channel,
+            subscriber.locale,
+            notification.template_data,
+            share=notification.id,
+        )
+    except TemplateError as exc:
+        return None, f"template {notification.template!r} ({channel}): {exc}"[:MAX_ERROR]
+    return rendered.as_dict(), None
 
 
 def _jobs(session: Session, channel: ch.Channel, claimed: list[deliveries.Claimed]) -> list:
@@ -103,10 +124,17 @@ def _jobs(session: Session, channel: ch.Channel, claimed: list[deliveries.Claime
         session=session, notification_ids={c.notification_id for c in claimed}
     )
     targets = channel.load_targets(session=session, ids={c.target for c in claimed})
+    keys = {n.template for n, _ in context.values() if n.template}
+    renderer = (
+        Renderer(session=session, keys=keys, default_locale=channel.settings.default_locale)
+        if keys
+        else None
+    )
     jobs = []
     for c in claimed:
         found = context.get(c.notification_id)
-        message = _message(c, *found) if found else None
+        content = _content(renderer, channel.key, *found) if found else (None, None)
+        message = _message(c, *found, content) if found else None
         jobs.append((c, message, targets.get(c.target)))
     return jobs
 

@@ -75,6 +75,18 @@ def seq_of(*, session: Session, id: str) -> int:
     return session.scalar(select(Subscriber.seq).where(Subscriber.id == id)) or 0
 
 
+def locales(*, session: Session, ids: Sequence[str]) -> dict[str, str]:
+    """The locale of each of these subscribers that has one (one query for a batch)."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Subscriber.id, Subscriber.locale).where(
+            Subscriber.id.in_(sorted(set(ids))), Subscriber.locale.is_not(None)
+        )
+    )
+    return {row.id: row.locale for row in rows}
+
+
 def get(*, session: Session, id: str) -> Subscriber | None:
     return session.get(Subscriber, id)
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 
 from clarion.api.deps import CoalescerDep, Producer, RuntimeDep, SessionDep
-from clarion.api.problems import BROKER_ERRORS, Problem, unavailable
+from clarion.api.problems import BROKER_ERRORS, Problem, template_problem, unavailable
 from clarion.api.schemas import (
     AttemptPublic,
     DeliveryPublic,
@@ -26,6 +26,8 @@ from clarion.core.schemas import (
     NotificationCreate,
     NotificationPublic,
 )
+from clarion.core.template_store import TemplatesUnavailable
+from clarion.core.templates import TemplateError
 from clarion.db import deliveries, notifications, scheduled
 from clarion.ids import utcnow
 
@@ -61,6 +63,8 @@ def send_notification(
     send does not touch); follow ``progress``. A 202 means the request is in the broker;
     the worker persists it shortly after.
     """
+    if body.template is not None:
+        _check_template(runtime, body.template, body.data)
     key = f"{producer.key_id}:{idempotency_key}" if idempotency_key else None
     fingerprint = send.fingerprint(body.model_dump(mode="json")) if key else ""
     if key and (replay := _claim(runtime, key, fingerprint)) is not None:
@@ -87,6 +91,18 @@ def send_notification(
             # a second send, until the key expires.
             log.warning("could not store the answer for idempotency key of %s", message.request_id)
     return JSONResponse(answer, status_code=202)
+
+
+def _check_template(runtime, key: str, data: dict | None) -> None:
+    """422 unless the template exists and renders with ``data`` in the default locale on
+    each of its channels; read from the process's cache of active versions, not the
+    database."""
+    try:
+        runtime.templates.validate(key, data)
+    except TemplateError as exc:
+        raise template_problem(exc) from None
+    except TemplatesUnavailable:
+        raise unavailable("template store") from None
 
 
 def _claim(runtime, key: str, fingerprint: str) -> JSONResponse | None:

@@ -3,7 +3,10 @@
 * One SMTP session per worker process, reused across sends and tasks, re-opened after an
   error; a second relay takes over while the first keeps failing to connect.
 * multipart/alternative: plain text and HTML, from ``templates/<category>.{txt,html}``
-  when present, else ``notification.{txt,html}``; HTML is autoescaped.
+  when present, else ``notification.{txt,html}``; HTML is autoescaped. A notification
+  sent by template brings its rendered subject, text and HTML (``template.html`` puts
+  that HTML in the layout). The layout's fixed words follow the recipient's locale
+  (``templates/strings.toml``).
 * ``Message-ID`` is derived from the delivery id, so a re-send after a crash carries the
   same id; it is the delivery's provider reference.
 * ``List-Unsubscribe`` + ``List-Unsubscribe-Post`` (RFC 8058): a signed one-click link that
@@ -18,16 +21,19 @@ import contextlib
 import functools
 import ssl
 import time
+import tomllib
 from dataclasses import dataclass
 from email import policy
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
+from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiosmtplib
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -41,6 +47,7 @@ from clarion.channels import (
 )
 from clarion.channels.aio import LoopThread
 from clarion.core.auth import unsubscribe_token
+from clarion.core.templates import locale_chain
 from clarion.db.models import Subscriber
 from clarion.settings import Settings, SmtpSettings
 
@@ -57,6 +64,10 @@ class _CachedHeaders(HeaderRegistry):
 
 
 POLICY = policy.SMTP.clone(max_line_length=998, header_factory=_CachedHeaders())
+# The layout's fixed words by language (footer, unsubscribe, the "Open" button).
+WORDS: dict[str, dict[str, str]] = tomllib.loads(
+    resources.files(__name__).joinpath("templates", "strings.toml").read_text("utf-8")
+)
 # Replies that mean "this relay is unusable right now", not "this message is unwelcome".
 RELAY_DOWN = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)
 
@@ -163,19 +174,30 @@ class EmailChannel(Channel):
         unsubscribe = f"{self.settings.base_url}/v1/unsubscribe?token=" + unsubscribe_token(
             self.settings, recipient["id"], n["category"], self.key
         )
+        content = message.rendered()  # sent by template: its subject, html and text
+        subject = (content or {}).get("subject") or n["title"]
+        lang, words = self._words(recipient.get("locale"), n["category"])
         context = {
             "notification": n,
             "recipient": recipient,
+            "subject": subject,
+            "body": content["text"] if content else n.get("body"),
+            # Rendered by the template sandbox with autoescape on: escaped already.
+            "content_html": Markup(content["html"]) if content and content["html"] else None,  # noqa: S704
+            "lang": lang,
+            "words": words,
             "url": _safe_url(n.get("url")),
             "unsubscribe_url": unsubscribe,
         }
         names = [f"{n['category']}.{{}}", "notification.{}"]
         text = self.templates.select_template([t.format("txt") for t in names]).render(context)
-        html = self.templates.select_template([t.format("html") for t in names]).render(context)
+        html_names = ["template.html"] if context["content_html"] is not None else names
+        html = self.templates.select_template([t.format("html") for t in html_names])
+        html = html.render(context)
         email = EmailMessage(policy=POLICY)
         email["From"] = formataddr((self.smtp.sender_name, self.sender))
         email["To"] = formataddr((recipient.get("name") or "", recipient["email"]))
-        email["Subject"] = n["title"].replace("\r", " ").replace("\n", " ")
+        email["Subject"] = subject.replace("\r", " ").replace("\n", " ")
         email["Date"] = formatdate(localtime=False)
         email["Message-ID"] = f"<{message.delivery_id}@{self.domain}>"
         email["List-Unsubscribe"] = f"<{unsubscribe}>"
@@ -184,6 +206,14 @@ class EmailChannel(Channel):
         email.set_content(text)
         email.add_alternative(html, subtype="html")
         return email
+
+    def _words(self, locale: str | None, category: str) -> tuple[str, dict[str, str]]:
+        """The layout's fixed words in the recipient's language (ru-RU → ru → the
+        default locale → en), with the category filled in."""
+        for tag in [*locale_chain(locale, self.settings.default_locale), "en"]:
+            if tag in WORDS:
+                return tag, {k: v.replace("{category}", category) for k, v in WORDS[tag].items()}
+        raise ChannelConfigError("templates/strings.toml has no English words")
 
     # -- send --------------------------------------------------------------------------
     def send(self, payload: EmailMessage, target: dict[str, Any]) -> str:

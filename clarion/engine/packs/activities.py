@@ -100,6 +100,8 @@ class _ActivityRule(Rule):
         return MalformedEvent(f"event {event.id} ({event.type}) has nobody to notify: {where}")
 
     def notify(self, event: EventIn, recipients: list[str], **content: Any) -> Candidate:
+        """A candidate worded by a built-in template (``template`` + ``data``; see
+        clarion/templates/*/activities.toml), in each recipient's locale."""
         content.setdefault("metadata", {})
         content["metadata"] = {
             "event_id": str(event.id),
@@ -131,18 +133,17 @@ class MemberInvited(_ActivityRule):
     def candidates(self, ctx: RunContext) -> Iterable[Candidate]:
         event = ctx.event
         data: InviteData = self.data(event)
-        where = data.workspace_name or event.subject or "a workspace"
-        as_role = f" as {data.role}" if data.role else ""
         key = _key("activities", self.key, event.id)
         meta = {"workspace": event.subject, "invitee": data.invitee, "role": data.role}
         common = {"type": self.key, "url": data.url, "dedupe_key": key, "metadata": meta}
+        words = {
+            "workspace": data.workspace_name or event.subject,
+            "actor": event.actor,
+            "invitee": data.invitee,
+            "role": data.role,
+        }
         yield self.notify(
-            event,
-            [data.invitee],
-            severity="medium",
-            title=f"You're invited to {where}",
-            body=f"{event.actor or 'Someone'} invited you to join {where}{as_role}.",
-            **common,
+            event, [data.invitee], severity="medium", template=self.key, data=words, **common
         )
         skip = {data.invitee, event.actor}
         admins = [
@@ -152,12 +153,7 @@ class MemberInvited(_ActivityRule):
         ]
         if admins:
             yield self.notify(
-                event,
-                admins,
-                severity="low",
-                title=f"{data.invitee} was invited to {where}",
-                body=f"{event.actor or 'Someone'} invited {data.invitee} to {where}{as_role}.",
-                **common,
+                event, admins, severity="low", template=f"{self.key}.admins", data=words, **common
             )
 
 
@@ -182,17 +178,16 @@ class NewSignup(_ActivityRule):
         recipients = [*data.owners, *self.config.signup_recipients]
         if not recipients:
             raise self.nobody(event, "no data.owners and no signup_recipients configured")
-        who = data.name or data.email or data.user or event.actor or "someone"
+        who = data.name or data.email or data.user or event.actor
         user = data.user or event.actor
-        place = f" to {event.subject}" if event.subject else ""
         details = ", ".join(x for x in (data.email, user) if x and x != who)
         yield self.notify(
             event,
             recipients,
             type="new_signup",
             severity="low",
-            title=f"New signup: {who}",
-            body=f"{who}{f' ({details})' if details else ''} signed up{place}.",
+            template="new_signup",
+            data={"who": who, "details": details, "workspace": event.subject},
             url=data.url,
             dedupe_key=_key("activities", "new_signup", event.id),
             metadata={"user": user, "email": data.email, "workspace": event.subject},
@@ -243,8 +238,8 @@ class IntegrationConnected(_IntegrationRule):
             owners,
             type=self.key,
             severity="low",
-            title=f"{name} is connected",
-            body=f"{event.actor or 'Someone'} connected {name}.",
+            template=self.key,
+            data={"name": name, "actor": event.actor},
             url=data.url,
             dedupe_key=_key("activities", self.key, event.id),
             metadata={"integration": integration},
@@ -276,8 +271,8 @@ class IntegrationFailing(_IntegrationRule):
             owners,
             type=self.key,
             severity="high",
-            title=f"{name} is failing",
-            body=f"{name} failed: {data.error}" if data.error else f"{name} failed.",
+            template=self.key,
+            data={"name": name, "error": data.error},
             url=data.url,
             dedupe_key=_key("activities", self.key, integration, f"{start:%Y%m%dT%H%M%S}Z"),
             # Updates of one integration's state replace each other on devices.

@@ -42,11 +42,15 @@ from clarion.engine.packs.insight_source import (
 from clarion.engine.rules import Candidate, Rule, RunContext
 
 
-def _when(start: datetime, end: datetime) -> str:
-    if end - start >= timedelta(days=1) and start.hour == 0:
-        days = (end - start).days
-        return f"on {start:%Y-%m-%d}" if days == 1 else f"from {start:%Y-%m-%d} for {days} days"
-    return f"between {start:%H:%M} and {end:%H:%M} UTC on {start:%Y-%m-%d}"
+def _when(start: datetime, end: datetime) -> dict[str, Any]:
+    """The window as templates word it: whole days from a midnight, or hours of a day."""
+    days = (end - start).days if end - start >= timedelta(days=1) and start.hour == 0 else 0
+    return {
+        "date": f"{start:%Y-%m-%d}",
+        "start": f"{start:%H:%M}",
+        "end": f"{end:%H:%M}",
+        "days": days,
+    }
 
 
 class _InsightRule(Rule):
@@ -72,7 +76,9 @@ class _InsightRule(Rule):
         self, subject: str, owner: str | None, window: tuple[datetime, datetime], **content: Any
     ) -> list[Candidate]:
         """The notification for one subject: to its owner and the configured recipients;
-        none when the subject has no owner and no recipients are configured."""
+        none when the subject has no owner and no recipients are configured. Worded by
+        the built-in template named after the rule (clarion/templates/*/insight.toml)
+        from ``content["data"]``, to which the subject and the window are added."""
         recipients = list(dict.fromkeys([*([owner] if owner else []), *self.config.recipients]))
         if not recipients:
             return []
@@ -81,6 +87,7 @@ class _InsightRule(Rule):
         name = "sha256-" + hashlib.sha256(subject.encode()).hexdigest() if long else subject
         where = {"start": start.isoformat(), "end": end.isoformat()}
         content["metadata"] = {"subject": subject, "window": where, **content["metadata"]}
+        content["data"] = {"subject": subject, "window": _when(start, end), **content["data"]}
         template = self.config.url_template
         url = template.replace("{subject}", subject) if template else None
         key = f"insight:{self.key}:{name}:{end:%Y%m%dT%H%M}Z"
@@ -88,6 +95,7 @@ class _InsightRule(Rule):
             Candidate(
                 category="insight",
                 type=self.key,
+                template=self.key,
                 recipients=recipients,
                 url=url,
                 dedupe_key=key,
@@ -150,17 +158,16 @@ class _Traffic(_InsightRule):
     def _content(self, subject, score: stats.Score, history, window) -> dict[str, Any]:
         c = self.config
         unit = {7 * DAY: "week", DAY: "day"}.get(c.season_seconds)
-        like = f"the same hour of the {unit}" if unit else "the same bucket"
-        word = "spike" if self.spike else "drop"
         return {
             "severity": "medium" if self.spike else "high",
-            "title": f"Traffic {word} on {subject}: {score.observed:g} visits",
-            "body": (
-                f"{score.observed:g} visits {_when(*window)}, against a usual "
-                f"{score.median:g} (median of {like} in the previous {len(history)} "
-                f"{unit or 'season'}s: {', '.join(f'{h:g}' for h in history)}); "
-                f"robust z-score {score.z:.1f}, threshold {c.z:g}."
-            ),
+            "data": {
+                "observed": score.observed,
+                "median": score.median,
+                "history": history,
+                "z": score.z,
+                "threshold": c.z,
+                "unit": unit,
+            },
             "metadata": {
                 "observed": score.observed,
                 "baseline": {"median": score.median, "mad": score.mad, "history": history},
@@ -256,19 +263,16 @@ class NewCountry(_WindowRule):
             if not new or history < c.min_history:
                 continue
             ranked = sorted(new, key=lambda k: (-new[k], k))
-            shown = ", ".join(ranked[:5]) + (
-                f" and {len(ranked) - 5} more" if len(ranked) > 5 else ""
-            )
             yield self.hit(
                 subject,
                 window,
                 severity="low",
-                title=f"New {'country' if len(new) == 1 else 'countries'} for {subject}: {shown}",
-                body=(
-                    f"First visits from {', '.join(f'{k} ({new[k]})' for k in ranked)} "
-                    f"{_when(*window)}. The previous {c.baseline_days:g} days had {history} "
-                    f"visits from {len(before)} other countries, none from these."
-                ),
+                data={
+                    "countries": [{"code": k, "visits": new[k]} for k in ranked],
+                    "baseline_days": c.baseline_days,
+                    "baseline_visits": history,
+                    "other_countries": len(before),
+                },
                 metadata={
                     "countries": new,
                     "baseline": {"visits": history, "countries": len(before)},
@@ -310,20 +314,19 @@ class DeviceShift(_WindowRule):
                 set(p) | set(q),
                 key=lambda k: (-round(abs(p.get(k, 0) - q.get(k, 0)), 6), -p.get(k, 0), k),
             )
-            mix = ", ".join(f"{k} {p.get(k, 0):.0%} (usually {q.get(k, 0):.0%})" for k in moved[:5])
+            mix = [{"device": k, "share": p.get(k, 0), "usual": q.get(k, 0)} for k in moved[:5]]
             tv = stats.total_variation(p, q)
             yield self.hit(
                 subject,
                 window,
                 severity="medium",
-                title=(
-                    f"Unusual device mix on {subject}: {moved[0]} {p.get(moved[0], 0):.0%} "
-                    f"(usually {q.get(moved[0], 0):.0%})"
-                ),
-                body=(
-                    f"{total} visits {_when(*window)}: {mix}. Jensen–Shannon divergence "
-                    f"{score:.3f} (threshold {c.min_divergence:g}); total variation {tv:.2f}."
-                ),
+                data={
+                    "visits": total,
+                    "devices": mix,
+                    "score": score,
+                    "threshold": c.min_divergence,
+                    "total_variation": tv,
+                },
                 metadata={
                     "observed": {"visits": total, "shares": _rounded(p)},
                     "baseline": {"visits": base, "shares": _rounded(q)},
@@ -382,16 +385,17 @@ class ConversionAnomaly(_WindowRule):
                 subject,
                 window,
                 severity="high" if score < 0 else "medium",
-                title=(
-                    f"Conversion rate {'dropped' if score < 0 else 'rose'} on {subject}: "
-                    f"{rate:.1%} (usually {base_rate:.1%})"
-                ),
-                body=(
-                    f"{conv} conversions from {visits} visits {_when(*window)} ({rate:.2%}), "
-                    f"against {base_conv} from {base_visits} ({base_rate:.2%}) in the previous "
-                    f"{c.baseline_days:g} days; two-proportion z-score {score:.1f}, "
-                    f"threshold ±{c.z:g}."
-                ),
+                data={
+                    "conversions": conv,
+                    "visits": visits,
+                    "rate": rate,
+                    "baseline_conversions": base_conv,
+                    "baseline_visits": base_visits,
+                    "baseline_rate": base_rate,
+                    "baseline_days": c.baseline_days,
+                    "z": score,
+                    "threshold": c.z,
+                },
                 metadata={
                     "observed": {"visits": visits, "conversions": conv, "rate": round(rate, 6)},
                     "baseline": {

@@ -88,10 +88,6 @@ def human(instant: datetime) -> str:
     return instant.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _cap(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
 def _short(text: str, limit: int = LABEL) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -129,7 +125,9 @@ class LifecycleRule(Rule):
     def candidate(self, row: Any, clock: Clock) -> Candidate | None:
         """The notification for one row (None: the row has no usable owner)."""
 
-    def make(self, owner: Any, key: tuple, title: str, body: str, url: str | None, meta: dict):
+    def make(self, owner: Any, key: tuple, data: dict, url: str | None, meta: dict):
+        """The candidate, worded by the built-in template named after the rule (in the
+        recipient's locale; see clarion/templates/*/lifecycle.toml for ``data``)."""
         recipient = "" if owner is None else str(owner)
         if not 0 < len(recipient) <= MAX_RECIPIENT:  # not a subscriber id: nobody to tell
             return None
@@ -138,8 +136,8 @@ class LifecycleRule(Rule):
             category=self.category,
             type=self.key,
             severity=self.severity,  # type: ignore[arg-type]
-            title=_short(title, 500),
-            body=body,
+            template=self.key,
+            data=data,
             url=url if url and len(url) <= MAX_URL else None,
             metadata=meta,
             dedupe_key=dedupe_key(self.key, *key),
@@ -147,9 +145,13 @@ class LifecycleRule(Rule):
 
     # --- the two entities, as notifications show them ---------------------------------
 
-    def link_texts(self, row: Any, clock: Clock) -> tuple[str, str | None, dict, datetime]:
+    def link_texts(self, row: Any, clock: Clock) -> tuple[dict, str | None, dict, datetime]:
+        """The link as templates show it (``link``, ``expires``), its page, metadata, expiry."""
         expires = clock.read(row.expires_at)
-        label = _short(str(row.url)) if row.url else f"link {row.id}"
+        shown = {
+            "link": {"id": _plain(row.id), "label": _short(str(row.url)) if row.url else None},
+            "expires": human(expires) if expires else None,
+        }
         template = self.config.link_page_url
         url = template.replace("{id}", quote(str(row.id), safe="")) if template else row.url
         meta = {
@@ -158,12 +160,19 @@ class LifecycleRule(Rule):
             "expires_at": iso(expires),
             "campaign_id": _plain(row.campaign_id),
         }
-        return label, url, meta, expires  # type: ignore[return-value]
+        return shown, url, meta, expires  # type: ignore[return-value]
 
     def campaign_texts(self, row: Any, clock: Clock, prefix: str = ""):
+        """The campaign as templates show it (``campaign``), its page, metadata, end."""
         cid, name = getattr(row, prefix + "id"), getattr(row, prefix + "name")
         ends = clock.read(getattr(row, prefix + "ends_at"))
-        label = f"campaign “{_short(str(name))}”" if name else f"campaign {cid}"
+        shown = {
+            "campaign": {
+                "id": _plain(cid),
+                "name": _short(str(name)) if name else None,
+                "ends": human(ends) if ends else None,
+            }
+        }
         template = self.config.campaign_page_url
         url = template.replace("{id}", quote(str(cid), safe="")) if template else None
         meta = {
@@ -172,7 +181,7 @@ class LifecycleRule(Rule):
             "campaign_starts_at": iso(clock.read(getattr(row, prefix + "starts_at"))),
             "campaign_ends_at": iso(ends),
         }
-        return label, url, meta, ends
+        return shown, url, meta, ends
 
 
 class LinkExpiringSoon(LifecycleRule):
@@ -190,10 +199,8 @@ class LinkExpiringSoon(LifecycleRule):
         )
 
     def candidate(self, row, clock):
-        label, url, meta, expires = self.link_texts(row, clock)
-        title = f"Link expires soon: {label}"
-        body = f"{label} expires on {human(expires)}. Extend it to keep it working."
-        return self.make(row.owner, (row.id, iso(expires)), title, body, url, meta)
+        shown, url, meta, expires = self.link_texts(row, clock)
+        return self.make(row.owner, (row.id, iso(expires)), shown, url, meta)
 
 
 class LinkExpired(LifecycleRule):
@@ -211,10 +218,8 @@ class LinkExpired(LifecycleRule):
         )
 
     def candidate(self, row, clock):
-        label, url, meta, expires = self.link_texts(row, clock)
-        title = f"Link expired: {label}"
-        body = f"{label} expired on {human(expires)} and no longer works."
-        return self.make(row.owner, (row.id, iso(expires)), title, body, url, meta)
+        shown, url, meta, expires = self.link_texts(row, clock)
+        return self.make(row.owner, (row.id, iso(expires)), shown, url, meta)
 
 
 class ExpiredLinkHasActiveCampaign(LifecycleRule):
@@ -241,16 +246,10 @@ class ExpiredLinkHasActiveCampaign(LifecycleRule):
         )
 
     def candidate(self, row, clock):
-        label, url, meta, expires = self.link_texts(row, clock)
-        campaign, _, cmeta, ends = self.campaign_texts(row, clock, "c_")
-        until = f"runs until {human(ends)}" if ends else "has no end date"
-        title = f"Expired link in an active campaign: {label}"
-        body = (
-            f"{label} expired on {human(expires)}, but {campaign} {until}: "
-            "its visitors reach a dead link."
-        )
+        shown, url, meta, expires = self.link_texts(row, clock)
+        campaign, _, cmeta, _ = self.campaign_texts(row, clock, "c_")
         key = (row.id, iso(expires), row.c_id)
-        return self.make(row.owner, key, title, body, url, {**meta, **cmeta})
+        return self.make(row.owner, key, {**shown, **campaign}, url, {**meta, **cmeta})
 
 
 class ActiveLinkHasExpiredCampaign(LifecycleRule):
@@ -277,16 +276,10 @@ class ActiveLinkHasExpiredCampaign(LifecycleRule):
         )
 
     def candidate(self, row, clock):
-        label, url, meta, expires = self.link_texts(row, clock)
+        shown, url, meta, _ = self.link_texts(row, clock)
         campaign, _, cmeta, ends = self.campaign_texts(row, clock, "c_")
-        still = f"until {human(expires)}" if expires else "with no expiry date"
-        title = f"Campaign ended, link still active: {label}"
-        body = (
-            f"{_cap(campaign)} ended on {human(ends)}, but {label} stays active {still}. "
-            "Deactivate it if it should stop."
-        )
         key = (row.id, row.c_id, iso(ends))
-        return self.make(row.owner, key, title, body, url, {**meta, **cmeta})
+        return self.make(row.owner, key, {**shown, **campaign}, url, {**meta, **cmeta})
 
 
 class CampaignExpiringSoon(LifecycleRule):
@@ -304,10 +297,8 @@ class CampaignExpiringSoon(LifecycleRule):
         )
 
     def candidate(self, row, clock):
-        label, url, meta, ends = self.campaign_texts(row, clock)
-        title = f"Campaign ends soon: {label.removeprefix('campaign ')}"
-        body = f"{_cap(label)} ends on {human(ends)}."
-        return self.make(row.owner, (row.id, iso(ends)), title, body, url, meta)
+        shown, url, meta, ends = self.campaign_texts(row, clock)
+        return self.make(row.owner, (row.id, iso(ends)), shown, url, meta)
 
 
 class CampaignExpired(LifecycleRule):
@@ -325,10 +316,8 @@ class CampaignExpired(LifecycleRule):
         )
 
     def candidate(self, row, clock):
-        label, url, meta, ends = self.campaign_texts(row, clock)
-        title = f"Campaign ended: {label.removeprefix('campaign ')}"
-        body = f"{_cap(label)} ended on {human(ends)}."
-        return self.make(row.owner, (row.id, iso(ends)), title, body, url, meta)
+        shown, url, meta, ends = self.campaign_texts(row, clock)
+        return self.make(row.owner, (row.id, iso(ends)), shown, url, meta)
 
 
 class CampaignHasExpiredLinks(LifecycleRule):
@@ -364,20 +353,17 @@ class CampaignHasExpiredLinks(LifecycleRule):
         )
 
     def candidate(self, row, clock):
-        label, url, meta, _ = self.campaign_texts(row, clock)
+        shown, url, meta, _ = self.campaign_texts(row, clock)
         first, last = clock.read(row.first_expired), clock.read(row.last_expired)
         count = row.expired_links
-        links = "1 link" if count == 1 else f"{count} links"
-        title = f"Campaign has expired links: {label.removeprefix('campaign ')}"
-        span = f"on {human(last)}" if count == 1 else f"between {human(first)} and {human(last)}"
-        body = f"{links} of {label}, which is still active, expired {span}."
+        shown |= {"count": count, "first": human(first), "last": human(last)}
         meta |= {
             "expired_links": count,
             "first_expired_at": iso(first),
             "last_expired_at": iso(last),
         }
         key = (row.id, last.astimezone(UTC).date().isoformat())
-        return self.make(row.owner, key, title, body, url, meta)
+        return self.make(row.owner, key, shown, url, meta)
 
 
 RULES = [

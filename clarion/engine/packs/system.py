@@ -93,16 +93,18 @@ class SystemRule(Rule):
     def check(self, ctx: RunContext) -> Iterable[Candidate]:
         raise NotImplementedError
 
-    def alarm(self, ctx: RunContext, subject: str, title: str, body: str, **numbers) -> Candidate:
-        """One notification to every operator; ``numbers`` go to the metadata as they are."""
+    def alarm(self, ctx: RunContext, subject: str, data: dict, **numbers) -> Candidate:
+        """One notification to every operator, worded by the built-in template named after
+        the rule from ``data`` (clarion/templates/*/system.toml); ``numbers`` go to the
+        metadata as they are."""
         window = window_start(ctx.now, self.config.renotify_minutes)
         return Candidate(
             recipients=self.config.operators,
             category=CATEGORY,
             type=self.key,
             severity=self.severity,
-            title=title,
-            body=body,
+            template=self.key,
+            data=data,
             metadata={"rule": self.key, "subject": subject, "window": window, **numbers},
             dedupe_key=f"system:{self.key}:{subject}:{window}",
             collapse_key=f"system:{self.key}:{subject}",
@@ -133,9 +135,7 @@ class QueueBacklog(SystemRule):
                 yield self.alarm(
                     ctx,
                     queue,
-                    f"Queue {queue}: {count} messages waiting",
-                    f"{count} messages are waiting in queue {queue} "
-                    f"(threshold {cfg.backlog_threshold}).",
+                    {"queue": queue, "waiting": count, "threshold": cfg.backlog_threshold},
                     queue=queue,
                     waiting=count,
                     threshold=cfg.backlog_threshold,
@@ -175,17 +175,12 @@ class QueueDelay(SystemRule):
             slow = r.last_delay is not None and r.last_delay > limit
             if not (stuck or slow):
                 continue
-            if stuck:
-                title = f"Queue {r.queue}: nothing consumed for {waiting:.0f} s"
-                body = f"The canary sent to {r.queue} {waiting:.0f} s ago has not run yet"
-            else:
-                title = f"Queue {r.queue}: messages wait {r.last_delay:.0f} s"
-                body = f"The last canary on {r.queue} waited {r.last_delay:.0f} s for a worker"
+            shown = {"queue": r.queue, "stuck": stuck, "waiting": waiting}
+            shown |= {"last_delay": r.last_delay, "threshold": limit}
             yield self.alarm(
                 ctx,
                 r.queue,
-                title,
-                f"{body} (threshold {limit:g} s).",
+                shown,
                 queue=r.queue,
                 pending_seconds=None if waiting is None else round(waiting, 3),
                 last_delay_seconds=None if r.last_delay is None else round(r.last_delay, 3),
@@ -214,13 +209,15 @@ class DeadLetterGrowth(SystemRule):
             counts = session.execute(stmt).all()
         for channel, count in counts:
             if count > cfg.dead_letter_threshold:
+                shown = {"channel": channel, "count": count}
+                shown |= {
+                    "window_minutes": cfg.dead_letter_window_minutes,
+                    "threshold": cfg.dead_letter_threshold,
+                }
                 yield self.alarm(
                     ctx,
                     channel,
-                    f"{count} new dead letters on {channel}",
-                    f"{count} {channel} deliveries were dead-lettered in the last "
-                    f"{cfg.dead_letter_window_minutes:g} min "
-                    f"(threshold {cfg.dead_letter_threshold}).",
+                    shown,
                     channel=channel,
                     dead_letters=count,
                     window_minutes=cfg.dead_letter_window_minutes,
@@ -266,13 +263,16 @@ class DeliveryFailureRate(SystemRule):
             rate = bad / total
             if total < cfg.failure_min_attempts or rate <= cfg.failure_rate_threshold:
                 continue
+            shown = {"channel": channel, "failed": bad, "attempts": total, "rate": rate}
+            shown |= {
+                "window_minutes": cfg.failure_window_minutes,
+                "threshold": cfg.failure_rate_threshold,
+                "min_attempts": cfg.failure_min_attempts,
+            }
             yield self.alarm(
                 ctx,
                 channel,
-                f"{rate:.0%} of {channel} delivery attempts fail",
-                f"{bad} of {total} {channel} delivery attempts failed in the last "
-                f"{cfg.failure_window_minutes:g} min ({rate:.1%}; threshold "
-                f"{cfg.failure_rate_threshold:.1%}, at least {cfg.failure_min_attempts}).",
+                shown,
                 channel=channel,
                 failed=bad,
                 attempts=total,
@@ -308,9 +308,7 @@ class NoWorker(SystemRule):
         yield self.alarm(
             ctx,
             "all",
-            "No Clarion worker is running",
-            f"No worker answered a ping within {cfg.ping_timeout_seconds:g} s: nothing is "
-            "being created or delivered.",
+            {"timeout_seconds": cfg.ping_timeout_seconds},
             workers=0,
             timeout_seconds=cfg.ping_timeout_seconds,
         )
@@ -341,12 +339,11 @@ class HighLoad(SystemRule):
         if per_core <= cfg.load_per_core_threshold:
             return
         host = socket.gethostname()
+        shown = {"host": host, "load": load, "cores": cores, "per_core": per_core}
         yield self.alarm(
             ctx,
             host,
-            f"Host {host} is overloaded: load {per_core:.2f} per core",
-            f"The 5-minute load average of {host} is {load:.2f} on {cores} cores, "
-            f"{per_core:.2f} per core (threshold {cfg.load_per_core_threshold:g}).",
+            {**shown, "threshold": cfg.load_per_core_threshold},
             host=host,
             load_5m=round(load, 2),
             cores=cores,
