@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import uuid6
+import yaml
 
 from clarion.cli import build_parser, worker_queues
 from clarion.core.lanes import lane_for, parse_lanes
@@ -73,3 +76,29 @@ def test_derived_ids_are_uuid7_at_the_accepted_time_and_stable_per_request_and_r
     assert derived_id(new_id(), "ada", at) != a
     # Time-ordered like any UUIDv7: a later request's ids sort after this one's.
     assert derived_id(request, "ada", at + timedelta(milliseconds=1)) > max(others | {a})
+
+
+def _consumed(commands: list[list[str]]) -> set[str]:
+    consumed = set()
+    for argv in commands:
+        if argv[:2] == ["clarion", "worker"]:
+            args = build_parser().parse_args(argv[1:])
+            consumed |= set(worker_queues(args.lanes, args.queues))
+    return consumed
+
+
+def test_the_deploy_files_run_a_worker_for_every_queue_and_one_for_the_priority_lane_alone():
+    root = Path(__file__).resolve().parents[2] / "deploy"
+    procfile = [
+        shlex.split(line.split(":", 1)[1])
+        for line in (root / "Procfile").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    compose = [
+        service["command"]
+        for service in yaml.safe_load((root / "compose.yaml").read_text())["services"].values()
+        if "command" in service
+    ]
+    for commands in (procfile, compose):
+        assert _consumed(commands) == set(queues.ALL_QUEUES)
+        assert ["clarion", "worker", "--lanes", "priority"] in [c[:4] for c in commands]

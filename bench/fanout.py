@@ -1,0 +1,249 @@
+"""Topic fan-out benchmark: one POST to a topic of 100,000 subscribers → every inbox row.
+
+Run from the repository root (PostgreSQL and Redis on 127.0.0.1)::
+
+    .venv/bin/python -m bench.fanout                        # 100,000 subscribers, 3 rounds
+    .venv/bin/python -m bench.fanout --subscribers 20000 --rounds 1     # quick
+
+Steps:
+
+1. A fresh database ``clarion_bench_fanout`` (migrated); Redis databases 12 and 13 flushed.
+   ``clarion api`` and ``clarion worker --concurrency 2`` (every lane) start as
+   subprocesses. The topic ``everyone`` gets ``--subscribers`` ids through the real
+   ``PUT /v1/topics/everyone/subscribers``, 10,000 per call (timed: the PUT rate).
+2. Per round:
+   - **baseline**: the same rows the fan-out stores (one ``notifications`` row and one
+     ``in_app`` delivery row per subscriber, same columns, same indexes and foreign keys)
+     written by plain psycopg in one transaction, first by COPY, then (after a TRUNCATE) by
+     ``executemany`` of INSERTs; then TRUNCATE again;
+   - **Clarion**: one ``POST /v1/notifications {"topic": "everyone", ...}``; the clock runs
+     from just before the POST until ``count(*)`` of the request's notifications (polled
+     every ``--poll`` s) reaches the subscriber count, and the last poll must also find
+     every in-app delivery. Recipients/s = subscribers / that time. The fan-out task's own
+     walk (from its ``fanouts`` row) and the CPU per process group are printed too.
+3. Each round's figures, then the median of the rounds, next to the targets:
+   ≥ 20,000 recipients/s and ≥ 0.3 × the raw insert rate (COPY, the faster baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+if __package__ in (None, ""):  # also runnable as `python bench/fanout.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+import psycopg
+
+from bench import _common as common
+
+DATABASE = "clarion_bench_fanout"
+TOPIC = "everyone"
+PUT_BATCH = 10_000
+TARGET_RATE, TARGET_RATIO = 20_000.0, 0.3
+NOTIFICATION_COLUMNS = (
+    "id, request_id, recipient_id, seq, category, type, severity, title, body, metadata,"
+    " in_inbox, created_at"
+)
+DELIVERY_COLUMNS = "id, notification_id, channel, target, status, attempts, created_at, updated_at"
+TRUNCATE = "TRUNCATE deliveries, notifications, fanouts CASCADE"
+
+
+def rows_for(subscribers: list[str]) -> tuple[list[tuple], list[tuple]]:
+    """The notification and in-app delivery rows of one fan-out, as the create step makes
+    them (minus what it computes: the ids here are plain UUIDv7s)."""
+    from psycopg.types.json import Jsonb
+
+    from clarion.ids import new_id
+
+    now, request = datetime.now(UTC), new_id()
+    notes, deliveries = [], []
+    for sid in subscribers:
+        nid = new_id()
+        notes.append(
+            (nid, request, sid, 1, "news", "release", "medium", "v2 is out", "Read more.",
+             Jsonb({}), True, now)
+        )  # fmt: skip
+        deliveries.append((new_id(), nid, "in_app", "", "sent", 1, now, now))
+    return notes, deliveries
+
+
+def raw_copy(url: str, notes: list[tuple], deliveries: list[tuple]) -> float:
+    with psycopg.connect(url) as conn:
+        t0 = time.perf_counter()
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY notifications ({NOTIFICATION_COLUMNS}) FROM STDIN") as copy:
+                for row in notes:
+                    copy.write_row(row)
+            with cur.copy(f"COPY deliveries ({DELIVERY_COLUMNS}) FROM STDIN") as copy:
+                for row in deliveries:
+                    copy.write_row(row)
+        conn.commit()
+        took = time.perf_counter() - t0
+        conn.execute(TRUNCATE)
+        conn.commit()
+    return took
+
+
+def raw_executemany(url: str, notes: list[tuple], deliveries: list[tuple]) -> float:
+    marks = ", ".join(["%s"] * 12)
+    with psycopg.connect(url) as conn:
+        t0 = time.perf_counter()
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO notifications ({NOTIFICATION_COLUMNS}) VALUES ({marks})", notes
+            )
+            cur.executemany(
+                f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES"
+                " (%s, %s, %s, %s, %s, %s, %s, %s)",
+                deliveries,
+            )
+        conn.commit()
+        took = time.perf_counter() - t0
+        conn.execute(TRUNCATE)
+        conn.commit()
+    return took
+
+
+def fill_topic(base: str, key: str, subscribers: list[str]) -> float:
+    """PUT the subscribers through the API, 10,000 per call; returns the seconds taken."""
+    t0 = time.perf_counter()
+    for start in range(0, len(subscribers), PUT_BATCH):
+        done = httpx.put(
+            f"{base}/v1/topics/{TOPIC}/subscribers",
+            json={"add": subscribers[start : start + PUT_BATCH]},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=120,
+        )
+        done.raise_for_status()
+    return time.perf_counter() - t0
+
+
+def progress(conn: psycopg.Connection, request_id: str) -> tuple[int, int]:
+    notes = conn.execute(
+        "SELECT count(*) FROM notifications WHERE request_id = %s", (request_id,)
+    ).fetchone()[0]
+    deliveries = conn.execute(
+        "SELECT count(*) FROM deliveries d JOIN notifications n ON n.id = d.notification_id"
+        " WHERE n.request_id = %s AND d.channel = 'in_app' AND d.status = 'sent'",
+        (request_id,),
+    ).fetchone()[0]
+    return notes, deliveries
+
+
+def fan_out(base: str, key: str, url: str, total: int, args, procs, groups) -> dict:
+    """One POST to the topic, timed until every inbox row is stored."""
+    body = {"topic": TOPIC, "category": "news", "type": "release", "title": "v2 is out",
+            "body": "Read more.", "channels": ["in_app"]}  # fmt: skip
+    headers = {"Authorization": f"Bearer {key}"}
+    with psycopg.connect(url, autocommit=True) as conn:
+        before, t0 = common.cpu_snapshot(groups), time.perf_counter()
+        answer = httpx.post(f"{base}/v1/notifications", json=body, headers=headers, timeout=30)
+        accepted = time.perf_counter() - t0
+        answer.raise_for_status()
+        request_id = answer.json()["request_id"]
+        deadline = t0 + args.timeout
+        while (stored := progress(conn, request_id))[0] < total:
+            procs.check_alive()
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{stored[0]:,} of {total:,} after {args.timeout} s")
+            time.sleep(args.poll)
+        took = time.perf_counter() - t0
+        cpu = common.cpu_report(before, common.cpu_snapshot(groups), took)
+        walk = conn.execute(
+            "SELECT extract(epoch FROM finished_at - created_at), batches FROM fanouts"
+            " WHERE request_id = %s",
+            (request_id,),
+        ).fetchone()
+        stored = progress(conn, request_id)
+    status = httpx.get(f"{base}/v1/requests/{request_id}", headers=headers).json()
+    ok = stored == (total, total) and status["done"] and status["created"] == total
+    return {"seconds": took, "accepted": accepted, "walk": walk, "cpu": cpu, "ok": ok,
+            "stored": stored}  # fmt: skip
+
+
+def report_round(n: int, total: int, copy_s: float, many_s: float, got: dict) -> None:
+    rate = total / got["seconds"]
+    walk, batches = got["walk"]
+    print(f"\nround {n}:")
+    print(f"  baseline COPY        {copy_s:6.2f} s  {total / copy_s:9,.0f} recipients/s")
+    print(f"  baseline executemany {many_s:6.2f} s  {total / many_s:9,.0f} recipients/s")
+    print(
+        f"  Clarion fan-out      {got['seconds']:6.2f} s  {rate:9,.0f} recipients/s"
+        f"  (POST answered in {got['accepted'] * 1000:.1f} ms; the walk enqueued"
+        f" {batches} create tasks in {walk:.2f} s)"
+    )
+    print(
+        f"  ratio to COPY {rate * copy_s / total:.2f}, to executemany {rate * many_s / total:.2f}"
+    )
+    print(f"  CPU: {got['cpu']}")
+    if not got["ok"]:
+        print(f"  !! stored {got['stored']} of {total:,}, or progress not done")
+
+
+def run(args: argparse.Namespace) -> int:
+    env = common.fresh_run(DATABASE, args.log_level)
+    url = common.pg_url(DATABASE)
+    key = common.clarion("keys", "create", "bench", "--scope", "notify", env=env).split()[-1]
+    subscribers = [f"sub-{i:06d}" for i in range(args.subscribers)]
+    total = len(subscribers)
+    port = common.free_port()
+    base = f"http://127.0.0.1:{port}"
+    with common.Processes() as procs:
+        print(f"process logs: {procs.logdir}")
+        api = procs.start("api", [str(common.BIN / "clarion"), "api", "--port", str(port)], env)
+        worker_argv = [str(common.BIN / "clarion"), "worker", "--concurrency", "2"]
+        worker = procs.start("worker", worker_argv, env)
+        common.wait_http(f"{base}/readyz", procs)
+        groups = {"api": api.pid, "worker": worker.pid}
+        put = fill_topic(base, key, subscribers)
+        print(
+            f"topic {TOPIC!r}: {total:,} subscribers by PUT in {put:.2f} s ({total / put:,.0f}/s)"
+        )
+        notes, deliveries = rows_for(subscribers)
+        rounds = []
+        for n in range(1, args.rounds + 1):
+            copy_s = raw_copy(url, notes, deliveries)
+            many_s = raw_executemany(url, notes, deliveries)
+            got = fan_out(base, key, url, total, args, procs, groups)
+            report_round(n, total, copy_s, many_s, got)
+            rounds.append((copy_s, many_s, got))
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(TRUNCATE)
+    rate = statistics.median(total / got["seconds"] for *_, got in rounds)
+    copy_rate = statistics.median(total / c for c, _, _ in rounds)
+    many_rate = statistics.median(total / m for _, m, _ in rounds)
+    ok = all(got["ok"] for *_, got in rounds)
+    met = rate >= TARGET_RATE and rate >= TARGET_RATIO * copy_rate
+    print(
+        f"\nmedian of {len(rounds)}: Clarion {rate:,.0f} recipients/s; raw COPY"
+        f" {copy_rate:,.0f}/s (ratio {rate / copy_rate:.2f}), executemany {many_rate:,.0f}/s"
+        f" (ratio {rate / many_rate:.2f})"
+    )
+    print(
+        f"target ≥ {TARGET_RATE:,.0f}/s and ≥ {TARGET_RATIO} × COPY: {'met' if met else 'NOT MET'}"
+        f"; every row stored: {'yes' if ok else 'NO'}"
+    )
+    if not ok:
+        return 1
+    return 0 if met or not args.strict else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscribers", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--poll", type=float, default=0.05, help="seconds between counts")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    sys.exit(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
