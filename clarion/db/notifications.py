@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Uuid, bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from clarion.db import bulk
+from clarion.db.dialect import one_of
 from clarion.db.models import Delivery, InboxEvent, Notification, ScheduledNotification
 from clarion.ids import utcnow
 
@@ -36,7 +38,9 @@ class InboxFilter:
 
 
 def existing_ids(*, session: Session, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    rows = session.execute(select(Notification.id).where(Notification.id.in_(ids)))
+    rows = session.execute(
+        select(Notification.id).where(one_of(session, Notification.id, ids, Uuid()))
+    )
     return set(rows.scalars())
 
 
@@ -53,13 +57,11 @@ def dedupe_pairs(
 
 
 def insert_many(*, session: Session, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(insert(Notification), rows)
+    bulk.insert_rows(session=session, model=Notification, rows=rows)
 
 
 def insert_deliveries(*, session: Session, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(insert(Delivery), rows)
+    bulk.insert_rows(session=session, model=Delivery, rows=rows)
 
 
 def pending_deliveries(

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
-from clarion.db.dialect import insert_for
+from clarion.db.dialect import insert_for, is_postgres, one_of
 from clarion.db.models import Subscriber
 from clarion.db.notifications import erase_for_recipient
 
@@ -24,11 +24,27 @@ def ensure(*, session: Session, ids: Sequence[str], now: datetime) -> None:
     """
     if not ids:
         return
-    stmt = insert_for(session, Subscriber).on_conflict_do_nothing(index_elements=["id"])
     new = sorted(set(ids))
+    if is_postgres(session):
+        # One statement for the batch (an executemany is one INSERT per id on the server).
+        session.execute(_ENSURE_PG, {"ids": new, "now": now})
+        return
+    stmt = insert_for(session, Subscriber).on_conflict_do_nothing(index_elements=["id"])
     session.execute(
         stmt, [{"id": i, "data": {}, "seq": 0, "created_at": now, "updated_at": now} for i in new]
     )
+
+
+_ENSURE_PG = text(
+    "INSERT INTO subscribers (id, data, seq, created_at, updated_at)"
+    " SELECT i, '{}', 0, :now, :now FROM unnest(CAST(:ids AS varchar[])) AS i ORDER BY i"
+    " ON CONFLICT (id) DO NOTHING"
+)
+_SET_SEQS_PG = text(
+    "UPDATE subscribers AS s SET seq = v.seq"
+    " FROM unnest(CAST(:ids AS varchar[]), CAST(:seqs AS bigint[])) AS v(id, seq)"
+    " WHERE s.id = v.id"
+)
 
 
 def lock_seqs(*, session: Session, ids: Sequence[str]) -> dict[str, int]:
@@ -42,7 +58,7 @@ def lock_seqs(*, session: Session, ids: Sequence[str]) -> dict[str, int]:
         return {}
     rows = session.execute(
         select(Subscriber.id, Subscriber.seq)
-        .where(Subscriber.id.in_(sorted(set(ids))))
+        .where(one_of(session, Subscriber.id, sorted(set(ids))))
         .order_by(Subscriber.id)
         .with_for_update()
     )
@@ -50,8 +66,10 @@ def lock_seqs(*, session: Session, ids: Sequence[str]) -> dict[str, int]:
 
 
 def set_seqs(*, session: Session, seqs: dict[str, int]) -> None:
-    """Store new sequence values of locked subscribers (one executemany)."""
-    if seqs:
+    """Store new sequence values of locked subscribers, in one statement."""
+    if seqs and is_postgres(session):
+        session.execute(_SET_SEQS_PG, {"ids": list(seqs), "seqs": list(seqs.values())})
+    elif seqs:
         session.execute(
             update(Subscriber.__table__)
             .where(Subscriber.__table__.c.id == bindparam("sid"))
