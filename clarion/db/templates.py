@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from clarion.db.dialect import lock_name
 from clarion.db.models import Template
 
 
@@ -69,9 +70,10 @@ def add_version(
 ) -> Template:
     """Insert version n+1 of (key, channel, locale), active unless told otherwise.
 
-    Two concurrent saves of one slot collide on the version's (or the active version's)
-    unique index: the loser's transaction raises IntegrityError and may simply retry.
+    Concurrent saves of one slot take turns (a lock on the slot's name until commit), so
+    each numbers after the last; the unique indexes stay the backstop.
     """
+    lock_name(session, f"clarion:template:{key}:{channel}:{locale}")
     latest = session.scalar(
         select(func.max(Template.version)).where(
             Template.key == key, Template.channel == channel, Template.locale == locale

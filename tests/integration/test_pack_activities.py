@@ -220,3 +220,28 @@ def test_a_bad_event_body_is_a_422_problem(client, runtime, producer, body):
     assert problem["type"] == "urn:clarion:problem:validation-error"
     assert problem["errors"]
     assert drain(runtime.celery) == 0  # nothing was enqueued
+
+
+def test_each_recipient_reads_the_invitation_in_their_own_language(client, runtime, producer):
+    response = client.put("/v1/subscribers/ivan", json={"locale": "ru-RU"}, headers=producer)
+    assert response.status_code == 200
+    send(
+        client,
+        producer,
+        "member.invited",
+        {"invitee": "ivan", "admins": ["bob"], "workspace_name": "Acme", "role": "editor"},
+        actor="ada",
+    )
+    drain(runtime.celery)
+
+    _, by = notified(runtime)
+    ivan, bob = by["member_invited", "ivan"], by["member_invited", "bob"]
+    assert (ivan.title, ivan.body) == (
+        "Вас пригласили в Acme",
+        "ada приглашает вас в Acme с ролью editor.",
+    )
+    assert (bob.title, bob.body) == (
+        "ivan was invited to Acme",
+        "ada invited ivan to Acme as editor.",
+    )
+    assert ivan.template == "member_invited" and bob.template == "member_invited.admins"
