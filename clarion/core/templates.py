@@ -25,12 +25,10 @@ from sqlalchemy.orm import Session
 from clarion.core.sandbox import FIELDS, TemplateError, check, render_field
 from clarion.db import subscribers
 from clarion.db import templates as templates_db
-from clarion.settings import CHANNEL_KEYS
 
 log = logging.getLogger(__name__)
 
 ANY = "*"
-TEMPLATE_CHANNELS: tuple[str, ...] = (ANY, *CHANNEL_KEYS)
 MAX_TITLE = 500
 
 __all__ = [

@@ -453,3 +453,32 @@ def test_a_push_by_template_carries_the_channel_version_in_the_readers_language(
     assert got.payload["title"] == "📦 A-17"
     assert got.payload["body"] == "Курьер привезёт заказ <tomorrow>"
     assert got.payload["url"] == "https://shop.example/A-17"
+
+
+def test_a_webhook_by_template_carries_the_rendering_for_the_recipients_locale(
+    client, runtime, admin, producer, webhook_receiver
+):
+    saved(client, admin)
+    saved(client, admin, locale="ru", subject="Заказ {{ order }} отправлен", text="{{ eta }}")
+    url = webhook_receiver.url("orders")
+    endpoint = client.post("/v1/webhooks", json={"url": url}, headers=admin).json()
+    webhook_receiver.trust(url, endpoint["secret"])
+    profile(client, producer, "ivan", locale="ru")
+    send = {
+        "recipients": ["ivan"],
+        "category": "orders",
+        "channels": ["in_app", "webhook"],
+        "template": "order_shipped",
+        "data": ORDER,
+    }
+    assert client.post(SEND, json=send, headers=producer).status_code == 202
+    drain(runtime.celery)
+
+    [got] = webhook_receiver.deliveries
+    data = got.json["data"]
+    assert data["title"] == "Заказ A-17 отправлен"  # the inbox row, in ivan's language
+    assert data["content"] == {
+        "subject": "Заказ A-17 отправлен",
+        "html": None,
+        "text": "<tomorrow>",
+    }

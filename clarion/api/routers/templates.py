@@ -21,9 +21,8 @@ from clarion.core.templates import (
     TemplateError,
     TemplateVersion,
     check_version,
-    index,
-    pick,
     render,
+    resolve,
 )
 from clarion.db import templates as templates_db
 from clarion.settings import ChannelKey
@@ -295,8 +294,9 @@ def _previewed(key: str, body: PreviewRequest, session, locale: str, default: st
         return TemplateVersion(key=key, channel="*", locale=locale, **body.draft.model_dump())
     if body.version_id is not None:
         return TemplateVersion.of(_row(session, key, body.version_id))
-    stored = index(templates_db.active_versions(session=session, keys=[key]))
-    version = pick(stored, key, body.channel, locale, default)
+    version = resolve(
+        session=session, key=key, channel=body.channel, locale=locale, default_locale=default
+    )
     if version is None:
         raise Problem(404, "not-found", f"No template {key!r} for {body.channel} in {locale}.")
     return version
