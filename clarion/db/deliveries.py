@@ -140,7 +140,11 @@ def skip_open(*, session: Session, reasons: dict[uuid.UUID, str], now: datetime)
     table = Delivery.__table__
     session.execute(
         update(table)
-        .where(table.c.notification_id == bindparam("nid"), table.c.status.in_(NOT_STARTED))
+        # An expanding IN cannot run as executemany: spell the statuses out.
+        .where(
+            table.c.notification_id == bindparam("nid"),
+            or_(*(table.c.status == status for status in NOT_STARTED)),
+        )
         .values(
             status="skipped", last_error=bindparam("reason"), next_attempt_at=None, updated_at=now
         ),
