@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -48,9 +49,13 @@ class NotificationContent(BaseModel):
     category: Slug = Field(examples=["links"])
     type: Slug | None = Field(default=None, examples=["link_expiring_soon"])
     severity: Severity = "medium"
-    title: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
     template: TemplateKey | None = Field(
         default=None, description="A stored template's key, used instead of title/body."
+    )
+    # After ``template``: its validator reads the template to report a missing title
+    # on the field itself.
+    title: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = Field(
+        default=None, validate_default=True, description="Required unless `template` is given."
     )
     data: dict[str, Any] | None = Field(
         default=None, description="The template's variables (with `template`)."
@@ -93,10 +98,18 @@ class NotificationContent(BaseModel):
             raise ValueError(f"data is {size} bytes; the limit is {MAX_METADATA_BYTES}")
         return value
 
+    @field_validator("title")
+    @classmethod
+    def _title_or_template(cls, value: str | None, info: ValidationInfo) -> str | None:
+        template = info.data.get("template")
+        if value is None and template is None:
+            raise ValueError("title is required (or send by template)")
+        if value is not None and template is not None:
+            raise ValueError("give either title or template, not both")
+        return value
+
     @model_validator(mode="after")
-    def _title_or_template(self) -> NotificationContent:
-        if (self.title is None) == (self.template is None):
-            raise ValueError("give either title (and body) or template (and data), not both")
+    def _template_parts(self) -> NotificationContent:
         if self.template is None and (self.data is not None):
             raise ValueError("data goes with template")
         if self.template is not None and self.body is not None:
