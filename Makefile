@@ -51,6 +51,7 @@ bench: install services
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.channels
 	$(BIN)/python -m bench.lifecycle
+	$(BIN)/python -m bench.fanout
 
 clean:
 	rm -rf $(VENV) .clarion .pytest_cache .ruff_cache
