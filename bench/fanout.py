@@ -8,7 +8,7 @@ Run from the repository root (PostgreSQL and Redis on 127.0.0.1)::
 Steps:
 
 1. A fresh database ``clarion_bench_fanout`` (migrated); Redis databases 12 and 13 flushed.
-   ``clarion api`` and ``clarion worker --concurrency 2`` (every lane) start as
+   ``clarion api`` and ``clarion worker --concurrency 2`` (``--workers``; every lane) start as
    subprocesses. The topic ``everyone`` gets ``--subscribers`` ids through the real
    ``PUT /v1/topics/everyone/subscribers``, 10,000 per call (timed: the PUT rate).
 2. Per round:
@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     with common.Processes() as procs:
         print(f"process logs: {procs.logdir}")
         api = procs.start("api", [str(common.BIN / "clarion"), "api", "--port", str(port)], env)
-        worker_argv = [str(common.BIN / "clarion"), "worker", "--concurrency", "2"]
+        worker_argv = [str(common.BIN / "clarion"), "worker", "--concurrency", str(args.workers)]
         worker = procs.start("worker", worker_argv, env)
         common.wait_http(f"{base}/readyz", procs)
         groups = {"api": api.pid, "worker": worker.pid}
@@ -284,6 +284,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, help="CLARION_FANOUT_BATCH (default 1000)")
+    parser.add_argument("--workers", type=int, default=2, help="the worker's --concurrency")
     parser.add_argument("--poll", type=float, default=0.5, help="longest wait between counts")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--log-level", default="WARNING")
