@@ -1,7 +1,4 @@
-"""Tables. PostgreSQL is the source of truth; the same schema runs on SQLite (embedded mode).
-
-Categories and types are free text, so a new category or subtype never needs a migration.
-"""
+"""Subscribers, notifications, their deliveries and what happens to them; API keys."""
 
 from __future__ import annotations
 
@@ -10,10 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -23,18 +18,9 @@ from sqlalchemy import (
     Uuid,
     text,
 )
-from sqlalchemy import text as sql_text  # Template has a column named "text"
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
-# SQLite has no BIGINT autoincrement; INTEGER PRIMARY KEY is its 64-bit rowid.
-BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
-UTCDateTime = DateTime(timezone=True)
-
-
-class Base(DeclarativeBase):
-    pass
+from clarion.db.models.base import Base, BigIntPK, JSONType, UTCDateTime
 
 
 class Subscriber(Base):
@@ -245,74 +231,6 @@ class AuditEntry(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
-class Preference(Base):
-    """A subscriber's switch for one channel in one category ("*" = every category)."""
-
-    __tablename__ = "preferences"
-
-    subscriber_id: Mapped[str] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
-    )
-    category: Mapped[str] = mapped_column(String(64), primary_key=True)
-    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
-    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-
-
-class CategoryPreference(Base):
-    """A subscriber's digest cadence for one category: instant, hourly, daily, weekly."""
-
-    __tablename__ = "category_preferences"
-
-    subscriber_id: Mapped[str] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
-    )
-    category: Mapped[str] = mapped_column(String(64), primary_key=True)
-    digest: Mapped[str] = mapped_column(String(16), nullable=False)
-    # "HH:MM" in the subscriber's timezone (daily and weekly); weekday 0 = Monday (weekly).
-    digest_at: Mapped[str | None] = mapped_column(String(5))
-    digest_weekday: Mapped[int | None] = mapped_column(Integer)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-
-
-class PushSubscription(Base):
-    """One browser or device of a subscriber (the W3C PushSubscription it registered)."""
-
-    __tablename__ = "push_subscriptions"
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    subscriber_id: Mapped[str] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False, index=True
-    )
-    endpoint: Mapped[str] = mapped_column(String(2048), nullable=False, unique=True)
-    p256dh: Mapped[str] = mapped_column(String(128), nullable=False)
-    auth: Mapped[str] = mapped_column(String(64), nullable=False)
-    user_agent: Mapped[str | None] = mapped_column(String(512))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    # Set when the push service says the subscription is gone (404/410).
-    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(Text)
-
-
-class WebhookEndpoint(Base):
-    """A producer's receiver: signed POSTs of the notifications in its categories."""
-
-    __tablename__ = "webhook_endpoints"
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    url: Mapped[str] = mapped_column(String(2048), nullable=False)
-    # Standard Webhooks secret ("whsec_" + base64). Kept readable: signing needs it.
-    secret: Mapped[str] = mapped_column(String(128), nullable=False)
-    # Empty: every category.
-    categories: Mapped[list[str]] = mapped_column(JSONType, nullable=False)
-    description: Mapped[str | None] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(Text)
-
-
 class ApiKey(Base):
     """A producer's API key. Only the SHA-256 of the secret is stored."""
 
@@ -325,157 +243,3 @@ class ApiKey(Base):
     scopes: Mapped[list[str]] = mapped_column(JSONType, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
-class Event(Base):
-    """A producer's domain event (``POST /v1/events``), input of the event rules."""
-
-    __tablename__ = "events"
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    type: Mapped[str] = mapped_column(String(128), nullable=False)
-    subject: Mapped[str | None] = mapped_column(String(255))
-    actor: Mapped[str | None] = mapped_column(String(255))
-    data: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-
-    __table_args__ = (Index("ix_events_type_time", "type", "occurred_at"),)
-
-
-class RuleSetting(Base):
-    """An operator's override of a rule: on/off and config, changed without a deploy."""
-
-    __tablename__ = "rule_settings"
-
-    key: Mapped[str] = mapped_column(String(128), primary_key=True)
-    enabled: Mapped[bool | None] = mapped_column(Boolean)
-    config: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    updated_by: Mapped[str] = mapped_column(String(255), nullable=False)
-
-
-class RuleRun(Base):
-    """One run of one rule: what it saw, what it created, what it skipped, how it ended."""
-
-    __tablename__ = "rule_runs"
-
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    rule_key: Mapped[str] = mapped_column(String(128), nullable=False)
-    # beat | manual | event | dry-run
-    trigger: Mapped[str] = mapped_column(String(16), nullable=False)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # The rule's clock: "now" as the rule saw it (differs from started_at in time travel).
-    as_of: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    candidates: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
-    created: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
-    duplicates: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
-    error: Mapped[str | None] = mapped_column(Text)
-    event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-
-    __table_args__ = (Index("ix_rule_runs_key", "rule_key", text("id DESC")),)
-
-
-class Template(Base):
-    """One version of a stored template for one key, channel ("*" = any) and locale.
-
-    Versions are kept; exactly one per (key, channel, locale) is active (a partial unique
-    index), and it is the one rendered.
-    """
-
-    __tablename__ = "templates"
-
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    key: Mapped[str] = mapped_column(String(128), nullable=False)
-    channel: Mapped[str] = mapped_column(String(32), nullable=False)
-    locale: Mapped[str] = mapped_column(String(35), nullable=False)
-    version: Mapped[int] = mapped_column(Integer, nullable=False)
-    # Email subject, push and in-app title.
-    subject: Mapped[str | None] = mapped_column(Text)
-    html: Mapped[str | None] = mapped_column(Text)
-    # Plain-text email part, push and in-app body.
-    text: Mapped[str | None] = mapped_column(Text)
-    active: Mapped[bool] = mapped_column(Boolean, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    created_by: Mapped[str] = mapped_column(String(255), nullable=False)
-
-    __table_args__ = (
-        UniqueConstraint("key", "channel", "locale", "version", name="uq_templates_version"),
-        Index(
-            "uq_templates_active",
-            "key",
-            "channel",
-            "locale",
-            unique=True,
-            postgresql_where=sql_text("active"),
-            sqlite_where=sql_text("active"),
-        ),
-    )
-
-
-class ScheduledNotification(Base):
-    """A notification accepted with a future ``send_at``: released by beat, cancellable.
-
-    It becomes a notification (with its sequence number) only when released, so a live
-    client's cursor never skips it.
-    """
-
-    __tablename__ = "scheduled_notifications"
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, index=True)
-    recipient_id: Mapped[str] = mapped_column(String(255), nullable=False)
-    send_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    # The create message (content, accepted_at) to release.
-    message: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
-    # scheduled | released | cancelled
-    status: Mapped[str] = mapped_column(String(16), nullable=False)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-
-    __table_args__ = (
-        Index(
-            "ix_scheduled_due",
-            "send_at",
-            postgresql_where=text("status = 'scheduled'"),
-            sqlite_where=text("status = 'scheduled'"),
-        ),
-    )
-
-
-class Topic(Base):
-    """A named audience (``PUT /v1/topics/{key}/subscribers``)."""
-
-    __tablename__ = "topics"
-
-    key: Mapped[str] = mapped_column(String(128), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-
-
-class TopicSubscriber(Base):
-    __tablename__ = "topic_subscribers"
-
-    topic_key: Mapped[str] = mapped_column(
-        ForeignKey("topics.key", ondelete="CASCADE"), primary_key=True
-    )
-    subscriber_id: Mapped[str] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-
-
-class Fanout(Base):
-    """A ``POST /v1/notifications`` to a topic: its progress, under the request id."""
-
-    __tablename__ = "fanouts"
-
-    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    topic: Mapped[str] = mapped_column(String(128), nullable=False)
-    # fanning_out | enqueued (every batch's create task is on the bulk lane)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)
-    total: Mapped[int] = mapped_column(Integer, nullable=False)
-    batches: Mapped[int] = mapped_column(Integer, nullable=False)
-    message: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
