@@ -94,3 +94,25 @@ def test_api_to_inbox_through_the_sqlite_broker(runtime):
         inbox = client.get("/v1/me/notifications", headers={"Authorization": f"Bearer {token}"})
 
     assert [i["title"] for i in inbox.json()["items"]] == ["embedded"]
+
+
+def test_topic_fan_out_through_the_sqlite_broker(runtime):
+    with transaction(runtime.sessions) as s:
+        _, key = create_api_key(session=s, name="t", scopes=["notify"])
+    producer = {"Authorization": f"Bearer {key}"}
+    members = [f"m{i:02d}" for i in range(25)]
+    with TestClient(create_app(runtime=runtime)) as client:
+        put = client.put("/v1/topics/all/subscribers", json={"add": members}, headers=producer)
+        assert put.json()["added"] == 25
+        sent = client.post(
+            "/v1/notifications",
+            json={"topic": "all", "category": "x", "title": "everyone"},
+            headers=producer,
+        ).json()
+        drain(runtime.celery)
+        progress = client.get(sent["progress"], headers=producer).json()
+        token = issue_user_token(runtime.settings, "m07")
+        inbox = client.get("/v1/me/notifications", headers={"Authorization": f"Bearer {token}"})
+
+    assert (progress["total"], progress["created"], progress["done"]) == (25, 25, True)
+    assert [i["title"] for i in inbox.json()["items"]] == ["everyone"]
