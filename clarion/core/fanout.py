@@ -71,21 +71,7 @@ def fan_out(
         )
     if row.status == topics.ENQUEUED:  # every batch was published before this rerun
         return FanoutResult(row.total, row.batches, already_done=True)
-    result, after = FanoutResult(), None
-    # One short read per page, not one transaction held open while publishing.
-    while True:
-        with sessions() as session:
-            page = topics.page(
-                session=session, key=message.topic, after=after, limit=size, as_of=as_of
-            )
-        if not page:
-            break
-        publish(batch_message(message, [r for r, _ in page]))
-        result.recipients += len(page)
-        result.batches += 1
-        after = page[-1][0]
-        if len(page) < size:
-            break
+    result = _publish_pages(message, sessions=sessions, size=size, publish=publish)
     with transaction(sessions) as session:
         # The count walked, exact even if someone left the topic since the start.
         topics.finish_fanout(
@@ -96,3 +82,28 @@ def fan_out(
             now=utcnow(),
         )
     return result
+
+
+def _publish_pages(
+    message: FanoutMessage, *, sessions: sessionmaker[Session], size: int, publish: Publish
+) -> FanoutResult:
+    """Walk the audience in id order; one create message per page."""
+    result, after = FanoutResult(), None
+    # One short read per page, not one transaction held open while publishing.
+    while True:
+        with sessions() as session:
+            page = topics.page(
+                session=session,
+                key=message.topic,
+                after=after,
+                limit=size,
+                as_of=message.accepted_at,
+            )
+        if not page:
+            return result
+        publish(batch_message(message, [r for r, _ in page]))
+        result.recipients += len(page)
+        result.batches += 1
+        after = page[-1][0]
+        if len(page) < size:
+            return result
