@@ -218,3 +218,13 @@ def test_recipients_and_topic_together_are_refused(client, producer):
     assert client.post(SEND, json=both, headers=producer).status_code == 422
     bad = {"topic": "no spaces", "category": "x", "title": "t"}
     assert client.post(SEND, json=bad, headers=producer).status_code == 422
+
+
+def test_a_send_to_a_topic_nobody_follows_is_done_with_nobody(client, runtime, producer):
+    answer = client.post(
+        SEND, json={"topic": "empty", "category": "news", "title": "hello?"}, headers=producer
+    ).json()
+    drain(runtime.celery)
+    progress = client.get(answer["progress"], headers=producer).json()
+    assert (progress["total"], progress["batches"], progress["created"]) == (0, 0, 0)
+    assert progress["status"] == "enqueued" and progress["done"] is True
