@@ -4,6 +4,7 @@ Run from the repository root (PostgreSQL and Redis on 127.0.0.1)::
 
     .venv/bin/python -m bench.fanout                        # 100,000 subscribers, 3 rounds
     .venv/bin/python -m bench.fanout --subscribers 20000 --rounds 1     # quick
+    .venv/bin/python -m bench.fanout --template      # by template + data, rendered per locale
 
 Steps:
 
@@ -59,6 +60,11 @@ NOTIFICATION_COLUMNS = (
 )
 DELIVERY_COLUMNS = "id, notification_id, channel, target, status, attempts, created_at, updated_at"
 TRUNCATE = "TRUNCATE deliveries, notifications, fanouts CASCADE"
+# --template: a built-in template, rendered at create in each recipient's locale.
+TEMPLATED = {
+    "template": "link_expired",
+    "data": {"link": {"id": 1, "label": "go.example/abc"}, "expires": "2026-11-30 12:00 UTC"},
+}
 
 
 def rows_for(subscribers: list[str]) -> tuple[list[tuple], list[tuple]]:
@@ -177,8 +183,9 @@ def next_poll(count: int, total: int, elapsed: float, ceiling: float) -> float:
 
 def fan_out(base: str, key: str, url: str, total: int, args, procs, groups) -> dict:
     """One POST to the topic, timed until every inbox row is stored."""
-    body = {"topic": TOPIC, "category": "news", "type": "release", "title": "v2 is out",
-            "body": "Read more.", "channels": ["in_app"]}  # fmt: skip
+    content = TEMPLATED if args.template else {"title": "v2 is out", "body": "Read more."}
+    body = {"topic": TOPIC, "category": "news", "type": "release", "channels": ["in_app"]}
+    body.update(content)
     headers = {"Authorization": f"Bearer {key}"}
     with psycopg.connect(url, autocommit=True) as conn:
         before, t0 = common.cpu_snapshot(groups), time.perf_counter()
@@ -285,6 +292,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, help="CLARION_FANOUT_BATCH (default 1000)")
     parser.add_argument("--workers", type=int, default=2, help="the worker's --concurrency")
+    parser.add_argument(
+        "--template", action="store_true", help="send by template (link_expired) + data"
+    )
     parser.add_argument("--poll", type=float, default=0.5, help="longest wait between counts")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--log-level", default="WARNING")
