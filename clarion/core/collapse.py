@@ -6,7 +6,8 @@ commit order. For each (recipient, collapse_key) among the new rows the newest n
 stays; every other visible row with that key (older ones, and the batch's own earlier
 ones) is soft-deleted with ``replaced_by``, its open external deliveries are skipped, and
 the recipient gets a ``notification.updated`` inbox event (``deleted``) numbered from the
-same sequence, published after commit with the created events, so live clients drop it.
+same sequence, published after commit with the created events and a new ``unread_count``,
+so live clients drop it and their bell stays right.
 
 The newest stored wins, not the earliest accepted: a scheduled notification released
 now replaces an update sent an hour ago with the same key.
@@ -20,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from clarion.core.inbox import updated_event
+from clarion.core.inbox import unread_count_event, updated_event
 from clarion.db import deliveries, notifications, subscribers
 
 
@@ -80,4 +81,7 @@ def replace_older(
         ],
     )
     subscribers.set_seqs(session=session, seqs={r: seqs[r] for r in touched})
-    return events
+    # A replaced notification may have been unread: the bell gets the new count, as after
+    # a delete by the user (counted in this transaction, so it includes the new rows).
+    counts = notifications.unread_counts_of(session=session, recipient_ids=sorted(touched))
+    return events + [unread_count_event(r, seqs[r], counts.get(r, {})) for r in sorted(touched)]

@@ -84,6 +84,11 @@ def delete(*, session: Session, recipient_id: str, id: uuid.UUID, now: datetime)
 
 def unread_event(*, session: Session, recipient_id: str, cursor: int) -> dict[str, Any]:
     counts = notifications.unread_counts(session=session, recipient_id=recipient_id)
+    return unread_count_event(recipient_id, cursor, counts)
+
+
+def unread_count_event(recipient_id: str, cursor: int, counts: dict[str, int]) -> dict[str, Any]:
+    """The ``unread_count`` event: the bell's total and per-category counts at ``cursor``."""
     return {
         "type": "unread_count",
         "recipient": recipient_id,

@@ -95,14 +95,14 @@ def _unexpired(now: datetime | None):
     return or_(Notification.expires_at.is_(None), Notification.expires_at > (now or utcnow()))
 
 
+def _shown(now: datetime | None = None):
+    """In an inbox: meant for the inbox, not deleted, not expired."""
+    return (Notification.in_inbox.is_(True), Notification.deleted_at.is_(None), _unexpired(now))
+
+
 def _visible(recipient_id: str, now: datetime | None = None):
-    """In the recipient's inbox: theirs, meant for the inbox, not deleted, not expired."""
-    return (
-        Notification.recipient_id == recipient_id,
-        Notification.in_inbox.is_(True),
-        Notification.deleted_at.is_(None),
-        _unexpired(now),
-    )
+    """In the recipient's inbox: theirs, and shown."""
+    return (Notification.recipient_id == recipient_id, *_shown(now))
 
 
 def get_for_recipient(
@@ -154,16 +154,29 @@ def unread_counts(
     *, session: Session, recipient_id: str, now: datetime | None = None
 ) -> dict[str, int]:
     """Unread, unarchived inbox notifications per category (served by a partial index)."""
+    return unread_counts_of(session=session, recipient_ids=[recipient_id], now=now).get(
+        recipient_id, {}
+    )
+
+
+def unread_counts_of(
+    *, session: Session, recipient_ids: Sequence[str], now: datetime | None = None
+) -> dict[str, dict[str, int]]:
+    """:func:`unread_counts` of several recipients in one query; those with none are absent."""
     rows = session.execute(
-        select(Notification.category, func.count())
+        select(Notification.recipient_id, Notification.category, func.count())
         .where(
-            *_visible(recipient_id, now),
+            Notification.recipient_id.in_(list(recipient_ids)),
+            *_shown(now),
             Notification.read_at.is_(None),
             Notification.archived_at.is_(None),
         )
-        .group_by(Notification.category)
+        .group_by(Notification.recipient_id, Notification.category)
     )
-    return {category: count for category, count in rows}
+    counts: dict[str, dict[str, int]] = {}
+    for recipient, category, count in rows:
+        counts.setdefault(recipient, {})[category] = count
+    return counts
 
 
 def mark_all_read(
