@@ -68,6 +68,18 @@ class Runtime:
 
         return Channels(self.settings)
 
+    @property
+    def pipeline(self) -> dict:
+        """The create step's collaborators, as keyword arguments of ``create_notifications``
+        and of the tasks that feed ``persist`` (scheduled release, digests)."""
+        return {
+            "sessions": self.sessions,
+            "settings": self.settings,
+            "publisher": self.pubsub,
+            "dispatcher": self,
+            "channels": self.channels,
+        }
+
     def deliver(
         self,
         channel: str,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -230,3 +231,39 @@ def after_commit(result: Created, *, publisher: Publisher, dispatcher: Dispatche
         publisher.publish_many(events)
     for (channel, lane), ids in result.to_dispatch.items():
         dispatcher.deliver(channel, ids, lane=lane)
+
+
+# Claims up to a batch of due rows (SKIP LOCKED) and settles them in the caller's
+# transaction; returns their create messages and how many rows it took.
+Take = Callable[[Session], tuple[list[CreateMessage], int]]
+
+
+def persist_due(
+    take: Take,
+    *,
+    limit: int,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    publisher: Publisher,
+    dispatcher: Dispatcher,
+    channels: Channels,
+) -> int:
+    """Feed a table of due work into the pipeline (scheduled releases, digests).
+
+    Each batch is one transaction: ``take`` claims and settles its rows, their messages go
+    through :func:`persist`, and after commit they are announced like any create. It goes
+    on while batches come back full. Returns the notifications persisted."""
+    made = 0
+    while True:
+        with transaction(sessions) as session:
+            messages, taken = take(session)
+            result = (
+                persist(session=session, messages=messages, settings=settings, channels=channels)
+                if messages
+                else None
+            )
+        if result is not None:
+            after_commit(result, publisher=publisher, dispatcher=dispatcher)
+            made += sum(len(m.items) for m in messages)
+        if taken < limit:
+            return made

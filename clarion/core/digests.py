@@ -30,7 +30,6 @@ from clarion.core.preferences import DIGEST_TYPE
 from clarion.core.schemas import CreateMessage, NotificationContent
 from clarion.db import digests, notifications
 from clarion.db.digests import HeldItem
-from clarion.db.session import transaction
 from clarion.ids import new_id, utcnow
 from clarion.settings import Settings
 
@@ -161,21 +160,17 @@ def run(
     Each batch is one transaction (held rows locked with SKIP LOCKED, digests persisted,
     held rows settled), then announced and dispatched like any create."""
     now = now or utcnow()
-    made = 0
-    while True:
-        with transaction(sessions) as session:
-            items = digests.take_due(session=session, now=now, limit=limit)
-            full = len(items) >= limit
-            messages = _make(session, items, full, now) if items else []
-            result = (
-                pipeline.persist(
-                    session=session, messages=messages, settings=settings, channels=channels
-                )
-                if messages
-                else None
-            )
-        if result is not None:
-            pipeline.after_commit(result, publisher=publisher, dispatcher=dispatcher)
-        made += len(messages)
-        if not full:
-            return made
+
+    def take(session: Session) -> tuple[list[CreateMessage], int]:
+        items = digests.take_due(session=session, now=now, limit=limit)
+        return (_make(session, items, len(items) >= limit, now) if items else []), len(items)
+
+    return pipeline.persist_due(
+        take,
+        limit=limit,
+        sessions=sessions,
+        settings=settings,
+        publisher=publisher,
+        dispatcher=dispatcher,
+        channels=channels,
+    )

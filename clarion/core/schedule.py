@@ -25,7 +25,6 @@ from clarion.core import create as pipeline
 from clarion.core.schemas import CreateMessage
 from clarion.db import notifications, scheduled
 from clarion.db.models import ScheduledNotification
-from clarion.db.session import transaction
 from clarion.ids import as_utc, utcnow
 from clarion.settings import Settings
 
@@ -117,26 +116,26 @@ def release(
 ) -> int:
     """Persist every scheduled notification due by ``now``; returns how many were released.
 
-    Each batch is one transaction: rows locked with SKIP LOCKED (two beats, or a rerun,
-    release each row once), persisted, marked released; then announced and dispatched
-    like any create.
-    """
+    Rows are locked with SKIP LOCKED and marked released in the transaction that persists
+    them, so two beats, or a rerun, release each row once."""
     now = now or utcnow()
-    released = 0
-    while True:
-        with transaction(sessions) as session:
-            rows = scheduled.take_due(session=session, now=now, limit=limit)
-            if rows:
-                result = pipeline.persist(
-                    session=session, messages=_messages(rows), settings=settings, channels=channels
-                )
-                scheduled.mark_released(session=session, ids=[r.id for r in rows], now=utcnow())
+
+    def take(session: Session) -> tuple[list[CreateMessage], int]:
+        rows = scheduled.take_due(session=session, now=now, limit=limit)
         if not rows:
-            return released
-        pipeline.after_commit(result, publisher=publisher, dispatcher=dispatcher)
-        released += len(rows)
-        if len(rows) < limit:
-            return released
+            return [], 0
+        scheduled.mark_released(session=session, ids=[r.id for r in rows], now=utcnow())
+        return _messages(rows), len(rows)
+
+    return pipeline.persist_due(
+        take,
+        limit=limit,
+        sessions=sessions,
+        settings=settings,
+        publisher=publisher,
+        dispatcher=dispatcher,
+        channels=channels,
+    )
 
 
 def cancel(*, session: Session, id: uuid.UUID, now: datetime) -> str:

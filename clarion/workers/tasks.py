@@ -48,12 +48,7 @@ def register(app: Celery) -> None:
         """One or more requests (the API coalesces concurrent ones), one transaction."""
         runtime = self.app.clarion
         result = create_notifications(
-            [CreateMessage.model_validate(m) for m in messages],
-            sessions=runtime.sessions,
-            settings=runtime.settings,
-            publisher=runtime.pubsub,
-            dispatcher=runtime,
-            channels=runtime.channels,
+            [CreateMessage.model_validate(m) for m in messages], **runtime.pipeline
         )
         return {
             "created": len(result.notifications),
@@ -107,26 +102,14 @@ def register(app: Celery) -> None:
     def release_scheduled(self) -> dict:
         """Persist and send the scheduled notifications that are due (on beat)."""
         runtime = self.app.clarion
-        released = schedule.release(
-            sessions=runtime.sessions,
-            settings=runtime.settings,
-            publisher=runtime.pubsub,
-            dispatcher=runtime,
-            channels=runtime.channels,
-        )
+        released = schedule.release(**runtime.pipeline)
         return {"released": released}
 
     @app.task(name="clarion.digests.run", shared=False, bind=True, **RETRY_TRANSIENT)
     def run_digests(self) -> dict:
         """Send one digest per subscriber, category and ended period (on beat)."""
         runtime = self.app.clarion
-        made = digests.run(
-            sessions=runtime.sessions,
-            settings=runtime.settings,
-            publisher=runtime.pubsub,
-            dispatcher=runtime,
-            channels=runtime.channels,
-        )
+        made = digests.run(**runtime.pipeline)
         return {"digests": made}
 
     @app.task(name="clarion.rules.run", shared=False, bind=True, **RETRY_TRANSIENT)

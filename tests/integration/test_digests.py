@@ -36,11 +36,7 @@ def notify(rt, recipient="ada", category="comments", **fields):
 
 def run(rt, now) -> int:
     made = digests.run(
-        sessions=rt.sessions,
-        settings=rt.settings,
-        publisher=rt.pubsub,
-        dispatcher=rt,
-        channels=rt.channels,
+        **rt.pipeline,
         now=now,
     )
     drain(rt.celery)

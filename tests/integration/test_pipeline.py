@@ -46,14 +46,7 @@ def message(recipients, **fields):
 
 
 def run_create(runtime: Runtime, msg) -> None:
-    create_notifications(
-        [msg],
-        sessions=runtime.sessions,
-        settings=runtime.settings,
-        publisher=runtime.pubsub,
-        dispatcher=runtime,
-        channels=runtime.channels,
-    )
+    create_notifications([msg], **runtime.pipeline)
 
 
 def create_concurrently(runtime: Runtime, batches: list[list]) -> list[BaseException]:

@@ -30,14 +30,7 @@ def runtime(tmp_path):
 def create(runtime, **fields):
     values = {"recipients": ["a"], "category": "x", "title": "t", **fields}
     msg = send.prepare(NotificationCreate(**values))
-    create_notifications(
-        [msg],
-        sessions=runtime.sessions,
-        settings=runtime.settings,
-        publisher=runtime.pubsub,
-        dispatcher=runtime,
-        channels=runtime.channels,
-    )
+    create_notifications([msg], **runtime.pipeline)
     return msg.items[0][0]
 
 
@@ -60,11 +53,7 @@ def test_schedule_collapse_and_expiry_work_on_sqlite(runtime):
     assert listed(runtime, now=utcnow() + timedelta(hours=2)) == [second]
 
     released = schedule.release(
-        sessions=runtime.sessions,
-        settings=runtime.settings,
-        publisher=runtime.pubsub,
-        dispatcher=runtime,
-        channels=runtime.channels,
+        **runtime.pipeline,
         now=send_at,
     )
     assert released == 1 and listed(runtime) == [scheduled, second]

@@ -31,14 +31,7 @@ def runtime(tmp_path):
 
 
 def run_create(runtime, msg):
-    return create_notifications(
-        [msg],
-        sessions=runtime.sessions,
-        settings=runtime.settings,
-        publisher=runtime.pubsub,
-        dispatcher=runtime,
-        channels=runtime.channels,
-    )
+    return create_notifications([msg], **runtime.pipeline)
 
 
 def test_create_is_idempotent_and_dedupes_on_sqlite(runtime):
