@@ -90,6 +90,18 @@ def server_settings(pg_url: str, **overrides) -> Settings:
     return Settings(**values)
 
 
+def process_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a real ``clarion`` process on the test database and Redis DBs;
+    ``extra`` adds settings, e.g. ``CLARION_LOG_LEVEL="WARNING"``."""
+    return {
+        "CLARION_DATABASE_URL": database_url,
+        "CLARION_BROKER_URL": f"{REDIS}/{BROKER_DB}",
+        "CLARION_REDIS_URL": f"{REDIS}/{PUBSUB_DB}",
+        "CLARION_SECRET_KEY": SECRET,
+        **extra,
+    }
+
+
 @pytest.fixture
 def settings(pg_url: str, redis_client: redis_lib.Redis) -> Settings:
     return server_settings(pg_url)

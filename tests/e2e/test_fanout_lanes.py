@@ -15,7 +15,7 @@ from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Notification, Subscriber
 from clarion.workers import queues
 from tests.channels.smtp import SENDER, give_email
-from tests.conftest import BROKER_DB, PUBSUB_DB, REDIS, SECRET
+from tests.conftest import process_env
 from tests.e2e.procs import Proc, free_port, run, wait_for, wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -24,16 +24,13 @@ BROADCAST = 40_000  # ~5-10 s of fan-out for two worker processes on two cores
 
 @pytest.fixture
 def env(runtime, smtp_server) -> dict[str, str]:
-    return {
-        "CLARION_DATABASE_URL": runtime.settings.database_url,
-        "CLARION_BROKER_URL": f"{REDIS}/{BROKER_DB}",
-        "CLARION_REDIS_URL": f"{REDIS}/{PUBSUB_DB}",
-        "CLARION_SECRET_KEY": SECRET,
-        "CLARION_LOG_LEVEL": "WARNING",
-        "CLARION_SMTP_HOST": "127.0.0.1",
-        "CLARION_SMTP_PORT": str(smtp_server.port),
-        "CLARION_SMTP_FROM": SENDER,
-    }
+    return process_env(
+        runtime.settings.database_url,
+        CLARION_LOG_LEVEL="WARNING",
+        CLARION_SMTP_HOST="127.0.0.1",
+        CLARION_SMTP_PORT=str(smtp_server.port),
+        CLARION_SMTP_FROM=SENDER,
+    )
 
 
 class Api:

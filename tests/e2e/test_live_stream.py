@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from clarion.core.auth import issue_user_token
-from tests.conftest import BROKER_DB, PUBSUB_DB, REDIS, SECRET, server_settings
+from tests.conftest import process_env, server_settings
 from tests.e2e.procs import Proc, free_port, run, wait_for, wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -29,14 +29,9 @@ pytestmark = pytest.mark.e2e
 class Cluster:
     def __init__(self, pg_url: str, tmp) -> None:
         self.settings = server_settings(pg_url)
-        self.env = {
-            "CLARION_DATABASE_URL": pg_url,
-            "CLARION_BROKER_URL": f"{REDIS}/{BROKER_DB}",
-            "CLARION_REDIS_URL": f"{REDIS}/{PUBSUB_DB}",
-            "CLARION_SECRET_KEY": SECRET,
-            "CLARION_LOG_LEVEL": "WARNING",
-            "CLARION_STREAM_HEARTBEAT_SECONDS": "1",
-        }
+        self.env = process_env(
+            pg_url, CLARION_LOG_LEVEL="WARNING", CLARION_STREAM_HEARTBEAT_SECONDS="1"
+        )
         self.key = run(["keys", "create", "live", "--scope", "notify"], self.env).split()[-1]
         self.ports = [free_port(), free_port()]
         self.worker = Proc(["worker", "--concurrency", "2"], self.env, tmp / "worker.log")
@@ -269,12 +264,7 @@ def test_sse_without_a_token_is_401(cluster):
 
 
 def test_an_api_process_stopping_closes_its_streams_with_1012(pg_url, redis_client, tmp_path):
-    env = {
-        "CLARION_DATABASE_URL": pg_url,
-        "CLARION_BROKER_URL": f"{REDIS}/{BROKER_DB}",
-        "CLARION_REDIS_URL": f"{REDIS}/{PUBSUB_DB}",
-        "CLARION_SECRET_KEY": SECRET,
-    }
+    env = process_env(pg_url)
     port = free_port()
     api = Proc(["api", "--port", str(port)], env, tmp_path / "api.log")
     wait_ready(f"http://127.0.0.1:{port}", api)

@@ -11,7 +11,7 @@ from clarion.core import send
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Delivery, Notification, ScheduledNotification
 from clarion.ids import as_utc, utcnow
-from tests.conftest import BROKER_DB, PUBSUB_DB, REDIS, SECRET
+from tests.conftest import process_env
 from tests.e2e.procs import Proc, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -21,14 +21,11 @@ INTERVAL = 1.0
 
 @pytest.fixture
 def env(runtime) -> dict[str, str]:
-    return {
-        "CLARION_DATABASE_URL": runtime.settings.database_url,
-        "CLARION_BROKER_URL": f"{REDIS}/{BROKER_DB}",
-        "CLARION_REDIS_URL": f"{REDIS}/{PUBSUB_DB}",
-        "CLARION_SECRET_KEY": SECRET,
-        "CLARION_LOG_LEVEL": "WARNING",
-        "CLARION_SCHEDULE_INTERVAL_SECONDS": str(INTERVAL),
-    }
+    return process_env(
+        runtime.settings.database_url,
+        CLARION_LOG_LEVEL="WARNING",
+        CLARION_SCHEDULE_INTERVAL_SECONDS=str(INTERVAL),
+    )
 
 
 def enqueue(runtime, **fields):

@@ -12,7 +12,7 @@ from clarion.core import send
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Delivery, Notification
 from tests.channels.smtp import SENDER, give_email
-from tests.conftest import BROKER_DB, PUBSUB_DB, REDIS, SECRET
+from tests.conftest import process_env
 from tests.e2e.procs import Proc, free_port, run, wait_for, wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -21,13 +21,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def env(runtime) -> dict[str, str]:
     """The environment of every process: the test database, Redis DBs 14/15."""
-    return {
-        "CLARION_DATABASE_URL": runtime.settings.database_url,
-        "CLARION_BROKER_URL": f"{REDIS}/{BROKER_DB}",
-        "CLARION_REDIS_URL": f"{REDIS}/{PUBSUB_DB}",
-        "CLARION_SECRET_KEY": SECRET,
-        "CLARION_LOG_LEVEL": "WARNING",
-    }
+    return process_env(runtime.settings.database_url, CLARION_LOG_LEVEL="WARNING")
 
 
 def test_send_through_the_api_process_lands_in_the_inbox_via_a_worker(env, tmp_path):

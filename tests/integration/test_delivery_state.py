@@ -16,7 +16,7 @@ from clarion.workers import queues
 from tests.broker import drain, queued
 from tests.channels import FAST_RETRY
 from tests.channels.smtp import give_email
-from tests.conftest import make_key
+from tests.conftest import make_key, process_env
 from tests.integration.test_email import delivery, notify
 
 
@@ -202,16 +202,10 @@ def test_dead_letters_are_listed_inspected_and_replayed_once_the_cause_is_fixed(
 
 
 def test_the_cli_lists_shows_replays_and_purges_dead_letters(rt, smtp_server):
-    from tests.conftest import BROKER_DB, PUBSUB_DB, REDIS, SECRET
     from tests.e2e.procs import run
 
     _dead_letters(rt, smtp_server, n=2)
-    env = {
-        "CLARION_DATABASE_URL": rt.settings.database_url,
-        "CLARION_BROKER_URL": f"{REDIS}/{BROKER_DB}",
-        "CLARION_REDIS_URL": f"{REDIS}/{PUBSUB_DB}",
-        "CLARION_SECRET_KEY": SECRET,
-    }
+    env = process_env(rt.settings.database_url)
     listed = run(["dead-letters", "list", "--channel", "email"], env).splitlines()
     assert len(listed) == 2 and all("550 5.7.1" in line for line in listed)
     first = listed[0].split("\t")[0]

@@ -15,7 +15,7 @@ from clarion.engine.runner import RuleDisabled, run_rule
 from clarion.workers.app import beat_schedule
 from tests import engine_rules
 from tests.broker import drain
-from tests.conftest import make_key, server_settings
+from tests.conftest import make_key, process_env, server_settings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 MODULES = {"rule_modules": ["tests.engine_rules"]}
@@ -213,16 +213,9 @@ def test_a_producers_package_ships_rules_through_the_clarion_rules_entry_point(
 
 
 def test_the_cli_lists_and_dry_runs_rules(rt):
-    from tests.conftest import BROKER_DB, PUBSUB_DB, REDIS, SECRET
     from tests.e2e.procs import run as cli
 
-    env = {
-        "CLARION_DATABASE_URL": rt.settings.database_url,
-        "CLARION_BROKER_URL": f"{REDIS}/{BROKER_DB}",
-        "CLARION_REDIS_URL": f"{REDIS}/{PUBSUB_DB}",
-        "CLARION_SECRET_KEY": SECRET,
-        "CLARION_RULE_MODULES": '["tests.engine_rules"]',
-    }
+    env = process_env(rt.settings.database_url, CLARION_RULE_MODULES='["tests.engine_rules"]')
     listed = cli(["rules", "list"], env)
     assert "test_expiring\ttestpack\ton\tevery 60s" in listed
     assert "test_invited\ttestpack\ton\tevent test.invited" in listed

@@ -23,7 +23,7 @@ from clarion.engine.runner import run_rule
 from clarion.ids import utcnow
 from clarion.workers import queues
 from tests.broker import drain, queued
-from tests.conftest import BROKER_DB, PUBSUB_DB, REDIS, SECRET
+from tests.conftest import process_env
 from tests.e2e.procs import Proc, wait_for
 
 # Aligned to the hour: with renotify_minutes=60 the window runs NOW .. NOW + 60 min.
@@ -291,13 +291,7 @@ def test_no_worker_fires_critical_when_no_worker_answers(make_runtime):
 @pytest.mark.e2e
 def test_no_worker_is_silent_while_a_real_worker_runs(make_runtime, tmp_path):
     rt = system_runtime(make_runtime, ping_timeout_seconds=2)
-    env = {
-        "CLARION_DATABASE_URL": rt.settings.database_url,
-        "CLARION_BROKER_URL": f"{REDIS}/{BROKER_DB}",
-        "CLARION_REDIS_URL": f"{REDIS}/{PUBSUB_DB}",
-        "CLARION_SECRET_KEY": SECRET,
-        "CLARION_LOG_LEVEL": "WARNING",
-    }
+    env = process_env(rt.settings.database_url, CLARION_LOG_LEVEL="WARNING")
     worker = Proc(["worker", "--concurrency", "1"], env, tmp_path / "worker.log")
     try:
         wait_for(lambda: rt.celery.control.ping(timeout=0.5), 30, "the worker's pong", worker)
