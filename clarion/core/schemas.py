@@ -35,7 +35,8 @@ UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
 SubscriberId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 # Free text, but a slug: categories and types appear in URLs, filters and template keys.
 Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
-TemplateKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+# A template or topic key: a slug of up to 128 characters.
+Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 
 
 class NotificationContent(BaseModel):
@@ -49,7 +50,7 @@ class NotificationContent(BaseModel):
     category: Slug = Field(examples=["links"])
     type: Slug | None = Field(default=None, examples=["link_expiring_soon"])
     severity: Severity = "medium"
-    template: TemplateKey | None = Field(
+    template: Key | None = Field(
         default=None, description="A stored template's key, used instead of title/body."
     )
     # After ``template``: its validator reads the template to report a missing title
@@ -133,7 +134,7 @@ class NotificationCreate(NotificationContent):
     recipients: list[SubscriberId] | None = Field(
         default=None, min_length=1, max_length=MAX_RECIPIENTS
     )
-    topic: TemplateKey | None = Field(
+    topic: Key | None = Field(
         default=None, description="Send to every subscriber of this topic instead."
     )
 

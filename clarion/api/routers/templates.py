@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from clarion.api.deps import Admin, RuntimeDep, SessionDep
 from clarion.api.problems import Problem, template_problem
 from clarion.core import template_store
-from clarion.core.schemas import MAX_METADATA_BYTES, TemplateKey, UTCDateTime
+from clarion.core.schemas import MAX_METADATA_BYTES, Key, UTCDateTime
 from clarion.core.templates import (
     TemplateError,
     TemplateVersion,
@@ -57,7 +57,7 @@ class TemplateCreate(BaseModel):
         },
     )
 
-    key: TemplateKey
+    key: Key
     channel: TemplateChannel = Field(default="*", description='"*": every channel.')
     locale: Locale = Field(examples=["en", "ru", "ru-RU"])
     subject: Subject = Field(description="Email subject; push and in-app title. One line.")

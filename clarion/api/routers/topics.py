@@ -14,12 +14,12 @@ from clarion.api.schemas import (
     TopicSubscribersChanged,
     TopicSubscribersUpdate,
 )
-from clarion.core.schemas import TemplateKey
+from clarion.core.schemas import Key
 from clarion.db import topics
 from clarion.ids import utcnow
 
 router = APIRouter(prefix="/v1/topics", tags=["topics"])
-TopicPath = Annotated[TemplateKey, Path(description="The topic's key, e.g. `release-notes`.")]
+TopicPath = Annotated[Key, Path(description="The topic's key, e.g. `release-notes`.")]
 
 
 @router.put(
