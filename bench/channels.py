@@ -62,7 +62,6 @@ from bench.channels_kit import (
     Figure,
     Recorder,
     TimedChannels,
-    wait_port,
 )
 from bench.channels_peers import FAIL_FIRST, Counters
 from bench.channels_phases import Phases
@@ -98,7 +97,7 @@ class Bench(Phases, Report):
         counters = Counters(self.procs.logdir / f"{kind}.counters", create=True)
         argv = [sys.executable, "-m", "bench.channels_peers", kind, str(port), str(counters.path)]
         peer = self.procs.start(f"{kind}-peer", argv, self.env)
-        wait_port(port, self.procs)
+        common.wait_port(port, self.procs)
         return port, counters, peer
 
     def vacuum(self) -> None:

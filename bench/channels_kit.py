@@ -3,14 +3,11 @@ the database probe, and the setup that is not measured."""
 
 import datetime as dt
 import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
 
 import psycopg
-
-from bench import _common as common
 
 DATABASE = "clarion_bench_channels"
 SENDER = "noreply@bench.clarion.test"
@@ -170,17 +167,6 @@ def cpu_ms(fn, repeat: int = 300) -> float:
     for _ in range(repeat):
         fn()
     return (time.process_time() - cpu) / repeat * 1000
-
-
-def wait_port(port: int, procs: common.Processes, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        procs.check_alive()
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
 # --- setup (not measured) ------------------------------------------------------------------

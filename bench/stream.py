@@ -38,7 +38,6 @@ import contextlib
 import functools
 import json
 import multiprocessing as mp
-import socket
 import sys
 import time
 import uuid
@@ -64,16 +63,6 @@ from clarion.settings import Settings
 DATABASE = "clarion_bench_stream"
 PUBSUB_URL = f"{common.REDIS}/{common.PUBSUB_DB}"
 TARGET_CONNECTIONS, TARGET_RSS_RATIO, TARGET_FANOUT, TARGET_P99 = 10_000, 1.5, 0.5, 0.050
-
-
-def wait_port(port: int, procs: common.Processes, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        procs.check_alive()
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"port {port} not open after {timeout}s")
 
 
 def synthetic_rounds(recipients: list[str], rounds: int) -> list[list[str]]:
@@ -178,7 +167,7 @@ class Run:
         port = common.free_port()
         argv = [sys.executable, "-m", "bench.stream_peers", "bare", str(port)]
         server = self.procs.start("bare", argv, self.env)
-        wait_port(port, self.procs)
+        common.wait_port(port, self.procs)
         groups = {"bare": server.pid, "clients": self.pool.pgid}
         per, *_ = self.hold(
             "baseline: bare websockets server, idle", port, server.pid, groups, False
@@ -204,7 +193,7 @@ class Run:
         argv = [sys.executable, "-m", "uvicorn", "bench.stream_peers:asgi_floor", "--port"]
         argv += [str(port), "--lifespan", "off", "--log-level", "warning"]
         server = self.procs.start("asgi-floor", argv, self.env)
-        wait_port(port, self.procs)
+        common.wait_port(port, self.procs)
         groups = {"uvicorn": server.pid, "clients": self.pool.pgid}
         label = "reference: raw ASGI app on uvicorn (Clarion's server), idle"
         per, *_ = self.hold(label, port, server.pid, groups, True)
