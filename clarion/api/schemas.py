@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 import zoneinfo
 from typing import Annotated, Any, Literal
@@ -17,7 +16,7 @@ from pydantic import (
 )
 
 from clarion.core.schemas import (
-    MAX_METADATA_BYTES,
+    JsonObject,
     NotificationContent,
     NotificationPublic,
     SubscriberId,
@@ -151,7 +150,7 @@ class SubscriberUpdate(BaseModel):
     ) = None
     timezone: str | None = None
     name: Annotated[str, StringConstraints(max_length=255)] | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: JsonObject = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -162,13 +161,6 @@ class SubscriberUpdate(BaseModel):
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown IANA time zone {value!r}") from None
-        return value
-
-    @field_validator("data")
-    @classmethod
-    def _data_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(value).encode()) > MAX_METADATA_BYTES:
-            raise ValueError(f"data is larger than {MAX_METADATA_BYTES} bytes")
         return value
 
 

@@ -30,6 +30,18 @@ SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
 MAX_RECIPIENTS = 1000
 MAX_METADATA_BYTES = 16 * 1024
 
+
+def _bounded(value: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"{size} bytes of JSON; the limit is {MAX_METADATA_BYTES}")
+    return value
+
+
+# A free-form JSON object a producer attaches (metadata, template data, event data),
+# bounded so one request cannot bloat every row and message it touches.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded)]
+
 # Every timestamp leaves Clarion in UTC with its offset (SQLite hands back naive values).
 UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
 SubscriberId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -58,7 +70,7 @@ class NotificationContent(BaseModel):
     title: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = Field(
         default=None, validate_default=True, description="Required unless `template` is given."
     )
-    data: dict[str, Any] | None = Field(
+    data: JsonObject | None = Field(
         default=None, description="The template's variables (with `template`)."
     )
     send_at: UTCDateTime | None = Field(
@@ -70,7 +82,7 @@ class NotificationContent(BaseModel):
     body: Annotated[str, StringConstraints(max_length=10_000)] | None = None
     url: Annotated[str, StringConstraints(max_length=2048)] | None = None
     actor_id: SubscriberId | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
     channels: list[ChannelKey] | None = Field(
         default=None, description="Channels to use; default: the category's configured channels."
     )
@@ -82,22 +94,6 @@ class NotificationContent(BaseModel):
         default=None,
         description="Updates sharing this key replace each other on devices (web push Topic).",
     )
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-        if size > MAX_METADATA_BYTES:
-            raise ValueError(f"metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}")
-        return value
-
-    @field_validator("data")
-    @classmethod
-    def _data_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-        if size > MAX_METADATA_BYTES:
-            raise ValueError(f"data is {size} bytes; the limit is {MAX_METADATA_BYTES}")
-        return value
 
     @field_validator("title")
     @classmethod

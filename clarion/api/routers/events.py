@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from clarion.api.deps import Producer, RuntimeDep
 from clarion.api.problems import BROKER_ERRORS, unavailable
-from clarion.core.schemas import MAX_METADATA_BYTES, SubscriberId, UTCDateTime
+from clarion.core.schemas import JsonObject, SubscriberId, UTCDateTime
 from clarion.ids import new_id, utcnow
 from clarion.workers import queues
 
@@ -41,15 +40,8 @@ class EventCreate(BaseModel):
     type: EventType
     subject: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
     actor: SubscriberId | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: JsonObject = Field(default_factory=dict)
     occurred_at: UTCDateTime | None = None
-
-    @field_validator("data")
-    @classmethod
-    def _size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(json.dumps(value, default=str).encode()) > MAX_METADATA_BYTES:
-            raise ValueError(f"data is limited to {MAX_METADATA_BYTES} bytes")
-        return value
 
 
 class EventAccepted(BaseModel):

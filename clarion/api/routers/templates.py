@@ -7,16 +7,15 @@ first); deactivating leaves the slot to the locale fallback and the built-in tem
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from clarion.api.deps import Admin, RuntimeDep, SessionDep
 from clarion.api.problems import Problem, template_problem
 from clarion.core import template_store
-from clarion.core.schemas import MAX_METADATA_BYTES, Key, UTCDateTime
+from clarion.core.schemas import JsonObject, Key, UTCDateTime
 from clarion.core.templates import (
     TemplateError,
     TemplateVersion,
@@ -124,17 +123,9 @@ class PreviewRequest(BaseModel):
 
     channel: ChannelKey = "in_app"
     locale: Locale | None = Field(default=None, description="Default: CLARION_DEFAULT_LOCALE.")
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: JsonObject = Field(default_factory=dict)
     version_id: int | None = Field(default=None, description="Preview this stored version.")
     draft: Draft | None = Field(default=None, description="Preview unsaved sources instead.")
-
-    @field_validator("data")
-    @classmethod
-    def _data_size(cls, value: dict[str, Any]) -> dict[str, Any]:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-        if size > MAX_METADATA_BYTES:
-            raise ValueError(f"data is {size} bytes; the limit is {MAX_METADATA_BYTES}")
-        return value
 
 
 class PreviewPublic(BaseModel):
