@@ -62,11 +62,9 @@ class Timed:
         self.real, self.key, self.no_send = real, real.key, no_send
         self.render_s = self.send_s = 0.0
 
-    def load_targets(self, *, session, ids: set[str]) -> dict:
-        return self.real.load_targets(session=session, ids=ids)
-
-    def deactivate(self, *, session, target_id: str, reason: str) -> None:
-        self.real.deactivate(session=session, target_id=target_id, reason=reason)
+    def __getattr__(self, name: str):
+        # Everything but render and send is the real channel's (addressing, send_timeout).
+        return getattr(self.real, name)
 
     def render(self, message, target):
         if self.no_send:
@@ -256,7 +254,10 @@ def create_deliveries(runtime, channel: str, recipients: list[str]) -> list[uuid
                 settings=runtime.settings,
                 channels=runtime.channels,
             )
-        ids += created.to_dispatch.get(channel, [])
+        # Keyed by (channel, lane): one request, one lane.
+        ids += [
+            i for (key, _), batch in created.to_dispatch.items() if key == channel for i in batch
+        ]
     if len(ids) != len(recipients):
         raise RuntimeError(f"{len(ids)} pending {channel} deliveries for {len(recipients)}")
     return sorted(ids)
