@@ -140,6 +140,10 @@ class Settings(BaseSettings):
     sweeper_interval_seconds: float = Field(default=30.0, gt=0)
     sweeper_stuck_seconds: float = Field(default=300.0, gt=0)
     sweeper_batch: int = Field(default=10_000, ge=1)
+    # Redis broker: an accepted create/fanout message not stored after this long is
+    # published again by the sweeper (README "Reliability"); given up after N re-sends.
+    ledger_resend_seconds: float = Field(default=300.0, gt=0)
+    ledger_max_resends: int = Field(default=5, ge=1)
 
     # Rule engine: per pack or rule key, config and {"enabled": bool} (README "Rule engine").
     rules: dict[str, dict[str, Any]] = {}

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from typing import Any
 
+from clarion.core import ledger
 from clarion.core.lanes import BULK, lane_for
 from clarion.core.schemas import (
     AcceptedNotification,
@@ -76,18 +78,23 @@ def enqueue(celery_app, *messages: CreateMessage | FanoutMessage, **options: Any
     """Publish the requests, by task name: one ``create`` task per lane carrying that
     lane's requests, and one ``fanout`` task (bulk lane) per topic request.
 
+    Each message is recorded in the broker's ledger first (``clarion.core.ledger``), so a
+    message the broker loses before the task commits is published again by the sweeper.
     Works from any Celery app on the same broker (``clarion.enqueue``).
     """
+    book = ledger.for_app(celery_app)
     by_lane: dict[str, list[dict]] = {}
     for m in messages:
         if isinstance(m, FanoutMessage):
-            celery_app.send_task(
+            entry = ledger.Entry(
+                str(uuid.uuid4()),
                 FANOUT_TASK,
-                args=[m.model_dump(mode="json")],
-                queue=queues.create_queue(BULK),
-                **options,
+                [m.model_dump(mode="json")],
+                queues.create_queue(BULK),
             )
+            ledger.publish(celery_app, book, entry, **options)
         else:
             by_lane.setdefault(lane_of(m), []).append(m.model_dump(mode="json"))
     for lane, dumped in by_lane.items():
-        celery_app.send_task(CREATE_TASK, args=dumped, queue=queues.create_queue(lane), **options)
+        entry = ledger.Entry(str(uuid.uuid4()), CREATE_TASK, dumped, queues.create_queue(lane))
+        ledger.publish(celery_app, book, entry, **options)

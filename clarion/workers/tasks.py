@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from clarion.core import deliver as deliver_core
-from clarion.core import digests, schedule, send, sweeper
+from clarion.core import digests, ledger, schedule, send, sweeper
 from clarion.core import fanout as fanout_core
 from clarion.core.create import create_notifications
 from clarion.core.lanes import NORMAL
@@ -38,6 +38,17 @@ RETRY_TRANSIENT = {
 RETRY_FANOUT = {**RETRY_TRANSIENT, "autoretry_for": (*TRANSIENT, BrokerError)}
 
 
+def _settle(task) -> None:
+    """The task's message is stored for good: clear it from the ledger. A failure here
+    only means the sweeper re-publishes it later, which the task ignores."""
+    if not task.request.id:  # called as a plain function (tests)
+        return
+    try:
+        ledger.for_app(task.app).settle(task.request.id)
+    except Exception:  # noqa: BLE001 - the work is committed; the re-publish is harmless
+        log.warning("could not settle ledger entry %s", task.request.id, exc_info=True)
+
+
 def register(app: Celery) -> None:
     from clarion.engine import canary
 
@@ -50,6 +61,7 @@ def register(app: Celery) -> None:
         result = create_notifications(
             [CreateMessage.model_validate(m) for m in messages], **runtime.pipeline
         )
+        _settle(self)
         return {
             "created": len(result.notifications),
             "skipped_existing": result.skipped_existing,
@@ -67,6 +79,7 @@ def register(app: Celery) -> None:
             settings=runtime.settings,
             publish=lambda batch: send.enqueue(self.app, batch),
         )
+        _settle(self)
         return {"recipients": result.recipients, "batches": result.batches}
 
     @app.task(name="clarion.deliver", shared=False, bind=True, **RETRY_TRANSIENT)
@@ -92,11 +105,19 @@ def register(app: Celery) -> None:
 
     @app.task(name="clarion.sweep", shared=False, bind=True, **RETRY_TRANSIENT)
     def sweep(self) -> dict:
-        """Re-enqueue deliveries left open past their deadline (on beat)."""
+        """Re-enqueue deliveries left open past their deadline, and re-publish accepted
+        requests the broker lost before they were stored (on beat)."""
         runtime = self.app.clarion
-        return sweeper.sweep(
-            sessions=runtime.sessions, settings=runtime.settings, scheduler=runtime
+        settings = runtime.settings
+        swept = sweeper.sweep(sessions=runtime.sessions, settings=settings, scheduler=runtime)
+        lost = ledger.resend_overdue(
+            self.app,
+            ledger.for_app(self.app),
+            older_than=settings.ledger_resend_seconds,
+            max_resends=settings.ledger_max_resends,
+            limit=settings.sweeper_batch,
         )
+        return {**swept, **{f"ledger_{k}": n for k, n in lost.items()}}
 
     @app.task(name="clarion.schedule.release", shared=False, bind=True, **RETRY_TRANSIENT)
     def release_scheduled(self) -> dict:

@@ -1,0 +1,165 @@
+"""The accepted-message ledger: what a broker may lose between accepting and storing.
+
+After ``create`` commits, the database is the truth and the sweeper guards every open
+delivery. Before that, an accepted request exists only as a broker message, and kombu's
+Redis transport has a window where a message can vanish: it pops the message with BRPOP
+and only then records it as unacked, in a second command. A worker killed between the two
+loses the message, and with it notifications the API already answered 202 for.
+
+So the producer side records each ``create``/``fanout`` message here (by Celery task id)
+before publishing it, the task settles its entry once it has committed, and the sweeper
+re-publishes, under the same task id, entries older than ``ledger_resend_seconds``. The
+tasks are idempotent (create skips ids it stored; a fan-out derives its ids), so a
+re-publish of a message that was merely slow costs a no-op task, never a second
+notification. An entry re-published ``ledger_max_resends`` times is dropped with an error
+log: its task keeps failing, which the dead task's own logs explain.
+
+Backends are chosen by the broker URL's scheme. Only Redis brokers have the window, so
+other brokers (AMQP, the embedded SQL transport) get the no-op ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+# The hash holds each message; the sorted set orders task ids by when they were (re)sent.
+MESSAGES, SENT_AT = "clarion:ledger:messages", "clarion:ledger:sent_at"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One recorded Celery message: enough to publish it again."""
+
+    task_id: str
+    task: str
+    args: list[Any]
+    queue: str
+    resends: int = 0
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {"task": self.task, "args": self.args, "queue": self.queue, "resends": self.resends},
+            separators=(",", ":"),
+            default=str,
+        )
+
+
+class Ledger(Protocol):
+    def record(self, entry: Entry) -> None: ...
+
+    def settle(self, task_id: str) -> None: ...
+
+    def overdue(self, older_than: float, limit: int) -> list[Entry]: ...
+
+
+class NullLedger:
+    """For brokers that do not lose a message between delivering and tracking it."""
+
+    def record(self, entry: Entry) -> None:
+        pass
+
+    def settle(self, task_id: str) -> None:
+        pass
+
+    def overdue(self, older_than: float, limit: int) -> list[Entry]:
+        return []
+
+
+class RedisLedger:
+    """A hash of messages and a sorted set of send times, in the broker's own database."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+    def record(self, entry: Entry) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hset(MESSAGES, entry.task_id, entry.dumps())
+        pipe.zadd(SENT_AT, {entry.task_id: time.time()})
+        pipe.execute()
+
+    def settle(self, task_id: str) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hdel(MESSAGES, task_id)
+        pipe.zrem(SENT_AT, task_id)
+        pipe.execute()
+
+    def overdue(self, older_than: float, limit: int) -> list[Entry]:
+        ids = self._client.zrangebyscore(SENT_AT, "-inf", time.time() - older_than, 0, limit)
+        if not ids:
+            return []
+        entries = []
+        for task_id, raw in zip(ids, self._client.hmget(MESSAGES, ids), strict=True):
+            if raw is None:  # settled between the two reads
+                continue
+            data = json.loads(raw)
+            entries.append(Entry(task_id=task_id.decode(), **data))
+        return entries
+
+
+BACKENDS: dict[str, Callable[[str], Ledger]] = {"redis": RedisLedger, "rediss": RedisLedger}
+_LEDGERS: dict[str, Ledger] = {}
+
+
+def for_broker(broker_url: str) -> Ledger:
+    """The ledger of a broker URL (the first of a failover list), one per URL per process."""
+    url = broker_url.split(";")[0].strip()
+    if url not in _LEDGERS:
+        backend = BACKENDS.get(urlsplit(url).scheme)
+        _LEDGERS[url] = backend(url) if backend else NullLedger()
+    return _LEDGERS[url]
+
+
+def for_app(celery_app: Any) -> Ledger:
+    """The ledger of a Celery app's broker (Clarion's own, or a producer's)."""
+    return for_broker(str(celery_app.conf.broker_url or ""))
+
+
+def publish(celery_app: Any, ledger: Ledger, entry: Entry, **options: Any) -> None:
+    """Record, then publish under the entry's task id; a failed publish leaves no entry,
+    so a request answered with an error is not published later by the sweeper."""
+    ledger.record(entry)
+    try:
+        celery_app.send_task(
+            entry.task, args=entry.args, queue=entry.queue, task_id=entry.task_id, **options
+        )
+    except BaseException:
+        try:
+            ledger.settle(entry.task_id)
+        except Exception:  # noqa: BLE001 - the broker is down; the publish error matters more
+            log.warning("could not clear ledger entry %s", entry.task_id, exc_info=True)
+        raise
+
+
+def resend_overdue(
+    celery_app: Any, ledger: Ledger, *, older_than: float, max_resends: int, limit: int
+) -> dict[str, int]:
+    """Publish again what was recorded ``older_than`` seconds ago and is still unsettled."""
+    counts = {"resent": 0, "dropped": 0}
+    for entry in ledger.overdue(older_than, limit):
+        if entry.resends >= max_resends:
+            log.error(
+                "task %s (%s) was re-sent %d times and never settled; dropping it from the ledger",
+                entry.task_id,
+                entry.task,
+                entry.resends,
+            )
+            ledger.settle(entry.task_id)
+            counts["dropped"] += 1
+            continue
+        again = Entry(entry.task_id, entry.task, entry.args, entry.queue, entry.resends + 1)
+        ledger.record(again)  # the new count, and the clock restarts
+        celery_app.send_task(again.task, args=again.args, queue=again.queue, task_id=again.task_id)
+        counts["resent"] += 1
+    if counts["resent"] or counts["dropped"]:
+        log.warning("ledger: re-sent %(resent)d unsettled messages, dropped %(dropped)d", counts)
+    return counts
