@@ -76,10 +76,12 @@ class NullLedger:
 class RedisLedger:
     """A hash of messages and a sorted set of send times, in the broker's own database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float) -> None:
         import redis
 
-        self._client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
 
     def record(self, entry: Entry) -> None:
         pipe = self._client.pipeline(transaction=True)
@@ -106,22 +108,27 @@ class RedisLedger:
         return entries
 
 
-BACKENDS: dict[str, Callable[[str], Ledger]] = {"redis": RedisLedger, "rediss": RedisLedger}
-_LEDGERS: dict[str, Ledger] = {}
+BACKENDS: dict[str, Callable[[str, float], Ledger]] = {
+    "redis": RedisLedger,
+    "rediss": RedisLedger,
+}
+_LEDGERS: dict[tuple[str, float], Ledger] = {}
 
 
-def for_broker(broker_url: str) -> Ledger:
-    """The ledger of a broker URL (the first of a failover list), one per URL per process."""
+def for_broker(broker_url: str, timeout: float = 3.0) -> Ledger:
+    """The ledger of a broker URL (the first of a failover list), one per URL per process;
+    ``timeout`` bounds each Redis call, as the broker's own publish timeout does."""
     url = broker_url.split(";")[0].strip()
-    if url not in _LEDGERS:
+    if (url, timeout) not in _LEDGERS:
         backend = BACKENDS.get(urlsplit(url).scheme)
-        _LEDGERS[url] = backend(url) if backend else NullLedger()
-    return _LEDGERS[url]
+        _LEDGERS[url, timeout] = backend(url, timeout) if backend else NullLedger()
+    return _LEDGERS[url, timeout]
 
 
 def for_app(celery_app: Any) -> Ledger:
     """The ledger of a Celery app's broker (Clarion's own, or a producer's)."""
-    return for_broker(str(celery_app.conf.broker_url or ""))
+    conf = celery_app.conf
+    return for_broker(str(conf.broker_url or ""), float(conf.broker_connection_timeout or 3.0))
 
 
 def publish(celery_app: Any, ledger: Ledger, entry: Entry, **options: Any) -> None:
