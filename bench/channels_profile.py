@@ -19,12 +19,11 @@ from pathlib import Path
 
 BUCKETS = [
     ("(waiting in select/poll, sampled as busy)", r"(?:select|poll) \([^;]*$"),
-    ("email: flatten the message (email.generator, in send_message)", r"flatten_message"),
     ("email: SMTP conversation (aiosmtplib + asyncio, loop thread)", r"Thread\._bootstrap"),
     ("email: waiting on the SMTP loop thread (LoopThread.run)", r"LoopThread\.run"),
     ("email: render, Jinja2", r"jinja2/"),
     ("email: render, unsubscribe token", r"unsubscribe_token"),
-    ("email: render, EmailMessage headers and MIME parts", r"EmailChannel\.render"),
+    ("email: render, MIME bytes (channels/email/mime.py)", r"EmailChannel\.render"),
     ("push: encrypt (pywebpush, http_ece)", r"WebPusher\.encode|http_ece"),
     ("push: POST (requests, urllib3, http.client)", r"requests/|urllib3/|http/client"),
     ("push: render the payload", r"WebPushChannel\.render"),

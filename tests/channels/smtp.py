@@ -68,6 +68,7 @@ class Received:
     tls: bool
     authenticated: bool
     peer: tuple  # the client's (host, port): one per SMTP session
+    raw: bytes = b""  # the DATA as received
 
 
 @dataclass
@@ -107,6 +108,7 @@ class Handler:
                     tls=session.ssl is not None,
                     authenticated=bool(session.authenticated),
                     peer=tuple(session.peer),
+                    raw=envelope.original_content or envelope.content,
                 )
             )
         return "250 Message accepted"
@@ -179,12 +181,17 @@ def smtp_tls_server(tmp_path):
     server.stop()
 
 
-def give_email(runtime, recipient: str, address: str | None = None) -> None:
+def give_email(
+    runtime, recipient: str, address: str | None = None, name: str | None = None
+) -> None:
     with transaction(runtime.sessions) as session:
         subscribers.upsert(
             session=session,
             id=recipient,
-            profile={"email": address or f"{recipient}@example.com", "name": recipient.title()},
+            profile={
+                "email": address or f"{recipient}@example.com",
+                "name": name or recipient.title(),
+            },
             now=utcnow(),
         )
 

@@ -57,6 +57,30 @@ def test_an_email_has_text_and_html_parts_escaped_and_the_headers_receivers_need
     assert m["Message-ID"] == f"<{row.id}@clarion.test>"
 
 
+def test_a_russian_email_arrives_7_bit_and_reads_back_in_russian(rt, smtp_server):
+    give_email(rt, "ivan", "ivan@example.com", name="Иван Петров")
+    title, body = "Ваша ссылка истекает", "Продлите её до «пятницы» — " + "очень " * 100
+    notify(rt, recipients=("ivan",), title=title, body=body, url="https://app.example/l/1")
+    drain(rt.celery)
+
+    [got] = smtp_server.messages
+    m = got.message
+    # Headers and bodies are encoded (RFC 2047, quoted-printable or base64): any relay
+    # takes it, without 8BITMIME, and no line passes RFC 5322's limit.
+    assert got.raw.isascii() and max(map(len, got.raw.splitlines())) <= 998
+    assert m["Subject"] == title and m["To"] == "Иван Петров <ivan@example.com>"
+    assert m["From"] == f"Clarion <{SENDER}>" and m["Date"].datetime is not None
+    parts = list(m.iter_parts())
+    assert [(p.get_content_type(), p.get_content_charset()) for p in parts] == [
+        ("text/plain", "utf-8"),
+        ("text/html", "utf-8"),
+    ]
+    text = m.get_body(("plain",)).get_content()
+    html = m.get_body(("html",)).get_content()
+    assert body in text.replace("\r\n", "\n") and "Продлите её до «пятницы»" in html
+    assert m["List-Unsubscribe"].startswith("<http") and m.defects == []
+
+
 def test_starttls_and_auth_are_used_when_configured(make_runtime, smtp_tls_server):
     rt = make_runtime(**smtp_tls_server.settings())
     give_email(rt, "ada")
