@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Boolean, Uuid, and_, bindparam, delete, insert, or_, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
 
+from clarion.db.dialect import is_postgres
 from clarion.db.models import (
     AuditEntry,
     DeadLetter,
@@ -19,6 +21,7 @@ from clarion.db.models import (
     Notification,
     Subscriber,
 )
+from clarion.db.models.base import UTCDateTime
 
 # A countdown task may fire a moment before the row's retry time on another clock.
 CLOCK_TOLERANCE = timedelta(seconds=1)
@@ -37,28 +40,65 @@ class Claimed:
     attempt: int
 
 
+_DELIVERIES = Delivery.__table__
+_ATTEMPTS = DeliveryAttempt.__table__
+_LETTERS = DeadLetter.__table__
+
+
+@contextmanager
+def held_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A session on one connection for a whole deliver call, in which each state-machine
+    write is committed on its own (``with session.begin(): ...``).
+
+    On PostgreSQL the connection is in autocommit and every write of the deliver step is a
+    single statement (atomic by itself): no BEGIN and COMMIT round trips, and no pool
+    checkout and pre-ping per transaction. SQLite keeps ordinary transactions.
+    """
+    engine = sessions.kw["bind"]
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        with sessions(bind=conn) as session:
+            yield session
+
+
+# Built once: a statement built per call costs more in SQLAlchemy than it runs in the
+# database.
+_CLAIM = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+        or_(
+            _DELIVERIES.c.status == "pending",
+            and_(
+                _DELIVERIES.c.status.in_(CLAIMED_WHEN_DUE),
+                _DELIVERIES.c.next_attempt_at <= bindparam("due"),
+            ),
+        ),
+    )
+    .values(
+        status="sending",
+        attempts=_DELIVERIES.c.attempts + 1,
+        next_attempt_at=bindparam("lease_end"),
+        updated_at=bindparam("now"),
+    )
+    .returning(
+        _DELIVERIES.c.id,
+        _DELIVERIES.c.notification_id,
+        _DELIVERIES.c.target,
+        _DELIVERIES.c.attempts,
+    )
+)
+
+
 def claim(
     *, session: Session, ids: Sequence[uuid.UUID], now: datetime, lease: timedelta
 ) -> list[Claimed]:
     """pending, due failed or deferred, or lease-expired sending → sending; only one caller
-    wins a row."""
-    due = now + CLOCK_TOLERANCE
+    wins a row. One statement."""
     rows = session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id.in_(ids),
-            or_(
-                Delivery.status == "pending",
-                and_(Delivery.status.in_(CLAIMED_WHEN_DUE), Delivery.next_attempt_at <= due),
-            ),
-        )
-        .values(
-            status="sending",
-            attempts=Delivery.attempts + 1,
-            next_attempt_at=now + lease,
-            updated_at=now,
-        )
-        .returning(Delivery.id, Delivery.notification_id, Delivery.target, Delivery.attempts)
+        _CLAIM,
+        {"ids": list(ids), "due": now + CLOCK_TOLERANCE, "lease_end": now + lease, "now": now},
     ).all()
     return [Claimed(*row) for row in rows]
 
@@ -75,48 +115,116 @@ def contexts(
     return {n.id: (n, s) for n, s in rows}
 
 
+@dataclass(frozen=True)
+class Finished:
+    """What one attempt came to: the row's new status and the attempt's timeline entry."""
+
+    status: str
+    outcome: str  # sent | retry | dead | gone | expired
+    error: str | None = None
+    provider_ref: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+# PostgreSQL: the outcome, its attempt row and (when dead) its dead letter in one statement,
+# so that in autocommit they commit together in one round trip. Nothing is written unless
+# this attempt still owns the row; no row comes back then.
+_FINISH_PG = text(
+    """
+    WITH d AS (
+        UPDATE deliveries
+        SET status = :status, next_attempt_at = :due, last_error = :error,
+            provider_ref = :ref, updated_at = :now
+        WHERE id = :id AND status = 'sending' AND attempts = :attempt
+        RETURNING id, notification_id
+    ), a AS (
+        INSERT INTO delivery_attempts
+            (delivery_id, attempt, started_at, finished_at, outcome, error, provider_ref)
+        SELECT id, :attempt, :started, :now, :outcome, :error, :ref FROM d
+    ), l AS (
+        INSERT INTO dead_letters
+            (delivery_id, notification_id, channel, error, attempts, created_at)
+        SELECT id, notification_id, :channel, coalesce(:error, ''), :attempt, :now
+        FROM d WHERE :dead
+        RETURNING id
+    )
+    SELECT l.id FROM d LEFT JOIN l ON true
+    """
+).bindparams(
+    bindparam("id", type_=Uuid()),
+    bindparam("due", type_=UTCDateTime),
+    bindparam("now", type_=UTCDateTime),
+    bindparam("started", type_=UTCDateTime),
+    bindparam("dead", type_=Boolean()),
+)
+_FINISH = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id == bindparam("id"),
+        _DELIVERIES.c.status == "sending",
+        _DELIVERIES.c.attempts == bindparam("attempt"),
+    )
+    .values(
+        status=bindparam("status"),
+        next_attempt_at=bindparam("due"),
+        last_error=bindparam("error"),
+        provider_ref=bindparam("ref"),
+        updated_at=bindparam("now"),
+    )
+)
+_ADD_ATTEMPT = insert(_ATTEMPTS).values(
+    delivery_id=bindparam("id"),
+    attempt=bindparam("attempt"),
+    started_at=bindparam("started"),
+    finished_at=bindparam("now"),
+    outcome=bindparam("outcome"),
+    error=bindparam("error"),
+    provider_ref=bindparam("ref"),
+)
+_ADD_LETTER = insert(_LETTERS).values(
+    delivery_id=bindparam("id"),
+    notification_id=bindparam("notification_id"),
+    channel=bindparam("channel"),
+    error=bindparam("letter_error"),
+    attempts=bindparam("attempt"),
+    created_at=bindparam("now"),
+)
+
+
 def finish(
     *,
     session: Session,
     claimed: Claimed,
-    status: str,
-    now: datetime,
+    outcome: Finished,
+    channel: str,
     started_at: datetime,
-    outcome: str,
-    error: str | None = None,
-    provider_ref: str | None = None,
-    next_attempt_at: datetime | None = None,
-) -> bool:
-    """Record one attempt's outcome, if this attempt still owns the row (lease not lost)."""
-    updated = session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id == claimed.id,
-            Delivery.status == "sending",
-            Delivery.attempts == claimed.attempt,
-        )
-        .values(
-            status=status,
-            next_attempt_at=next_attempt_at,
-            last_error=error,
-            provider_ref=provider_ref,
-            updated_at=now,
-        )
-    ).rowcount
-    if updated:
-        # A Core insert: the ORM unit of work costs more than the statement here.
-        session.execute(
-            insert(DeliveryAttempt).values(
-                delivery_id=claimed.id,
-                attempt=claimed.attempt,
-                started_at=started_at,
-                finished_at=now,
-                outcome=outcome,
-                error=error,
-                provider_ref=provider_ref,
-            )
-        )
-    return bool(updated)
+    now: datetime,
+) -> tuple[bool, int | None]:
+    """Record one attempt's outcome (row, attempt, and a dead letter if it is ``dead``), if
+    this attempt still owns the row (lease not lost). Returns (owned, dead letter id)."""
+    params = {
+        "id": claimed.id,
+        "attempt": claimed.attempt,
+        "status": outcome.status,
+        "due": outcome.next_attempt_at,
+        "error": outcome.error,
+        "ref": outcome.provider_ref,
+        "now": now,
+        "started": started_at,
+        "outcome": outcome.outcome,
+        "channel": channel,
+        "dead": outcome.status == "dead",
+    }
+    if is_postgres(session):
+        row = session.execute(_FINISH_PG, params).first()
+        return (row is not None, row[0] if row is not None else None)
+    if not session.execute(_FINISH, params).rowcount:
+        return False, None
+    session.execute(_ADD_ATTEMPT, params)
+    if outcome.status != "dead":
+        return True, None
+    params.update(notification_id=claimed.notification_id, letter_error=outcome.error or "")
+    return True, session.execute(_ADD_LETTER, params).inserted_primary_key[0]
 
 
 def skip_pending(*, session: Session, ids: Sequence[uuid.UUID], reason: str, now) -> int:
@@ -218,22 +326,6 @@ class DeadLetterFilter:
         elif self.status == "replayed":
             clauses.append(DeadLetter.replayed_at.is_not(None))
         return clauses
-
-
-def add_dead_letter(
-    *, session: Session, claimed: Claimed, channel: str, error: str, now: datetime
-) -> DeadLetter:
-    row = DeadLetter(
-        delivery_id=claimed.id,
-        notification_id=claimed.notification_id,
-        channel=channel,
-        error=error,
-        attempts=claimed.attempt,
-        created_at=now,
-    )
-    session.add(row)
-    session.flush()
-    return row
 
 
 def dead_letters(
