@@ -133,61 +133,61 @@ _FINISH_PG = text(
     """
     WITH d AS (
         UPDATE deliveries
-        SET status = :status, next_attempt_at = :due, last_error = :error,
-            provider_ref = :ref, updated_at = :now
-        WHERE id = :id AND status = 'sending' AND attempts = :attempt
+        SET status = :p_status, next_attempt_at = :p_due, last_error = :p_error,
+            provider_ref = :p_ref, updated_at = :p_now
+        WHERE id = :p_id AND status = 'sending' AND attempts = :p_attempt
         RETURNING id, notification_id
     ), a AS (
         INSERT INTO delivery_attempts
             (delivery_id, attempt, started_at, finished_at, outcome, error, provider_ref)
-        SELECT id, :attempt, :started, :now, :outcome, :error, :ref FROM d
+        SELECT id, :p_attempt, :p_started, :p_now, :p_outcome, :p_error, :p_ref FROM d
     ), l AS (
         INSERT INTO dead_letters
             (delivery_id, notification_id, channel, error, attempts, created_at)
-        SELECT id, notification_id, :channel, coalesce(:error, ''), :attempt, :now
-        FROM d WHERE :dead
+        SELECT id, notification_id, :p_channel, coalesce(:p_error, ''), :p_attempt, :p_now
+        FROM d WHERE :p_dead
         RETURNING id
     )
     SELECT l.id FROM d LEFT JOIN l ON true
     """
 ).bindparams(
-    bindparam("id", type_=Uuid()),
-    bindparam("due", type_=UTCDateTime),
-    bindparam("now", type_=UTCDateTime),
-    bindparam("started", type_=UTCDateTime),
-    bindparam("dead", type_=Boolean()),
+    bindparam("p_id", type_=Uuid()),
+    bindparam("p_due", type_=UTCDateTime),
+    bindparam("p_now", type_=UTCDateTime),
+    bindparam("p_started", type_=UTCDateTime),
+    bindparam("p_dead", type_=Boolean()),
 )
 _FINISH = (
     update(_DELIVERIES)
     .where(
-        _DELIVERIES.c.id == bindparam("id"),
+        _DELIVERIES.c.id == bindparam("p_id"),
         _DELIVERIES.c.status == "sending",
-        _DELIVERIES.c.attempts == bindparam("attempt"),
+        _DELIVERIES.c.attempts == bindparam("p_attempt"),
     )
     .values(
-        status=bindparam("status"),
-        next_attempt_at=bindparam("due"),
-        last_error=bindparam("error"),
-        provider_ref=bindparam("ref"),
-        updated_at=bindparam("now"),
+        status=bindparam("p_status"),
+        next_attempt_at=bindparam("p_due"),
+        last_error=bindparam("p_error"),
+        provider_ref=bindparam("p_ref"),
+        updated_at=bindparam("p_now"),
     )
 )
 _ADD_ATTEMPT = insert(_ATTEMPTS).values(
-    delivery_id=bindparam("id"),
-    attempt=bindparam("attempt"),
-    started_at=bindparam("started"),
-    finished_at=bindparam("now"),
-    outcome=bindparam("outcome"),
-    error=bindparam("error"),
-    provider_ref=bindparam("ref"),
+    delivery_id=bindparam("p_id"),
+    attempt=bindparam("p_attempt"),
+    started_at=bindparam("p_started"),
+    finished_at=bindparam("p_now"),
+    outcome=bindparam("p_outcome"),
+    error=bindparam("p_error"),
+    provider_ref=bindparam("p_ref"),
 )
 _ADD_LETTER = insert(_LETTERS).values(
-    delivery_id=bindparam("id"),
-    notification_id=bindparam("notification_id"),
-    channel=bindparam("channel"),
-    error=bindparam("letter_error"),
-    attempts=bindparam("attempt"),
-    created_at=bindparam("now"),
+    delivery_id=bindparam("p_id"),
+    notification_id=bindparam("p_notification_id"),
+    channel=bindparam("p_channel"),
+    error=bindparam("p_letter_error"),
+    attempts=bindparam("p_attempt"),
+    created_at=bindparam("p_now"),
 )
 
 
@@ -203,17 +203,17 @@ def finish(
     """Record one attempt's outcome (row, attempt, and a dead letter if it is ``dead``), if
     this attempt still owns the row (lease not lost). Returns (owned, dead letter id)."""
     params = {
-        "id": claimed.id,
-        "attempt": claimed.attempt,
-        "status": outcome.status,
-        "due": outcome.next_attempt_at,
-        "error": outcome.error,
-        "ref": outcome.provider_ref,
-        "now": now,
-        "started": started_at,
-        "outcome": outcome.outcome,
-        "channel": channel,
-        "dead": outcome.status == "dead",
+        "p_id": claimed.id,
+        "p_attempt": claimed.attempt,
+        "p_status": outcome.status,
+        "p_due": outcome.next_attempt_at,
+        "p_error": outcome.error,
+        "p_ref": outcome.provider_ref,
+        "p_now": now,
+        "p_started": started_at,
+        "p_outcome": outcome.outcome,
+        "p_channel": channel,
+        "p_dead": outcome.status == "dead",
     }
     if is_postgres(session):
         row = session.execute(_FINISH_PG, params).first()
@@ -223,7 +223,7 @@ def finish(
     session.execute(_ADD_ATTEMPT, params)
     if outcome.status != "dead":
         return True, None
-    params.update(notification_id=claimed.notification_id, letter_error=outcome.error or "")
+    params.update(p_notification_id=claimed.notification_id, p_letter_error=outcome.error or "")
     return True, session.execute(_ADD_LETTER, params).inserted_primary_key[0]
 
 
