@@ -26,7 +26,7 @@ BUCKETS = [
     ("email: render, unsubscribe token", r"unsubscribe_token"),
     ("email: render, EmailMessage headers and MIME parts", r"EmailChannel\.render"),
     ("push: encrypt (pywebpush, http_ece)", r"WebPusher\.encode|http_ece"),
-    ("push: POST (requests, urllib3, http.client)", r"requests/|urllib3/|http/client"),
+    ("push: POST (http.client; requests, urllib3 in baselines)", r"requests/|urllib3/|http/client"),
     ("push: render the payload", r"WebPushChannel\.render"),
     ("push: rest of send (VAPID token cache, checks)", r"WebPushChannel\.send"),
     ("DB: pool checkout + pre-ping", r"_do_ping|_ConnectionFairy\._checkout|Pool\.connect"),

@@ -122,7 +122,8 @@ class Report:
         if push:
             floor = push["floor"]
             print(
-                f"\npush against the floor (encrypt + POST through urllib3, {floor.rate:,.0f}/s): "
+                f"\npush against the floor (encrypt + POST through http.client, "
+                f"{floor.rate:,.0f}/s): "
                 f"deliver step in-process {push['in'].rate / floor.rate:.2f} x, "
                 f"worker {push['worker'].rate / floor.rate:.2f} x"
             )
