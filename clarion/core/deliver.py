@@ -211,15 +211,14 @@ def _record(
     finished = deliveries.Finished(
         outcome.status, outcome.outcome, outcome.error, outcome.provider_ref, due
     )
-    with session.begin():
-        owned, letter_id = deliveries.finish(
-            session=session,
-            claimed=claimed,
-            outcome=finished,
-            channel=channel.key,
-            started_at=started_at,
-            now=now,
-        )
+    owned, letter_id = deliveries.finish(
+        session=session,
+        claimed=claimed,
+        outcome=finished,
+        channel=channel.key,
+        started_at=started_at,
+        now=now,
+    )
     if not owned:
         raise LostLease
     if letter_id is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -12,7 +13,6 @@ from typing import Any
 from sqlalchemy import Boolean, Uuid, and_, bindparam, delete, insert, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from clarion.db.dialect import is_postgres
 from clarion.db.models import (
     AuditEntry,
     DeadLetter,
@@ -45,10 +45,15 @@ _ATTEMPTS = DeliveryAttempt.__table__
 _LETTERS = DeadLetter.__table__
 
 
+# session.info key: the autocommit driver connection of a held session (PostgreSQL).
+_DRIVER = "clarion.deliver.autocommit"
+
+
 @contextmanager
 def held_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
     """A session on one connection for a whole deliver call, in which each state-machine
-    write is committed on its own (``with session.begin(): ...``).
+    write commits on its own (``with session.begin(): ...``; :func:`finish` takes care of
+    itself).
 
     On PostgreSQL the connection is in autocommit and every write of the deliver step is a
     single statement (atomic by itself): no BEGIN and COMMIT round trips, and no pool
@@ -56,9 +61,12 @@ def held_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
     """
     engine = sessions.kw["bind"]
     with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
+        autocommit = conn.dialect.name == "postgresql"
+        if autocommit:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         with sessions(bind=conn) as session:
+            if autocommit:
+                session.info[_DRIVER] = conn.connection.driver_connection
             yield session
 
 
@@ -200,8 +208,9 @@ def finish(
     started_at: datetime,
     now: datetime,
 ) -> tuple[bool, int | None]:
-    """Record one attempt's outcome (row, attempt, and a dead letter if it is ``dead``), if
-    this attempt still owns the row (lease not lost). Returns (owned, dead letter id)."""
+    """Record and commit one attempt's outcome (row, attempt, and a dead letter if it is
+    ``dead``), if this attempt still owns the row (lease not lost). Returns (owned, dead
+    letter id). Called outside a transaction, on a :func:`held_session`."""
     params = {
         "p_id": claimed.id,
         "p_attempt": claimed.attempt,
@@ -215,16 +224,26 @@ def finish(
         "p_channel": channel,
         "p_dead": outcome.status == "dead",
     }
-    if is_postgres(session):
-        row = session.execute(_FINISH_PG, params).first()
+    driver = session.info.get(_DRIVER)
+    if driver is not None:
+        # The statement straight to psycopg: through SQLAlchemy it costs twice the CPU
+        # (0.19 against 0.09 ms a call; a round trip alone is 0.05).
+        row = driver.execute(_finish_sql(session.get_bind().dialect), params).fetchone()
         return (row is not None, row[0] if row is not None else None)
-    if not session.execute(_FINISH, params).rowcount:
-        return False, None
-    session.execute(_ADD_ATTEMPT, params)
-    if outcome.status != "dead":
-        return True, None
-    params.update(p_notification_id=claimed.notification_id, p_letter_error=outcome.error or "")
-    return True, session.execute(_ADD_LETTER, params).inserted_primary_key[0]
+    with session.begin():
+        if not session.execute(_FINISH, params).rowcount:
+            return False, None
+        session.execute(_ADD_ATTEMPT, params)
+        if outcome.status != "dead":
+            return True, None
+        params.update(p_notification_id=claimed.notification_id, p_letter_error=outcome.error or "")
+        return True, session.execute(_ADD_LETTER, params).inserted_primary_key[0]
+
+
+@functools.cache
+def _finish_sql(dialect) -> str:
+    """_FINISH_PG as the driver takes it (psycopg's %(name)s placeholders)."""
+    return str(_FINISH_PG.compile(dialect=dialect))
 
 
 def skip_pending(*, session: Session, ids: Sequence[uuid.UUID], reason: str, now) -> int:
