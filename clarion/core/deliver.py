@@ -248,12 +248,18 @@ def retry_groups(retries: list[tuple[float, uuid.UUID]]) -> list[tuple[float, li
     """(countdown, ids) per group of retries with close delays; each group goes at its
     longest delay, so none is claimed before its row is due."""
     groups: list[tuple[float, list[uuid.UUID]]] = []
-    first = 0.0
+    first = longest = 0.0
+    ids: list[uuid.UUID] = []
     for delay, delivery_id in sorted(retries, key=lambda r: r[0]):
-        if not groups or delay > first * RETRY_GROUP_RATIO + RETRY_GROUP_SLACK:
+        if ids and delay > first * RETRY_GROUP_RATIO + RETRY_GROUP_SLACK:
+            groups.append((longest, ids))
+            ids = []
+        if not ids:
             first = delay
-            groups.append((delay, []))
-        groups[-1] = (delay, groups[-1][1] + [delivery_id])
+        ids.append(delivery_id)
+        longest = delay
+    if ids:
+        groups.append((longest, ids))
     return groups
 
 
