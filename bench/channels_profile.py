@@ -30,9 +30,9 @@ BUCKETS = [
     ("push: render the payload", r"WebPushChannel\.render"),
     ("push: rest of send (VAPID token cache, checks)", r"WebPushChannel\.send"),
     ("DB: pool checkout + pre-ping", r"_do_ping|_ConnectionFairy\._checkout|Pool\.connect"),
-    ("DB: claim + contexts + targets (one per chunk of 10)", r"claim \(clarion/db|_jobs \("),
+    ("DB: claim + contexts + targets (one per claim chunk)", r"claim \(clarion/db|_jobs \("),
     ("DB: commit", r"SessionTransaction\.commit|Transaction\.commit|do_commit"),
-    ("DB: record the outcome (UPDATE + attempt row)", r"_record \("),
+    ("DB: record the outcome (one statement)", r"_record \("),
     ("DB: other SQLAlchemy / psycopg", r"sqlalchemy/|psycopg/"),
     ("Celery, kombu, billiard (task plumbing, retry publish)", r"celery/|kombu/|billiard/"),
 ]
