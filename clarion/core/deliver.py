@@ -28,7 +28,7 @@ from clarion import channels as ch
 from clarion.core.lanes import NORMAL
 from clarion.core.schemas import NotificationPublic
 from clarion.core.templates import Renderer, TemplateError
-from clarion.db import deliveries
+from clarion.db import deliveries, outcomes
 from clarion.db.session import transaction
 from clarion.ids import utcnow
 from clarion.settings import Settings
@@ -208,10 +208,10 @@ def _record(
             )
     now = utcnow()
     due = now + timedelta(seconds=outcome.delay) if outcome.delay is not None else None
-    finished = deliveries.Finished(
+    finished = outcomes.Finished(
         outcome.status, outcome.outcome, outcome.error, outcome.provider_ref, due
     )
-    owned, letter_id = deliveries.finish(
+    owned, letter_id = outcomes.finish(
         session=session,
         claimed=claimed,
         outcome=finished,
@@ -328,7 +328,7 @@ def deliver(
         return result
     lease = timedelta(seconds=settings.delivery_lease_seconds)
     chunk_size = max(1, min(CLAIM_CHUNK, int(lease.total_seconds() // sender.send_timeout)))
-    with deliveries.held_session(sessions) as session:
+    with outcomes.held_session(sessions) as session:
         run = _Run(sender, session, settings, scheduler, result, lane)
         try:
             for start in range(0, len(delivery_ids), chunk_size):
