@@ -47,7 +47,9 @@ class Recorder:
     def __init__(self) -> None:
         self.retries = self.dead = 0
 
-    def deliver(self, channel: str, delivery_ids: list[uuid.UUID], countdown: float = 0) -> None:
+    def deliver(
+        self, channel: str, delivery_ids: list[uuid.UUID], countdown: float = 0, lane: str = ""
+    ) -> None:
         self.retries += len(delivery_ids)
 
     def dead_lettered(self, letter: dict) -> None:

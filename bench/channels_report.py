@@ -105,6 +105,7 @@ class Report:
             rows += [
                 (push["baseline"], None, None, None),
                 (push["raw-post"], push["baseline"], None, None),
+                (push["floor"], push["baseline"], None, None),
                 (push["in"], push["baseline"], PUSH_RATIO, None),
                 (push["no-send"], push["baseline"], None, None),
                 (push["worker"], push["baseline"], PUSH_RATIO, None),
@@ -118,6 +119,14 @@ class Report:
                 target = self.verdict(figure, base, ratio, rate)
             cpu = f"{figure.cpu_ms:.2f}" if figure.cpu_ms is not None else ""
             print(f"| {figure.label} | {figure.rate:,.0f} | {cpu} | {shown} | {target} |")
+        if push:
+            floor = push["floor"]
+            print(
+                f"\npush against the floor (encrypt + POST through http.client, "
+                f"{floor.rate:,.0f}/s): "
+                f"deliver step in-process {push['in'].rate / floor.rate:.2f} x, "
+                f"worker {push['worker'].rate / floor.rate:.2f} x"
+            )
         if email:
             ok, retry = email["worker"], email["retry"]
             n = retry.count

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from clarion.db.models import (
@@ -37,28 +37,46 @@ class Claimed:
     attempt: int
 
 
+_DELIVERIES = Delivery.__table__
+
+
+# Built once: a statement built per call costs more in SQLAlchemy than it runs in the
+# database.
+_CLAIM = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+        or_(
+            _DELIVERIES.c.status == "pending",
+            and_(
+                _DELIVERIES.c.status.in_(CLAIMED_WHEN_DUE),
+                _DELIVERIES.c.next_attempt_at <= bindparam("due"),
+            ),
+        ),
+    )
+    .values(
+        status="sending",
+        attempts=_DELIVERIES.c.attempts + 1,
+        next_attempt_at=bindparam("lease_end"),
+        updated_at=bindparam("now"),
+    )
+    .returning(
+        _DELIVERIES.c.id,
+        _DELIVERIES.c.notification_id,
+        _DELIVERIES.c.target,
+        _DELIVERIES.c.attempts,
+    )
+)
+
+
 def claim(
     *, session: Session, ids: Sequence[uuid.UUID], now: datetime, lease: timedelta
 ) -> list[Claimed]:
     """pending, due failed or deferred, or lease-expired sending → sending; only one caller
-    wins a row."""
-    due = now + CLOCK_TOLERANCE
+    wins a row. One statement."""
     rows = session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id.in_(ids),
-            or_(
-                Delivery.status == "pending",
-                and_(Delivery.status.in_(CLAIMED_WHEN_DUE), Delivery.next_attempt_at <= due),
-            ),
-        )
-        .values(
-            status="sending",
-            attempts=Delivery.attempts + 1,
-            next_attempt_at=now + lease,
-            updated_at=now,
-        )
-        .returning(Delivery.id, Delivery.notification_id, Delivery.target, Delivery.attempts)
+        _CLAIM,
+        {"ids": list(ids), "due": now + CLOCK_TOLERANCE, "lease_end": now + lease, "now": now},
     ).all()
     return [Claimed(*row) for row in rows]
 
@@ -73,50 +91,6 @@ def contexts(
         .where(Notification.id.in_(notification_ids))
     ).all()
     return {n.id: (n, s) for n, s in rows}
-
-
-def finish(
-    *,
-    session: Session,
-    claimed: Claimed,
-    status: str,
-    now: datetime,
-    started_at: datetime,
-    outcome: str,
-    error: str | None = None,
-    provider_ref: str | None = None,
-    next_attempt_at: datetime | None = None,
-) -> bool:
-    """Record one attempt's outcome, if this attempt still owns the row (lease not lost)."""
-    updated = session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id == claimed.id,
-            Delivery.status == "sending",
-            Delivery.attempts == claimed.attempt,
-        )
-        .values(
-            status=status,
-            next_attempt_at=next_attempt_at,
-            last_error=error,
-            provider_ref=provider_ref,
-            updated_at=now,
-        )
-    ).rowcount
-    if updated:
-        # A Core insert: the ORM unit of work costs more than the statement here.
-        session.execute(
-            insert(DeliveryAttempt).values(
-                delivery_id=claimed.id,
-                attempt=claimed.attempt,
-                started_at=started_at,
-                finished_at=now,
-                outcome=outcome,
-                error=error,
-                provider_ref=provider_ref,
-            )
-        )
-    return bool(updated)
 
 
 def skip_pending(*, session: Session, ids: Sequence[uuid.UUID], reason: str, now) -> int:
@@ -218,22 +192,6 @@ class DeadLetterFilter:
         elif self.status == "replayed":
             clauses.append(DeadLetter.replayed_at.is_not(None))
         return clauses
-
-
-def add_dead_letter(
-    *, session: Session, claimed: Claimed, channel: str, error: str, now: datetime
-) -> DeadLetter:
-    row = DeadLetter(
-        delivery_id=claimed.id,
-        notification_id=claimed.notification_id,
-        channel=channel,
-        error=error,
-        attempts=claimed.attempt,
-        created_at=now,
-    )
-    session.add(row)
-    session.flush()
-    return row
 
 
 def dead_letters(

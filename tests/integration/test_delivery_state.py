@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from clarion.core import deliver, sweeper
-from clarion.db.models import AuditEntry, DeadLetter, Delivery
+from clarion.db.models import AuditEntry, DeadLetter, Delivery, Notification
 from clarion.ids import utcnow
 from clarion.workers import queues
 from tests.broker import drain, queued
@@ -218,3 +218,94 @@ def test_the_cli_lists_shows_replays_and_purges_dead_letters(rt, smtp_server):
     with rt.sessions() as s:
         actors = set(s.scalars(select(AuditEntry.actor)))
     assert len(actors) == 1 and actors.pop().startswith("cli:")
+
+
+class Collected:
+    """A scheduler that keeps what the deliver step dispatches."""
+
+    def __init__(self) -> None:
+        self.retries: list[tuple[list, float]] = []
+        self.letters: list[dict] = []
+
+    def deliver(self, channel, delivery_ids, countdown=0, lane=None) -> None:
+        self.retries.append((list(delivery_ids), countdown))
+
+    def dead_lettered(self, letter: dict) -> None:
+        self.letters.append(letter)
+
+
+def test_on_sqlite_a_retry_a_dead_letter_and_a_send_are_each_recorded(tmp_path, smtp_server):
+    # The embedded profile records an outcome in a plain transaction, not PostgreSQL's
+    # one-statement CTE: the rows and the timeline must come out the same.
+    from clarion.core import send
+    from clarion.core.create import create_notifications
+    from clarion.core.schemas import NotificationCreate
+    from clarion.db.migrate import upgrade
+    from clarion.runtime import Runtime
+    from clarion.settings import Settings
+    from tests.channels import outcomes
+
+    settings = Settings.embedded(
+        tmp_path, delivery_max_attempts=2, **FAST_RETRY, **smtp_server.settings()
+    )
+    upgrade(settings.database_url)
+    rt = Runtime(settings)
+    try:
+        for r in ("ada", "bob"):
+            give_email(rt, r)
+        request = NotificationCreate(
+            recipients=["ada", "bob"], category="x", title="t", channels=["email"]
+        )
+        create_notifications([send.prepare(request)], **rt.pipeline)
+        with rt.sessions() as s:
+            by_recipient = dict(
+                s.execute(
+                    select(Notification.recipient_id, Delivery.id)
+                    .join(Notification, Notification.id == Delivery.notification_id)
+                    .where(Delivery.channel == "email")
+                ).all()
+            )
+        ada, bob = by_recipient["ada"], by_recipient["bob"]
+        scheduler = Collected()
+
+        def run(ids):
+            return deliver.deliver(
+                ids,
+                channel="email",
+                sessions=rt.sessions,
+                settings=rt.settings,
+                channels=rt.channels,
+                scheduler=scheduler,
+            )
+
+        smtp_server.handler.replies = ["451 4.3.0 Try again later", "550 5.7.1 No"]
+        assert run([ada]).retried == 1
+        assert scheduler.retries[0][0] == [ada]
+        time.sleep(0.1)  # past the retry's backoff (at most 0.05 s)
+        assert run([ada]).dead == 1
+        assert run([bob]).sent == 1
+        with rt.sessions() as s:
+            letter = s.scalars(select(DeadLetter)).one()
+            rows = {d.id: d for d in s.scalars(select(Delivery))}
+        assert outcomes(rt, ada) == ["retry", "dead"] and outcomes(rt, bob) == ["sent"]
+        assert (rows[ada].status, rows[ada].attempts, rows[bob].status) == ("dead", 2, "sent")
+        assert (letter.delivery_id, letter.attempts) == (ada, 2) and "550" in letter.error
+        assert [x["id"] for x in scheduler.letters] == [letter.id]
+        assert rows[bob].provider_ref == smtp_server.messages[0].message["Message-ID"]
+    finally:
+        rt.close()
+
+
+def test_retries_go_out_in_few_tasks_and_none_before_its_own_delay():
+    ids = list(range(100))
+    delays = [0.001 * (i % 7) for i in range(50)] + [30 + i for i in range(50)]
+    groups = deliver.retry_groups(list(zip(delays, ids, strict=True)))
+
+    assert sorted(i for _, members in groups for i in members) == ids
+    by_id = dict(zip(ids, delays, strict=True))
+    for countdown, members in groups:
+        for i in members:
+            # No retry is dispatched before its row is due, nor much after.
+            assert by_id[i] <= countdown <= by_id[i] * deliver.RETRY_GROUP_RATIO + 0.05
+    assert groups[0][0] == 0.006 and sorted(groups[0][1]) == ids[:50]
+    assert len(groups) < 20

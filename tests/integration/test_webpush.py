@@ -204,6 +204,67 @@ def test_a_400_is_a_dead_letter_with_the_push_services_answer(rt, browser, push_
     assert letter.delivery_id == row.id and letter.channel == "push" and letter.attempts == 1
 
 
+def test_a_redirect_is_not_followed_and_is_a_dead_letter(rt, browser, push_service):
+    push_service.default = (301, {"Location": "http://127.0.0.1:9/elsewhere"})
+    [nid] = notify(rt)
+    drain(rt.celery, names=(queues.CREATE, queues.deliver_queue("push")))
+
+    [row] = deliveries(rt, nid)
+    assert row.status == "dead" and "redirect" in row.last_error
+    assert len(push_service.log) == 1  # nothing went to the Location
+
+
+def test_an_unreachable_push_service_is_retryable(push_service):
+    from clarion.channels import RetryableChannelError
+
+    channel = WebPushChannel(Settings(secret_key=SECRET, **push_service.settings))
+    browser = push_service.subscribe()
+    target = {"endpoint": "http://127.0.0.1:9/push/x", "keys": browser.json()["keys"]}
+    payload = {"data": b"{}", "headers": {"TTL": "60"}, "ttl": 60}
+    with pytest.raises(RetryableChannelError, match="unreachable"):
+        channel.send(payload, target)
+    channel.close()
+
+
+def test_a_kept_alive_connection_the_server_closed_while_idle_is_reopened_not_lost():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from clarion.channels.http1 import Http1Client
+
+    peers = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = 0.2  # the server drops a connection idle this long
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["content-length"]))
+            peers.append(self.client_address)
+            self.send_response(201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = Http1Client(connect_timeout=2, read_timeout=2)
+    url = f"http://127.0.0.1:{server.server_address[1]}/push/x"
+    try:
+        answers = [client.post(url, b"a", {}).status, client.post(url, b"b", {}).status]
+        time.sleep(0.5)  # the server closes the idle connection
+        answers.append(client.post(url, b"c", {}).status)
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+    assert answers == [201, 201, 201]
+    assert peers[0] == peers[1] != peers[2]  # kept alive, then reopened
+
+
 def test_one_vapid_signature_serves_many_sends(rt, api, user, browser, push_service):
     notify(rt, recipients=("ada",), title="one")
     notify(rt, recipients=("ada",), title="two")
