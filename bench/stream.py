@@ -211,12 +211,14 @@ class Run:
     def clarion_fanout(self, port: int, groups: dict, rounds: list[list[str]]) -> tuple:
         per, held, wall = self.hold("clarion api, idle", port, groups["api"], groups, True)
         self.pool.close("b")
-        publisher = RedisPubSub(PUBSUB_URL)  # publishes as the worker does
+        # Encoded before the clock starts, as the bare server's frame is built before its
+        # clock; then published as the worker's publish_many does, one pipeline per round.
+        publisher, messages = RedisPubSub(PUBSUB_URL), [encode(batch) for batch in rounds]
 
         def start() -> None:
-            for k, batch in enumerate(rounds):
-                self.wait_frames((k - self.args.window) * len(batch))
-                publisher.publish_many(batch)
+            for k, batch in enumerate(messages):
+                self.wait_frames((k - self.args.window) * len(rounds[k]))
+                publisher.publish_messages(batch)
 
         label = "clarion fan-out (Redis -> hub -> WebSocket)"
         rate = self.fanout(label, sum(map(len, rounds)), start, groups)
@@ -340,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
             targets = [(path(f"s-{i}"), "a" if i < b else "b") for i in range(n)]
             warm = [(path(f"w-{i}"), "warm") for i in range(args.warmup_connections)]
             rounds = synthetic_rounds([f"s-{i}" for i in range(b)], args.rounds)
-            frame = encode(rounds[0][:1])[0]  # one event's line, as the clients get it
+            frame = encode(rounds[0][:1])[0].partition("\t")[2]  # one event, as clients get it
             print(f"frame: {len(frame)} bytes of JSON; {args.rounds} rounds x {b:,}")
             bench = Run(procs, pool, args, env, targets, warm)
             port, groups = None, None

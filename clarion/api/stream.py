@@ -25,6 +25,7 @@ from typing import Any
 
 from clarion.core import inbox, stream
 from clarion.core.pubsub import SUBSCRIBED
+from clarion.core.stream import GAP, SEND
 from clarion.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -94,34 +95,31 @@ async def _finish(rest: _Rest) -> None:
         await rest
 
 
-class Connection:
+class Connection(stream.Sequencer):
     """One client's stream: its cursor, and the slow path's queue while there is one."""
 
-    __slots__ = ("hub", "recipient", "send", "cursor", "pending", "task", "idle", "closed")
+    __slots__ = ("hub", "recipient", "send", "pending", "task", "idle", "closed")
 
     def __init__(self, hub: Hub, recipient: str, send: Send) -> None:
+        super().__init__()
         self.hub, self.recipient, self.send = hub, recipient, send
-        self.cursor = 0
         self.pending: deque | None = None  # not None: the slow path is on
         self.task: asyncio.Task | None = None
         self.idle = False  # nothing sent since the last heartbeat tick
         self.closed = False
 
-    def offer(self, event: Event, text: str) -> None:
-        """A live event (``text`` is its JSON): sent now if it is next, else queued."""
+    def offer(self, seq: int | None, text: str) -> None:
+        """A live event (cursor ``seq``, JSON ``text``): sent now if it is next, else queued."""
         if self.closed:
             return
         if self.pending is not None:
-            self._queue(event, text)
+            self._queue(seq, text)
             return
-        if event["type"] != "unread_count":  # unread counts have no place in the sequence
-            seq = event["cursor"]
-            if seq != self.cursor + 1:
-                if seq > self.cursor:  # a gap: fill it from the database
-                    self._slow(event, text)
-                return  # else already sent (replayed, or a duplicate publish)
-            self.cursor = seq
-        self._write(text)
+        verdict = self.step(seq)
+        if verdict is SEND:
+            self._write(text)
+        elif verdict is GAP:  # fill it from the database; the event is stored by now
+            self._slow(CATCH_UP, None)
 
     def control(self, marker: str, argument: Any = None) -> None:
         """START, RESUME (to a cursor) or CATCH_UP, in order with the live events."""
@@ -159,6 +157,20 @@ class Connection:
         if self.task is not None:
             self.task.cancel()
             self.task = None
+
+    def fill(self, after: int) -> list[Event] | None:
+        runtime = self.hub.runtime
+        with runtime.sessions() as session:
+            return stream.replay(
+                session=session,
+                recipient_id=self.recipient,
+                since=after,
+                limit=runtime.settings.stream_max_replay,
+            )
+
+    def head(self) -> int:
+        with self.hub.runtime.sessions() as session:
+            return stream.current_cursor(session=session, recipient_id=self.recipient)
 
     # --- fast path -------------------------------------------------------------------------
 
@@ -202,6 +214,7 @@ class Connection:
         self.pending = self.task = None  # back to the fast path
 
     async def _handle(self, item: Any, argument: Any) -> None:
+        """One slow-path item: a live event (its cursor or None, its text) or a marker."""
         if isinstance(item, _Rest):
             await item
         elif item is START:
@@ -212,15 +225,11 @@ class Connection:
         elif item is CATCH_UP:
             await self._catch_up()
         else:
-            if item["type"] != "unread_count":
-                seq = item["cursor"]
-                if seq <= self.cursor:
-                    return
-                if seq > self.cursor + 1:  # published after commit: the database has it
-                    await self._catch_up()
-                    return
-                self.cursor = seq
-            await self._put(argument)
+            verdict = self.step(item)
+            if verdict is SEND:
+                await self._put(argument)
+            elif verdict is GAP:
+                await self._catch_up()
 
     async def _put(self, text: str) -> None:
         self.idle = False
@@ -239,12 +248,7 @@ class Connection:
             await self._put(text_of({**unread, "cursor": self.cursor}))
 
     async def _catch_up(self) -> None:
-        runtime, me = self.hub.runtime, self.recipient
-        sequencer = stream.Sequencer(
-            self.cursor, partial(_fill, runtime, me), partial(_head, runtime, me)
-        )
-        missed = await asyncio.to_thread(sequencer.catch_up)
-        self.cursor = sequencer.cursor
+        missed = await asyncio.to_thread(self.catch_up)
         if missed is None:
             await self._put(text_of(_resync(self.cursor)))
             return
@@ -256,21 +260,6 @@ def _begin(runtime: Runtime, recipient: str) -> tuple[int, Event]:
     with runtime.sessions() as session:
         cursor = stream.current_cursor(session=session, recipient_id=recipient)
         return cursor, inbox.unread_event(session=session, recipient_id=recipient, cursor=cursor)
-
-
-def _fill(runtime: Runtime, recipient: str, after: int) -> list[Event] | None:
-    with runtime.sessions() as session:
-        return stream.replay(
-            session=session,
-            recipient_id=recipient,
-            since=after,
-            limit=runtime.settings.stream_max_replay,
-        )
-
-
-def _head(runtime: Runtime, recipient: str) -> int:
-    with runtime.sessions() as session:
-        return stream.current_cursor(session=session, recipient_id=recipient)
 
 
 def _resync(cursor: int) -> Event:
@@ -326,18 +315,22 @@ class Hub:
                     conn.tick()
 
     def dispatch(self, message: str) -> None:
-        """Route one pub/sub message (JSON lines) to the recipients' connections."""
-        get = self.connections.get
+        """Route one pub/sub message to the recipients' connections (see pubsub's format:
+        only each line's header is parsed; the event's text is forwarded as is)."""
+        get, loads, unsequenced = self.connections.get, json.loads, stream.UNSEQUENCED
         for line in message.split("\n"):
+            head, _, text = line.partition("\t")
             try:
-                event = json.loads(line)
-            except ValueError:
+                recipient, kind, seq = loads(head)
+                conns = get(recipient)
+            except (ValueError, TypeError):
                 log.warning("ignored a malformed event line on the channel")
                 continue
-            conns = get(event.get("recipient"))
             if conns:
+                if kind in unsequenced:
+                    seq = None
                 for conn in conns:
-                    conn.offer(event, line)
+                    conn.offer(seq, text)
 
     def broadcast(self, marker: str) -> None:
         for conns in self.connections.values():

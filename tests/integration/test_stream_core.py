@@ -101,11 +101,11 @@ def test_the_next_event_is_sent_by_the_hub_itself_as_published(runtime):
         [event] = await asyncio.to_thread(create, runtime, "u", 1)
         [message] = encode([event])
         hub.dispatch(message)  # no await: the frame is out before dispatch returns
-        return client, conn, message
+        return client, conn, event
 
-    client, conn, message = asyncio.run(scenario())
+    client, conn, event = asyncio.run(scenario())
 
-    assert client.frames[1] == json.loads(message)
+    assert client.frames[1] == json.loads(json.dumps(event, default=str))
     assert conn.task is None and conn.cursor == 1
 
 
