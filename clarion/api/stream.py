@@ -40,6 +40,10 @@ TOO_SLOW = "resync: too far behind; refetch the inbox and reconnect"
 # Slow-path items other than live events, each queued as (marker, argument).
 START, RESUME, CATCH_UP = "start", "resume", "catch-up"
 
+# The C scanner behind json.loads, without its Python wrapper: parses a line's header and
+# says where it ends (~0.7 µs, against ~2.5 µs for json.loads of the same 30 bytes).
+_scan_header = json.JSONDecoder().scan_once
+
 # Sends that did not finish at once, kept referenced until they do.
 _unfinished: set[asyncio.Task] = set()
 
@@ -317,16 +321,16 @@ class Hub:
     def dispatch(self, message: str) -> None:
         """Route one pub/sub message to the recipients' connections (see pubsub's format:
         only each line's header is parsed; the event's text is forwarded as is)."""
-        get, loads, unsequenced = self.connections.get, json.loads, stream.UNSEQUENCED
+        get, scan, unsequenced = self.connections.get, _scan_header, stream.UNSEQUENCED
         for line in message.split("\n"):
-            head, _, text = line.partition("\t")
             try:
-                recipient, kind, seq = loads(head)
+                (recipient, kind, seq), end = scan(line, 0)
                 conns = get(recipient)
-            except (ValueError, TypeError):
+            except (StopIteration, ValueError, TypeError):  # StopIteration: not JSON at all
                 log.warning("ignored a malformed event line on the channel")
                 continue
             if conns:
+                text = line[end + 1 :]  # after the header's tab
                 if kind in unsequenced:
                     seq = None
                 for conn in conns:
