@@ -219,7 +219,7 @@ def test_the_oldest_connection_of_a_user_over_the_cap_is_closed(runtime, pg_url)
     assert hub.count() == 2
 
 
-def test_origins_outside_the_allow_list_are_refused(runtime, pg_url):
+def test_origins_outside_the_allow_list_and_bad_cursors_are_refused(runtime, pg_url):
     import pytest
     from fastapi.testclient import TestClient
     from starlette.testclient import WebSocketDenialResponse
@@ -238,5 +238,11 @@ def test_origins_outside_the_allow_list_are_refused(runtime, pg_url):
         ):
             pass
         assert refused.value.status_code == 403
+        with (
+            pytest.raises(WebSocketDenialResponse) as invalid,
+            client.websocket_connect(f"{url}&since=-1"),
+        ):
+            pass
+        assert invalid.value.status_code == 422
         with client.websocket_connect(url, headers={"Origin": "https://app.test"}) as ws:
             assert ws.receive_json()["type"] == "unread_count"
