@@ -18,6 +18,7 @@ import asyncio
 import json
 import threading
 from collections.abc import AsyncIterator, Callable
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -37,8 +38,7 @@ def encode(events: list[dict[str, Any]]) -> list[str]:
     size = 0
     dumps = json.dumps
     for event in events:
-        head = dumps([event.get("recipient"), event.get("type"), event.get("cursor")])
-        line = head + "\t" + dumps(event, separators=(",", ":"), default=str)
+        line = _header(event) + "\t" + dumps(event, separators=(",", ":"), default=str)
         if lines and size + len(line) > MESSAGE_BYTES:
             messages.append("\n".join(lines))
             lines, size = [], 0
@@ -47,6 +47,15 @@ def encode(events: list[dict[str, Any]]) -> list[str]:
     if lines:
         messages.append("\n".join(lines))
     return messages
+
+
+def _header(event: dict[str, Any]) -> str:
+    """``[recipient, type, cursor]`` as JSON; by hand in the usual case (json.dumps' Python
+    wrapper would cost the worker ~2 ms more per 1,000 events)."""
+    recipient, kind, cursor = event.get("recipient"), event.get("type"), event.get("cursor")
+    if type(recipient) is str and type(kind) is str and type(cursor) is int:
+        return f"[{_quote(recipient)},{_quote(kind)},{cursor}]"
+    return json.dumps([recipient, kind, cursor], default=str)
 
 
 def decode(message: str | bytes) -> list[dict[str, Any]]:

@@ -246,3 +246,19 @@ def test_origins_outside_the_allow_list_and_bad_cursors_are_refused(runtime, pg_
         assert invalid.value.status_code == 422
         with client.websocket_connect(url, headers={"Origin": "https://app.test"}) as ws:
             assert ws.receive_json()["type"] == "unread_count"
+
+
+def test_any_subscriber_id_survives_the_wire_format(runtime):
+    odd = 'tab\there, newline\nthere, "quoted" é'  # ids are free-form strings
+
+    async def scenario():
+        hub, client = Hub(runtime), Client()
+        hub.open(odd, client, None)
+        await until(lambda: len(client.frames) == 1)
+        event = {"type": "notification.created", "recipient": odd, "cursor": 1, "data": {}}
+        publish(hub, event, {**event, "recipient": "someone else", "cursor": 2})
+        return client.frames[1:], event
+
+    got, event = asyncio.run(scenario())
+
+    assert got == [event]
