@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
 import os
 import sys
@@ -47,7 +46,7 @@ import redis
 from bench import _common as common
 from bench import loadgen
 from bench.loadgen import Load
-from clarion.core.pubsub import channel_for
+from clarion.core.pubsub import channel_for, decode
 
 DATABASE = "clarion_bench"
 STOP = "clarion:bench:stop"
@@ -103,11 +102,13 @@ def listen(url: str, prefix: str, ready, counter, last, conn) -> None:
         now = time.time()
         if message["channel"] == STOP.encode():
             break
-        event = json.loads(message["data"])
-        if event.get("type") == "notification.created" and event["recipient"].startswith(prefix):
-            seen.append((event["data"]["id"], now))
-            last.value = now
-            counter.value += 1
+        for event in decode(message["data"]):  # one message per published batch
+            if event.get("type") == "notification.created" and event["recipient"].startswith(
+                prefix
+            ):
+                seen.append((event["data"]["id"], now))
+                last.value = now
+                counter.value += 1
     conn.send(seen)
 
 

@@ -9,7 +9,6 @@ lost; :class:`Sequencer` delivers them in order and fills any gap from the datab
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -19,6 +18,9 @@ from clarion.db import notifications, subscribers
 from clarion.db.models import Notification
 
 Event = dict[str, Any]
+# Event types with no place in the sequence: they pass straight through (their cursor is
+# where the client stands when they are sent, not a step of its own).
+UNSEQUENCED = frozenset({"unread_count"})
 
 
 def current_cursor(*, session: Session, recipient_id: str) -> int:
@@ -51,36 +53,39 @@ def replay(*, session: Session, recipient_id: str, since: int, limit: int) -> li
     return sorted(events, key=lambda e: e["cursor"])
 
 
-# accept() found a gap: the caller runs catch_up (a database read) off the event loop.
-GAP = object()
+# What to do with a live event (Sequencer.step).
+SEND, SKIP, GAP = "send", "skip", "gap"
 
 
 class Sequencer:
     """Turns live events (maybe late, maybe missing) into an in-order, duplicate-free stream.
 
-    ``fill(after)`` returns the stored events after a cursor (``replay``); it is needed
-    only when a live event reveals a gap, so the database is read on gaps, not per event.
-    Events without a place in the sequence (``unread_count``) pass straight through.
+    A subclass provides ``fill(after)``, the stored events after a cursor (``replay``), and
+    ``head()``, the current cursor; they are needed only when a live event reveals a gap,
+    so the database is read on gaps, not per event. (The gateway's connections are
+    sequencers themselves, with slots, so a held connection costs no extra objects.)
     """
 
-    def __init__(
-        self, cursor: int, fill: Callable[[int], list[Event] | None], head: Callable[[], int]
-    ) -> None:
-        self.cursor = cursor
-        self._fill = fill
-        self._head = head
+    __slots__ = ("cursor",)
 
-    def accept(self, event: Event) -> list[Event] | object:
-        """What to send for this live event, in order, or :data:`GAP`: call ``catch_up``."""
-        if event["type"] == "unread_count":
-            return [event]
-        seq = event["cursor"]
-        if seq <= self.cursor:
-            return []  # already sent (replayed, or a duplicate publish)
+    def __init__(self, cursor: int = 0) -> None:
+        self.cursor = cursor
+
+    def fill(self, after: int) -> list[Event] | None:
+        raise NotImplementedError
+
+    def head(self) -> int:
+        raise NotImplementedError
+
+    def step(self, seq: int | None) -> str:
+        """SEND a live event with cursor ``seq`` (None: a type in UNSEQUENCED), SKIP it
+        (already sent: replayed, or a duplicate publish), or GAP: call ``catch_up``."""
+        if seq is None:
+            return SEND
         if seq == self.cursor + 1:
             self.cursor = seq
-            return [event]
-        return GAP
+            return SEND
+        return SKIP if seq <= self.cursor else GAP
 
     def catch_up(self) -> list[Event] | None:
         """Everything stored after the cursor (on connect, on a gap, after a resubscribe).
@@ -88,9 +93,9 @@ class Sequencer:
         None means too much was missed to replay: the cursor jumps to the head and the
         client is told to refetch.
         """
-        events = self._fill(self.cursor)
+        events = self.fill(self.cursor)
         if events is None:
-            self.cursor = self._head()
+            self.cursor = self.head()
             return None
         events = [e for e in events if e["cursor"] > self.cursor]
         if events:

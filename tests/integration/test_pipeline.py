@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
@@ -11,6 +10,7 @@ from sqlalchemy import func, select
 
 from clarion.core import send
 from clarion.core.create import create_notifications
+from clarion.core.pubsub import decode
 from clarion.core.schemas import NotificationCreate
 from clarion.db import subscribers
 from clarion.db.models import Delivery, Notification
@@ -167,7 +167,7 @@ def test_created_events_are_published_after_commit(runtime):
 
     events = []
     while (m := pubsub.get_message(timeout=0.5)) is not None:
-        events.append(json.loads(m["data"]))
+        events += decode(m["data"])
     assert [(e["type"], e["recipient"], e["cursor"]) for e in events] == [
         ("notification.created", "a", 1),
         ("notification.created", "b", 1),
@@ -189,8 +189,9 @@ def test_deployments_on_other_redis_databases_do_not_hear_each_other(runtime):
     ours.publish_many([{"type": "notification.created", "recipient": "y"}])
 
     got = [
-        json.loads(m["data"])["recipient"]
+        e["recipient"]
         for m in iter(lambda: listener.get_message(timeout=0.5), None)
+        for e in decode(m["data"])
     ]
     assert got == ["y"]
 

@@ -3,7 +3,6 @@ the real deliver step, the real sweeper and a real SMTP server (aiosmtpd)."""
 
 from __future__ import annotations
 
-import json
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +14,7 @@ from sqlalchemy import event, select
 from clarion.api.app import create_app
 from clarion.core import deliver, sweeper
 from clarion.core.auth import issue_user_token
+from clarion.core.pubsub import decode
 from clarion.db.models import Delivery, Notification
 from clarion.ids import utcnow
 from tests.broker import drain
@@ -306,7 +306,7 @@ def test_in_app_switched_off_keeps_it_out_of_the_inbox_but_records_it(api, rt, k
 
     announced = []
     while (m := live.get_message(timeout=0.5)) is not None:
-        announced.append(json.loads(m["data"])["data"]["title"])
+        announced += [e["data"]["title"] for e in decode(m["data"])]
     assert announced == ["Critical"]
 
     assert routed(rt, quiet) == {"in_app": ("skipped", "opted out"), "email": ("sent", None)}

@@ -11,6 +11,7 @@ from clarion.api.app import create_app
 from clarion.core import send
 from clarion.core.auth import create_api_key, issue_user_token
 from clarion.core.create import create_notifications
+from clarion.core.pubsub import decode
 from clarion.core.schemas import NotificationCreate
 from clarion.db import notifications
 from clarion.db.migrate import upgrade
@@ -62,7 +63,7 @@ def test_memory_pubsub_delivers_created_events_to_a_subscriber(runtime):
         first = asyncio.ensure_future(stream.__anext__())
         msg = send.prepare(NotificationCreate(recipients=["a"], category="x", title="hello"))
         await asyncio.to_thread(run_create, runtime, msg)
-        event = await asyncio.wait_for(first, 2)
+        [event] = decode(await asyncio.wait_for(first, 2))  # one message per batch
         await stream.aclose()
         return event, msg
 

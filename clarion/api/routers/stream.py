@@ -10,21 +10,23 @@ same JSON events: ``notification.created``, ``notification.updated``, ``unread_c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Header, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from clarion.api.problems import Problem, problem_response
-from clarion.api.stream import RESYNC, Connection, Hub, events
+from clarion.api.stream import RESUME, RESYNC, Connection, Hub
 from clarion.core.auth import AuthError, verify_user_token
 from clarion.runtime import Runtime
 
 log = logging.getLogger(__name__)
+SSE_QUEUE = 64  # frames between the hub and an SSE response
 router = APIRouter(prefix="/v1/me/stream", tags=["live events"])
+PATH = "/v1/me/stream"  # the WebSocket, served by websocket_stream ahead of the routing
 Since = Annotated[int | None, Query(ge=0, description="Resume after this cursor")]
 Token = Annotated[str | None, Query(description="User token (for clients without headers)")]
 
@@ -45,42 +47,60 @@ def _origin_allowed(runtime: Runtime, origin: str | None) -> bool:
     return origin is None or "*" in allowed or origin in allowed
 
 
-async def _refuse(ws: WebSocket, status: int, detail: str) -> None:
+async def _refuse(scope, send, status: int, slug: str, detail: str) -> None:
     # An HTTP answer on the handshake where the server supports it; otherwise close 1008.
-    if "websocket.http.response" in ws.scope.get("extensions", {}):
-        slug = "unauthorized" if status == 401 else "forbidden"
-        await ws.send_denial_response(problem_response(status, slug, detail))
+    if "websocket.http.response" in scope.get("extensions", {}):
+        response = problem_response(status, slug, detail)
+        start = {"status": status, "headers": response.raw_headers}
+        await send({"type": "websocket.http.response.start", **start})
+        await send({"type": "websocket.http.response.body", "body": response.body})
     else:
-        await ws.close(code=1008, reason=detail)
+        await send({"type": "websocket.close", "code": 1008, "reason": detail})
 
 
-@router.websocket("")
-async def websocket_stream(ws: WebSocket, since: Since = None, token: Token = None) -> None:
-    runtime: Runtime = ws.app.state.runtime
-    hub: Hub = ws.app.state.hub
-    if not _origin_allowed(runtime, ws.headers.get("origin")):
-        await _refuse(ws, 403, "This origin may not connect.")
-        return
-    me = _subscriber(runtime, token, ws.headers.get("authorization"))
+def _handshake(runtime: Runtime, scope) -> tuple[str | None, int | None, tuple | None]:
+    """(subscriber, since, refusal): who connects from where, or why they may not."""
+    origin = authorization = None
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"authorization":
+            authorization = value.decode("latin-1")
+    query = parse_qs(scope["query_string"].decode("latin-1"))
+    if not _origin_allowed(runtime, origin):
+        return None, None, (403, "forbidden", "This origin may not connect.")
+    since = query.get("since", [None])[-1]
+    if since is not None and not (since.isascii() and since.isdigit()):
+        return None, None, (422, "validation-error", "since must be a cursor (an integer >= 0).")
+    me = _subscriber(runtime, query.get("token", [None])[-1], authorization)
     if me is None:
-        await _refuse(ws, 401, "A valid user token is required.")
+        return None, None, (401, "unauthorized", "A valid user token is required.")
+    return me, None if since is None else int(since), None
+
+
+async def websocket_stream(app, scope, receive, send) -> None:
+    """``/v1/me/stream`` as a raw ASGI app, dispatched before FastAPI's routing (app.py).
+
+    A held connection costs only this coroutine and a :class:`Connection`: the hub sends
+    to it, and this loop only reads the client's frames until it leaves.
+    """
+    runtime: Runtime = app.state.runtime
+    hub: Hub = app.state.hub
+    await receive()  # websocket.connect
+    me, since, refusal = _handshake(runtime, scope)
+    if refusal is not None:
+        await _refuse(scope, send, *refusal)
         return
-    await ws.accept()
-    conn = hub.register(me)
-    sender = asyncio.create_task(_send(ws, runtime, conn, since))
+    await send({"type": "websocket.accept"})
+    conn = hub.open(me, send, since)
     try:
         while True:
-            message = await ws.receive()
+            message = await receive()
             if message["type"] == "websocket.disconnect":
                 break
             _on_client_frame(conn, message.get("text"))  # binary frames carry no commands
-    except (WebSocketDisconnect, RuntimeError):
-        pass
     finally:
         hub.unregister(conn)
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await sender
 
 
 def _on_client_frame(conn: Connection, frame: str | None) -> None:
@@ -90,30 +110,18 @@ def _on_client_frame(conn: Connection, frame: str | None) -> None:
     try:
         message = json.loads(frame)
         if message.get("type") == "resume" and isinstance(message.get("cursor"), int):
-            conn.offer({"type": "_resume", "cursor": max(0, message["cursor"])})
+            conn.control(RESUME, max(0, message["cursor"]))
     except (ValueError, AttributeError, TypeError):
         log.debug("ignored a malformed frame from a %s connection", conn.recipient)
 
 
-async def _send(ws: WebSocket, runtime: Runtime, conn: Connection, since: int | None) -> None:
-    try:
-        async for event in events(runtime, conn, since):
-            await ws.send_json(event)
-    except Exception:  # noqa: BLE001 - the client must learn it has to reconnect
-        log.exception("live stream of %s failed", conn.recipient)
-        conn.close_code, conn.close_reason = 1011, "internal error: reconnect with your cursor"
-    finally:
-        if conn.close_code is not None:
-            with contextlib.suppress(Exception):
-                await ws.close(code=conn.close_code, reason=conn.close_reason)
-
-
-def _sse(event: dict) -> str:
+def _sse(text: str) -> str:
+    event = json.loads(text)
     lines = []
     if event["type"] not in ("heartbeat", "resync") and "cursor" in event:
         lines.append(f"id: {event['cursor']}")
     lines.append(f"event: {event['type']}")
-    lines.append("data: " + json.dumps(event, separators=(",", ":")))
+    lines.append("data: " + text)
     return "\n".join(lines) + "\n\n"
 
 
@@ -140,16 +148,18 @@ async def sse_stream(
         raise Problem(401, "unauthorized", "A valid user token is required.")
     if last_event_id and last_event_id.isdigit():
         since = int(last_event_id)
-    conn = hub.register(me)
+    # The same Connection as the WebSocket's, sending into a bounded queue that the
+    # response drains: a full queue suspends send(), which puts it on the slow path.
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SSE_QUEUE)
 
     async def body():
+        conn = hub.open(me, queue.put, since)
         try:
             yield "retry: 2000\n\n"
-            async for event in events(runtime, conn, since):
-                yield _sse(event)
-            if conn.close_code is not None:
-                kind = "resync" if conn.close_code == RESYNC else "reconnect"
-                yield _sse({"type": kind, "reason": conn.close_reason})
+            while (message := await queue.get())["type"] == "websocket.send":
+                yield _sse(message["text"])
+            kind = "resync" if message["code"] == RESYNC else "reconnect"
+            yield _sse(json.dumps({"type": kind, "reason": message["reason"]}))
         finally:
             hub.unregister(conn)
 
