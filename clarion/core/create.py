@@ -13,7 +13,7 @@ are dispatched again (the deliver step ignores what is no longer pending).
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -67,20 +67,27 @@ def persist(
 ) -> Created:
     """Insert the requests' new notifications and their deliveries; the caller commits."""
     now = utcnow()
-    recipients = sorted({r for m in messages for _, r in m.items})
-    subscribers.ensure(session=session, ids=recipients, now=now)
+    counts = Counter(r for m in messages for _, r in m.items)
+    recipients = sorted(counts)
     # Lock the recipients before looking for duplicates, so a concurrent run of the same
-    # message waits here and then sees this run's rows.
-    seqs = subscribers.lock_seqs(session=session, ids=recipients)
+    # message waits here and then sees this run's rows. One number is reserved per item;
+    # the ones a rerun or a dedupe key leaves unused are given back below.
+    reserved = subscribers.reserve_seqs(session=session, counts=counts, now=now)
+    seqs = dict(reserved.seqs)
     all_ids = [nid for m in messages for nid, _ in m.items]
     existing = notifications.existing_ids(session=session, ids=all_ids)
     taken = _dedupe_taken(session, messages)
     result = Created()
-    rows, deliveries, touched = [], [], set()
+    rows, deliveries = [], []
     # Per request, the channels its recipients were routed to (preferences differ).
     channels_of: list[set[str]] = [set() for _ in messages]
     router = Router(
-        session=session, channels=channels, settings=settings, recipients=recipients, now=now
+        session=session,
+        channels=channels,
+        settings=settings,
+        recipients=recipients,
+        locked=reserved,
+        now=now,
     )
     texts = InboxTexts(
         session=session,
@@ -100,7 +107,6 @@ def persist(
                 continue
             taken.add(key)
             seqs[recipient] += 1
-            touched.add(recipient)
             routed = router.route(nid, recipient, message.content)
             row = _notification_row(
                 nid,
@@ -115,9 +121,9 @@ def persist(
             used.update(routed.channels)
             if routed.in_inbox:
                 result.notifications.append(row)
-    subscribers.set_seqs(session=session, seqs={r: seqs[r] for r in touched})
-    notifications.insert_many(session=session, rows=rows)
-    notifications.insert_deliveries(session=session, rows=deliveries)
+    unused = {r: seqs[r] for r in recipients if seqs[r] != reserved.seqs[r] + counts[r]}
+    subscribers.set_seqs(session=session, seqs=unused)
+    notifications.insert_many(session=session, rows=rows, deliveries=deliveries)
     result.events = collapse.replace_older(session=session, rows=rows, seqs=seqs, now=now)
     result.to_dispatch = _pending_external(session, messages, channels_of)
     return result

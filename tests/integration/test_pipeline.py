@@ -13,7 +13,7 @@ from clarion.core import send
 from clarion.core.create import create_notifications
 from clarion.core.schemas import NotificationCreate
 from clarion.db import subscribers
-from clarion.db.models import Delivery, Notification
+from clarion.db.models import Delivery, Notification, Subscriber
 from clarion.db.session import transaction
 from clarion.ids import utcnow
 from clarion.runtime import Runtime
@@ -146,6 +146,27 @@ def test_concurrent_creates_give_each_recipient_a_gapless_sequence(runtime):
                 .order_by(Notification.seq)
             ).all()
             assert seqs == list(range(1, 31))
+
+
+def test_numbers_reserved_for_skipped_items_are_given_back(runtime):
+    # create reserves one number per item before it knows what a rerun or a dedupe key
+    # skips: the sequence after such runs must still have no gap.
+    first = message(["a", "b"])
+    run_create(runtime, first)
+    run_create(runtime, first)  # a rerun: nothing new
+    run_create(runtime, message(["a"], dedupe_key="k"))
+    run_create(runtime, message(["a", "b"], dedupe_key="k"))  # only b is new
+    run_create(runtime, message(["a"]))
+
+    with runtime.sessions() as s:
+        rows = s.execute(
+            select(Notification.recipient_id, Notification.seq).order_by(
+                Notification.recipient_id, Notification.seq
+            )
+        ).all()
+        stored = dict(s.execute(select(Subscriber.id, Subscriber.seq)).all())
+    assert rows == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2)]
+    assert stored == {"a": 3, "b": 2}
 
 
 def test_concurrent_creates_for_new_recipients_in_opposite_orders_do_not_deadlock(runtime):
