@@ -16,6 +16,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,7 +26,8 @@ from clarion.core import collapse, schedule, send
 from clarion.core.route import Router
 from clarion.core.schemas import CreateMessage, NotificationPublic
 from clarion.core.templates import InboxTexts
-from clarion.db import notifications, subscribers
+from clarion.db import notifications, roundtrip, subscribers
+from clarion.db.dialect import is_postgres
 from clarion.db.session import transaction
 from clarion.ids import utcnow
 from clarion.settings import CHANNEL_KEYS, Settings
@@ -69,13 +71,9 @@ def persist(
     now = utcnow()
     counts = Counter(r for m in messages for _, r in m.items)
     recipients = sorted(counts)
-    # Lock the recipients before looking for duplicates, so a concurrent run of the same
-    # message waits here and then sees this run's rows. One number is reserved per item;
-    # the ones a rerun or a dedupe key leaves unused are given back below.
-    reserved = subscribers.reserve_seqs(session=session, counts=counts, now=now)
-    seqs = dict(reserved.seqs)
     all_ids = [nid for m in messages for nid, _ in m.items]
-    existing = notifications.existing_ids(session=session, ids=all_ids)
+    reserved, existing = _lock_then_look(session, counts, all_ids, now)
+    seqs = dict(reserved.seqs)
     taken = _dedupe_taken(session, messages)
     result = Created()
     rows, deliveries = [], []
@@ -127,6 +125,23 @@ def persist(
     result.events = collapse.replace_older(session=session, rows=rows, seqs=seqs, now=now)
     result.to_dispatch = _pending_external(session, messages, channels_of)
     return result
+
+
+def _lock_then_look(
+    session: Session, counts: dict[str, int], ids: list[uuid.UUID], now: datetime
+) -> tuple[subscribers.Reserved, set[uuid.UUID]]:
+    """Lock the recipients, then see which ids are stored already: after the lock, so a
+    concurrent run of the same message waits for it and then sees that run's rows. One
+    number is reserved per item; the ones a rerun or a dedupe key leaves unused are given
+    back by the caller. On PostgreSQL both go out in one round trip."""
+    if is_postgres(session):
+        return roundtrip.together(
+            session,
+            subscribers.reserve_query(counts=counts, now=now),
+            notifications.existing_query(ids=ids),
+        )
+    reserved = subscribers.reserve_seqs(session=session, counts=counts, now=now)
+    return reserved, notifications.existing_ids(session=session, ids=ids)
 
 
 def _dedupe_taken(session: Session, messages: list[CreateMessage]) -> set[tuple[str, str]]:

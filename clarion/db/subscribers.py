@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
+from clarion.db import roundtrip
 from clarion.db.dialect import insert_for, is_postgres
 from clarion.db.models import Subscriber
 from clarion.db.notifications import erase_for_recipient
@@ -71,23 +72,32 @@ def reserve_seqs(*, session: Session, counts: dict[str, int], now: datetime) -> 
     queue up instead of deadlocking; holding the lock to commit is what makes one
     recipient's notifications commit in sequence order. The caller stores the final value
     with :func:`set_seqs` when it used fewer numbers than it reserved (a rerun, a dedupe
-    key), so the sequence stays gapless. On PostgreSQL this is one statement, where create,
-    lock and store would be three round trips. (SQLite serialises writers anyway.)
+    key), so the sequence stays gapless. On PostgreSQL this is one statement
+    (:func:`reserve_query`), where create, lock and store would be three round trips.
+    (SQLite serialises writers anyway.)
     """
-    if not counts:
-        return Reserved({}, [], set())
-    ids = sorted(counts)
     if is_postgres(session):
-        rows = session.connection().execute(
-            _RESERVE_PG, {"ids": ids, "counts": [counts[i] for i in ids], "now": now}
-        )
-    else:
-        ensure(session=session, ids=ids, now=now)
-        locked = session.execute(
-            select(*_RESERVED_COLUMNS).where(Subscriber.id.in_(ids)).order_by(Subscriber.id)
-        )
-        rows = [(sid, seq + counts[sid], *rest, None) for sid, seq, *rest in locked]
-        set_seqs(session=session, seqs={row[0]: row[1] for row in rows})
+        return roundtrip.together(session, reserve_query(counts=counts, now=now))[0]
+    ids = sorted(counts)
+    ensure(session=session, ids=ids, now=now)
+    locked = session.execute(
+        select(*_RESERVED_COLUMNS).where(Subscriber.id.in_(ids)).order_by(Subscriber.id)
+    )
+    rows = [(sid, seq + counts[sid], *rest, None) for sid, seq, *rest in locked]
+    set_seqs(session=session, seqs={row[0]: row[1] for row in rows})
+    return _reserved(rows, counts)
+
+
+def reserve_query(*, counts: dict[str, int], now: datetime) -> roundtrip.Query[Reserved]:
+    """:func:`reserve_seqs` on PostgreSQL, as a query to send with others."""
+    ids = sorted(counts)
+    params = {"ids": ids, "counts": [counts[i] for i in ids], "now": now}
+    return roundtrip.Query(_RESERVE_PG, params, lambda rows: _reserved(rows, counts))
+
+
+def _reserved(rows, counts: dict[str, int]) -> Reserved:
+    """Rows of (id, seq after the advance, timezone, quiet start, quiet end, stored any
+    preference: None when not known)."""
     seqs, profiles, choices = {}, [], set()
     for sid, seq, timezone, start, end, chose in rows:
         seqs[sid] = seq - counts[sid]
@@ -108,10 +118,10 @@ _RESERVED_COLUMNS = (
 # The insert takes the rows in id order, and ON CONFLICT DO UPDATE locks each existing row
 # as it comes: the lock order of lock-then-update, in one round trip. RETURNING gives the
 # sequence after the advance (a new subscriber starts at its count).
-_RESERVE_PG = text(
+_RESERVE_PG = (
     "INSERT INTO subscribers AS s (id, data, seq, created_at, updated_at)"
-    " SELECT v.id, '{}', v.n, :now, :now"
-    " FROM unnest(CAST(:ids AS varchar[]), CAST(:counts AS bigint[])) AS v(id, n)"
+    " SELECT v.id, '{}', v.n, %(now)s, %(now)s"
+    " FROM unnest(CAST(%(ids)s AS varchar[]), CAST(%(counts)s AS bigint[])) AS v(id, n)"
     " ORDER BY v.id"
     " ON CONFLICT (id) DO UPDATE SET seq = s.seq + EXCLUDED.seq"
     " RETURNING s.id, s.seq, s.timezone, s.quiet_hours_start, s.quiet_hours_end,"
