@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, insert
 from sqlalchemy.orm import Session
 
+from clarion.db import roundtrip
 from clarion.db.dialect import is_postgres
 
 # Below this many rows a table's insert is one INSERT per row in a pipeline, sent with the
@@ -40,17 +41,24 @@ def insert_tables(*, session: Session, tables: list[tuple[type, Rows]]) -> None:
         for model, rows in pending:
             session.execute(insert(model), rows)
         return
-    session.flush()  # the driver's statements go around the ORM: nothing may be pending
-    raw = session.connection().connection.driver_connection
+    raw = roundtrip.driver_connection(session)
+    tables = ", ".join(model.__tablename__ for model, _ in pending)
     if all(len(rows) < COPY_MIN_ROWS for _, rows in pending):
-        with raw.pipeline(), raw.cursor() as cur:
+        with (
+            roundtrip.as_sqlalchemy_errors(f"INSERT INTO {tables}"),
+            raw.pipeline(),
+            raw.cursor() as cur,
+        ):
             for (model, rows), cols in zip(pending, columns, strict=True):
-                cur.executemany(_insert_sql(model.__tablename__, _names(cols)), _values(rows, cols))
+                sql = _insert_sql(model.__tablename__, _names(cols))
+                cur.executemany(sql, _values(rows, cols))
         return
-    for (model, rows), cols in zip(pending, columns, strict=True):
-        with raw.cursor() as cur, cur.copy(_copy_sql(model.__tablename__, _names(cols))) as copy:
-            for values in _values(rows, cols):
-                copy.write_row(values)
+    with roundtrip.as_sqlalchemy_errors(f"COPY {tables}"):
+        for (model, rows), cols in zip(pending, columns, strict=True):
+            sql = _copy_sql(model.__tablename__, _names(cols))
+            with raw.cursor() as cur, cur.copy(sql) as copy:
+                for values in _values(rows, cols):
+                    copy.write_row(values)
 
 
 def _names(columns: list) -> tuple[str, ...]:

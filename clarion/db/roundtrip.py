@@ -12,10 +12,13 @@ psycopg after a few uses, so the server stops parsing and planning them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import psycopg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 T = TypeVar("T")
@@ -34,16 +37,33 @@ class Query(Generic[T]):
 def together(session: Session, *queries: Query) -> tuple:
     """Run the queries in order in the session's transaction, in one round trip; returns
     each one's decoded rows. PostgreSQL only."""
-    session.flush()  # around the ORM: nothing of it may still be pending
-    raw = session.connection().connection.driver_connection
+    raw = driver_connection(session)
     cursors = []
-    with raw.pipeline():
-        for query in queries:
-            cursor = raw.cursor()
-            cursor.execute(query.sql, query.params)
-            cursors.append(cursor)
+    with as_sqlalchemy_errors("; ".join(q.sql for q in queries)):
+        with raw.pipeline():
+            for query in queries:
+                cursor = raw.cursor()
+                cursor.execute(query.sql, query.params)
+                cursors.append(cursor)
+        try:
+            return tuple(q.decode(c.fetchall()) for q, c in zip(queries, cursors, strict=True))
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+
+def driver_connection(session: Session) -> psycopg.Connection:
+    """The session's psycopg connection, for statements that go around SQLAlchemy."""
+    session.flush()  # nothing of the ORM's may still be pending
+    return session.connection().connection.driver_connection
+
+
+@contextmanager
+def as_sqlalchemy_errors(statement: str) -> Iterator[None]:
+    """Raise the driver's errors as SQLAlchemy's, as if SQLAlchemy had run the statement:
+    the tasks retry on SQLAlchemy's OperationalError and DBAPIError (a lost connection, a
+    deadlock victim), and would fail outright on a bare psycopg error."""
     try:
-        return tuple(q.decode(c.fetchall()) for q, c in zip(queries, cursors, strict=True))
-    finally:
-        for cursor in cursors:
-            cursor.close()
+        yield
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc

@@ -281,3 +281,21 @@ def test_enqueue_from_a_producers_own_celery_app(runtime):
         row = s.get(Notification, accepted.notifications[0].id)
     assert row is not None and row.title == "from celery"
     assert isinstance(accepted.request_id, uuid.UUID)
+
+
+def test_errors_of_statements_sent_around_sqlalchemy_are_sqlalchemy_errors(runtime):
+    # The create task retries on SQLAlchemy's DBAPIError; the pipelined statements and the
+    # bulk inserts run on the driver, and a bare psycopg error would fail the task for good.
+    from sqlalchemy.exc import DataError, IntegrityError
+
+    from clarion.db import bulk, roundtrip
+
+    with runtime.sessions() as s, s.begin(), pytest.raises(DataError):
+        roundtrip.together(s, roundtrip.Query("SELECT 1 / %(zero)s", {"zero": 0}, list))
+    msg = message(["a"])
+    run_create(runtime, msg)
+    with runtime.sessions() as s:
+        row = s.get(Notification, msg.items[0][0])
+        copy = {c.key: getattr(row, c.key) for c in Notification.__mapper__.column_attrs}
+    with runtime.sessions() as s, s.begin(), pytest.raises(IntegrityError):
+        bulk.insert_tables(session=s, tables=[(Notification, [copy])])
