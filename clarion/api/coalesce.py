@@ -18,8 +18,8 @@ deadline, never later than the bound (``linger``, CLARION_API_COALESCE_LINGER_MS
 - in a steady stream, a batch waits for about two more requests (twice the average gap),
   at most ``linger``, and closes early when the next one is not expected in time: 200
   paced requests/s (5 ms apart) wait up to 10 ms, 1,000/s up to 2 ms;
-- a burst (many clients at once) is drained as it comes, and its batch closes about two
-  (tiny) average gaps after its first request, not at the bound.
+- a burst (many clients at once) is drained as it comes, and its batch closes 2 ms after
+  it started (or two average gaps after its first request, if later), not at the bound.
 
 The deadline follows the average as it moves, so the first batches of a new stream do not
 wait out the bound while the rate is still being learnt.
@@ -43,6 +43,9 @@ GAP_WEIGHT = 0.5
 # A batch waits for about this many more requests after its first (never past the bound):
 # a fast stream batches in a short wait, so a closed loop of a few clients keeps its pace.
 WAIT_FOR = 2
+# ... and at least this long after it started (the fixed linger of old, which made the
+# closed-loop maximum), unless its first request came alone.
+FLOOR = 0.002
 
 
 class _Pending(NamedTuple):
@@ -97,12 +100,18 @@ class Coalescer:
             self._gap += GAP_WEIGHT * (sample - self._gap)
         return gap
 
-    def _wait_for_next(self, first: _Pending) -> float | None:
+    def _wait_for_next(self, first: _Pending, started: float) -> float | None:
         """How long to wait for the next request (None: take only what is queued already).
 
-        The batch lasts about WAIT_FOR gaps at the current rate, never past the bound, and
-        no longer than the next request is expected to take."""
-        deadline = first.arrived + min(self._linger, WAIT_FOR * self._gap)
+        The batch lasts about WAIT_FOR gaps at the current rate after its first request
+        arrived, never past the bound, and no longer than the next request is expected to
+        take; but at least FLOOR after the batch started, which matters in a closed loop:
+        there the first request has often waited out a publish already, and without the
+        floor the batches, and so the rate, would shrink."""
+        deadline = max(
+            started + min(self._linger, FLOOR),
+            first.arrived + min(self._linger, WAIT_FOR * self._gap),
+        )
         remaining = deadline - time.monotonic()
         if remaining <= 0 or self._gap > remaining:
             return None
@@ -114,9 +123,9 @@ class Coalescer:
         else:
             first = self._queue.get()
             alone = self._arrived(first) > self._linger
-        batch, size = [first], len(first.message.items)
+        batch, size, started = [first], len(first.message.items), time.monotonic()
         while size < self._max:
-            timeout = None if alone else self._wait_for_next(first)
+            timeout = None if alone else self._wait_for_next(first, started)
             try:
                 item = self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait()
             except queue.Empty:
