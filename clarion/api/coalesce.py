@@ -15,11 +15,11 @@ deadline, never later than the bound (``linger``, CLARION_API_COALESCE_LINGER_MS
 
 - a request that comes alone (nothing arrived within ``linger`` before it) is published
   at once, so a quiet API adds no delay;
-- in a steady stream, a batch waits for about two more requests (twice the average gap),
-  at most ``linger``, and closes early when the next one is not expected in time: 200
-  paced requests/s (5 ms apart) wait up to 10 ms, 1,000/s up to 2 ms;
+- in a steady stream, a batch waits for about four more requests (four average gaps), at
+  most ``linger``, and closes early when the next one is not expected in time: 200 paced
+  requests/s (5 ms apart) wait up to 20 ms, 1,000/s up to 4 ms;
 - a burst (many clients at once) is drained as it comes, and its batch closes 2 ms after
-  it started (or two average gaps after its first request, if later), not at the bound.
+  it started (or four average gaps after its first request, if later), not at the bound.
 
 The deadline follows the average as it moves, so the first batches of a new stream do not
 wait out the bound while the rate is still being learnt.
@@ -42,7 +42,7 @@ Publish = Callable[[list[CreateMessage]], None]
 GAP_WEIGHT = 0.5
 # A batch waits for about this many more requests after its first (never past the bound):
 # a fast stream batches in a short wait, so a closed loop of a few clients keeps its pace.
-WAIT_FOR = 2
+WAIT_FOR = 4
 # ... and at least this long after it started (the fixed linger of old, which made the
 # closed-loop maximum), unless its first request came alone.
 FLOOR = 0.002
@@ -108,14 +108,12 @@ class Coalescer:
         take; but at least FLOOR after the batch started, which matters in a closed loop:
         there the first request has often waited out a publish already, and without the
         floor the batches, and so the rate, would shrink."""
-        deadline = max(
-            started + min(self._linger, FLOOR),
-            first.arrived + min(self._linger, WAIT_FOR * self._gap),
-        )
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or self._gap > remaining:
-            return None
-        return remaining
+        now = time.monotonic()
+        adaptive = first.arrived + min(self._linger, WAIT_FOR * self._gap) - now
+        if adaptive < self._gap:  # the next one is not expected in time
+            adaptive = 0.0
+        wait = max(adaptive, started + min(self._linger, FLOOR) - now)
+        return wait if wait > 0 else None
 
     def _next_batch(self) -> list[_Pending]:
         if self._carry is not None:  # counted when it arrived; it came with company
