@@ -114,7 +114,9 @@ class Settings(BaseSettings):
     # Concurrent send requests are published as one create task of at most this many
     # notifications (1 = one task per request).
     api_coalesce_max_notifications: int = Field(default=500, ge=1)
-    api_coalesce_linger_ms: float = Field(default=2.0, ge=0, le=1000)
+    # The most a request waits for company, and only while requests arrive closer together
+    # than this (clarion.api.coalesce): a lone request is published at once.
+    api_coalesce_linger_ms: float = Field(default=20.0, ge=0, le=1000)
 
     # Channels (README "Channels"). Each validates its own part when it is built.
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)

@@ -13,9 +13,10 @@ are dispatched again (the deliver step ignores what is no longer pending).
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,7 +26,8 @@ from clarion.core import collapse, schedule, send
 from clarion.core.route import Router
 from clarion.core.schemas import CreateMessage, NotificationPublic
 from clarion.core.templates import InboxTexts
-from clarion.db import notifications, subscribers
+from clarion.db import notifications, roundtrip, subscribers
+from clarion.db.dialect import is_postgres
 from clarion.db.session import transaction
 from clarion.ids import utcnow
 from clarion.settings import CHANNEL_KEYS, Settings
@@ -67,20 +69,23 @@ def persist(
 ) -> Created:
     """Insert the requests' new notifications and their deliveries; the caller commits."""
     now = utcnow()
-    recipients = sorted({r for m in messages for _, r in m.items})
-    subscribers.ensure(session=session, ids=recipients, now=now)
-    # Lock the recipients before looking for duplicates, so a concurrent run of the same
-    # message waits here and then sees this run's rows.
-    seqs = subscribers.lock_seqs(session=session, ids=recipients)
+    counts = Counter(r for m in messages for _, r in m.items)
+    recipients = sorted(counts)
     all_ids = [nid for m in messages for nid, _ in m.items]
-    existing = notifications.existing_ids(session=session, ids=all_ids)
+    reserved, existing = _lock_then_look(session, counts, all_ids, now)
+    seqs = dict(reserved.seqs)
     taken = _dedupe_taken(session, messages)
     result = Created()
-    rows, deliveries, touched = [], [], set()
+    rows, deliveries = [], []
     # Per request, the channels its recipients were routed to (preferences differ).
     channels_of: list[set[str]] = [set() for _ in messages]
     router = Router(
-        session=session, channels=channels, settings=settings, recipients=recipients, now=now
+        session=session,
+        channels=channels,
+        settings=settings,
+        recipients=recipients,
+        locked=reserved,
+        now=now,
     )
     texts = InboxTexts(
         session=session,
@@ -100,7 +105,6 @@ def persist(
                 continue
             taken.add(key)
             seqs[recipient] += 1
-            touched.add(recipient)
             routed = router.route(nid, recipient, message.content)
             row = _notification_row(
                 nid,
@@ -115,12 +119,29 @@ def persist(
             used.update(routed.channels)
             if routed.in_inbox:
                 result.notifications.append(row)
-    subscribers.set_seqs(session=session, seqs={r: seqs[r] for r in touched})
-    notifications.insert_many(session=session, rows=rows)
-    notifications.insert_deliveries(session=session, rows=deliveries)
+    unused = {r: seqs[r] for r in recipients if seqs[r] != reserved.seqs[r] + counts[r]}
+    subscribers.set_seqs(session=session, seqs=unused)
+    notifications.insert_many(session=session, rows=rows, deliveries=deliveries)
     result.events = collapse.replace_older(session=session, rows=rows, seqs=seqs, now=now)
     result.to_dispatch = _pending_external(session, messages, channels_of)
     return result
+
+
+def _lock_then_look(
+    session: Session, counts: dict[str, int], ids: list[uuid.UUID], now: datetime
+) -> tuple[subscribers.Reserved, set[uuid.UUID]]:
+    """Lock the recipients, then see which ids are stored already: after the lock, so a
+    concurrent run of the same message waits for it and then sees that run's rows. One
+    number is reserved per item; the ones a rerun or a dedupe key leaves unused are given
+    back by the caller. On PostgreSQL both go out in one round trip."""
+    if is_postgres(session):
+        return roundtrip.together(
+            session,
+            subscribers.reserve_query(counts=counts, now=now),
+            notifications.existing_query(ids=ids),
+        )
+    reserved = subscribers.reserve_seqs(session=session, counts=counts, now=now)
+    return reserved, notifications.existing_ids(session=session, ids=ids)
 
 
 def _dedupe_taken(session: Session, messages: list[CreateMessage]) -> set[tuple[str, str]]:

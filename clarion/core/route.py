@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session
 from clarion import channels as ch
 from clarion.core import preferences as prefs
 from clarion.core.schemas import NotificationContent
+from clarion.db import preferences as store
+from clarion.db import subscribers
 from clarion.ids import new_id
 from clarion.settings import Settings
 
@@ -51,12 +53,20 @@ class Router:
         channels: ch.Channels,
         settings: Settings,
         recipients: list[str],
+        locked: subscribers.Reserved,
         now: datetime,
     ) -> None:
+        """``locked``: what the create step read of the recipients with their row locks
+        (time zones, quiet hours, and who stored switches or digest choices at all)."""
         self.session, self.channels, self.now = session, channels, now
         self.recheck = now + timedelta(seconds=settings.sweeper_stuck_seconds)
         self.policy = prefs.Policy.from_settings(settings)
-        self.prefs = prefs.load(session=session, recipients=recipients)
+        chose = sorted(locked.with_choices)
+        self.prefs = prefs.assemble(
+            store.switches(session=session, recipients=chose) if chose else (),
+            store.digests(session=session, recipients=chose) if chose else (),
+            locked.profiles,
+        )
         self.recipients = recipients
         self._targets: dict[tuple[str, str], dict[str, list[str]]] = {}
         # Recipients who stored no preference share one plan per kind of notification.

@@ -3,42 +3,96 @@
 A topic fan-out writes a thousand notifications and as many deliveries per transaction.
 psycopg runs an executemany as one INSERT per row (pipelined, but each still parsed and
 planned by the server); COPY streams the rows into one command, about three times faster
-for the whole insert here (bench/fanout.py).
+for the whole insert here (bench/fanout.py). A create of a few notifications is the other
+way round: COPY's own round trips cost more than the rows, so small inserts of all the
+tables go out as one pipeline, one round trip.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from psycopg import sql
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, insert
 from sqlalchemy.orm import Session
 
+from clarion.db import roundtrip
 from clarion.db.dialect import is_postgres
 
+# Below this many rows a table's insert is one INSERT per row in a pipeline, sent with the
+# other small tables' in one round trip; COPY pays two round trips of its own (start, end),
+# which a lone notification's create would notice, and wins only on bigger batches.
+COPY_MIN_ROWS = 32
 
-def insert_rows(*, session: Session, model: type, rows: list[dict[str, Any]]) -> None:
-    """Insert plain rows (keyed by the model's attribute names) in the session's
-    transaction. Conflicts are errors, as with a plain INSERT."""
-    if not rows:
+Rows = list[dict[str, Any]]
+
+
+def insert_tables(*, session: Session, tables: list[tuple[type, Rows]]) -> None:
+    """Insert plain rows (keyed by the model's attribute names) of several tables, in the
+    order given (parents first), in the session's transaction. Conflicts are errors, as
+    with a plain INSERT."""
+    pending = [(model, rows) for model, rows in tables if rows]
+    if not pending:
         return
-    columns = _copyable(model, rows) if is_postgres(session) else None
-    if columns is None:
-        session.execute(insert(model), rows)
+    columns = [_copyable(model, rows) if is_postgres(session) else None for model, rows in pending]
+    if any(c is None for c in columns):
+        for model, rows in pending:
+            session.execute(insert(model), rows)
         return
-    session.flush()  # COPY goes around the ORM: nothing of it may still be pending
+    raw = roundtrip.driver_connection(session)
+    tables = ", ".join(model.__tablename__ for model, _ in pending)
+    if all(len(rows) < COPY_MIN_ROWS for _, rows in pending):
+        with (
+            roundtrip.as_sqlalchemy_errors(f"INSERT INTO {tables}"),
+            raw.pipeline(),
+            raw.cursor() as cur,
+        ):
+            for (model, rows), cols in zip(pending, columns, strict=True):
+                sql = _insert_sql(model.__tablename__, _names(cols))
+                cur.executemany(sql, _values(rows, cols))
+        return
+    with roundtrip.as_sqlalchemy_errors(f"COPY {tables}"):
+        for (model, rows), cols in zip(pending, columns, strict=True):
+            sql = _copy_sql(model.__tablename__, _names(cols))
+            with raw.cursor() as cur, cur.copy(sql) as copy:
+                for values in _values(rows, cols):
+                    copy.write_row(values)
+
+
+def _names(columns: list) -> tuple[str, ...]:
+    return tuple(c.name for c in columns)
+
+
+def _target(table: str, names: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL("{} ({})").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, names))
+    )
+
+
+@functools.cache
+def _insert_sql(table: str, names: tuple[str, ...]) -> bytes:
+    values = sql.SQL(", ").join([sql.Placeholder()] * len(names))
+    return sql.SQL("INSERT INTO {} VALUES ({})").format(_target(table, names), values).as_bytes()
+
+
+@functools.cache
+def _copy_sql(table: str, names: tuple[str, ...]) -> bytes:
+    return sql.SQL("COPY {} FROM STDIN").format(_target(table, names)).as_bytes()
+
+
+def _values(rows: Rows, columns: list) -> list[list[Any]]:
+    """The rows as lists in the columns' order, JSON values wrapped for the driver."""
     keys = list(rows[0])
     wrap = [isinstance(c.type, JSON) for c in columns]
-    names = ", ".join(session.get_bind().dialect.identifier_preparer.quote(c.name) for c in columns)
-    raw = session.connection().connection.driver_connection
-    with raw.cursor() as cur, cur.copy(f"COPY {model.__tablename__} ({names}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(
-                [
-                    Jsonb(row[k]) if is_json and row[k] is not None else row[k]
-                    for k, is_json in zip(keys, wrap, strict=True)
-                ]
-            )
+    return [
+        [
+            Jsonb(row[k]) if is_json and row[k] is not None else row[k]
+            for k, is_json in zip(keys, wrap, strict=True)
+        ]
+        for row in rows
+    ]
 
 
 def _copyable(model: type, rows: list[dict[str, Any]]) -> list | None:

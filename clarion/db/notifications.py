@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Uuid, bindparam, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from clarion.db import bulk
-from clarion.db.dialect import one_of
+from clarion.db import bulk, roundtrip
+from clarion.db.dialect import is_postgres
 from clarion.db.models import Delivery, InboxEvent, Notification, ScheduledNotification
 from clarion.ids import utcnow
 
@@ -38,10 +38,20 @@ class InboxFilter:
 
 
 def existing_ids(*, session: Session, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    rows = session.execute(
-        select(Notification.id).where(one_of(session, Notification.id, ids, Uuid()))
-    )
+    """The ones of these ids already stored (create asks on every task)."""
+    if is_postgres(session):
+        return roundtrip.together(session, existing_query(ids=ids))[0]
+    rows = session.execute(select(Notification.id).where(Notification.id.in_(list(ids))))
     return set(rows.scalars())
+
+
+def existing_query(*, ids: Sequence[uuid.UUID]) -> roundtrip.Query[set[uuid.UUID]]:
+    """:func:`existing_ids` on PostgreSQL, as a query to send with others."""
+    return roundtrip.Query(
+        "SELECT id FROM notifications WHERE id = ANY(%(ids)s)",
+        {"ids": list(ids)},
+        lambda rows: {row[0] for row in rows},
+    )
 
 
 def dedupe_pairs(
@@ -56,12 +66,11 @@ def dedupe_pairs(
     return {(row.recipient_id, row.dedupe_key) for row in rows}
 
 
-def insert_many(*, session: Session, rows: list[dict[str, Any]]) -> None:
-    bulk.insert_rows(session=session, model=Notification, rows=rows)
-
-
-def insert_deliveries(*, session: Session, rows: list[dict[str, Any]]) -> None:
-    bulk.insert_rows(session=session, model=Delivery, rows=rows)
+def insert_many(
+    *, session: Session, rows: list[dict[str, Any]], deliveries: list[dict[str, Any]]
+) -> None:
+    """Insert new notifications and their deliveries (one round trip for a small batch)."""
+    bulk.insert_tables(session=session, tables=[(Notification, rows), (Delivery, deliveries)])
 
 
 def pending_deliveries(

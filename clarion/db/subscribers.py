@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
-from clarion.db.dialect import insert_for, is_postgres, one_of
+from clarion.db import roundtrip
+from clarion.db.dialect import insert_for, is_postgres
 from clarion.db.models import Subscriber
 from clarion.db.notifications import erase_for_recipient
 
@@ -49,28 +51,89 @@ _SET_SEQS_PG = text(
 )
 
 
-def lock_seqs(*, session: Session, ids: Sequence[str]) -> dict[str, int]:
-    """Lock subscriber rows in id order until commit and return their sequences.
+@dataclass(frozen=True)
+class Reserved:
+    """What :func:`reserve_seqs` took: each subscriber's sequence before the reservation,
+    and what routing needs to know of them, read by the same statement: (subscriber,
+    timezone, quiet start, quiet end) of those with a zone or quiet hours, and who stored
+    any preference (most never do, and then routing reads no preference table)."""
+
+    seqs: dict[str, int]
+    profiles: list[tuple[str, str | None, str | None, str | None]]
+    # Those with a stored switch or digest choice (on SQLite: all, it does not look).
+    with_choices: set[str]
+
+
+def reserve_seqs(*, session: Session, counts: dict[str, int], now: datetime) -> Reserved:
+    """Create the subscribers not seen before, lock them all in id order until commit, and
+    advance each one's sequence by its count; returns the sequences before the advance.
 
     One order for everyone means concurrent transactions touching overlapping recipients
     queue up instead of deadlocking; holding the lock to commit is what makes one
-    recipient's notifications commit in sequence order. (SQLite serialises writers anyway.)
+    recipient's notifications commit in sequence order. The caller stores the final value
+    with :func:`set_seqs` when it used fewer numbers than it reserved (a rerun, a dedupe
+    key), so the sequence stays gapless. On PostgreSQL this is one statement
+    (:func:`reserve_query`), where create, lock and store would be three round trips.
+    (SQLite serialises writers anyway.)
     """
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(Subscriber.id, Subscriber.seq)
-        .where(one_of(session, Subscriber.id, sorted(set(ids))))
-        .order_by(Subscriber.id)
-        .with_for_update()
+    if is_postgres(session):
+        return roundtrip.together(session, reserve_query(counts=counts, now=now))[0]
+    ids = sorted(counts)
+    ensure(session=session, ids=ids, now=now)
+    locked = session.execute(
+        select(*_RESERVED_COLUMNS).where(Subscriber.id.in_(ids)).order_by(Subscriber.id)
     )
-    return {row.id: row.seq for row in rows}
+    rows = [(sid, seq + counts[sid], *rest, None) for sid, seq, *rest in locked]
+    set_seqs(session=session, seqs={row[0]: row[1] for row in rows})
+    return _reserved(rows, counts)
+
+
+def reserve_query(*, counts: dict[str, int], now: datetime) -> roundtrip.Query[Reserved]:
+    """:func:`reserve_seqs` on PostgreSQL, as a query to send with others."""
+    ids = sorted(counts)
+    params = {"ids": ids, "counts": [counts[i] for i in ids], "now": now}
+    return roundtrip.Query(_RESERVE_PG, params, lambda rows: _reserved(rows, counts))
+
+
+def _reserved(rows, counts: dict[str, int]) -> Reserved:
+    """Rows of (id, seq after the advance, timezone, quiet start, quiet end, stored any
+    preference: None when not known)."""
+    seqs, profiles, choices = {}, [], set()
+    for sid, seq, timezone, start, end, chose in rows:
+        seqs[sid] = seq - counts[sid]
+        if timezone is not None or start is not None:
+            profiles.append((sid, timezone, start, end))
+        if chose is not False:
+            choices.add(sid)
+    return Reserved(seqs, profiles, choices)
+
+
+_RESERVED_COLUMNS = (
+    Subscriber.id,
+    Subscriber.seq,
+    Subscriber.timezone,
+    Subscriber.quiet_hours_start,
+    Subscriber.quiet_hours_end,
+)
+# The insert takes the rows in id order, and ON CONFLICT DO UPDATE locks each existing row
+# as it comes: the lock order of lock-then-update, in one round trip. RETURNING gives the
+# sequence after the advance (a new subscriber starts at its count).
+_RESERVE_PG = (
+    "INSERT INTO subscribers AS s (id, data, seq, created_at, updated_at)"
+    " SELECT v.id, '{}', v.n, %(now)s, %(now)s"
+    " FROM unnest(CAST(%(ids)s AS varchar[]), CAST(%(counts)s AS bigint[])) AS v(id, n)"
+    " ORDER BY v.id"
+    " ON CONFLICT (id) DO UPDATE SET seq = s.seq + EXCLUDED.seq"
+    " RETURNING s.id, s.seq, s.timezone, s.quiet_hours_start, s.quiet_hours_end,"
+    " EXISTS (SELECT FROM preferences AS p WHERE p.subscriber_id = s.id)"
+    " OR EXISTS (SELECT FROM category_preferences AS c WHERE c.subscriber_id = s.id)"
+)
 
 
 def set_seqs(*, session: Session, seqs: dict[str, int]) -> None:
     """Store new sequence values of locked subscribers, in one statement."""
     if seqs and is_postgres(session):
-        session.execute(_SET_SEQS_PG, {"ids": list(seqs), "seqs": list(seqs.values())})
+        session.connection().execute(_SET_SEQS_PG, {"ids": list(seqs), "seqs": list(seqs.values())})
     elif seqs:
         session.execute(
             update(Subscriber.__table__)

@@ -13,7 +13,7 @@ from clarion.core.create import create_notifications
 from clarion.core.pubsub import decode
 from clarion.core.schemas import NotificationCreate
 from clarion.db import subscribers
-from clarion.db.models import Delivery, Notification
+from clarion.db.models import Delivery, Notification, Subscriber
 from clarion.db.session import transaction
 from clarion.ids import utcnow
 from clarion.runtime import Runtime
@@ -148,6 +148,27 @@ def test_concurrent_creates_give_each_recipient_a_gapless_sequence(runtime):
             assert seqs == list(range(1, 31))
 
 
+def test_numbers_reserved_for_skipped_items_are_given_back(runtime):
+    # create reserves one number per item before it knows what a rerun or a dedupe key
+    # skips: the sequence after such runs must still have no gap.
+    first = message(["a", "b"])
+    run_create(runtime, first)
+    run_create(runtime, first)  # a rerun: nothing new
+    run_create(runtime, message(["a"], dedupe_key="k"))
+    run_create(runtime, message(["a", "b"], dedupe_key="k"))  # only b is new
+    run_create(runtime, message(["a"]))
+
+    with runtime.sessions() as s:
+        rows = s.execute(
+            select(Notification.recipient_id, Notification.seq).order_by(
+                Notification.recipient_id, Notification.seq
+            )
+        ).all()
+        stored = dict(s.execute(select(Subscriber.id, Subscriber.seq)).all())
+    assert rows == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2)]
+    assert stored == {"a": 3, "b": 2}
+
+
 def test_concurrent_creates_for_new_recipients_in_opposite_orders_do_not_deadlock(runtime):
     names = [f"new-{i}" for i in range(200)]
     forward = [message(names) for _ in range(5)]
@@ -261,3 +282,21 @@ def test_enqueue_from_a_producers_own_celery_app(runtime):
         row = s.get(Notification, accepted.notifications[0].id)
     assert row is not None and row.title == "from celery"
     assert isinstance(accepted.request_id, uuid.UUID)
+
+
+def test_errors_of_statements_sent_around_sqlalchemy_are_sqlalchemy_errors(runtime):
+    # The create task retries on SQLAlchemy's DBAPIError; the pipelined statements and the
+    # bulk inserts run on the driver, and a bare psycopg error would fail the task for good.
+    from sqlalchemy.exc import DataError, IntegrityError
+
+    from clarion.db import bulk, roundtrip
+
+    with runtime.sessions() as s, s.begin(), pytest.raises(DataError):
+        roundtrip.together(s, roundtrip.Query("SELECT 1 / %(zero)s", {"zero": 0}, list))
+    msg = message(["a"])
+    run_create(runtime, msg)
+    with runtime.sessions() as s:
+        row = s.get(Notification, msg.items[0][0])
+        copy = {c.key: getattr(row, c.key) for c in Notification.__mapper__.column_attrs}
+    with runtime.sessions() as s, s.begin(), pytest.raises(IntegrityError):
+        bulk.insert_tables(session=s, tables=[(Notification, [copy])])

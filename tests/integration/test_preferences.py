@@ -444,10 +444,36 @@ def test_one_batch_loads_preferences_in_a_fixed_number_of_queries(api, rt, keys)
         ids = send(api, keys, people, category="system")
     finally:
         event.remove(rt.engine, "before_cursor_execute", count)
-    preference_reads = [
-        s for s in statements if "FROM preferences" in s or "FROM category_preferences" in s
-    ]
-    assert len(preference_reads) == 2
+    assert len(preference_reads(statements)) == 2
     with rt.sessions() as s:
         shown = s.scalars(select(Notification.in_inbox).where(Notification.id.in_(ids))).all()
     assert sorted(shown).count(False) == 50
+
+
+def preference_reads(statements: list[str]) -> list[str]:
+    # The subscribers' lock statement also asks whether each one stored anything (EXISTS):
+    # the reads counted here are the SELECTs of the preference rows themselves.
+    return [
+        s
+        for s in statements
+        if s.lstrip().upper().startswith("SELECT")
+        and ("FROM preferences" in s or "FROM category_preferences" in s)
+    ]
+
+
+def test_a_batch_whose_recipients_stored_no_preference_reads_no_preference_table(api, rt, keys):
+    set_prefs(api, rt, "someone-else", {"channels": {"in_app": False}})
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(rt.engine, "before_cursor_execute", count)
+    try:
+        ids = send(api, keys, [f"u{i}" for i in range(20)], category="system")
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", count)
+    assert statements and preference_reads(statements) == []
+    with rt.sessions() as s:
+        shown = s.scalars(select(Notification.in_inbox).where(Notification.id.in_(ids))).all()
+    assert shown == [True] * 20

@@ -38,16 +38,90 @@ def test_concurrent_requests_share_publishes_and_each_is_published_once():
     assert len(batches) < len(messages)
 
 
-def test_linger_gathers_requests_that_arrive_a_little_apart():
+def test_a_lone_request_is_published_at_once_not_after_the_linger():
+    published: list[float] = []
+    coalescer = Coalescer(lambda ms: published.append(time.monotonic()), 500, linger=0.5)
+    start = time.monotonic()
+    coalescer.submit(message())
+    time.sleep(0.6)  # longer than the linger: the next one comes alone too
+    second = time.monotonic()
+    coalescer.submit(message())
+
+    assert published[0] - start < 0.1 and published[1] - second < 0.1
+
+
+def paced(coalescer: Coalescer, count: int, gap: float) -> dict[int, float]:
+    """Submit ``count`` requests ``gap`` s apart, each on its own thread, as paced clients
+    do; returns each one's wait for its 202."""
+    waits: dict[int, float] = {}
+
+    def one(k: int) -> None:
+        start = time.monotonic()
+        coalescer.submit(message())
+        waits[k] = time.monotonic() - start
+
+    threads = []
+    for k in range(count):
+        threads.append(threading.Thread(target=one, args=(k,)))
+        threads[-1].start()
+        time.sleep(gap)
+    for thread in threads:
+        thread.join(5)
+    return waits
+
+
+def test_a_steady_stream_is_batched_and_no_request_waits_past_the_linger():
     batches: list[list] = []
-    coalescer = Coalescer(batches.append, 500, linger=0.2)
+    linger = 0.2
+    waits = paced(Coalescer(batches.append, 500, linger=linger), 12, 0.05)
+
+    assert sum(len(b) for b in batches) == 12
+    # Requests 50 ms apart under a 200 ms bound: after the first (alone), two or three per
+    # task.
+    assert len(batches) <= 8 and max(len(b) for b in batches) >= 2
+    assert max(waits.values()) < linger + 0.1
+
+
+def test_a_fast_stream_waits_about_two_gaps_not_the_bound():
+    batches: list[list] = []
+    waits = paced(Coalescer(batches.append, 500, linger=1.0), 30, 0.02)
+
+    assert sum(len(b) for b in batches) == 30 and len(batches) <= 20
+    # A fixed linger would hold the first request of every batch for the whole second.
+    assert max(waits.values()) < 0.4
+
+
+def test_requests_further_apart_than_the_linger_are_not_delayed():
+    batches: list[list] = []
+    waits = paced(Coalescer(batches.append, 500, linger=0.05), 4, 0.15)
+
+    assert [len(b) for b in batches] == [1, 1, 1, 1]
+    assert max(waits.values()) < 0.04
+
+
+def test_a_burst_is_one_task_and_does_not_wait_out_the_linger():
+    batches: list[list] = []
+    release = threading.Event()
+
+    def publish(messages):
+        release.wait(5)  # the first publish is in flight while the burst arrives
+        batches.append(messages)
+
+    coalescer = Coalescer(publish, 500, linger=2.0)
     first = threading.Thread(target=coalescer.submit, args=(message(),))
     first.start()
-    time.sleep(0.05)  # well inside the linger window, long after a publish would take
-    coalescer.submit(message())
-    first.join(2)
+    time.sleep(0.05)
+    burst = [threading.Thread(target=coalescer.submit, args=(message(),)) for _ in range(20)]
+    for thread in burst:
+        thread.start()
+    time.sleep(0.05)
+    start = time.monotonic()
+    release.set()
+    for thread in [first, *burst]:
+        thread.join(5)
 
-    assert [len(b) for b in batches] == [2]
+    assert [len(b) for b in batches] == [1, 20]
+    assert time.monotonic() - start < 1.0  # far inside the 2 s bound
 
 
 def test_a_batch_never_exceeds_the_notification_cap():
