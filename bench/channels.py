@@ -286,8 +286,10 @@ def run(args: argparse.Namespace) -> int:
             "CLARION_SMTP_FROM": SENDER,
             # Retries come back at once: the retry phase measures their cost, not the wait.
             "CLARION_RETRY_BACKOFF_SECONDS": str(args.backoff),
+            "CLARION_DELIVERY_SYNCHRONOUS_COMMIT": args.synchronous_commit,
         }
     )
+    print(f"deliver step: synchronous_commit {args.synchronous_commit}")
     env = common.fresh_run(DATABASE, args.log_level)
     with common.Processes() as procs:
         print(f"process logs: {procs.logdir}")
@@ -332,6 +334,8 @@ def main() -> None:
     add("--warmup", type=int, default=400, help="unmeasured deliveries before each phase")
     add("--concurrency", type=int, default=2, help="the worker's prefork processes")
     add("--backoff", type=float, default=0.001, help="CLARION_RETRY_BACKOFF_SECONDS")
+    add("--synchronous-commit", choices=["on", "off"], default="on",
+        help="CLARION_DELIVERY_SYNCHRONOUS_COMMIT of the deliver step (in-process and worker)")  # fmt: skip
     add("--log-level", default="WARNING", help="CLARION_LOG_LEVEL of the workers")
     add("--stall", type=float, default=20, help="give up after s without progress")
     add("--profile", metavar="DIR", help="py-spy each measured phase into DIR (slower)")

@@ -328,7 +328,9 @@ def deliver(
         return result
     lease = timedelta(seconds=settings.delivery_lease_seconds)
     chunk_size = max(1, min(CLAIM_CHUNK, int(lease.total_seconds() // sender.send_timeout)))
-    with outcomes.held_session(sessions) as session:
+    with outcomes.held_session(
+        sessions, synchronous_commit=settings.delivery_synchronous_commit
+    ) as session:
         run = _Run(sender, session, settings, scheduler, result, lane)
         try:
             for start in range(0, len(delivery_ids), chunk_size):

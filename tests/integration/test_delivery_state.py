@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from clarion.core import deliver, sweeper
+from clarion.db import outcomes
 from clarion.db.models import AuditEntry, DeadLetter, Delivery, Notification
 from clarion.ids import utcnow
 from clarion.workers import queues
@@ -98,6 +99,33 @@ def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_owner(rt, smtp_
     with rt.sessions() as s:
         row = s.get(Delivery, did)
     assert (row.status, row.attempts) == ("sending", 5)
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_the_synchronous_commit_setting_reaches_each_outcome_and_not_other_work(
+    make_runtime, smtp_server, monkeypatch, setting
+):
+    rt = make_runtime(**smtp_server.settings(), delivery_synchronous_commit=setting)
+    ids = pending_email(rt, recipients=["ada", "bob"])
+    seen, connections = [], []
+    original = outcomes.finish
+
+    def finish(*, session, **kwargs):
+        # What the outcome statement runs with, on the connection it runs on.
+        driver = session.info[outcomes._DRIVER]
+        connections.append(driver)
+        seen.append(driver.execute("SHOW synchronous_commit").fetchone()[0])
+        return original(session=session, **kwargs)
+
+    monkeypatch.setattr(outcomes, "finish", finish)
+    assert run_deliver(rt, ids).sent == 2
+    assert seen == [setting, setting]
+    with rt.sessions() as s:
+        assert {s.get(Delivery, i).status for i in ids} == {"sent"}
+    # Back in the pool, the connection commits other work (create tasks) durably again.
+    driver = connections[0]
+    assert driver.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+    driver.rollback()
 
 
 def test_a_retry_too_far_out_for_a_countdown_is_parked_for_the_sweeper(
