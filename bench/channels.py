@@ -335,7 +335,7 @@ def main() -> None:
     add("--concurrency", type=int, default=2, help="the worker's prefork processes")
     add("--backoff", type=float, default=0.001, help="CLARION_RETRY_BACKOFF_SECONDS")
     add("--synchronous-commit", choices=["on", "off"], default="on",
-        help="CLARION_DELIVERY_SYNCHRONOUS_COMMIT of the deliver step (in-process and worker)")  # fmt: skip
+        help="CLARION_DELIVERY_SYNCHRONOUS_COMMIT (in-process and worker)")  # fmt: skip
     add("--log-level", default="WARNING", help="CLARION_LOG_LEVEL of the workers")
     add("--stall", type=float, default=20, help="give up after s without progress")
     add("--profile", metavar="DIR", help="py-spy each measured phase into DIR (slower)")
