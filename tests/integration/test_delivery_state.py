@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -99,6 +100,68 @@ def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_owner(rt, smtp_
     with rt.sessions() as s:
         row = s.get(Delivery, did)
     assert (row.status, row.attempts) == ("sending", 5)
+
+
+class SlowRelay:
+    """Each send takes 40 s of a fake clock (the test relay's send timeout is 21 s, the lease
+    100 s); ``during(n, rt, unsent)`` runs inside the n-th send."""
+
+    def __init__(self, rt, during=None) -> None:
+        self.now, self.sent, self.during = utcnow(), [], during
+        self.channel = rt.channels.get("email")
+        self.original, self.channel.send = self.channel.send, self.send
+        self.rt, self.leases = rt, []
+
+    def send(self, payload, target):
+        did = uuid.UUID(payload.message_id[1:].split("@")[0])
+        with self.rt.sessions() as s:
+            self.leases.append(s.get(Delivery, did).next_attempt_at - self.now)
+        self.sent.append(did)
+        if self.during:
+            self.during(len(self.sent), self)
+        self.now += timedelta(seconds=40)
+        return self.original(payload, target)
+
+
+def test_a_send_that_could_outlast_the_lease_renews_the_lease_of_the_rest_first(
+    make_runtime, smtp_server
+):
+    rt = make_runtime(**smtp_server.settings(), delivery_lease_seconds=100)
+    ids = pending_email(rt, recipients=["ada", "bob", "cy"])
+    relay = SlowRelay(rt)
+    result = deliver.deliver(
+        ids, channel="email", sessions=rt.sessions, settings=rt.settings,
+        channels=rt.channels, scheduler=rt, clock=lambda: relay.now,
+    )  # fmt: skip
+
+    assert result.sent == 3 and len(smtp_server.messages) == 3
+    # The third send would have started 20 s before the lease's end, less than its
+    # timeout: its row's lease was renewed to a full 100 s first.
+    assert relay.leases == [timedelta(seconds=s) for s in (100, 60, 100)]
+
+
+def test_a_row_taken_over_while_the_batch_was_slow_is_not_sent_again(make_runtime, smtp_server):
+    rt = make_runtime(**smtp_server.settings(), delivery_lease_seconds=100)
+    ids = pending_email(rt, recipients=["ada", "bob", "cy"])
+
+    def take_over_the_rest(n, relay):
+        if n == 2:  # another worker claimed the last row (its sweeper saw it due)
+            [rest] = set(ids) - set(relay.sent)
+            with rt.sessions.begin() as s:
+                s.execute(
+                    update(Delivery)
+                    .where(Delivery.id == rest)
+                    .values(attempts=2, next_attempt_at=relay.now + timedelta(seconds=300))
+                )
+
+    relay = SlowRelay(rt, during=take_over_the_rest)
+    result = deliver.deliver(
+        ids, channel="email", sessions=rt.sessions, settings=rt.settings,
+        channels=rt.channels, scheduler=rt, clock=lambda: relay.now,
+    )  # fmt: skip
+
+    assert (result.sent, result.lost_lease) == (2, 1)
+    assert len(smtp_server.messages) == 2 and len(relay.sent) == 2
 
 
 @pytest.mark.parametrize("setting", ["on", "off"])
