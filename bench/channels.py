@@ -244,7 +244,7 @@ class Bench(Phases, Report):
         self.db.query("CHECKPOINT")
         db0 = self.db.counters()
         argv = [self.clarion, "worker", "--queues", f"deliver.{channel}", "--concurrency"]
-        argv += [str(self.args.concurrency), "--pool", "prefork", "--hostname", f"{label}@%h"]
+        argv += [str(self.args.concurrency), "--pool", self.args.pool, "--hostname", f"{label}@%h"]
         worker = self.procs.start(label, argv, self.env)
         groups = {**groups, "worker": worker.pid}
         # Warm-up: the worker starts, each child opens its session and its pool.
@@ -268,7 +268,8 @@ class Bench(Phases, Report):
         seconds = end - started
         cpu_s = {k: after[k] - before[k] for k in after}
         figure = Figure(
-            f"{channel}: clarion worker --concurrency {self.args.concurrency}",
+            f"{channel}: clarion worker --concurrency {self.args.concurrency}"
+            + ("" if self.args.pool == "prefork" else f" --pool {self.args.pool}"),
             len(ids),
             seconds,
             cpu=common.cpu_report(before, after, window),
@@ -332,7 +333,8 @@ def main() -> None:
     add("--baseline-sends", type=int, default=3000, help="raw aiosmtplib sends")
     add("--baseline-pushes", type=int, default=2000, help="raw pywebpush messages, each way")
     add("--warmup", type=int, default=400, help="unmeasured deliveries before each phase")
-    add("--concurrency", type=int, default=2, help="the worker's prefork processes")
+    add("--concurrency", type=int, default=2, help="the worker's processes (or threads)")
+    add("--pool", choices=["prefork", "threads"], default="prefork", help="the worker's pool")
     add("--backoff", type=float, default=0.001, help="CLARION_RETRY_BACKOFF_SECONDS")
     add("--synchronous-commit", choices=["on", "off"], default="on",
         help="CLARION_DELIVERY_SYNCHRONOUS_COMMIT (in-process and worker)")  # fmt: skip
