@@ -103,6 +103,21 @@ def test_one_smtp_session_carries_a_whole_batch(rt, smtp_server):
     assert len(smtp_server.messages) == 3 and len(peers) == 1
 
 
+def test_a_session_the_relay_closed_while_idle_is_replaced_without_a_retry(rt, smtp_server):
+    give_email(rt, "ada")
+    notify(rt, title="first")
+    drain(rt.celery)
+    smtp_server.stop()  # the relay goes away, closing the idle session, and comes back
+    smtp_server.start()
+    [nid] = notify(rt, title="second")
+    drain(rt.celery)
+
+    row = delivery(rt, nid)
+    assert (row.status, row.attempts) == ("sent", 1)
+    first, second = smtp_server.messages[0], smtp_server.messages[-1]
+    assert len(smtp_server.messages) == 2 and first.peer != second.peer
+
+
 def test_a_421_is_retried_and_then_delivered(rt, smtp_server):
     give_email(rt, "ada")
     smtp_server.handler.replies = ["421 4.7.0 Try again later"]
