@@ -244,7 +244,7 @@ class Bench(Phases, Report):
         self.db.query("CHECKPOINT")
         db0 = self.db.counters()
         argv = [self.clarion, "worker", "--queues", f"deliver.{channel}", "--concurrency"]
-        argv += [str(self.args.concurrency), "--pool", "prefork", "--hostname", f"{label}@%h"]
+        argv += [str(self.args.concurrency), "--pool", self.args.pool, "--hostname", f"{label}@%h"]
         worker = self.procs.start(label, argv, self.env)
         groups = {**groups, "worker": worker.pid}
         # Warm-up: the worker starts, each child opens its session and its pool.
@@ -268,7 +268,8 @@ class Bench(Phases, Report):
         seconds = end - started
         cpu_s = {k: after[k] - before[k] for k in after}
         figure = Figure(
-            f"{channel}: clarion worker --concurrency {self.args.concurrency}",
+            f"{channel}: clarion worker --concurrency {self.args.concurrency}"
+            + ("" if self.args.pool == "prefork" else f" --pool {self.args.pool}"),
             len(ids),
             seconds,
             cpu=common.cpu_report(before, after, window),
@@ -286,8 +287,10 @@ def run(args: argparse.Namespace) -> int:
             "CLARION_SMTP_FROM": SENDER,
             # Retries come back at once: the retry phase measures their cost, not the wait.
             "CLARION_RETRY_BACKOFF_SECONDS": str(args.backoff),
+            "CLARION_DELIVERY_SYNCHRONOUS_COMMIT": args.synchronous_commit,
         }
     )
+    print(f"deliver step: synchronous_commit {args.synchronous_commit}")
     env = common.fresh_run(DATABASE, args.log_level)
     with common.Processes() as procs:
         print(f"process logs: {procs.logdir}")
@@ -330,8 +333,11 @@ def main() -> None:
     add("--baseline-sends", type=int, default=3000, help="raw aiosmtplib sends")
     add("--baseline-pushes", type=int, default=2000, help="raw pywebpush messages, each way")
     add("--warmup", type=int, default=400, help="unmeasured deliveries before each phase")
-    add("--concurrency", type=int, default=2, help="the worker's prefork processes")
+    add("--concurrency", type=int, default=2, help="the worker's processes (or threads)")
+    add("--pool", choices=["prefork", "threads"], default="prefork", help="the worker's pool")
     add("--backoff", type=float, default=0.001, help="CLARION_RETRY_BACKOFF_SECONDS")
+    add("--synchronous-commit", choices=["on", "off"], default="on",
+        help="CLARION_DELIVERY_SYNCHRONOUS_COMMIT (in-process and worker)")  # fmt: skip
     add("--log-level", default="WARNING", help="CLARION_LOG_LEVEL of the workers")
     add("--stall", type=float, default=20, help="give up after s without progress")
     add("--profile", metavar="DIR", help="py-spy each measured phase into DIR (slower)")

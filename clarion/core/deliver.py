@@ -35,11 +35,12 @@ from clarion.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Deliveries claimed per statement, at most; fewer when the channel's sends are slow
-# enough that that many, each running into its timeout, would outlast the lease (web push
-# with the default lease: 20, email: 7). A claim and its loads (notifications, targets)
-# cost three statements, so a larger chunk makes them cheaper per delivery; a worker killed
-# mid-chunk leaves the rest for the sweeper after the lease.
+# Deliveries claimed per statement, at most. A claim and its loads (notifications,
+# targets) cost three statements, so a larger chunk makes them cheaper per delivery; a
+# worker killed mid-chunk leaves the rest for the sweeper after the lease. The chunk is not
+# bounded by lease / the channel's worst-case send any more: a send that could outlast the
+# lease renews the rest's lease first (see _Run.send_all), so slow sends cost a statement
+# only when they are actually slow.
 CLAIM_CHUNK = 25
 MAX_ERROR = 2000
 MAX_RETRY_AFTER = 24 * 3600.0
@@ -275,6 +276,33 @@ class _Run:
     result: DeliverResult
     lane: str = NORMAL  # retries stay in the lane the delivery came on
     retries: list[tuple[float, uuid.UUID]] = field(default_factory=list)
+    clock: Callable[[], datetime] = utcnow
+
+    def send_all(self, jobs: list, held_until: datetime) -> None:
+        """Each claimed job in turn. A send starts only with its row's lease far enough
+        ahead for the send to finish (its timeout, and the clock tolerance another worker's
+        claim allows): else the lease of the rows left is renewed first, in one statement,
+        and rows another worker has taken over meanwhile are not sent."""
+        lease = timedelta(seconds=self.settings.delivery_lease_seconds)
+        margin = timedelta(seconds=self.sender.send_timeout) + deliveries.CLOCK_TOLERANCE
+        fresh = True  # just claimed or renewed: renewing again would not buy more time
+        lost: set[uuid.UUID] = set()
+        for i, (claim, message, target) in enumerate(jobs):
+            now = self.clock()
+            if not fresh and now + margin > held_until:
+                rest = [c.id for c, _, _ in jobs[i:]]
+                with self.session.begin():
+                    kept = deliveries.renew(
+                        session=self.session, ids=rest, held_until=held_until, now=now, lease=lease
+                    )
+                held_until, fresh = now + lease, True
+                lost.update(set(rest) - kept)
+            if claim.id in lost:
+                self.result.lost_lease += 1
+                log.warning("delivery %s: lease lost to another worker; not sent", claim.id)
+                continue
+            self.one(claim, message, target)
+            fresh = False
 
     def one(self, claim: deliveries.Claimed, message, target) -> None:
         started = utcnow()
@@ -327,17 +355,18 @@ def deliver(
             )
         return result
     lease = timedelta(seconds=settings.delivery_lease_seconds)
-    chunk_size = max(1, min(CLAIM_CHUNK, int(lease.total_seconds() // sender.send_timeout)))
-    with outcomes.held_session(sessions) as session:
-        run = _Run(sender, session, settings, scheduler, result, lane)
+    with outcomes.held_session(
+        sessions, synchronous_commit=settings.delivery_synchronous_commit
+    ) as session:
+        run = _Run(sender, session, settings, scheduler, result, lane, clock=clock)
         try:
-            for start in range(0, len(delivery_ids), chunk_size):
-                chunk = delivery_ids[start : start + chunk_size]
+            for start in range(0, len(delivery_ids), CLAIM_CHUNK):
+                chunk = delivery_ids[start : start + CLAIM_CHUNK]
                 with session.begin():
-                    claimed = deliveries.claim(session=session, ids=chunk, now=clock(), lease=lease)
+                    now = clock()
+                    claimed = deliveries.claim(session=session, ids=chunk, now=now, lease=lease)
                     jobs = _jobs(session, sender, claimed) if claimed else []
-                for claim, message, target in jobs:
-                    run.one(claim, message, target)
+                run.send_all(jobs, held_until=now + lease)
         finally:
             run.dispatch_retries()
     return result

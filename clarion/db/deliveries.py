@@ -81,6 +81,36 @@ def claim(
     return [Claimed(*row) for row in rows]
 
 
+_RENEW = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id.in_(bindparam("ids", expanding=True)),
+        _DELIVERIES.c.status == "sending",
+        # Still under this caller's claim: another worker's claim set another lease end.
+        _DELIVERIES.c.next_attempt_at == bindparam("held_until"),
+    )
+    .values(next_attempt_at=bindparam("lease_end"), updated_at=bindparam("now"))
+    .returning(_DELIVERIES.c.id)
+)
+
+
+def renew(
+    *,
+    session: Session,
+    ids: Sequence[uuid.UUID],
+    held_until: datetime,
+    now: datetime,
+    lease: timedelta,
+) -> set[uuid.UUID]:
+    """Extend the lease of claimed rows not sent yet, those still held under the lease
+    that ends at ``held_until``; returns their ids (the others were taken over). One
+    statement."""
+    rows = session.execute(
+        _RENEW, {"ids": list(ids), "held_until": held_until, "lease_end": now + lease, "now": now}
+    ).all()
+    return {row[0] for row in rows}
+
+
 def contexts(
     *, session: Session, notification_ids: set[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[Notification, Subscriber]]:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Boolean, Uuid, bindparam, insert, text, update
+from sqlalchemy import Boolean, Connection, Uuid, bindparam, insert, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion.db.deliveries import Claimed
@@ -29,7 +29,9 @@ _DRIVER = "clarion.deliver.autocommit"
 
 
 @contextmanager
-def held_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
+def held_session(
+    sessions: sessionmaker[Session], *, synchronous_commit: str = "on"
+) -> Iterator[Session]:
     """A session on one connection for a whole deliver call, in which each state-machine
     write commits on its own (``with session.begin(): ...``; :func:`finish` takes care of
     itself).
@@ -37,16 +39,38 @@ def held_session(sessions: sessionmaker[Session]) -> Iterator[Session]:
     On PostgreSQL the connection is in autocommit and every write of the deliver step is a
     single statement (atomic by itself): no BEGIN and COMMIT round trips, and no pool
     checkout and pre-ping per transaction. SQLite keeps ordinary transactions.
+
+    ``synchronous_commit="off"`` (PostgreSQL) sets it on the connection for the call and
+    resets it before the connection goes back to the pool: the claims and outcomes then
+    return without waiting for their WAL flush (see ``delivery_synchronous_commit``).
     """
     engine = sessions.kw["bind"]
     with engine.connect() as conn:
         autocommit = conn.dialect.name == "postgresql"
         if autocommit:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        with sessions(bind=conn) as session:
-            if autocommit:
-                session.info[_DRIVER] = conn.connection.driver_connection
-            yield session
+        relaxed = autocommit and synchronous_commit == "off"
+        if relaxed:
+            conn.exec_driver_sql("SET synchronous_commit = off")
+        try:
+            with sessions(bind=conn) as session:
+                if autocommit:
+                    session.info[_DRIVER] = conn.connection.driver_connection
+                yield session
+        finally:
+            if relaxed:
+                _reset_synchronous_commit(conn)
+
+
+def _reset_synchronous_commit(conn: Connection) -> None:
+    """The pooled connection must not keep the relaxed setting for other work (a create
+    task in the same process commits with the server's default)."""
+    try:
+        conn.exec_driver_sql("RESET synchronous_commit")
+    except Exception:
+        # Broken or in an unknown state: the pool opens a fresh connection instead (and
+        # the error that broke it, if any, is the one the caller sees).
+        conn.invalidate()
 
 
 @dataclass(frozen=True)

@@ -126,11 +126,15 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(env, run
     assert per_channel == {"in_app": total, "email": total}
 
 
+# With synchronous_commit off, PostgreSQL still commits each outcome before answering;
+# only its flush to disk is late, which a worker crash does not touch.
+@pytest.mark.parametrize("synchronous_commit", ["on", "off"])
 def test_a_worker_killed_mid_send_leaves_every_email_sent_exactly_once(
-    env, runtime, tmp_path, smtp_server
+    env, runtime, tmp_path, smtp_server, synchronous_commit
 ):
     env = {
         **env,
+        "CLARION_DELIVERY_SYNCHRONOUS_COMMIT": synchronous_commit,
         # The dead worker's task comes back after 6 s, when the delivery it had claimed
         # (lease 5 s) may be taken over. Every channel's send must fit in the lease, or
         # the worker refuses to start.

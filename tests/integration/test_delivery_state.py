@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 
 from clarion.core import deliver, sweeper
+from clarion.db import outcomes
 from clarion.db.models import AuditEntry, DeadLetter, Delivery, Notification
 from clarion.ids import utcnow
 from clarion.workers import queues
@@ -98,6 +100,95 @@ def test_a_worker_that_lost_its_lease_does_not_overwrite_the_new_owner(rt, smtp_
     with rt.sessions() as s:
         row = s.get(Delivery, did)
     assert (row.status, row.attempts) == ("sending", 5)
+
+
+class SlowRelay:
+    """Each send takes 40 s of a fake clock (the test relay's send timeout is 21 s, the lease
+    100 s); ``during(n, rt, unsent)`` runs inside the n-th send."""
+
+    def __init__(self, rt, during=None) -> None:
+        self.now, self.sent, self.during = utcnow(), [], during
+        self.channel = rt.channels.get("email")
+        self.original, self.channel.send = self.channel.send, self.send
+        self.rt, self.leases = rt, []
+
+    def send(self, payload, target):
+        did = uuid.UUID(payload.message_id[1:].split("@")[0])
+        with self.rt.sessions() as s:
+            self.leases.append(s.get(Delivery, did).next_attempt_at - self.now)
+        self.sent.append(did)
+        if self.during:
+            self.during(len(self.sent), self)
+        self.now += timedelta(seconds=40)
+        return self.original(payload, target)
+
+
+def test_a_send_that_could_outlast_the_lease_renews_the_lease_of_the_rest_first(
+    make_runtime, smtp_server
+):
+    rt = make_runtime(**smtp_server.settings(), delivery_lease_seconds=100)
+    ids = pending_email(rt, recipients=["ada", "bob", "cy"])
+    relay = SlowRelay(rt)
+    result = deliver.deliver(
+        ids, channel="email", sessions=rt.sessions, settings=rt.settings,
+        channels=rt.channels, scheduler=rt, clock=lambda: relay.now,
+    )  # fmt: skip
+
+    assert result.sent == 3 and len(smtp_server.messages) == 3
+    # The third send would have started 20 s before the lease's end, less than its
+    # timeout: its row's lease was renewed to a full 100 s first.
+    assert relay.leases == [timedelta(seconds=s) for s in (100, 60, 100)]
+
+
+def test_a_row_taken_over_while_the_batch_was_slow_is_not_sent_again(make_runtime, smtp_server):
+    rt = make_runtime(**smtp_server.settings(), delivery_lease_seconds=100)
+    ids = pending_email(rt, recipients=["ada", "bob", "cy"])
+
+    def take_over_the_rest(n, relay):
+        if n == 2:  # another worker claimed the last row (its sweeper saw it due)
+            [rest] = set(ids) - set(relay.sent)
+            with rt.sessions.begin() as s:
+                s.execute(
+                    update(Delivery)
+                    .where(Delivery.id == rest)
+                    .values(attempts=2, next_attempt_at=relay.now + timedelta(seconds=300))
+                )
+
+    relay = SlowRelay(rt, during=take_over_the_rest)
+    result = deliver.deliver(
+        ids, channel="email", sessions=rt.sessions, settings=rt.settings,
+        channels=rt.channels, scheduler=rt, clock=lambda: relay.now,
+    )  # fmt: skip
+
+    assert (result.sent, result.lost_lease) == (2, 1)
+    assert len(smtp_server.messages) == 2 and len(relay.sent) == 2
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_the_synchronous_commit_setting_reaches_each_outcome_and_not_other_work(
+    make_runtime, smtp_server, monkeypatch, setting
+):
+    rt = make_runtime(**smtp_server.settings(), delivery_synchronous_commit=setting)
+    ids = pending_email(rt, recipients=["ada", "bob"])
+    seen, connections = [], []
+    original = outcomes.finish
+
+    def finish(*, session, **kwargs):
+        # What the outcome statement runs with, on the connection it runs on.
+        driver = session.info[outcomes._DRIVER]
+        connections.append(driver)
+        seen.append(driver.execute("SHOW synchronous_commit").fetchone()[0])
+        return original(session=session, **kwargs)
+
+    monkeypatch.setattr(outcomes, "finish", finish)
+    assert run_deliver(rt, ids).sent == 2
+    assert seen == [setting, setting]
+    with rt.sessions() as s:
+        assert {s.get(Delivery, i).status for i in ids} == {"sent"}
+    # Back in the pool, the connection commits other work (create tasks) durably again.
+    driver = connections[0]
+    assert driver.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+    driver.rollback()
 
 
 def test_a_retry_too_far_out_for_a_countdown_is_parked_for_the_sweeper(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from urllib.parse import urlsplit
 
 import pytest
@@ -9,6 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from clarion.api.app import create_app
+from clarion.channels.email import Outgoing
 from clarion.core import send
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import DeadLetter, Delivery
@@ -101,6 +103,42 @@ def test_one_smtp_session_carries_a_whole_batch(rt, smtp_server):
     assert drain(rt.celery) == 2  # two deliver tasks
     peers = {got.peer for got in smtp_server.messages}
     assert len(smtp_server.messages) == 3 and len(peers) == 1
+
+
+def test_a_session_the_relay_closed_while_idle_is_replaced_without_a_retry(rt, smtp_server):
+    give_email(rt, "ada")
+    notify(rt, title="first")
+    drain(rt.celery)
+    smtp_server.stop()  # the relay goes away, closing the idle session, and comes back
+    smtp_server.start()
+    [nid] = notify(rt, title="second")
+    drain(rt.celery)
+
+    row = delivery(rt, nid)
+    assert (row.status, row.attempts) == ("sent", 1)
+    first, second = smtp_server.messages[0], smtp_server.messages[-1]
+    assert len(smtp_server.messages) == 2 and first.peer != second.peer
+
+
+def test_a_threads_pools_first_sends_at_once_share_one_session(rt, smtp_server):
+    channel = rt.channels.get("email")  # no send yet: no session, no event loop
+    start, errors = threading.Barrier(4), []
+
+    def send(i: int) -> None:
+        start.wait()
+        email = Outgoing(f"<{i}@clarion.test>", f"u{i}@example.com", b"Subject: hi\r\n\r\nhi\r\n")
+        try:
+            channel.send(email, {})
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(smtp_server.messages) == 4
+    assert len({got.peer for got in smtp_server.messages}) == 1
 
 
 def test_a_421_is_retried_and_then_delivered(rt, smtp_server):

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import ssl
+import threading
 import time
 import tomllib
 from collections.abc import Mapping
@@ -157,6 +158,7 @@ class EmailChannel(Channel):
         self._layouts = functools.lru_cache(maxsize=1024)(self._select_layouts)
         self._words = functools.lru_cache(maxsize=1024)(self._locale_words)
         self._loop: LoopThread | None = None
+        self._loop_lock = threading.Lock()
         self._client: aiosmtplib.SMTP | None = None
         self._client_relay: Relay | None = None
         self._lock: asyncio.Lock | None = None
@@ -253,7 +255,9 @@ class EmailChannel(Channel):
     # -- send --------------------------------------------------------------------------
     def send(self, payload: Outgoing, target: dict[str, Any]) -> str:
         if self._loop is None:
-            self._loop = LoopThread("clarion-smtp")
+            with self._loop_lock:  # a threads pool's first sends must share one loop
+                if self._loop is None:
+                    self._loop = LoopThread("clarion-smtp")
         self._loop.run(self._send(payload), timeout=self.send_timeout)
         return payload.message_id
 
