@@ -55,6 +55,7 @@ from bench import _common as common
 from bench import pipeline as pipeline_bench
 from bench import stream_peers as peers
 from bench.loadgen import Load
+from bench.stream_report import summary_3, summary_12
 from clarion.core.auth import issue_user_token
 from clarion.core.create import created_event
 from clarion.core.pubsub import RedisPubSub, encode
@@ -62,7 +63,6 @@ from clarion.settings import Settings
 
 DATABASE = "clarion_bench_stream"
 PUBSUB_URL = f"{common.REDIS}/{common.PUBSUB_DB}"
-TARGET_CONNECTIONS, TARGET_RSS_RATIO, TARGET_FANOUT, TARGET_P99 = 10_000, 1.5, 0.5, 0.050
 
 
 def synthetic_rounds(recipients: list[str], rounds: int) -> list[list[dict]]:
@@ -314,10 +314,6 @@ class Run:
         return results[1], results[3][0], args.max_fraction * top, top
 
 
-def verdict(ok: bool) -> str:
-    return "MET" if ok else "NOT MET"
-
-
 def run(args: argparse.Namespace) -> int:
     print(f"open files: {common.raise_fd_limit():,} (the child processes inherit the limit)")
     env = common.fresh_run(DATABASE, args.log_level)
@@ -360,32 +356,6 @@ def run(args: argparse.Namespace) -> int:
             pool.shutdown()
     print("\n".join(lines))
     return 0 if all(met) or not args.strict else 1
-
-
-def summary_12(held, wall, per, bare_per, floor_per, rate, bare_rate, met: list) -> list[str]:
-    ok1 = held >= TARGET_CONNECTIONS and per <= TARGET_RSS_RATIO * bare_per
-    ok2 = rate >= TARGET_FANOUT * bare_rate
-    met += [ok1, ok2]
-    return [
-        f"  1. {held:,} connections (connected in {wall:.1f} s), {per:.1f} KiB each"
-        f" vs bare {bare_per:.1f} KiB: {per / bare_per:.2f} x (target >= "
-        f"{TARGET_CONNECTIONS:,} at <= {TARGET_RSS_RATIO} x): {verdict(ok1)}",
-        f"     reference: raw ASGI on uvicorn {floor_per:.1f} KiB = {floor_per / bare_per:.2f} x",
-        f"  2. fan-out {rate:,.0f} frames/s vs bare {bare_rate:,.0f}: {rate / bare_rate:.2f} x"
-        f" (target >= {TARGET_FANOUT} x): {verdict(ok2)}",
-    ]
-
-
-def summary_3(args, paced: tuple, p99_half: float, half: float, top: float, met) -> list[str]:
-    p99, _, hop = paced
-    ok3 = p99 <= TARGET_P99
-    met.append(ok3)
-    ms = common.ms
-    return [
-        f"  3. create -> client p99 {ms(p99)} at {args.rate:.0f}/s (target <= {ms(TARGET_P99)}):"
-        f" {verdict(ok3)}; published -> client p99 {ms(hop)}",
-        f"     at {half:,.0f}/s ({args.max_fraction:.0%} of {top:,.0f}/s): p99 {ms(p99_half)}",
-    ]
 
 
 def main() -> None:

@@ -27,14 +27,14 @@ def rt(make_runtime, smtp_server):
     return make_runtime(**FAST_RETRY, **smtp_server.settings())
 
 
-def run_deliver(rt, ids):
+def run_deliver(rt, ids, scheduler=None):
     return deliver.deliver(
         ids,
         channel="email",
         sessions=rt.sessions,
         settings=rt.settings,
         channels=rt.channels,
-        scheduler=rt,
+        scheduler=scheduler or rt,
     )
 
 
@@ -360,14 +360,7 @@ def test_on_sqlite_a_retry_a_dead_letter_and_a_send_are_each_recorded(tmp_path, 
         scheduler = Collected()
 
         def run(ids):
-            return deliver.deliver(
-                ids,
-                channel="email",
-                sessions=rt.sessions,
-                settings=rt.settings,
-                channels=rt.channels,
-                scheduler=scheduler,
-            )
+            return run_deliver(rt, ids, scheduler)
 
         smtp_server.handler.replies = ["451 4.3.0 Try again later", "550 5.7.1 No"]
         assert run([ada]).retried == 1
