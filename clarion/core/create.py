@@ -208,14 +208,56 @@ def _notification_row(
 
 def created_event(row: dict[str, Any]) -> dict[str, Any]:
     """The ``notification.created`` event for one new inbox row."""
+    return _event(row, _public(row))
+
+
+def created_events(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``notification.created`` events of these rows, as :func:`created_event` makes
+    them. A fan-out batch's rows differ only in id, recipient and seq, so the public form
+    is validated once per distinct content and copied with each row's id and seq (the
+    validation was ~30 µs of the worker's time per recipient)."""
+    publics: dict[tuple, dict[str, Any]] = {}
+    events = []
+    for row in rows:
+        # The dict-valued fields by identity: a batch's rows share its content's objects.
+        key = tuple(id(row[k]) if k in _BY_IDENTITY else row[k] for k in _SHARED)
+        public = publics.get(key)
+        if public is None:
+            public = publics[key] = _public(row)
+        events.append(_event(row, {**public, "id": str(row["id"]), "seq": row["seq"]}))
+    return events
+
+
+# The row fields the public form reads besides id and seq.
+_SHARED = (
+    "category",
+    "type",
+    "severity",
+    "title",
+    "body",
+    "url",
+    "actor_id",
+    "meta",
+    "collapse_key",
+    "expires_at",
+    "created_at",
+)
+_BY_IDENTITY = frozenset({"meta"})
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
     public = NotificationPublic.model_validate(
         {**row, "seen_at": None, "read_at": None, "archived_at": None}
     )
+    return public.model_dump(mode="json")
+
+
+def _event(row: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "notification.created",
         "recipient": row["recipient_id"],
         "cursor": row["seq"],
-        "data": public.model_dump(mode="json"),
+        "data": data,
     }
 
 
@@ -247,7 +289,7 @@ def create_notifications(
 def after_commit(result: Created, *, publisher: Publisher, dispatcher: Dispatcher) -> None:
     """What follows every commit of :func:`persist` (create, scheduled release, digests):
     the inbox events in one pipelined publish, then the external deliveries' tasks."""
-    events = [created_event(row) for row in result.notifications] + result.events
+    events = created_events(result.notifications) + result.events
     if events:
         publisher.publish_many(events)
     for (channel, lane), ids in result.to_dispatch.items():

@@ -11,6 +11,7 @@ tables go out as one pipeline, one round trip.
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any
 
 from psycopg import sql
@@ -82,17 +83,22 @@ def _copy_sql(table: str, names: tuple[str, ...]) -> bytes:
     return sql.SQL("COPY {} FROM STDIN").format(_target(table, names)).as_bytes()
 
 
-def _values(rows: Rows, columns: list) -> list[list[Any]]:
+def _values(rows: Rows, columns: list) -> list[Any]:
     """The rows as lists in the columns' order, JSON values wrapped for the driver."""
+    # By key, not by dict order: rows with the same keys may list them in another order.
     keys = list(rows[0])
-    wrap = [isinstance(c.type, JSON) for c in columns]
-    return [
-        [
-            Jsonb(row[k]) if is_json and row[k] is not None else row[k]
-            for k, is_json in zip(keys, wrap, strict=True)
-        ]
-        for row in rows
-    ]
+    get = operator.itemgetter(*keys) if len(keys) > 1 else lambda row: (row[keys[0]],)
+    wrapped = [i for i, c in enumerate(columns) if isinstance(c.type, JSON)]
+    if not wrapped:
+        return [get(row) for row in rows]
+    table = []
+    for row in rows:
+        values = list(get(row))
+        for i in wrapped:
+            if values[i] is not None:
+                values[i] = Jsonb(values[i])
+        table.append(values)
+    return table
 
 
 def _copyable(model: type, rows: list[dict[str, Any]]) -> list | None:
