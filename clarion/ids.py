@@ -35,10 +35,23 @@ def derived_id(namespace: uuid.UUID, name: str, at: datetime) -> uuid.UUID:
     so a fan-out that runs again after a crash produces the same ids and the create step
     skips what already exists.
     """
+    return derived_ids(namespace, [name], at)[0]
+
+
+def derived_ids(namespace: uuid.UUID, names: list[str], at: datetime) -> list[uuid.UUID]:
+    """:func:`derived_id` of each name, the shared parts (time, namespace hash state)
+    computed once: a fan-out batch names 1,000 recipients."""
     millis = int(at.timestamp() * 1000) & ((1 << 48) - 1)
-    digest = int.from_bytes(hashlib.sha256(namespace.bytes + name.encode()).digest()[:10])
-    rand_a, rand_b = (digest >> 62) & 0xFFF, digest & ((1 << 62) - 1)
-    return uuid.UUID(int=millis << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b)
+    head = millis << 80 | 0x7 << 76 | 0b10 << 62
+    prefix = hashlib.sha256(namespace.bytes)
+    ids = []
+    for name in names:
+        h = prefix.copy()
+        h.update(name.encode())
+        digest = int.from_bytes(h.digest()[:10])
+        rand_a, rand_b = (digest >> 62) & 0xFFF, digest & ((1 << 62) - 1)
+        ids.append(uuid.UUID(int=head | rand_a << 64 | rand_b))
+    return ids
 
 
 def utcnow() -> datetime:

@@ -25,7 +25,7 @@ from clarion.core.lanes import BULK
 from clarion.core.schemas import CreateMessage, FanoutMessage
 from clarion.db import topics
 from clarion.db.session import transaction
-from clarion.ids import derived_id, utcnow
+from clarion.ids import derived_ids, utcnow
 from clarion.settings import Settings
 
 Publish = Callable[[CreateMessage], None]
@@ -43,7 +43,13 @@ def batch_message(message: FanoutMessage, recipients: list[str]) -> CreateMessag
     return CreateMessage(
         request_id=message.request_id,
         accepted_at=message.accepted_at,
-        items=[(derived_id(message.request_id, r, message.accepted_at), r) for r in recipients],
+        items=list(
+            zip(
+                derived_ids(message.request_id, recipients, message.accepted_at),
+                recipients,
+                strict=True,
+            )
+        ),
         content=message.content,
         lane=BULK,
     )
