@@ -1,10 +1,12 @@
 """Routing at create time: for each new notification, one delivery row per target.
 
-Every decision is stored on the delivery, so ``GET /v1/notifications/{id}`` explains it:
-the inbox row is its own delivery (``sent``); a channel that is not configured, a
-recipient who switched the channel off (``opted out``), or one with no target on it (no
-email address, no push subscription, no webhook endpoint for the category) gets a
-``skipped`` delivery with the reason; a target held for a digest is ``held`` and one inside
+Every decision is stored, so ``GET /v1/notifications/{id}`` explains it. The notification
+row is its own in-app delivery (``in_inbox``): no second row is stored for it, which a
+broadcast would pay for once per recipient; an inbox that was skipped gets an ``in_app``
+row with the reason. A channel that is not configured, a recipient who switched the
+channel off (``opted out``), or one with no target on it (no email address, no push
+subscription, no webhook endpoint for the category) gets a ``skipped`` delivery with the
+reason; a target held for a digest is ``held`` and one inside
 the recipient's quiet hours ``deferred``, each with the reason and the time it is due in
 ``next_attempt_at``; every other target gets a ``pending`` delivery, sent by the deliver
 step. Which channels are candidates and what the recipient chose is decided in
@@ -88,8 +90,7 @@ class Router:
             "channel": channel,
             "target": target,
             "status": status,
-            # The inbox row is delivered by being committed.
-            "attempts": 1 if status == "sent" else 0,
+            "attempts": 0,
             "next_attempt_at": self.recheck if status == "pending" else due,
             "last_error": extra.get("reason"),
             "created_at": self.now,
@@ -128,8 +129,9 @@ class Router:
     def _rows(self, nid, recipient: str, category: str, decision: prefs.Decision) -> list[dict]:
         key = decision.channel
         if key == ch.INBOX:
-            status = "sent" if decision.action == prefs.DELIVER else "skipped"
-            return [self._row(nid, key, status, reason=decision.reason)]
+            if decision.action == prefs.DELIVER:
+                return []  # delivered by the notification row's commit
+            return [self._row(nid, key, "skipped", reason=decision.reason)]
         channel = self.channels.get(key)
         if isinstance(channel, str):
             return [self._row(nid, key, "skipped", reason=channel)]

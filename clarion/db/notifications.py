@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from clarion.channels import INBOX
 from clarion.db import bulk, roundtrip
 from clarion.db.dialect import is_postgres
 from clarion.db.models import Delivery, InboxEvent, Notification, ScheduledNotification
@@ -91,13 +92,27 @@ def get(*, session: Session, id: uuid.UUID) -> Notification | None:
     return session.get(Notification, id)
 
 
-def deliveries_of(*, session: Session, notification_id: uuid.UUID) -> list[Delivery]:
-    rows = session.execute(
-        select(Delivery)
-        .where(Delivery.notification_id == notification_id)
-        .order_by(Delivery.channel)
+def deliveries_of(*, session: Session, notification: Notification) -> list[Delivery]:
+    """Its deliveries by channel, the in-app one included: a notification shown in the
+    inbox is its own in-app delivery (sent when it was stored; no row is kept for it), so
+    that one is made here, not read (it is not added to the session)."""
+    rows = list(
+        session.scalars(select(Delivery).where(Delivery.notification_id == notification.id))
     )
-    return list(rows.scalars())
+    if notification.in_inbox:
+        at = notification.created_at
+        rows.append(
+            Delivery(
+                notification_id=notification.id,
+                channel=INBOX,
+                target="",
+                status="sent",
+                attempts=1,
+                created_at=at,
+                updated_at=at,
+            )
+        )
+    return sorted(rows, key=lambda d: d.channel)
 
 
 def _unexpired(now: datetime | None):

@@ -15,6 +15,7 @@ from clarion.api.app import create_app
 from clarion.core import deliver, sweeper
 from clarion.core.auth import issue_user_token
 from clarion.core.pubsub import decode
+from clarion.db import notifications
 from clarion.db.models import Delivery, Notification
 from clarion.ids import utcnow
 from tests.broker import drain
@@ -69,8 +70,9 @@ def send(api, keys, recipients, **fields) -> list[str]:
 
 
 def routed(rt, nid) -> dict[str, tuple[str, str | None]]:
+    """Each channel's (status, reason), the in-app one as the status API shows it."""
     with rt.sessions() as s:
-        rows = s.scalars(select(Delivery).where(Delivery.notification_id == nid)).all()
+        rows = notifications.deliveries_of(session=s, notification=s.get(Notification, nid))
     return {d.channel: (d.status, d.last_error) for d in rows}
 
 

@@ -6,6 +6,7 @@ import json
 import uuid
 
 import pytest
+from sqlalchemy import select
 
 from clarion.db.models import Delivery, Notification
 from tests.broker import drain, queued
@@ -70,7 +71,11 @@ def test_status_shows_deliveries_per_channel(client, runtime, producer):
 
     assert status.status_code == 200
     deliveries = {d["channel"]: d for d in status.json()["deliveries"]}
+    # The in-app delivery is the stored notification itself: sent, one attempt, no error.
     assert deliveries["in_app"]["status"] == "sent"
+    assert deliveries["in_app"]["attempts"] == 1 and deliveries["in_app"]["last_error"] is None
+    assert deliveries["in_app"]["created_at"] == status.json()["created_at"]
+    assert list(deliveries) == ["email", "in_app"]  # by channel, as stored ones are
     # No email channel is configured in this deployment: skipped, and says why.
     assert deliveries["email"]["status"] == "skipped"
     assert "email is not configured" in deliveries["email"]["last_error"]
@@ -87,13 +92,17 @@ def test_channels_default_per_category_and_explicit_list_can_drop_the_inbox(
     drain(runtime.celery)
 
     with runtime.sessions() as s:
-        channels = {
+        shown = {n.recipient_id: n.in_inbox for n in s.scalars(select(Notification))}
+        stored = {
             (n.recipient_id, d.channel)
             for n, d in s.query(Notification, Delivery).join(
                 Delivery, Delivery.notification_id == Notification.id
             )
         }
-    assert channels == {("a", "in_app"), ("a", "email"), ("b", "email")}
+    # The inbox is always a candidate of a category's defaults; an explicit list can drop it.
+    assert shown == {"a": True, "b": False}
+    # The inbox delivery is the notification row itself: only the email rows are stored.
+    assert stored == {("a", "email"), ("b", "email")}
 
 
 def test_unknown_recipients_become_bare_subscribers(client, runtime, producer):

@@ -161,9 +161,10 @@ def get_notification(
                 "updated_at": plan.updated_at,
             }
         )
-    rows = notifications.deliveries_of(session=session, notification_id=row.id)
+    rows = notifications.deliveries_of(session=session, notification=row)
     timeline = defaultdict(list)
-    for attempt in deliveries.attempts_of(session=session, ids=[d.id for d in rows]):
+    stored = [d.id for d in rows if d.id is not None]
+    for attempt in deliveries.attempts_of(session=session, ids=stored):
         timeline[attempt.delivery_id].append(AttemptPublic.model_validate(attempt))
     listed = [
         DeliveryPublic.model_validate(d).model_copy(update={"timeline": timeline[d.id]})

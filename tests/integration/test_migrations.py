@@ -1,0 +1,83 @@
+"""Upgrading a database that holds data: what a running deployment's ``clarion migrate`` does."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, text
+
+from clarion.db.migrate import upgrade
+from clarion.db.models import Notification
+from clarion.db.notifications import deliveries_of
+from clarion.db.session import make_sessionmaker
+from tests.conftest import PG_ADMIN
+
+
+@pytest.fixture
+def fresh_url() -> Iterator[str]:
+    name = f"clarion_migrate_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        yield f"{base}/{name}"
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_0006_keeps_the_in_app_delivery_visible_and_stores_it_no_more(fresh_url):
+    # A 0005 database with one notification shown in the inbox (and its old in-app "sent"
+    # row) and one whose inbox was skipped (its in-app "skipped" row says why).
+    upgrade(fresh_url, "0005")
+    engine = create_engine(fresh_url)
+    shown, hidden = uuid.uuid4(), uuid.uuid4()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO subscribers (id, data, seq, created_at, updated_at)"
+                " VALUES ('ada', '{}', 2, now(), now())"
+            )
+        )
+        for nid, seq, in_inbox in ((shown, 1, True), (hidden, 2, False)):
+            conn.execute(
+                text(
+                    "INSERT INTO notifications (id, request_id, recipient_id, seq, category,"
+                    " severity, title, metadata, in_inbox, created_at)"
+                    " VALUES (:id, :id, 'ada', :seq, 'news', 'low', 't', '{}', :shown, now())"
+                ),
+                {"id": nid, "seq": seq, "shown": in_inbox},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO deliveries (id, notification_id, channel, target, status, attempts,"
+                " last_error, created_at, updated_at) VALUES"
+                " (gen_random_uuid(), :shown, 'in_app', '', 'sent', 1, NULL, now(), now()),"
+                " (gen_random_uuid(), :hidden, 'in_app', '', 'skipped', 0, 'opted out',"
+                " now(), now())"
+            ),
+            {"shown": shown, "hidden": hidden},
+        )
+
+    upgrade(fresh_url)
+
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT notification_id, status FROM deliveries")).all()
+        fillfactor = conn.scalar(
+            text("SELECT reloptions FROM pg_class WHERE relname = 'subscribers'")
+        )
+    assert stored == [(hidden, "skipped")]  # the skipped one keeps its reason
+    assert fillfactor == ["fillfactor=70"]
+    with make_sessionmaker(engine)() as session:
+        listed = {
+            nid: [
+                (d.channel, d.status, d.last_error)
+                for d in deliveries_of(session=session, notification=session.get(Notification, nid))
+            ]
+            for nid in (shown, hidden)
+        }
+    assert listed == {
+        shown: [("in_app", "sent", None)],
+        hidden: [("in_app", "skipped", "opted out")],
+    }
+    engine.dispose()
