@@ -17,12 +17,13 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion.channels import INBOX, Channels
-from clarion.core import collapse, schedule, send
+from clarion.core import collapse, pubsub, schedule, send
 from clarion.core.route import Router
 from clarion.core.schemas import CreateMessage, NotificationPublic
 from clarion.core.templates import InboxTexts
@@ -215,16 +216,26 @@ def created_events(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``notification.created`` events of these rows, as :func:`created_event` makes
     them. A fan-out batch's rows differ only in id, recipient and seq, so the public form
     is validated once per distinct content and copied with each row's id and seq (the
-    validation was ~30 µs of the worker's time per recipient)."""
-    publics: dict[tuple, dict[str, Any]] = {}
+    validation was ~30 µs of the worker's time per recipient), and its JSON is encoded
+    once too: each event carries its text, the shared part spliced with the row's id, seq
+    and recipient (:class:`pubsub.Encoded`; encoding each event was ~4 µs)."""
+    shared: dict[tuple, tuple[dict[str, Any], str]] = {}
     events = []
     for row in rows:
         # The dict-valued fields by identity: a batch's rows share its content's objects.
         key = tuple(id(row[k]) if k in _BY_IDENTITY else row[k] for k in _SHARED)
-        public = publics.get(key)
-        if public is None:
-            public = publics[key] = _public(row)
-        events.append(_event(row, {**public, "id": str(row["id"]), "seq": row["seq"]}))
+        if key not in shared:
+            public = _public(row)
+            rest = pubsub.compact({k: v for k, v in public.items() if k not in _OWN})[1:-1]
+            shared[key] = public, "," + rest if rest else ""
+        public, rest = shared[key]
+        nid, seq = str(row["id"]), row["seq"]
+        event = _event(row, {**public, "id": nid, "seq": seq})
+        text = (
+            f'{{"type":"notification.created","recipient":{_quote(row["recipient_id"])},'
+            f'"cursor":{seq},"data":{{"id":"{nid}","seq":{seq}{rest}}}}}'
+        )
+        events.append(pubsub.Encoded(event, text))
     return events
 
 
@@ -243,6 +254,8 @@ _SHARED = (
     "created_at",
 )
 _BY_IDENTITY = frozenset({"meta"})
+# The public fields each row has its own value of.
+_OWN = frozenset({"id", "seq"})
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

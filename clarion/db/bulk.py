@@ -11,7 +11,9 @@ tables go out as one pipeline, one round trip.
 from __future__ import annotations
 
 import functools
+import json
 import operator
+from collections.abc import Callable
 from typing import Any
 
 from psycopg import sql
@@ -52,13 +54,13 @@ def insert_tables(*, session: Session, tables: list[tuple[type, Rows]]) -> None:
         ):
             for (model, rows), cols in zip(pending, columns, strict=True):
                 sql = _insert_sql(model.__tablename__, _names(cols))
-                cur.executemany(sql, _values(rows, cols))
+                cur.executemany(sql, _values(rows, cols, Jsonb))
         return
     with roundtrip.as_sqlalchemy_errors(f"COPY {tables}"):
         for (model, rows), cols in zip(pending, columns, strict=True):
             sql = _copy_sql(model.__tablename__, _names(cols))
             with raw.cursor() as cur, cur.copy(sql) as copy:
-                for values in _values(rows, cols):
+                for values in _values(rows, cols, _json_text()):
                     copy.write_row(values)
 
 
@@ -83,8 +85,8 @@ def _copy_sql(table: str, names: tuple[str, ...]) -> bytes:
     return sql.SQL("COPY {} FROM STDIN").format(_target(table, names)).as_bytes()
 
 
-def _values(rows: Rows, columns: list) -> list[Any]:
-    """The rows as lists in the columns' order, JSON values wrapped for the driver."""
+def _values(rows: Rows, columns: list, as_json: Callable[[Any], Any]) -> list[Any]:
+    """The rows as lists in the columns' order, JSON values passed through ``as_json``."""
     # By key, not by dict order: rows with the same keys may list them in another order.
     keys = list(rows[0])
     get = operator.itemgetter(*keys) if len(keys) > 1 else lambda row: (row[keys[0]],)
@@ -96,9 +98,25 @@ def _values(rows: Rows, columns: list) -> list[Any]:
         values = list(get(row))
         for i in wrapped:
             if values[i] is not None:
-                values[i] = Jsonb(values[i])
+                values[i] = as_json(values[i])
         table.append(values)
     return table
+
+
+def _json_text() -> Callable[[Any], str]:
+    """JSON as the text COPY reads into a json/jsonb column, encoded once per object: a
+    fan-out batch's rows share their content's metadata and data objects, which a
+    ``Jsonb`` wrapper would encode again for every row. Only for one call of
+    :func:`_values` (the rows keep the objects alive, so an id is not reused meanwhile)."""
+    done: dict[int, str] = {}
+
+    def text(value: Any) -> str:
+        key = id(value)
+        if key not in done:
+            done[key] = json.dumps(value)
+        return done[key]
+
+    return text
 
 
 def _copyable(model: type, rows: list[dict[str, Any]]) -> list | None:

@@ -47,9 +47,10 @@ def existing_ids(*, session: Session, ids: Sequence[uuid.UUID]) -> set[uuid.UUID
 
 
 def existing_query(*, ids: Sequence[uuid.UUID]) -> roundtrip.Query[set[uuid.UUID]]:
-    """:func:`existing_ids` on PostgreSQL, as a query to send with others."""
+    """:func:`existing_ids` on PostgreSQL, as a query to send with others (the ids in
+    binary, as in ``subscribers.reserve_query``)."""
     return roundtrip.Query(
-        "SELECT id FROM notifications WHERE id = ANY(%(ids)s)",
+        "SELECT id FROM notifications WHERE id = ANY(%(ids)b)",
         {"ids": list(ids)},
         lambda rows: {row[0] for row in rows},
     )

@@ -301,3 +301,20 @@ def test_errors_of_statements_sent_around_sqlalchemy_are_sqlalchemy_errors(runti
         copy = {c.key: getattr(row, c.key) for c in Notification.__mapper__.column_attrs}
     with runtime.sessions() as s, s.begin(), pytest.raises(IntegrityError):
         bulk.insert_tables(session=s, tables=[(Notification, [copy])])
+
+
+def test_a_batch_big_enough_for_copy_stores_each_rows_metadata_exactly(runtime):
+    # Above bulk.COPY_MIN_ROWS the rows go by COPY, with the batch's shared metadata object
+    # encoded to JSON text once: COPY's own escaping must keep every byte of it.
+    from clarion.db import bulk
+
+    metadata = {"quote": 'a"b', "tab": "a\tb", "backslash": "a\\b", "line": "a\nb",
+                "unicode": "Привет ✓", "nested": {"list": [1, 2.5, None, True]}}  # fmt: skip
+    recipients = [f"meta-{i}" for i in range(bulk.COPY_MIN_ROWS + 8)]
+    run_create(runtime, message(recipients, metadata=metadata))
+
+    with runtime.sessions() as s:
+        stored = s.scalars(
+            select(Notification.meta).where(Notification.recipient_id.in_(recipients))
+        )
+        assert list(stored) == [metadata] * len(recipients)
