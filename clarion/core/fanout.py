@@ -98,7 +98,7 @@ def _publish_pages(
     # One short read per page, not one transaction held open while publishing.
     while True:
         with sessions() as session:
-            page = topics.page(
+            page = topics.page_ids(
                 session=session,
                 key=message.topic,
                 after=after,
@@ -107,9 +107,9 @@ def _publish_pages(
             )
         if not page:
             return result
-        publish(batch_message(message, [r for r, _ in page]))
+        publish(batch_message(message, page))
         result.recipients += len(page)
         result.batches += 1
-        after = page[-1][0]
+        after = page[-1]
         if len(page) < size:
             return result
