@@ -91,7 +91,7 @@ def persist(
     texts = InboxTexts(
         session=session,
         messages=messages,
-        recipients=recipients,
+        locales=reserved.locales,
         default_locale=settings.default_locale,
     )
     for message, used in zip(messages, channels_of, strict=True):

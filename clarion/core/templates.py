@@ -23,7 +23,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from clarion.core.sandbox import FIELDS, TemplateError, check, render_field
-from clarion.db import subscribers
 from clarion.db import templates as templates_db
 
 log = logging.getLogger(__name__)
@@ -262,29 +261,33 @@ class Renderer:
 
 class InboxTexts:
     """The title and body of each new inbox row of a create run: the request's own, or
-    its template rendered for in_app (else "*") in the recipient's locale. The locales of
-    the run's recipients are read in one query, and a request's data is rendered once per
-    version (its recipients share it)."""
+    its template rendered for in_app (else "*") in the recipient's locale (as the create
+    step read it with the recipients' locks). A request's data is rendered once per
+    locale: its recipients share it."""
 
     def __init__(
         self,
         *,
         session: Session,
         messages: Iterable[Any],
-        recipients: Iterable[str],
+        locales: Mapping[str, str],
         default_locale: str,
     ) -> None:
         keys = {m.content.template for m in messages if m.content.template}
         self.renderer: Renderer | None = None
-        self.locales: dict[str, str] = {}
+        self.locales = locales
+        self._texts: dict[tuple[int, str | None], tuple[str, str | None]] = {}
         if keys:
             self.renderer = Renderer(session=session, keys=keys, default_locale=default_locale)
-            self.locales = subscribers.locales(session=session, ids=list(recipients))
 
     def of(self, message: Any, recipient: str) -> tuple[str, str | None]:
         content = message.content
         if content.template is None or self.renderer is None:
             return content.title, content.body
-        return self.renderer.inbox_text(
-            content.template, content.data, self.locales.get(recipient), share=message.request_id
-        )
+        # By identity: the run holds its messages, so an id is not reused meanwhile.
+        key = (id(message), self.locales.get(recipient))
+        if key not in self._texts:
+            self._texts[key] = self.renderer.inbox_text(
+                content.template, content.data, key[1], share=message.request_id
+            )
+        return self._texts[key]

@@ -54,14 +54,17 @@ _SET_SEQS_PG = text(
 @dataclass(frozen=True)
 class Reserved:
     """What :func:`reserve_seqs` took: each subscriber's sequence before the reservation,
-    and what routing needs to know of them, read by the same statement: (subscriber,
-    timezone, quiet start, quiet end) of those with a zone or quiet hours, and who stored
-    any preference (most never do, and then routing reads no preference table)."""
+    and what routing and templates need to know of them, read by the same statement:
+    (subscriber, timezone, quiet start, quiet end) of those with a zone or quiet hours, who
+    stored any preference (most never do, and then routing reads no preference table), and
+    each one's locale."""
 
     seqs: dict[str, int]
     profiles: list[tuple[str, str | None, str | None, str | None]]
     # Those with a stored switch or digest choice (on SQLite: all, it does not look).
     with_choices: set[str]
+    # The locale of those who have one (templates render in it).
+    locales: dict[str, str]
 
 
 def reserve_seqs(*, session: Session, counts: dict[str, int], now: datetime) -> Reserved:
@@ -96,16 +99,18 @@ def reserve_query(*, counts: dict[str, int], now: datetime) -> roundtrip.Query[R
 
 
 def _reserved(rows, counts: dict[str, int]) -> Reserved:
-    """Rows of (id, seq after the advance, timezone, quiet start, quiet end, stored any
-    preference: None when not known)."""
-    seqs, profiles, choices = {}, [], set()
-    for sid, seq, timezone, start, end, chose in rows:
+    """Rows of (id, seq after the advance, timezone, quiet start, quiet end, locale, stored
+    any preference: None when not known)."""
+    seqs, profiles, choices, locales = {}, [], set(), {}
+    for sid, seq, timezone, start, end, locale, chose in rows:
         seqs[sid] = seq - counts[sid]
         if timezone is not None or start is not None:
             profiles.append((sid, timezone, start, end))
+        if locale is not None:
+            locales[sid] = locale
         if chose is not False:
             choices.add(sid)
-    return Reserved(seqs, profiles, choices)
+    return Reserved(seqs, profiles, choices, locales)
 
 
 _RESERVED_COLUMNS = (
@@ -114,6 +119,7 @@ _RESERVED_COLUMNS = (
     Subscriber.timezone,
     Subscriber.quiet_hours_start,
     Subscriber.quiet_hours_end,
+    Subscriber.locale,
 )
 # The insert takes the rows in id order, and ON CONFLICT DO UPDATE locks each existing row
 # as it comes: the lock order of lock-then-update, in one round trip. RETURNING gives the
@@ -126,7 +132,7 @@ _RESERVE_PG = (
     " FROM unnest(CAST(%(ids)b AS varchar[]), CAST(%(counts)b AS bigint[])) AS v(id, n)"
     " ORDER BY v.id"
     " ON CONFLICT (id) DO UPDATE SET seq = s.seq + EXCLUDED.seq"
-    " RETURNING s.id, s.seq, s.timezone, s.quiet_hours_start, s.quiet_hours_end,"
+    " RETURNING s.id, s.seq, s.timezone, s.quiet_hours_start, s.quiet_hours_end, s.locale,"
     " EXISTS (SELECT FROM preferences AS p WHERE p.subscriber_id = s.id)"
     " OR EXISTS (SELECT FROM category_preferences AS c WHERE c.subscriber_id = s.id)"
 )
@@ -158,18 +164,6 @@ def bump_seq(*, session: Session, id: str) -> int:
 def seq_of(*, session: Session, id: str) -> int:
     """The subscriber's latest committed sequence number (0 for unknown ids)."""
     return session.scalar(select(Subscriber.seq).where(Subscriber.id == id)) or 0
-
-
-def locales(*, session: Session, ids: Sequence[str]) -> dict[str, str]:
-    """The locale of each of these subscribers that has one (one query for a batch)."""
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(Subscriber.id, Subscriber.locale).where(
-            Subscriber.id.in_(sorted(set(ids))), Subscriber.locale.is_not(None)
-        )
-    )
-    return {row.id: row.locale for row in rows}
 
 
 def get(*, session: Session, id: str) -> Subscriber | None:
