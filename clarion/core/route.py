@@ -6,11 +6,10 @@ broadcast would pay for once per recipient; an inbox that was skipped gets an ``
 row with the reason. A channel that is not configured, a recipient who switched the
 channel off (``opted out``), or one with no target on it (no email address, no push
 subscription, no webhook endpoint for the category) gets a ``skipped`` delivery with the
-reason; a target held for a digest is ``held`` and one inside
-the recipient's quiet hours ``deferred``, each with the reason and the time it is due in
-``next_attempt_at``; every other target gets a ``pending`` delivery, sent by the deliver
-step. Which channels are candidates and what the recipient chose is decided in
-:mod:`clarion.core.preferences`.
+reason; a target held for a digest is ``held`` and one inside the recipient's quiet hours
+``deferred``, each with the reason and the time it is due in ``next_attempt_at``; every
+other target gets a ``pending`` delivery, sent by the deliver step. Which channels are
+candidates and what the recipient chose is decided in :mod:`clarion.core.preferences`.
 """
 
 from __future__ import annotations
