@@ -18,10 +18,13 @@ from clarion.workers import queues
 def _api(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from clarion.api.server import BoundedHttpToolsProtocol
+
     settings = Settings()
     uvicorn.run(
         "clarion.api.app:create_app",
         factory=True,
+        http=BoundedHttpToolsProtocol,
         host=args.host or settings.host,
         port=args.port or settings.port,
         workers=args.workers,

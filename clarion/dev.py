@@ -16,6 +16,7 @@ import uvicorn
 from sqlalchemy import create_engine, inspect, text
 
 from clarion.api.app import create_app
+from clarion.api.server import BoundedHttpToolsProtocol
 from clarion.core.auth import create_api_key, hash_key, issue_user_token
 from clarion.db.migrate import upgrade
 from clarion.db.models import ApiKey
@@ -100,7 +101,14 @@ def run(
 
     app = create_app(runtime=runtime)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            http=BoundedHttpToolsProtocol,
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+        )
     )
     api_thread = threading.Thread(target=server.run, name="clarion-api", daemon=True)
     api_thread.start()

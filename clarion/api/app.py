@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from clarion import __version__
 from clarion.api import problems
 from clarion.api.coalesce import Coalescer
+from clarion.api.guards import BodyLimit, SecurityHeaders
 from clarion.api.routers import (
     deadletters,
     events,
@@ -65,24 +66,6 @@ replayed in order, then live events follow, with no gap and no duplicate. Close 
 1008 refused, 1012 server restarting (reconnect with your cursor), 4000 too slow (resync),
 4001 replaced by a newer connection of the same user (cap per user).
 """
-
-
-class BodyLimit:
-    """Refuse declared bodies over the limit with a 413 before reading them (pure ASGI)."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.max_bytes:
-                response = problems.problem_response(
-                    413, "body-too-large", f"Request bodies are limited to {self.max_bytes} bytes."
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 class Clarion(FastAPI):
@@ -163,7 +146,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     problems.install(app)
 
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     routers = (
         notifications.router,
         requests.router,
@@ -183,4 +165,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     for router in routers:
         app.include_router(router)
+    routes = [route for router in routers for route in router.routes]
+    # Outermost last: every answer, the guards' own 401/413 included, gets the headers.
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, routes=routes)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -91,3 +91,11 @@ def current_subscriber(
 
 
 CurrentSubscriber = Annotated[str, Depends(current_subscriber)]
+
+
+def requires_bearer(dependant) -> bool:
+    """Whether a route (its FastAPI ``dependant``) takes an API key or a user token."""
+    return any(
+        dep.call is _api_key or dep.call is _user_token or requires_bearer(dep)
+        for dep in dependant.dependencies
+    )

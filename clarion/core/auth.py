@@ -29,6 +29,8 @@ from clarion.settings import Settings
 
 SCOPES = ("notify", "admin")
 KEY_PREFIX = "clk_"
+# A user token is a few hundred bytes; a longer one is refused before it is decoded.
+MAX_TOKEN_BYTES = 8 * 1024
 
 
 class AuthError(Exception):
@@ -122,6 +124,8 @@ def issue_user_token(settings: Settings, subscriber_id: str, ttl_seconds: int | 
 
 def verify_user_token(settings: Settings, token: str) -> str:
     """The subscriber id of a valid token; AuthError for anything else."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise AuthError("token too long")
     try:
         header = jwt.get_unverified_header(token)
         if settings.jwt_public_key and header.get("alg") != "HS256":
