@@ -40,6 +40,9 @@ class SmtpSettings(BaseSettings):
     timeout: float = Field(default=10.0, gt=0)
     # Verify the relay's certificate (turn off only for a relay with a private CA in tests).
     validate_certs: bool = True
+    # Send the username and password over a connection with neither TLS nor STARTTLS
+    # (a relay on the same host or a private link): refused unless set.
+    allow_plaintext_auth: bool = False
     # A second relay, used while the first keeps failing to connect.
     fallback_host: str | None = None
     fallback_port: int | None = Field(default=None, gt=0, lt=65536)

@@ -117,10 +117,12 @@ class Handler:
 class SmtpServer:
     """One aiosmtpd server on a fixed port, which tests can stop and start again."""
 
-    def __init__(self, tmp: Path, *, starttls: bool = False) -> None:
+    def __init__(self, tmp: Path, *, starttls: bool = False, plain_auth: bool = False) -> None:
         self.port = free_port()
         self.handler = Handler()
         self.starttls = starttls
+        # Authentication over a connection left in clear (what clients must opt into).
+        self.plain_auth = plain_auth
         self.tls_context = None
         if starttls:
             cert, key = self_signed(tmp)
@@ -143,6 +145,12 @@ class SmtpServer:
                 "require_starttls": True,
                 "authenticator": self._authenticate,
                 "auth_require_tls": True,
+                "auth_required": True,
+            }
+        elif self.plain_auth:
+            extra = {
+                "authenticator": self._authenticate,
+                "auth_require_tls": False,
                 "auth_required": True,
             }
         self.controller = Controller(
@@ -203,6 +211,8 @@ class EmailHarness:
         {"smtp": {"host": "127.0.0.1", "sender": "not an address"}},
         {"smtp": {"host": "127.0.0.1", "sender": SENDER, "tls": True, "starttls": True}},
         {"smtp": {"host": "127.0.0.1", "sender": SENDER, "username": "only-a-user"}},
+        # Credentials over a connection that is neither TLS nor STARTTLS.
+        {"smtp": {"host": "127.0.0.1", "sender": SENDER, "username": "u", "password": "p"}},
     ]
     REPLIES = {"ok": "ok", "transient": "451 4.3.0 Try again later", "permanent": "550 5.1.1 No"}
 

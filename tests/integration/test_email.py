@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 from urllib.parse import urlsplit
 
@@ -9,7 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from clarion import channels
 from clarion.api.app import create_app
+from clarion.channels import ChannelConfigError
 from clarion.channels.email import Outgoing
 from clarion.core import send
 from clarion.core.schemas import NotificationCreate
@@ -17,7 +21,9 @@ from clarion.db.models import DeadLetter, Delivery
 from clarion.workers import queues
 from tests.broker import drain, queued
 from tests.channels import FAST_RETRY, outcomes
-from tests.channels.smtp import SENDER, give_email
+from tests.channels.smtp import PASSWORD, SENDER, USER, SmtpServer, give_email
+from tests.conftest import process_env, server_settings
+from tests.e2e.procs import CLARION
 
 
 def notify(rt, recipients=("ada",), **fields):
@@ -92,6 +98,46 @@ def test_starttls_and_auth_are_used_when_configured(make_runtime, smtp_tls_serve
     [got] = smtp_tls_server.messages
     assert got.tls and got.authenticated
     assert delivery(rt, nid).status == "sent"
+
+
+def test_credentials_are_sent_in_clear_only_when_a_setting_says_so(
+    make_runtime, pg_url, tmp_path
+):
+    server = SmtpServer(tmp_path, plain_auth=True).start()
+    try:
+        clear = server.settings(username=USER, password=PASSWORD)
+        with pytest.raises(ChannelConfigError, match="CLARION_SMTP_ALLOW_PLAINTEXT_AUTH"):
+            channels.build("email", server_settings(pg_url, **clear))
+        fallback = server.settings(fallback_host="h", fallback_username="u")
+        fallback["smtp"]["fallback_password"] = "p"
+        with pytest.raises(ChannelConfigError, match="FALLBACK_USERNAME"):
+            channels.build("email", server_settings(pg_url, **fallback))
+
+        clear["smtp"]["allow_plaintext_auth"] = True
+        rt = make_runtime(**clear)
+        give_email(rt, "ada")
+        [nid] = notify(rt)
+        drain(rt.celery)
+        [got] = server.messages
+        assert got.authenticated and not got.tls
+        assert delivery(rt, nid).status == "sent"
+    finally:
+        server.stop()
+
+
+def test_a_worker_with_credentials_in_clear_refuses_to_start(runtime):
+    env = process_env(
+        runtime.settings.database_url,
+        CLARION_SMTP_HOST="127.0.0.1",
+        CLARION_SMTP_FROM=SENDER,
+        CLARION_SMTP_USERNAME="u",
+        CLARION_SMTP_PASSWORD="p",
+    )
+    done = subprocess.run(
+        [*CLARION, "worker"], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "CLARION_SMTP_ALLOW_PLAINTEXT_AUTH" in done.stderr
 
 
 def test_one_smtp_session_carries_a_whole_batch(rt, smtp_server):

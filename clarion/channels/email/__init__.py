@@ -119,6 +119,13 @@ def _check(smtp: SmtpSettings) -> None:
             raise ChannelConfigError(
                 f"CLARION_SMTP_{who}USERNAME and CLARION_SMTP_{who}PASSWORD go together"
             )
+        if user and not (smtp.tls or smtp.starttls or smtp.allow_plaintext_auth):
+            raise ChannelConfigError(
+                f"CLARION_SMTP_{who}USERNAME is set but neither CLARION_SMTP_TLS nor "
+                "CLARION_SMTP_STARTTLS: the password would cross the network in clear. "
+                "Turn one on, or set CLARION_SMTP_ALLOW_PLAINTEXT_AUTH=true for a relay "
+                "on a trusted link."
+            )
 
 
 def _safe_url(value: str | None) -> str | None:
