@@ -128,7 +128,12 @@ class Settings(BaseSettings):
     push_icon_url: str | None = None
     # Push endpoints must be https; allow http only for a local push service in tests.
     push_allow_http_endpoints: bool = False
+    # Browsers and devices one subscriber may register for push; registering one more
+    # removes the one registered (or refreshed) longest ago.
+    push_max_subscriptions_per_user: int = Field(default=10, ge=1, le=1000)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Webhook endpoints that may be registered (active or not); one more is a 409.
+    webhook_max_endpoints: int = Field(default=100, ge=1)
     # Where links in emails (one-click unsubscribe) point; default http://host:port.
     public_url: str | None = None
 

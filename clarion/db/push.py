@@ -7,11 +7,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import case, delete, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session
 
 from clarion.db.dialect import insert_for
-from clarion.db.models import PushSubscription
+from clarion.db.models import PushSubscription, Subscriber
 from clarion.ids import new_id
 
 
@@ -104,3 +104,24 @@ def remove(*, session: Session, subscriber_id: str, endpoint: str) -> bool:
         )
     )
     return result.rowcount > 0
+
+
+def cap(*, session: Session, subscriber_id: str, keep: int) -> int:
+    """Delete the subscriber's active subscriptions beyond the ``keep`` most recently
+    registered (or re-registered); returns how many went. The subscriber's row is locked
+    first, so concurrent registrations of one subscriber count one after the other."""
+    session.execute(select(Subscriber.id).where(Subscriber.id == subscriber_id).with_for_update())
+    active = (
+        PushSubscription.subscriber_id == subscriber_id,
+        PushSubscription.deactivated_at.is_(None),
+    )
+    if session.scalar(select(func.count()).where(*active)) <= keep:
+        return 0
+    newest = (
+        select(PushSubscription.id)
+        .where(*active)
+        .order_by(PushSubscription.updated_at.desc(), PushSubscription.id.desc())
+        .limit(keep)
+    )
+    stale = delete(PushSubscription).where(*active, PushSubscription.id.not_in(newest))
+    return session.execute(stale).rowcount

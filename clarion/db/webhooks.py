@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from clarion.db.models import WebhookEndpoint
@@ -34,6 +34,11 @@ def create(
     session.add(row)
     session.flush()
     return row
+
+
+def count(*, session: Session) -> int:
+    """How many endpoints are registered, active or not."""
+    return session.scalar(select(func.count()).select_from(WebhookEndpoint))
 
 
 def get(*, session: Session, id: uuid.UUID, for_update: bool = False) -> WebhookEndpoint | None:

@@ -100,9 +100,7 @@ def test_starttls_and_auth_are_used_when_configured(make_runtime, smtp_tls_serve
     assert delivery(rt, nid).status == "sent"
 
 
-def test_credentials_are_sent_in_clear_only_when_a_setting_says_so(
-    make_runtime, pg_url, tmp_path
-):
+def test_credentials_are_sent_in_clear_only_when_a_setting_says_so(make_runtime, pg_url, tmp_path):
     server = SmtpServer(tmp_path, plain_auth=True).start()
     try:
         clear = server.settings(username=USER, password=PASSWORD)

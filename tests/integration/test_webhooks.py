@@ -428,3 +428,24 @@ def test_a_notify_key_is_403_and_no_key_401(client, producer):
     assert post.status_code == 403
     assert post.headers["content-type"] == "application/problem+json"
     assert client.get(HOOKS).status_code == 401
+
+
+def test_endpoints_beyond_the_cap_are_409(make_runtime, webhook_receiver):
+    from fastapi.testclient import TestClient
+
+    from clarion.api.app import create_app
+
+    rt = make_runtime(webhook_max_endpoints=2)
+    admin = {"Authorization": f"Bearer {make_key(rt, 'admin')}"}
+    with TestClient(create_app(runtime=rt), raise_server_exceptions=False) as client:
+        made = [
+            client.post(HOOKS, json={"url": webhook_receiver.url(n)}, headers=admin)
+            for n in ("a", "b", "c")
+        ]
+        assert [r.status_code for r in made] == [201, 201, 409]
+        assert made[2].json()["type"] == "urn:clarion:problem:webhook-limit-reached"
+        assert len(client.get(HOOKS, headers=admin).json()) == 2
+        # Deleting one makes room again.
+        client.delete(f"{HOOKS}/{made[0].json()['id']}", headers=admin)
+        again = client.post(HOOKS, json={"url": webhook_receiver.url("c")}, headers=admin)
+        assert again.status_code == 201

@@ -398,6 +398,39 @@ def test_a_deactivated_subscription_posted_again_is_active_again(
     assert [p.payload["id"] for p in push_service.received(browser)] == [str(nid)]
 
 
+def test_one_notification_reaches_at_most_the_capped_number_of_browsers(
+    make_runtime, user, push_service
+):
+    rt = make_runtime(**push_service.settings, push_max_subscriptions_per_user=3)
+    with TestClient(create_app(runtime=rt), raise_server_exceptions=False) as api:
+        browsers = [push_service.subscribe() for _ in range(5)]
+        for b in browsers:
+            assert api.post(SUBSCRIPTIONS, json=b.json(), headers=user("ada")).status_code == 201
+        # Re-registering the oldest one kept makes it the newest: the next one replaces
+        # the one refreshed longest ago instead.
+        api.post(SUBSCRIPTIONS, json=browsers[2].json(), headers=user("ada"))
+        newest = push_service.subscribe()
+        api.post(SUBSCRIPTIONS, json=newest.json(), headers=user("ada"))
+        listed = api.get(SUBSCRIPTIONS, headers=user("ada")).json()
+    kept = [browsers[2], browsers[4], newest]
+    assert sorted(s["endpoint"] for s in listed) == sorted(b.endpoint for b in kept)
+
+    [nid] = notify(rt)
+    drain(rt.celery)
+    assert len(deliveries(rt, nid)) == 3
+    assert {b.endpoint for b in browsers + [newest] if push_service.received(b)} == {
+        b.endpoint for b in kept
+    }
+
+
+def test_the_default_cap_is_ten_browsers_per_user(api, user, push_service):
+    for _ in range(11):
+        b = push_service.subscribe()
+        assert api.post(SUBSCRIPTIONS, json=b.json(), headers=user("ada")).status_code == 201
+    assert len(api.get(SUBSCRIPTIONS, headers=user("ada")).json()) == 10
+    assert len(api.get(SUBSCRIPTIONS, headers=user("bob")).json()) == 0
+
+
 def test_unsubscribing_removes_only_your_own(api, user, browser):
     query = {"endpoint": browser.endpoint}
     others = api.delete(SUBSCRIPTIONS, params=query, headers=user("bob"))

@@ -108,6 +108,9 @@ def vapid_public_key(runtime: RuntimeDep) -> VapidPublicKey:
     status_code=201,
     response_model=PushSubscriptionPublic,
     summary="Register this browser for web push (201 new, 200 already registered)",
+    description="A subscriber keeps at most `CLARION_PUSH_MAX_SUBSCRIPTIONS_PER_USER` "
+    "(default 10) browsers: registering one more removes the one registered or refreshed "
+    "longest ago.",
     responses={200: {"description": "The subscription was already registered; updated"}},
 )
 def subscribe(
@@ -137,6 +140,12 @@ def subscribe(
             auth=body.keys.auth,
             user_agent=body.user_agent,
             now=now,
+        )
+        # One more browser than allowed replaces the one registered longest ago.
+        push.cap(
+            session=session,
+            subscriber_id=me,
+            keep=runtime.settings.push_max_subscriptions_per_user,
         )
     if not created:
         response.status_code = 200

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from sqlalchemy.orm import Session
 
-from clarion.api.deps import Admin, SessionDep
+from clarion.api.deps import Admin, RuntimeDep, SessionDep
 from clarion.api.problems import Problem
 from clarion.channels.webhook import new_secret
 from clarion.core.schemas import Slug, UTCDateTime
@@ -150,9 +150,20 @@ def _locked(session: Session, webhook_id: uuid.UUID) -> WebhookEndpoint:
     status_code=201,
     response_model=WebhookWithSecret,
     summary="Register an endpoint (the answer carries its secret)",
+    responses={409: {"description": "CLARION_WEBHOOK_MAX_ENDPOINTS are registered already"}},
 )
-def create_webhook(body: WebhookCreate, session: SessionDep, admin: Admin) -> WebhookWithSecret:
+def create_webhook(
+    body: WebhookCreate, session: SessionDep, runtime: RuntimeDep, admin: Admin
+) -> WebhookWithSecret:
+    limit = runtime.settings.webhook_max_endpoints
     with session.begin():
+        if webhooks.count(session=session) >= limit:
+            raise Problem(
+                409,
+                "webhook-limit-reached",
+                f"At most {limit} webhook endpoints may be registered "
+                "(CLARION_WEBHOOK_MAX_ENDPOINTS); delete one first.",
+            )
         row = webhooks.create(
             session=session,
             url=body.url,
