@@ -7,15 +7,31 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PG_VERSION_DIR := $(firstword $(wildcard /etc/postgresql/*))
 
-.PHONY: run test install lint format services bench clean
+LOCK := requirements.lock
 
-$(STAMP): pyproject.toml
+.PHONY: run test install lock lint format services bench clean
+
+# Every dependency (base, dev, ops) comes pinned and hashed from the lock; Clarion itself
+# is installed on top without resolving anything. `pip check` fails when pyproject.toml
+# asks for something the lock lacks: then run `make lock`.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,ops]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e '.[dev,ops]'
+	$(BIN)/pip check
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve the lock from pyproject.toml (newest releases within its ranges), for every
+# platform and Python >= 3.11, with hashes. Review the diff, then commit it.
+lock:
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet uv
+	.lock-venv/bin/uv pip compile pyproject.toml --extra dev --extra ops --universal \
+	  --python-version 3.11 --generate-hashes --no-header --quiet -o $(LOCK)
+	rm -rf .lock-venv
 
 run: install
 	$(BIN)/clarion dev
@@ -54,4 +70,4 @@ bench: install services
 	$(BIN)/python -m bench.fanout
 
 clean:
-	rm -rf $(VENV) .clarion .pytest_cache .ruff_cache
+	rm -rf $(VENV) .lock-venv .clarion .pytest_cache .ruff_cache
