@@ -6,21 +6,24 @@ internal attributes and methods that modify data, ``StrictUndefined`` makes a mi
 variable an error instead of an empty string, and the names SSTI payloads start from
 (``cycler``, ``joiner``, ``namespace``, ``lipsum``) are not there. On top of Jinja's own
 checks: a save-time scan that refuses the obvious payloads with the line they are on,
-and bounds on what one render may cost (loop iterations, ``*`` and ``**`` sizes, output).
+a save-time trial render with every variable undefined (what is unsafe whatever the data
+is refused then), and bounds on what one render may cost, charged where a string or list
+is built rather than after (:mod:`clarion.core.template_limits`): loop iterations, calls,
+characters built, and the characters of each rendered field.
 
 ``html`` is autoescaped; ``subject`` and ``text`` are plain text and are not.
 """
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import re
 import traceback
 from typing import Any
 from urllib.parse import urlsplit
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.compiler import CodeGenerator
 from jinja2.sandbox import (
     UNSAFE_ASYNC_GENERATOR_ATTRIBUTES,
     UNSAFE_COROUTINE_ATTRIBUTES,
@@ -31,10 +34,12 @@ from jinja2.sandbox import (
     SecurityError,
 )
 
+from clarion.core import template_limits as limits
+from clarion.core.template_limits import MAX_ITERATIONS
+
 FIELDS = ("subject", "html", "text")
-# What one render may cost: loop iterations in total, the length of a string or list made
-# with ``*``, an exponent, and the characters of one rendered field.
-MAX_ITERATIONS = 10_000
+# What one render may cost besides template_limits' budgets: the length of a string or list
+# made with ``*``, an exponent, and the characters of one rendered field.
 MAX_REPEAT = 10_000
 MAX_EXPONENT = 100
 MAX_OUTPUT = 256 * 1024
@@ -49,9 +54,7 @@ UNSAFE_ATTRIBUTES = (
     | {"mro"}
 )
 LOOP_FILTER = "clarion_loop_budget"
-_BUDGET: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
-    "clarion_template_budget", default=None
-)
+__all__ = ["FIELDS", "MAX_ITERATIONS", "MAX_OUTPUT", "TemplateError", "check", "render_field"]
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 _MISSING_ATTRIBUTE = re.compile(r"has no attribute '([^']+)'$")
 
@@ -131,18 +134,27 @@ def safe_url(value: Any) -> str | None:
 def _loop_budget(iterable: Any):
     """Every ``{% for %}`` iterates through this (added at compile): a render may loop at
     most MAX_ITERATIONS times in total, whatever the nesting."""
-    budget = _BUDGET.get()
     for item in iterable:
-        if budget is not None:
-            budget[0] -= 1
-            if budget[0] < 0:
-                raise SecurityError(f"the template loops more than {MAX_ITERATIONS} times")
+        limits.count_iteration()
         yield item
 
 
 # -- environment --------------------------------------------------------------------------
+class _CodeGenerator(CodeGenerator):
+    def visit_Concat(self, node: nodes.Concat, frame) -> None:
+        # ``a ~ b`` joins through the environment, which charges the result first.
+        self.write("environment.concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("), context.eval_ctx)")
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = _CodeGenerator
+    # Captured blocks, macro bodies and ``~``: charged before they are joined.
+    concat = staticmethod(limits.concat)
 
     def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
         if operator == "**" and (
@@ -155,7 +167,36 @@ class _Sandbox(ImmutableSandboxedEnvironment):
                 sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
                 if sized and len(seq) * times > MAX_REPEAT:
                     raise SecurityError(f"a repetition longer than {MAX_REPEAT} items")
+        limits.check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context, __obj, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        limits.count_call()
+        planned, args, new = limits.plan_call(__obj, args, kwargs)
+        limits.charge(planned)
+        result = super().call(__context, __obj, *args, **kwargs)
+        if new:
+            limits.charge_excess(result, planned)
+        return result
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        limits.check_slice(obj, argument)  # a slice is a copy
+        return super().getitem(obj, argument)
+
+    def wrap_str_format(self, value: Any):
+        wrapper = super().wrap_str_format(value)
+        if wrapper is None:
+            return None
+        fmt, mapping = value.__self__, value.__name__ == "format_map"
+
+        def bounded(*args: Any, **kwargs: Any) -> str:
+            if mapping:
+                limits.charge(limits.format_size(fmt, (), args[0] if args else {}))
+            else:
+                limits.charge(limits.format_size(fmt, args, kwargs))
+            return wrapper(*args, **kwargs)
+
+        return bounded
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
         # Jinja returns an undefined that raises when used; raising at once means a probe
@@ -165,18 +206,34 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         )
 
 
-def _environment(autoescape: bool) -> _Sandbox:
-    env = _Sandbox(undefined=StrictUndefined, autoescape=autoescape, keep_trailing_newline=False)
+def _environment(autoescape: bool, undefined=StrictUndefined) -> _Sandbox:
+    env = _Sandbox(
+        undefined=undefined,
+        autoescape=autoescape,
+        keep_trailing_newline=False,
+        finalize=limits.check_output,
+    )
     for name in ("cycler", "joiner", "namespace", "lipsum"):
         env.globals.pop(name, None)
+    for name, func in list(env.filters.items()):
+        if name not in limits.FREE_FILTERS:
+            env.filters[name] = limits.bounded_filter(name, func)
     env.filters.update(
-        {"plural": plural, "number": number, "safe_url": safe_url, LOOP_FILTER: _loop_budget}
+        {
+            "join": limits.bounded_join,
+            "plural": plural,  # these three return one of their inputs, or a short number
+            "number": number,
+            "safe_url": safe_url,
+            LOOP_FILTER: _loop_budget,
+        }
     )
     return env
 
 
 _TEXT = _environment(autoescape=False)
 _HTML = _environment(autoescape=True)
+# The trial render at save time: every variable is undefined and renders as nothing.
+_TRIAL = {html: _environment(html, ChainableUndefined) for html in (False, True)}
 
 
 def _parse(env: _Sandbox, field: str, source: str) -> nodes.Template:
@@ -214,21 +271,29 @@ def _unsafe_name(name: str) -> bool:
 
 
 def check(field: str, source: str) -> None:
-    """Save-time check of one field: it compiles and holds no known escape attempt.
-    Raises TemplateError with the field and line."""
+    """Save-time check of one field: it compiles, holds no known escape attempt, and a
+    render with no data at all stays within the limits (a template that builds too much
+    whatever its data is refused now, not at its first send). Raises TemplateError with
+    the field and line."""
     env = _HTML if field == "html" else _TEXT
     _scan(field, _parse(env, field, source))
     try:
         _compiled(source, field == "html")
     except TemplateSyntaxError as exc:
         raise _error(field, exc) from None
+    try:
+        _render(_compiled(source, field == "html", trial=True), {}, field)
+    except SecurityError as exc:
+        raise _error(field, exc) from None
+    except Exception:  # noqa: S110 (data the real render will have: judged then)
+        pass
 
 
 @functools.lru_cache(maxsize=4096)
-def _compiled(source: str, html: bool):
+def _compiled(source: str, html: bool, trial: bool = False):
     """Compiled once per source (a stored version never changes, so its source is its
     identity); every loop's iterable goes through the iteration budget."""
-    env = _HTML if html else _TEXT
+    env = _TRIAL[html] if trial else (_HTML if html else _TEXT)
     tree = env.parse(source)
     for loop in tree.find_all(nodes.For):
         wrapped = nodes.Filter(loop.iter, LOOP_FILTER, [], [], None, None, lineno=loop.lineno)
@@ -240,9 +305,16 @@ def render_field(field: str, source: str | None, data: dict[str, Any]) -> str | 
     """One field rendered with ``data``; TemplateError (field, line, variable) on failure."""
     if source is None:
         return None
-    token = _BUDGET.set([MAX_ITERATIONS])
     try:
-        template = _compiled(source, field == "html")
+        return _render(_compiled(source, field == "html"), data, field)
+    except Exception as exc:  # anything the render raised: named, never a traceback
+        raise _error(field, exc) from None
+
+
+def _render(template, data: dict[str, Any], field: str) -> str:
+    """The template rendered within a fresh budget, its output counted as it comes."""
+    token = limits.BUDGET.set(limits.Budget())
+    try:
         size, parts = 0, []
         for chunk in template.generate(data):
             size += len(chunk)
@@ -250,10 +322,8 @@ def render_field(field: str, source: str | None, data: dict[str, Any]) -> str | 
                 raise SecurityError(f"the rendered {field} is longer than {MAX_OUTPUT} characters")
             parts.append(chunk)
         return "".join(parts)
-    except Exception as exc:  # anything the render raised: named, never a traceback
-        raise _error(field, exc) from None
     finally:
-        _BUDGET.reset(token)
+        limits.BUDGET.reset(token)
 
 
 def _error(field: str, exc: Exception) -> TemplateError:
