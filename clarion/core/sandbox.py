@@ -149,6 +149,22 @@ class _CodeGenerator(CodeGenerator):
             self.write(", ")
         self.write("), context.eval_ctx)")
 
+    def visit_Getitem(self, node: nodes.Getitem, frame) -> None:
+        if not isinstance(node.arg, nodes.Slice):
+            super().visit_Getitem(node, frame)
+            return
+        # Jinja writes ``x[a:b]`` as Python; through getitem, a slice is charged as a copy.
+        self.write("environment.getitem(")
+        self.visit(node.node, frame)
+        self.write(", slice(")
+        for part in (node.arg.start, node.arg.stop, node.arg.step):
+            if part is None:
+                self.write("None")
+            else:
+                self.visit(part, frame)
+            self.write(", ")
+        self.write("))")
+
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%"})

@@ -31,7 +31,7 @@ from jinja2.utils import _PassArg
 # calls (macros included), per rendered field.
 MAX_ITERATIONS = 10_000
 MAX_BUILD = 1024 * 1024
-MAX_CALLS = 100_000
+MAX_CALLS = 30_000
 MAX_INT_BITS = 8192
 
 
@@ -176,9 +176,10 @@ def concat(parts: Iterable[Any], eval_ctx: Any = None) -> str:
 
 
 def check_output(value: Any) -> Any:
-    """``{{ value }}`` of a non-string is made a string first: charge it."""
-    if not isinstance(value, str):
-        charge(size(value))
+    """``{{ value }}``: charged as it is written, since a block that captures output
+    (``{% set x %}``, a macro, ``{% filter %}``) keeps every piece until it is joined;
+    a non-string is charged for the text it is about to become."""
+    charge(len(value) if isinstance(value, str) else size(value))
     return value
 
 
