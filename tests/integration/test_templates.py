@@ -226,6 +226,55 @@ def test_escapes_built_at_render_time_fail_at_preview_without_leaking_internals(
     assert "Traceback" not in response.text and ".py" not in response.text
 
 
+BLOWUP = "{{ ('a'|center(50000000))|length }}"  # 36 characters, 400 MB unbounded
+
+
+def test_a_template_that_builds_too_much_is_422_at_save_preview_and_send(
+    client, admin, producer, runtime
+):
+    refused = save(client, admin, text=BLOWUP)
+    assert refused.status_code == 422
+    assert refused.json()["type"] == PROBLEM + "template-unsafe"
+    draft = preview(client, admin, draft={"subject": "s", "text": BLOWUP})
+    assert draft.status_code == 422 and draft.json()["type"] == PROBLEM + "template-unsafe"
+
+    # Built from the data: it saves, and the preview and the send with that data are 422.
+    saved(client, admin, text="{{ (eta|center(width))|length }}")
+    data = {**ORDER, "width": 50_000_000}
+    shown = preview(client, admin, data=data)
+    assert shown.status_code == 422 and shown.json()["type"] == PROBLEM + "template-unsafe"
+    send = {"recipients": ["ada"], "category": "orders", "template": "order_shipped"}
+    sent = client.post(SEND, json={**send, "data": data}, headers=producer)
+    assert sent.status_code == 422 and sent.json()["type"] == PROBLEM + "template-unsafe"
+    assert queued(runtime.celery) == 0
+
+
+def test_a_render_that_would_build_too_much_fails_its_delivery_with_the_reason(
+    mail_rt, mail_api, smtp_server
+):
+    admin = {"Authorization": f"Bearer {make_key(mail_rt, 'admin')}"}
+    producer = {"Authorization": f"Bearer {make_key(mail_rt, 'notify')}"}
+    saved(mail_api, admin)
+    # Only the Russian version builds from the data; the API checks the default locale.
+    saved(mail_api, admin, locale="ru", text="{{ (eta|center(width))|length }}")
+    profile(mail_api, producer, "ivan", locale="ru", email="ivan@example.com")
+    send = {
+        "recipients": ["ivan"],
+        "category": "orders",
+        "channels": ["email"],
+        "template": "order_shipped",
+        "data": {**ORDER, "width": 50_000_000},
+    }
+    assert mail_api.post(SEND, json=send, headers=producer).status_code == 202
+    drain(mail_rt.celery)
+
+    with mail_rt.sessions() as s:
+        email = s.scalars(select(Delivery).where(Delivery.channel == "email")).one()
+    assert email.status == "dead" and email.attempts == 1
+    assert "builds more than" in email.last_error and "text" in email.last_error
+    assert smtp_server.messages == []
+
+
 def test_a_missing_variable_and_a_syntax_error_are_422s_saying_where(client, admin):
     saved(client, admin, html="<h1>{{ order }}</h1>\n<p>{{ customer.name }}</p>")
     response = preview(client, admin, channel="email", data={"order": "A", "eta": "x"})
