@@ -100,6 +100,8 @@ def test_starttls_and_auth_are_used_when_configured(make_runtime, smtp_tls_serve
     assert delivery(rt, nid).status == "sent"
 
 
+# The test server itself warns that it takes AUTH in clear: that is what is tested.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_credentials_are_sent_in_clear_only_when_a_setting_says_so(make_runtime, pg_url, tmp_path):
     server = SmtpServer(tmp_path, plain_auth=True).start()
     try:
