@@ -133,3 +133,21 @@ def test_sixteen_megabytes_of_headers_are_refused_with_431(api):
     assert answer.startswith(b"HTTP/1.1 431") or answer == b"", answer[:200]
     assert sent < 4 * MiB, f"the server kept reading: {sent} bytes"
     assert grown < 4 * MiB, f"RSS grew {grown / MiB:.1f} MiB"
+
+
+def test_a_head_over_the_bound_in_one_read_is_refused_with_431(api):
+    """40 KiB of headers sent at once (one read for the server): still over the bound."""
+    port, _ = api
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Filler: " + b"a" * 40_000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        answer = answer_of(sock)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert b"urn:clarion:problem:headers-too-large" in answer
+    # A head within the bound is served as usual.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * 20_000 + b"\r\n\r\n"
+        )
+        sock.settimeout(5)
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")
