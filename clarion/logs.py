@@ -19,6 +19,7 @@ REDACTED = "[redacted]"
 _SECRETS = re.compile(
     r"""
     (?P<param>\b(?:access_)?token=)[^&\s"'#]+      # a query parameter: ?token=...
+    | (?P<header>(?i:authorization):\s*\w+\s)\S+   # a header (websockets logs them)
     | (?P<prefix>clk_|whsec_)[A-Za-z0-9_+/=-]{16,}   # an API key, a webhook signing secret
     | eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*  # a JWT
     """,
@@ -28,7 +29,7 @@ _traceback = logging.Formatter()
 
 
 def _replace(match: re.Match) -> str:
-    return (match["param"] or match["prefix"] or "") + REDACTED
+    return (match["param"] or match["header"] or match["prefix"] or "") + REDACTED
 
 
 def redact(text: str) -> str:
