@@ -316,11 +316,14 @@ class Hub:
         ]
 
     async def stop(self) -> None:
+        # Cancelled again until done: redis-py's pub/sub read can swallow one cancellation
+        # (seen with redis 8.2: the task went on reading and the shutdown waited forever).
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("live gateway task %s failed", task.get_name())
 
     async def _listen(self) -> None:
         delay = 0.5
