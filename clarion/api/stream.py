@@ -148,9 +148,8 @@ class Connection(stream.Sequencer):
             self.idle = True
 
     def expires_at(self, deadline: float | None) -> None:
-        """Close with EXPIRED at ``deadline`` (epoch seconds; None: never), replacing the
-        previous deadline: the stream lives exactly as long as the token that opened or
-        last renewed it."""
+        """Close with EXPIRED at ``deadline`` (epoch seconds; None: never), instead of at
+        the previous one: the stream lives as long as its latest token."""
         if self.expiry is not None:
             self.expiry.cancel()
             self.expiry = None
@@ -316,14 +315,11 @@ class Hub:
         ]
 
     async def stop(self) -> None:
-        # Cancelled again until done: redis-py's pub/sub read can swallow one cancellation
-        # (seen with redis 8.2: the task went on reading and the shutdown waited forever).
+        # Cancelled until done: redis-py 8.2's pub/sub read can swallow a cancellation.
         for task in self._tasks:
             while not task.done():
                 task.cancel()
                 await asyncio.wait({task}, timeout=0.5)
-            if not task.cancelled() and task.exception() is not None:
-                log.warning("live gateway task %s failed", task.get_name())
 
     async def _listen(self) -> None:
         delay = 0.5
