@@ -124,6 +124,14 @@ def test_tokens_longer_than_the_maximum_are_not_issued(monkeypatch, capsys):
     assert verify_user_token(Settings(), capsys.readouterr().out.strip()) == "ada"
 
 
+def test_previous_keys_are_read_from_the_environment_as_documented(monkeypatch):
+    monkeypatch.setenv("CLARION_SECRET_KEY", NEW)
+    monkeypatch.setenv(
+        "CLARION_PREVIOUS_SECRET_KEYS", f'[{{"key": "{OLD}", "until": "2099-01-01T00:00:00Z"}}]'
+    )
+    assert verify_user_token(Settings(), issue_user_token(settings_with(OLD), "ada")) == "ada"
+
+
 def test_previous_keys_are_checked_like_the_current_one():
     with pytest.raises(ValidationError, match="at least 32"):
         settings_with(NEW, [("short", in_days(1))])
