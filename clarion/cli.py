@@ -278,7 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("id", type=int)
     p = add("token", _token, "print a user token for a subscriber (testing, integrations)")
     p.add_argument("subscriber_id")
-    p.add_argument("--ttl", type=int, help="seconds (default CLARION_TOKEN_TTL_SECONDS)")
+    p.add_argument(
+        "--ttl",
+        type=int,
+        help="seconds (default CLARION_TOKEN_TTL_SECONDS); above "
+        "CLARION_USER_TOKEN_MAX_LIFETIME_SECONDS it is refused",
+    )
     p = add("dead-letters", _dead_letters, "list, inspect, replay or purge dead letters")
     dl = p.add_subparsers(dest="dl_command", required=True)
     for name, helptext in (
@@ -321,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from clarion import logs
+
+    logs.install()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

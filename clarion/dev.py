@@ -47,7 +47,7 @@ def _forget_acked_messages(broker_url: str) -> None:
     # kombu's SQL transport keeps fetched messages with visible = false, acked or not.
     # At start nothing is in flight, so those rows are history; drop them so the file
     # does not grow forever.
-    engine = create_engine(broker_url.removeprefix("sqla+"))
+    engine = create_engine(broker_url.removeprefix("sqla+"), hide_parameters=True)
     with engine.begin() as conn:
         if inspect(conn).has_table("kombu_message"):
             conn.execute(text("DELETE FROM kombu_message WHERE visible = 0"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from functools import cached_property
 
+from clarion import logs
 from clarion.core import idempotency, pubsub
 from clarion.core.lanes import NORMAL
 from clarion.db.session import make_engine, make_sessionmaker
@@ -20,6 +21,7 @@ DELIVER_BATCH = 100
 
 class Runtime:
     def __init__(self, settings: Settings, celery=None) -> None:
+        logs.install()  # every Clarion process has a runtime: none logs a secret
         self.settings = settings
         self.engine = make_engine(settings.database_url)
         self.sessions = make_sessionmaker(self.engine)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, AwareDatetime, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ChannelKey = Literal["in_app", "email", "push", "webhook"]
@@ -66,6 +66,14 @@ class VapidSettings(BaseSettings):
     subject: str | None = None
 
 
+class PreviousSecretKey(BaseModel):
+    """A retired CLARION_SECRET_KEY: verifies tokens and unsubscribe links until ``until``,
+    never signs anything (README "Rotating the secret key")."""
+
+    key: SecretStr = Field(min_length=32)
+    until: AwareDatetime
+
+
 class Settings(BaseSettings):
     """Configuration of a Clarion deployment. See the README's configuration table."""
 
@@ -78,11 +86,15 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/1"
 
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    # Keys that signed earlier tokens and links, accepted for verification until their time.
+    previous_secret_keys: list[PreviousSecretKey] = []
     jwt_public_key: str | None = None
     jwt_audience: str = "clarion"
     jwt_issuer: str | None = None
     jwt_algorithms: list[str] = ["RS256", "ES256", "EdDSA"]
     token_ttl_seconds: int = Field(default=3600, gt=0)
+    # No user token is accepted longer than this after its iat, whatever its exp says.
+    user_token_max_lifetime_seconds: int = Field(default=7 * 24 * 3600, gt=0)
 
     # Channels a notification goes to when the request names none, per category.
     # In-app is added unless a request's explicit channel list leaves it out.
@@ -194,6 +206,13 @@ class Settings(BaseSettings):
             )
         if len(secret) < 32:
             raise ValueError("CLARION_SECRET_KEY must be at least 32 characters long")
+        if any(p.key.get_secret_value() == secret for p in self.previous_secret_keys):
+            raise ValueError("CLARION_PREVIOUS_SECRET_KEYS must not list the current secret key")
+        if self.token_ttl_seconds > self.user_token_max_lifetime_seconds:
+            raise ValueError(
+                "CLARION_TOKEN_TTL_SECONDS is above CLARION_USER_TOKEN_MAX_LIFETIME_SECONDS: "
+                "such tokens would be refused"
+            )
         return self
 
     def max_attempts(self, channel: str) -> int:

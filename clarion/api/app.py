@@ -59,12 +59,20 @@ user's events as JSON: `{"type", "cursor", "data"}`.
 | `unread_count` | `{"total", "by_category"}`; sent on connect and after every change |
 | `heartbeat` | none; every `CLARION_STREAM_HEARTBEAT_SECONDS` when idle |
 | `resync` | `{"reason"}`: too much was missed; refetch the inbox, then continue from `cursor` |
+| `reauth` | SSE only, last event: `{"reason"}`; the token expired, reconnect with a fresh one |
 
 Authenticate with `?token=<user token>` or `Authorization: Bearer`. Resume with `?since=<cursor>`,
 a `{"type": "resume", "cursor": N}` message, or `Last-Event-ID` (SSE): what was missed is
-replayed in order, then live events follow, with no gap and no duplicate. Close codes:
-1008 refused, 1012 server restarting (reconnect with your cursor), 4000 too slow (resync),
-4001 replaced by a newer connection of the same user (cap per user).
+replayed in order, then live events follow, with no gap and no duplicate.
+
+A stream ends when its token does (its `exp`, or `iat` + the maximum token lifetime). Keep
+a WebSocket open by sending a fresh token for the same user before then:
+`{"type": "auth", "token": "<fresh user token>"}` (no answer; the stream now lasts until
+the new token's end). Close codes: 1008 refused (a `resume` cursor that is not an integer
+from 0 to 2^63-1, an `auth` token of another user), 1012 server restarting (reconnect with
+your cursor), 4000 too slow (resync), 4001 replaced by a newer connection of the same user
+(cap per user), 4401 the token expired or an `auth` token is not valid (reconnect with a
+fresh token and your cursor).
 """
 
 

@@ -9,7 +9,9 @@ slow path: a bounded queue drained by a short-lived task, which runs the start (
 and unread count), fills gaps from the database, applies resume messages and waits for a
 transport that stopped taking data. When the queue is empty, the connection is back on
 the fast path. A client too slow to keep up is closed with "resync" instead of slowing
-anyone else down. One hub-wide timer sends the heartbeats.
+anyone else down. One hub-wide timer sends the heartbeats; each connection has one timer
+handle of its own, for the moment its token stops being valid (an ``auth`` message from
+the client moves it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
 from functools import partial
@@ -32,10 +35,12 @@ log = logging.getLogger(__name__)
 Event = dict[str, Any]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-# Close codes: 1011 internal error, 1012 service restart (reconnect elsewhere), 4000
-# resync (refetch, then reconnect), 4001 replaced by a newer connection of the same user.
-ERROR, RESTART, RESYNC, REPLACED = 1011, 1012, 4000, 4001
+# Close codes: 1008 refused (a bad message), 1011 internal error, 1012 service restart
+# (reconnect elsewhere), 4000 resync (refetch, then reconnect), 4001 replaced by a newer
+# connection of the same user, 4401 the token expired (reconnect with a fresh one).
+REFUSED, ERROR, RESTART, RESYNC, REPLACED, EXPIRED = 1008, 1011, 1012, 4000, 4001, 4401
 TOO_SLOW = "resync: too far behind; refetch the inbox and reconnect"
+REAUTH = "reauth: the token expired; reconnect with a fresh token"
 
 # Slow-path items other than live events, each queued as (marker, argument).
 START, RESUME, CATCH_UP = "start", "resume", "catch-up"
@@ -102,7 +107,7 @@ async def _finish(rest: _Rest) -> None:
 class Connection(stream.Sequencer):
     """One client's stream: its cursor, and the slow path's queue while there is one."""
 
-    __slots__ = ("hub", "recipient", "send", "pending", "task", "idle", "closed")
+    __slots__ = ("hub", "recipient", "send", "pending", "task", "idle", "closed", "expiry")
 
     def __init__(self, hub: Hub, recipient: str, send: Send) -> None:
         super().__init__()
@@ -111,6 +116,7 @@ class Connection(stream.Sequencer):
         self.task: asyncio.Task | None = None
         self.idle = False  # nothing sent since the last heartbeat tick
         self.closed = False
+        self.expiry: asyncio.TimerHandle | None = None
 
     def offer(self, seq: int | None, text: str) -> None:
         """A live event (cursor ``seq``, JSON ``text``): sent now if it is next, else queued."""
@@ -141,6 +147,17 @@ class Connection(stream.Sequencer):
         else:
             self.idle = True
 
+    def expires_at(self, deadline: float | None) -> None:
+        """Close with EXPIRED at ``deadline`` (epoch seconds; None: never), instead of at
+        the previous one: the stream lives as long as its latest token."""
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if deadline is not None and not self.closed:
+            delay = max(0.0, deadline - time.time())
+            loop = asyncio.get_running_loop()
+            self.expiry = loop.call_later(delay, self.close, EXPIRED, REAUTH)
+
     def close(self, code: int, reason: str) -> None:
         """Close the stream with ``code`` (the client's receive loop unregisters it)."""
         if self.closed:
@@ -158,6 +175,9 @@ class Connection(stream.Sequencer):
     def detach(self) -> None:
         """Send nothing more (the client left, or a close is on its way)."""
         self.closed, self.pending = True, None
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
         if self.task is not None:
             self.task.cancel()
             self.task = None
@@ -224,8 +244,7 @@ class Connection(stream.Sequencer):
         elif item is START:
             await self._start(argument)
         elif item is RESUME:
-            self.cursor = argument
-            await self._catch_up()
+            await self._resume(argument)
         elif item is CATCH_UP:
             await self._catch_up()
         else:
@@ -250,6 +269,16 @@ class Connection(stream.Sequencer):
             await self._catch_up()
         if unread is not None:
             await self._put(text_of({**unread, "cursor": self.cursor}))
+
+    async def _resume(self, cursor: int) -> None:
+        """Replay after ``cursor``; one from the future (a reset database) gets a resync."""
+        current = await asyncio.to_thread(self.head)
+        if cursor > current:
+            self.cursor = current
+            await self._put(text_of(_resync(current)))
+            return
+        self.cursor = cursor
+        await self._catch_up()
 
     async def _catch_up(self) -> None:
         missed = await asyncio.to_thread(self.catch_up)
@@ -286,11 +315,11 @@ class Hub:
         ]
 
     async def stop(self) -> None:
+        # Cancelled until done: redis-py 8.2's pub/sub read can swallow a cancellation.
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
 
     async def _listen(self) -> None:
         delay = 0.5
@@ -341,9 +370,13 @@ class Hub:
             for conn in conns:
                 conn.control(marker)
 
-    def open(self, recipient: str, send: Send, since: int | None) -> Connection:
-        """A new connection of ``recipient`` that starts with its replay and unread count."""
+    def open(
+        self, recipient: str, send: Send, since: int | None, expires_at: float | None = None
+    ) -> Connection:
+        """A new connection of ``recipient`` that starts with its replay and unread count,
+        and is closed with EXPIRED at ``expires_at`` (its token's end, epoch seconds)."""
         conn = Connection(self, recipient, send)
+        conn.expires_at(expires_at)
         conns = self.connections.setdefault(recipient, [])
         conns.append(conn)
         while len(conns) > self.runtime.settings.stream_max_connections_per_user:

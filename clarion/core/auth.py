@@ -7,17 +7,24 @@ short per-process cache: revoking a key takes effect within ``api_key_cache_seco
 User tokens are JWTs with ``sub`` = subscriber id: HS256 signed with CLARION_SECRET_KEY
 (``clarion token``), or issued by the producer's own auth and checked with
 CLARION_JWT_PUBLIC_KEY. The accepted algorithms are always explicit, so ``alg: none`` and
-algorithm confusion are refused by pyjwt.
+algorithm confusion are refused by pyjwt. None is used longer than
+CLARION_USER_TOKEN_MAX_LIFETIME_SECONDS after its ``iat``.
+
+What Clarion signs (user tokens, unsubscribe links) names its key in the header's ``kid``,
+so the secret can be rotated: CLARION_PREVIOUS_SECRET_KEYS still verify until their time.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import jwt
 from sqlalchemy import select, update
@@ -109,64 +116,155 @@ class ApiKeyVerifier:
         return Principal(key_id=row.id, name=row.name, scopes=frozenset(row.scopes))
 
 
+# Clock skew tolerated on exp and iat (HTTP requests; live streams end at exp exactly).
+LEEWAY_SECONDS = 30
+# A subscriber id as the database stores it (subscribers.id is VARCHAR(255)).
+MAX_SUBJECT_CHARS = 255
+
+
+class TokenLifetimeError(ValueError):
+    """A token was asked to live longer than CLARION_USER_TOKEN_MAX_LIFETIME_SECONDS: every
+    Clarion process would refuse it before its exp, so it is not issued at all."""
+
+
+@dataclass(frozen=True)
+class UserToken:
+    """A verified user token: whose it is, and until when (epoch seconds) it may be used."""
+
+    subject: str
+    expires_at: float
+
+
+@functools.lru_cache(maxsize=16)
+def key_id(secret: str) -> str:
+    """The ``kid`` of an HS256 signing secret: names the key without revealing it."""
+    digest = hashlib.sha256(b"clarion-kid\x00" + secret.encode()).digest()
+    return base64.urlsafe_b64encode(digest[:9]).decode()
+
+
+def _signing_key(settings: Settings) -> tuple[str, dict[str, str]]:
+    secret = settings.secret_key.get_secret_value()
+    return secret, {"kid": key_id(secret)}
+
+
+def _verification_keys(settings: Settings, kid: object) -> list[str]:
+    """The secrets that may have signed an HS256 token: the one its ``kid`` names, else all
+    (tokens and links made before kids, or by producers signing with the shared secret)."""
+    now = utcnow()
+    keys = [settings.secret_key.get_secret_value()] + [
+        p.key.get_secret_value() for p in settings.previous_secret_keys if p.until > now
+    ]
+    return [k for k in keys if key_id(k) == kid] or keys
+
+
+def _decode_hs256(settings: Settings, token: str, header: dict, **options: Any) -> dict:
+    error: jwt.PyJWTError = jwt.InvalidSignatureError("no key")
+    for key in _verification_keys(settings, header.get("kid")):
+        try:
+            return jwt.decode(token, key, algorithms=["HS256"], **options)
+        except jwt.InvalidSignatureError as exc:  # signed with another of the keys, maybe
+            error = exc
+    raise error
+
+
 def issue_user_token(settings: Settings, subscriber_id: str, ttl_seconds: int | None = None) -> str:
+    """A user token (HS256, with the current key's ``kid``); TokenLifetimeError past the max."""
+    ttl = ttl_seconds or settings.token_ttl_seconds
+    if ttl > settings.user_token_max_lifetime_seconds:
+        raise TokenLifetimeError(
+            f"a token may live at most {settings.user_token_max_lifetime_seconds} s "
+            "(CLARION_USER_TOKEN_MAX_LIFETIME_SECONDS)"
+        )
     now = utcnow()
     claims = {
         "sub": subscriber_id,
         "aud": settings.jwt_audience,
         "iat": now,
-        "exp": now + timedelta(seconds=ttl_seconds or settings.token_ttl_seconds),
+        "exp": now + timedelta(seconds=ttl),
     }
     if settings.jwt_issuer:
         claims["iss"] = settings.jwt_issuer
-    return jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm="HS256")
+    secret, header = _signing_key(settings)
+    return jwt.encode(claims, secret, algorithm="HS256", headers=header)
 
 
 def verify_user_token(settings: Settings, token: str) -> str:
     """The subscriber id of a valid token; AuthError for anything else."""
+    return verify_user_claims(settings, token).subject
+
+
+def verify_user_claims(settings: Settings, token: str) -> UserToken:
+    """The subscriber and the end of use of a valid token; AuthError for anything else."""
     if len(token) > MAX_TOKEN_BYTES:
         raise AuthError("token too long")
+    options: dict[str, Any] = {
+        "audience": settings.jwt_audience,
+        "issuer": settings.jwt_issuer,
+        "options": {"require": ["exp", "sub", "aud"]},
+        "leeway": LEEWAY_SECONDS,
+    }
     try:
         header = jwt.get_unverified_header(token)
         if settings.jwt_public_key and header.get("alg") != "HS256":
-            key, algorithms = settings.jwt_public_key, settings.jwt_algorithms
+            claims = jwt.decode(
+                token, settings.jwt_public_key, algorithms=settings.jwt_algorithms, **options
+            )
         else:
-            key, algorithms = settings.secret_key.get_secret_value(), ["HS256"]
-        claims = jwt.decode(
-            token,
-            key,
-            algorithms=algorithms,
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            options={"require": ["exp", "sub", "aud"]},
-            leeway=30,
-        )
+            claims = _decode_hs256(settings, token, header, **options)
     except jwt.PyJWTError as exc:
         raise AuthError(str(exc)) from None
-    subject = claims.get("sub")
-    if not isinstance(subject, str) or not subject:
-        raise AuthError("token has no subject")
-    return subject
+    return UserToken(_subject(claims.get("sub")), _expires_at(settings, claims))
+
+
+def _subject(value: object) -> str:
+    # The subject becomes a query parameter: one the database cannot store is a bad token.
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_SUBJECT_CHARS or "\x00" in value:
+        raise AuthError("the token's subject is not a subscriber id")
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        raise AuthError("the token's subject is not a subscriber id") from None
+    return value
+
+
+def _expires_at(settings: Settings, claims: dict) -> float:
+    """The earlier of exp and iat + the maximum lifetime (pyjwt has checked both are numbers).
+
+    A token without iat (some identity providers leave it out) cannot show its age, so it
+    is accepted only while its exp is within the maximum lifetime from now.
+    """
+    now, limit = time.time(), settings.user_token_max_lifetime_seconds
+    exp, iat = claims["exp"], claims.get("iat")
+    if iat is None:
+        if exp > now + limit:
+            raise AuthError("a token without iat must expire within the maximum lifetime")
+        return float(exp)
+    if now > iat + limit + LEEWAY_SECONDS:
+        raise AuthError("the token is older than the maximum lifetime")
+    return float(min(exp, iat + limit))
 
 
 # One-click unsubscribe links (RFC 8058) carry a signed (subscriber, category, channel).
-# They do not expire: an old email's link must still work. A distinct audience keeps them
-# from ever being accepted as user tokens, and user tokens from being accepted here.
+# They do not expire: an old email's link must still work (with a previous key too, until
+# its time). A distinct audience keeps them from ever being accepted as user tokens, and
+# user tokens from being accepted here.
 UNSUBSCRIBE_AUDIENCE = "clarion:unsubscribe"
 
 
 def unsubscribe_token(settings: Settings, subscriber_id: str, category: str, channel: str) -> str:
     claims = {"sub": subscriber_id, "cat": category, "ch": channel, "aud": UNSUBSCRIBE_AUDIENCE}
-    return jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm="HS256")
+    secret, header = _signing_key(settings)
+    return jwt.encode(claims, secret, algorithm="HS256", headers=header)
 
 
 def verify_unsubscribe_token(settings: Settings, token: str) -> tuple[str, str, str]:
     """(subscriber, category, channel) of a valid link; AuthError for anything else."""
     try:
-        claims = jwt.decode(
+        header = jwt.get_unverified_header(token)
+        claims = _decode_hs256(
+            settings,
             token,
-            settings.secret_key.get_secret_value(),
-            algorithms=["HS256"],
+            header,
             audience=UNSUBSCRIBE_AUDIENCE,
             options={"require": ["sub", "aud"]},
         )

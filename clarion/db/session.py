@@ -10,15 +10,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(url: str, **kwargs: object) -> Engine:
-    """An engine for PostgreSQL (psycopg 3) or SQLite, tuned for many short transactions."""
+    """An engine for PostgreSQL (psycopg 3) or SQLite, tuned for many short transactions.
+
+    SQL errors never carry their parameters (``hide_parameters``): they hold webhook
+    secrets, API key hashes and people's data, and errors get logged.
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("hide_parameters", True)
     return create_engine(url, **kwargs)
 
 

@@ -48,13 +48,14 @@ def _create(url: str, connect_timeout: int) -> Engine:
     if parsed.drivername == "postgresql":  # psycopg 3 is the driver Clarion ships
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() != "postgresql":
-        return create_engine(parsed)
+        return create_engine(parsed, hide_parameters=True)
     # Naive timestamps compared in SQL are UTC; a small pool, rules take turns.
     return create_engine(
         parsed,
         pool_size=2,
         max_overflow=4,
         pool_pre_ping=True,
+        hide_parameters=True,  # errors get logged; rows are people's data
         connect_args={"connect_timeout": connect_timeout, "options": "-c TimeZone=UTC"},
     )
 

@@ -14,7 +14,11 @@ def celery_config(settings: Settings) -> dict:
     """Celery settings that matter, with the reason for each in DESIGN.md / README."""
     if settings.broker_url.startswith("sqla+"):
         # kombu's SQL transport hands its options to create_engine(): engine options only.
-        transport_options: dict = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        # Its parameters are task messages: kept out of logged errors like the app's own.
+        transport_options: dict = {
+            "connect_args": {"timeout": 30, "check_same_thread": False},
+            "hide_parameters": True,
+        }
     else:
         transport_options = {
             "visibility_timeout": settings.broker_visibility_timeout,

@@ -216,7 +216,13 @@ def test_garbage_from_the_client_does_not_break_the_connection(cluster):
     async def scenario():
         async with connect(cluster.ws(0, me)) as ws:
             await next_event(ws, "unread_count")
-            for frame in ["not json", "[1, 2]", '{"type": "resume", "cursor": "x"}', b"\x00\xff"]:
+            for frame in [
+                "not json",
+                "[1, 2]",
+                '{"type": "hello", "cursor": "x"}',
+                b"\x00\xff",
+                "[" * 100_000,
+            ]:
                 await ws.send(frame)
             nid = await asyncio.to_thread(cluster.send, me)
             assert (await next_event(ws, "notification.created"))["data"]["id"] == nid

@@ -5,6 +5,9 @@ cannot set headers on these, or ``Authorization: Bearer``), resume from a cursor
 a ``{"type": "resume", "cursor": N}`` message, or SSE's ``Last-Event-ID``), and carry the
 same JSON events: ``notification.created``, ``notification.updated``, ``unread_count``,
 ``heartbeat`` and ``resync``, each with the ``cursor`` to resume from.
+
+A stream ends when its token does (WebSocket: close 4401; SSE: a ``reauth`` event). A
+WebSocket client renews it in place with ``{"type": "auth", "token": "<fresh token>"}``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -19,27 +23,44 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from clarion.api.problems import Problem, problem_response
-from clarion.api.stream import RESUME, RESYNC, Connection, Hub
-from clarion.core.auth import AuthError, verify_user_token
+from clarion.api.stream import EXPIRED, REFUSED, RESUME, RESYNC, Connection, Hub
+from clarion.core.auth import AuthError, UserToken, verify_user_claims
 from clarion.runtime import Runtime
 
 log = logging.getLogger(__name__)
 SSE_QUEUE = 64  # frames between the hub and an SSE response
+# The last event of an SSE stream, by the WebSocket close code it stands for.
+SSE_ENDINGS = {RESYNC: "resync", EXPIRED: "reauth"}
 router = APIRouter(prefix="/v1/me/stream", tags=["live events"])
 PATH = "/v1/me/stream"  # the WebSocket, served by websocket_stream ahead of the routing
-Since = Annotated[int | None, Query(ge=0, description="Resume after this cursor")]
+MAX_CURSOR = 2**63 - 1  # the cursor is a PostgreSQL bigint
+BAD_CURSOR = "the cursor must be an integer from 0 to 2^63-1"
+Since = Annotated[int | None, Query(ge=0, le=MAX_CURSOR, description="Resume after this cursor")]
 Token = Annotated[str | None, Query(description="User token (for clients without headers)")]
 
 
-def _subscriber(runtime: Runtime, token: str | None, authorization: str | None) -> str | None:
-    if token is None and authorization and authorization.lower().startswith("bearer "):
-        token = authorization[7:]
+def _verified(runtime: Runtime, token: str | None) -> UserToken | None:
     if not token:
         return None
     try:
-        return verify_user_token(runtime.settings, token)
+        return verify_user_claims(runtime.settings, token)
     except AuthError:
         return None
+
+
+def _subscriber(runtime: Runtime, token: str | None, authorization: str | None) -> UserToken | None:
+    if token is None and authorization and authorization.lower().startswith("bearer "):
+        token = authorization[7:]
+    return _verified(runtime, token)
+
+
+def cursor_of(text: str | None) -> int | None:
+    """A cursor sent as text (``since``, ``Last-Event-ID``); ValueError if it is not one."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_CURSOR):
+        raise ValueError(BAD_CURSOR)
+    return int(text)
 
 
 def _origin_allowed(runtime: Runtime, origin: str | None) -> bool:
@@ -58,8 +79,8 @@ async def _refuse(scope, send, status: int, slug: str, detail: str) -> None:
         await send({"type": "websocket.close", "code": 1008, "reason": detail})
 
 
-def _handshake(runtime: Runtime, scope) -> tuple[str | None, int | None, tuple | None]:
-    """(subscriber, since, refusal): who connects from where, or why they may not."""
+def _handshake(runtime: Runtime, scope) -> tuple[UserToken | None, int | None, tuple | None]:
+    """(token, since, refusal): who connects from where, or why they may not."""
     origin = authorization = None
     for name, value in scope["headers"]:
         if name == b"origin":
@@ -69,13 +90,14 @@ def _handshake(runtime: Runtime, scope) -> tuple[str | None, int | None, tuple |
     query = parse_qs(scope["query_string"].decode("latin-1"))
     if not _origin_allowed(runtime, origin):
         return None, None, (403, "forbidden", "This origin may not connect.")
-    since = query.get("since", [None])[-1]
-    if since is not None and not (since.isascii() and since.isdigit()):
-        return None, None, (422, "validation-error", "since must be a cursor (an integer >= 0).")
+    try:
+        since = cursor_of(query.get("since", [None])[-1])
+    except ValueError:
+        return None, None, (422, "validation-error", f"since: {BAD_CURSOR}.")
     me = _subscriber(runtime, query.get("token", [None])[-1], authorization)
-    if me is None:
+    if me is None or me.expires_at <= time.time():  # no leeway: it would close at once
         return None, None, (401, "unauthorized", "A valid user token is required.")
-    return me, None if since is None else int(since), None
+    return me, since, None
 
 
 async def websocket_stream(app, scope, receive, send) -> None:
@@ -92,33 +114,53 @@ async def websocket_stream(app, scope, receive, send) -> None:
         await _refuse(scope, send, *refusal)
         return
     await send({"type": "websocket.accept"})
-    conn = hub.open(me, send, since)
+    conn = hub.open(me.subject, send, since, me.expires_at)
     try:
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
                 break
-            _on_client_frame(conn, message.get("text"))  # binary frames carry no commands
+            text = message.get("text")  # binary frames carry no commands
+            if text:
+                _on_client_frame(runtime, conn, text)
     finally:
         hub.unregister(conn)
 
 
-def _on_client_frame(conn: Connection, frame: str | None) -> None:
-    """Clients may send {"type": "resume", "cursor": N}; anything else is ignored."""
-    if not frame:
-        return
+def _on_client_frame(runtime: Runtime, conn: Connection, frame: str) -> None:
+    """Clients may send ``{"type": "resume", "cursor": N}`` and ``{"type": "auth",
+    "token": T}``. A bad one of these closes the stream; anything else is ignored."""
     try:
         message = json.loads(frame)
-        if message.get("type") == "resume" and isinstance(message.get("cursor"), int):
-            conn.control(RESUME, max(0, message["cursor"]))
-    except (ValueError, AttributeError, TypeError):
+        kind = message.get("type")
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: [[[[…
         log.debug("ignored a malformed frame from a %s connection", conn.recipient)
+        return
+    if kind == "resume":
+        cursor = message.get("cursor")
+        if type(cursor) is not int or not 0 <= cursor <= MAX_CURSOR:
+            conn.close(REFUSED, f"resume: {BAD_CURSOR}")
+        else:
+            conn.control(RESUME, cursor)
+    elif kind == "auth":
+        _renew(runtime, conn, message.get("token"))
+
+
+def _renew(runtime: Runtime, conn: Connection, token: object) -> None:
+    """Extend the stream to a fresh token's end; it must be the same subscriber's."""
+    fresh = _verified(runtime, token) if isinstance(token, str) else None
+    if fresh is None or fresh.expires_at <= time.time():
+        conn.close(EXPIRED, "reauth: the token is not valid; reconnect with a fresh token")
+    elif fresh.subject != conn.recipient:
+        conn.close(REFUSED, "auth: the token is another subscriber's")
+    else:
+        conn.expires_at(fresh.expires_at)
 
 
 def _sse(text: str) -> str:
     event = json.loads(text)
     lines = []
-    if event["type"] not in ("heartbeat", "resync") and "cursor" in event:
+    if event["type"] not in ("heartbeat", "resync", "reauth") and "cursor" in event:
         lines.append(f"id: {event['cursor']}")
     lines.append(f"event: {event['type']}")
     lines.append("data: " + text)
@@ -144,21 +186,24 @@ async def sse_stream(
     runtime: Runtime = request.app.state.runtime
     hub: Hub = request.app.state.hub
     me = _subscriber(runtime, token, authorization)
-    if me is None:
+    if me is None or me.expires_at <= time.time():
         raise Problem(401, "unauthorized", "A valid user token is required.")
-    if last_event_id and last_event_id.isdigit():
-        since = int(last_event_id)
+    if last_event_id:
+        try:
+            since = cursor_of(last_event_id)
+        except ValueError:
+            raise Problem(422, "validation-error", f"Last-Event-ID: {BAD_CURSOR}.") from None
     # The same Connection as the WebSocket's, sending into a bounded queue that the
     # response drains: a full queue suspends send(), which puts it on the slow path.
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SSE_QUEUE)
 
     async def body():
-        conn = hub.open(me, queue.put, since)
+        conn = hub.open(me.subject, queue.put, since, me.expires_at)
         try:
             yield "retry: 2000\n\n"
             while (message := await queue.get())["type"] == "websocket.send":
                 yield _sse(message["text"])
-            kind = "resync" if message["code"] == RESYNC else "reconnect"
+            kind = SSE_ENDINGS.get(message["code"], "reconnect")
             yield _sse(json.dumps({"type": kind, "reason": message["reason"]}))
         finally:
             hub.unregister(conn)
