@@ -6,10 +6,12 @@ process and a worker started with the same environment agree on every name and l
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ChannelKey = Literal["in_app", "email", "push", "webhook"]
@@ -17,6 +19,8 @@ CHANNEL_KEYS: tuple[str, ...] = ("in_app", "email", "push", "webhook")
 
 # Only ever accepted in the embedded dev mode; any other mode refuses to start with it.
 DEV_SECRET_KEY = "clarion-dev-secret-not-for-production-000000"  # noqa: S105
+# What the embedded dev mode lets webhooks and web push reach besides the internet.
+LOOPBACK_NETWORKS = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 
 
 class SmtpSettings(BaseSettings):
@@ -126,6 +130,11 @@ class Settings(BaseSettings):
     # Push endpoints must be https; allow http only for a local push service in tests.
     push_allow_http_endpoints: bool = False
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Webhooks and web push only reach public internet addresses (clarion.channels.outbound)
+    # plus these networks, e.g. ["10.20.0.0/16"]; the embedded mode adds loopback.
+    outbound_allowed_networks: list[IPvAnyNetwork] = []
+    # An http:// proxy for webhooks and web push; proxies in the environment are ignored.
+    outbound_proxy: str | None = None
     # Where links in emails (one-click unsubscribe) point; default http://host:port.
     public_url: str | None = None
 
@@ -187,6 +196,27 @@ class Settings(BaseSettings):
         if len(secret) < 32:
             raise ValueError("CLARION_SECRET_KEY must be at least 32 characters long")
         return self
+
+    @model_validator(mode="after")
+    def _embedded_reaches_loopback(self) -> Settings:
+        if self.mode == "embedded":
+            missing = [n for n in LOOPBACK_NETWORKS if n not in self.outbound_allowed_networks]
+            self.outbound_allowed_networks = [*self.outbound_allowed_networks, *missing]
+        return self
+
+    @field_validator("outbound_proxy")
+    @classmethod
+    def _http_proxy(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises ValueError on a malformed port)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme != "http" or not parts.hostname:
+            raise ValueError("CLARION_OUTBOUND_PROXY must be an http://host:port URL")
+        return value
 
     def max_attempts(self, channel: str) -> int:
         return self.channel_max_attempts.get(channel, self.delivery_max_attempts)  # type: ignore[call-overload]
