@@ -158,6 +158,12 @@ class OutboundPolicy:
         except ValueError:
             return  # malformed: the schema refuses it, with its own message
         host = unquote(parts.hostname or "")  # zone ids come %25-encoded: fe80::1%25eth0
+        try:  # an IPv6 literal is judged as written, even with a zone no interface has
+            literal = ip_address(host)
+        except ValueError:
+            literal = None
+        if literal is not None and (reason := self.verdict(literal)):
+            raise AddressNotAllowed(host, reason)
         try:
             self.resolve(host, port)
         except (socket.gaierror, UnicodeError):
