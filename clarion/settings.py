@@ -70,7 +70,10 @@ class VapidSettings(BaseSettings):
 class Settings(BaseSettings):
     """Configuration of a Clarion deployment. See the README's configuration table."""
 
-    model_config = SettingsConfigDict(env_prefix="CLARION_", extra="ignore")
+    # Errors name the setting, never its value: some carry passwords (the proxy URL).
+    model_config = SettingsConfigDict(
+        env_prefix="CLARION_", extra="ignore", hide_input_in_errors=True
+    )
 
     mode: Literal["server", "embedded"] = "server"
     database_url: str = "postgresql+psycopg://127.0.0.1:5432/clarion"
@@ -134,7 +137,8 @@ class Settings(BaseSettings):
     # plus these networks, e.g. ["10.20.0.0/16"]; the embedded mode adds loopback.
     outbound_allowed_networks: list[IPvAnyNetwork] = []
     # An http:// proxy for webhooks and web push; proxies in the environment are ignored.
-    outbound_proxy: str | None = None
+    # Secret: its URL may carry a password.
+    outbound_proxy: SecretStr | None = None
     # Where links in emails (one-click unsubscribe) point; default http://host:port.
     public_url: str | None = None
 
@@ -206,11 +210,11 @@ class Settings(BaseSettings):
 
     @field_validator("outbound_proxy")
     @classmethod
-    def _http_proxy(cls, value: str | None) -> str | None:
+    def _http_proxy(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
         try:
-            parts = urlsplit(value)
+            parts = urlsplit(value.get_secret_value())
             parts.port  # noqa: B018 (raises ValueError on a malformed port)
         except ValueError:
             parts = None

@@ -120,7 +120,10 @@ class OutboundPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OutboundPolicy:
-        return cls(settings.outbound_allowed_networks, proxy=settings.outbound_proxy)
+        proxy = settings.outbound_proxy
+        return cls(
+            settings.outbound_allowed_networks, proxy=proxy.get_secret_value() if proxy else None
+        )
 
     def verdict(self, ip: IPv4Address | IPv6Address) -> str | None:
         """Why a connection to ``ip`` is refused, or None when it is allowed."""

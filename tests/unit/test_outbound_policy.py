@@ -105,10 +105,14 @@ def test_the_default_allows_nothing_internal_and_the_embedded_mode_adds_loopback
 
 
 def test_only_an_http_proxy_url_is_accepted():
-    assert Settings(secret_key="s" * 40, outbound_proxy="http://proxy:3128").outbound_proxy
-    for bad in ("socks5://proxy:1080", "proxy:3128", "http://:3128", "http://proxy:x"):
-        with pytest.raises(ValueError, match="CLARION_OUTBOUND_PROXY"):
+    proxy = "http://ops:pw-5@proxy:3128"
+    settings = Settings(secret_key="s" * 40, outbound_proxy=proxy)
+    assert OutboundPolicy.from_settings(settings).proxy == proxy
+    assert "pw-5" not in repr(settings)
+    for bad in ("socks5://u:pw-5@proxy:1080", "proxy:3128", "http://:3128", "http://proxy:x"):
+        with pytest.raises(ValueError, match="CLARION_OUTBOUND_PROXY") as caught:
             Settings(secret_key="s" * 40, outbound_proxy=bad)
+        assert "pw-5" not in str(caught.value)
 
 
 def test_a_failure_reason_carries_nothing_the_peer_sent():
