@@ -29,6 +29,7 @@ pytest_plugins = [
     "tests.channels.receiver",
     "tests.channels.smtp",
     "tests.channels.pushservice",
+    "tests.channels.outbound_peers",
 ]
 
 PG_ADMIN = os.environ.get("CLARION_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
