@@ -39,7 +39,6 @@ Resolver = Callable[[str, int], Sequence[AddrInfo]]
 CGNAT = ip_network("100.64.0.0/10")  # RFC 6598 shared address space
 NAT64 = ip_network("64:ff9b::/96")  # RFC 6052: the last 32 bits are an IPv4 address
 IPV4_COMPATIBLE = ip_network("::/96")  # deprecated ::a.b.c.d
-SIX_TO_FOUR = ip_network("2002::/16")  # RFC 3056: bits 16-48 are an IPv4 address
 
 
 class AddressNotAllowed(Exception):
@@ -66,7 +65,7 @@ def _embedded_v4(ip: IPv4Address | IPv6Address) -> IPv4Address | None:
         return None
     if ip in IPV4_COMPATIBLE or ip in NAT64:
         return IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip.sixtofour  # None outside 2002::/16
+    return ip.sixtofour  # 6to4, RFC 3056 (None outside 2002::/16)
 
 
 def refusal(ip: IPv4Address | IPv6Address) -> str | None:
@@ -103,8 +102,8 @@ class OutboundPolicy:
 
     ``allowed``: networks let through even though they are not public. ``proxy``: the
     explicit proxy (``CLARION_OUTBOUND_PROXY``) the clients send through, if any; the
-    target is then checked before each request, but it is the proxy that resolves and
-    connects to it. ``resolver`` is replaceable (a test proves rebinding is refused).
+    target is then still resolved and checked here, but it is the proxy that resolves it
+    again and connects. ``resolver`` is replaceable (a test proves rebinding is refused).
     """
 
     def __init__(
