@@ -38,6 +38,8 @@ def clarion_env(database: str, log_level: str = "WARNING") -> dict[str, str]:
         "CLARION_REDIS_URL": f"{REDIS}/{PUBSUB_DB}",
         "CLARION_SECRET_KEY": SECRET,
         "CLARION_LOG_LEVEL": log_level,
+        # The benchmarks' push services and receivers listen on loopback.
+        "CLARION_OUTBOUND_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
     }
     os.environ.update(env)  # so Settings() in this process agrees with the children
     return {**os.environ, "PYTHONPATH": str(ROOT), **env}

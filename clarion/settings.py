@@ -6,10 +6,21 @@ process and a worker started with the same environment agree on every name and l
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, AwareDatetime, BaseModel, Field, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ChannelKey = Literal["in_app", "email", "push", "webhook"]
@@ -17,6 +28,8 @@ CHANNEL_KEYS: tuple[str, ...] = ("in_app", "email", "push", "webhook")
 
 # Only ever accepted in the embedded dev mode; any other mode refuses to start with it.
 DEV_SECRET_KEY = "clarion-dev-secret-not-for-production-000000"  # noqa: S105
+# What the embedded dev mode lets webhooks and web push reach besides the internet.
+LOOPBACK_NETWORKS = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 
 
 class SmtpSettings(BaseSettings):
@@ -77,7 +90,10 @@ class PreviousSecretKey(BaseModel):
 class Settings(BaseSettings):
     """Configuration of a Clarion deployment. See the README's configuration table."""
 
-    model_config = SettingsConfigDict(env_prefix="CLARION_", extra="ignore")
+    # Errors name the setting, never its value: some carry passwords (the proxy URL).
+    model_config = SettingsConfigDict(
+        env_prefix="CLARION_", extra="ignore", hide_input_in_errors=True
+    )
 
     mode: Literal["server", "embedded"] = "server"
     database_url: str = "postgresql+psycopg://127.0.0.1:5432/clarion"
@@ -146,6 +162,12 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     # Webhook endpoints that may be registered (active or not); one more is a 409.
     webhook_max_endpoints: int = Field(default=100, ge=1)
+    # Webhooks and web push only reach public internet addresses (clarion.channels.outbound)
+    # plus these networks, e.g. ["10.20.0.0/16"]; the embedded mode adds loopback.
+    outbound_allowed_networks: list[IPvAnyNetwork] = []
+    # An http:// proxy for webhooks and web push; proxies in the environment are ignored.
+    # Secret: its URL may carry a password.
+    outbound_proxy: SecretStr | None = None
     # Where links in emails (one-click unsubscribe) point; default http://host:port.
     public_url: str | None = None
 
@@ -214,6 +236,27 @@ class Settings(BaseSettings):
                 "such tokens would be refused"
             )
         return self
+
+    @model_validator(mode="after")
+    def _embedded_reaches_loopback(self) -> Settings:
+        if self.mode == "embedded":
+            missing = [n for n in LOOPBACK_NETWORKS if n not in self.outbound_allowed_networks]
+            self.outbound_allowed_networks = [*self.outbound_allowed_networks, *missing]
+        return self
+
+    @field_validator("outbound_proxy")
+    @classmethod
+    def _http_proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value.get_secret_value())
+            parts.port  # noqa: B018 (raises ValueError on a malformed port)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme != "http" or not parts.hostname:
+            raise ValueError("CLARION_OUTBOUND_PROXY must be an http://host:port URL")
+        return value
 
     def max_attempts(self, channel: str) -> int:
         return self.channel_max_attempts.get(channel, self.delivery_max_attempts)  # type: ignore[call-overload]

@@ -6,6 +6,7 @@ Redis when they are down, and CI must see them.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ pytest_plugins = [
     "tests.channels.receiver",
     "tests.channels.smtp",
     "tests.channels.pushservice",
+    "tests.channels.outbound_peers",
 ]
 
 PG_ADMIN = os.environ.get("CLARION_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -35,6 +37,10 @@ REDIS = os.environ.get("CLARION_TEST_REDIS", "redis://127.0.0.1:6379")
 # Two concurrent runs (say, two checkouts) must not consume each other's broker messages.
 BROKER_DB, PUBSUB_DB = map(int, os.environ.get("CLARION_TEST_REDIS_DBS", "14,15").split(","))
 SECRET = "test-secret-" + "x" * 40
+# The channel tests' peers (webhook receiver, push service) listen on loopback, which the
+# outbound policy refuses by default: the tests allow it explicitly, and the tests of the
+# policy itself pass outbound_allowed_networks=[] (the default).
+LOCAL_PEERS = ["127.0.0.0/8"]
 TABLES = (
     "deliveries",
     "notifications",
@@ -85,6 +91,7 @@ def server_settings(pg_url: str, **overrides) -> Settings:
         "redis_url": f"{REDIS}/{PUBSUB_DB}",
         "secret_key": SECRET,
         "api_key_cache_seconds": 0,
+        "outbound_allowed_networks": LOCAL_PEERS,
         **overrides,
     }
     return Settings(**values)
@@ -98,6 +105,7 @@ def process_env(database_url: str, **extra: str) -> dict[str, str]:
         "CLARION_BROKER_URL": f"{REDIS}/{BROKER_DB}",
         "CLARION_REDIS_URL": f"{REDIS}/{PUBSUB_DB}",
         "CLARION_SECRET_KEY": SECRET,
+        "CLARION_OUTBOUND_ALLOWED_NETWORKS": json.dumps(LOCAL_PEERS),
         **extra,
     }
 

@@ -50,6 +50,18 @@ def unavailable(what: str) -> Problem:
     )
 
 
+def url_not_allowed(loc: list[str], reason: str) -> Problem:
+    """The 422 for a webhook or push URL whose host is, or resolves to, an address Clarion
+    does not call (loopback, private, link-local, ...): SSRF protection, see the README."""
+    field = loc[-1]
+    return Problem(
+        422,
+        "url-not-allowed",
+        f"{field}: Clarion only calls public internet addresses ({reason}).",
+        errors=[{"loc": loc, "msg": reason, "type": "url_not_allowed"}],
+    )
+
+
 def template_problem(exc: TemplateError, status: int = 422) -> Problem:
     """The problem for a template that does not compile or render: its ``type`` says what
     (unknown-template, template-syntax, template-unsafe, template-undefined,

@@ -4,12 +4,18 @@ Requests follow Standard Webhooks (https://www.standardwebhooks.com): ``webhook-
 the delivery id, the same on every retry, so a receiver drops duplicates by it;
 ``webhook-signature`` is ``v1,`` + base64 HMAC-SHA256 of ``{id}.{timestamp}.{body}`` keyed
 by the endpoint's ``whsec_`` secret, so any Standard Webhooks library verifies it.
+
+Requests go only where :class:`~clarion.channels.outbound.OutboundPolicy` allows: the
+session's adapter connects to the addresses the policy checked (urllib3's ``_new_conn``
+is the connect hook), reads no ``.netrc`` and no proxy from the environment, and uses
+``CLARION_OUTBOUND_PROXY`` when it is set.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -19,9 +25,14 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 from sqlalchemy.orm import Session
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from clarion import __version__
 from clarion.channels import (
@@ -32,6 +43,7 @@ from clarion.channels import (
     TargetGoneError,
     retry_after,
 )
+from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy, failure, status_text
 from clarion.db import targets, webhooks
 from clarion.db.models import WebhookEndpoint
 from clarion.ids import utcnow
@@ -40,9 +52,8 @@ from clarion.settings import Settings
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 EVENT_TYPE = "notification.created"
 USER_AGENT = f"Clarion-Webhooks/{__version__}"
-# How much of a refused answer's body goes into the delivery's error.
-ERROR_BODY_CHARS = 500
-# Answers are read up to this many bytes: a receiver cannot make a worker buffer a huge body.
+# Answers are read (and dropped, so the connection can be reused) up to this many bytes: a
+# receiver cannot make a worker buffer a huge body. Nothing of a body is ever stored.
 MAX_ANSWER_BYTES = 4096
 RETRYABLE_STATUS = frozenset({408, 429})
 UNUSABLE_URL = (
@@ -83,13 +94,60 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def _read_head(response: requests.Response) -> str:
-    """The start of an answer's body, decoded leniently, for the delivery's error."""
-    try:
-        raw = response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
-    except (requests.RequestException, OSError, ValueError):
-        raw = b""
-    return raw.decode("utf-8", "replace").strip()[:ERROR_BODY_CHARS]
+def _drain(response: requests.Response) -> None:
+    """Read a short answer to its end, so its keep-alive connection can serve the next
+    send; what it says is not kept."""
+    with contextlib.suppress(requests.RequestException, OSError, ValueError):
+        response.raw.read(MAX_ANSWER_BYTES, decode_content=False)
+
+
+class _CheckedConnect:
+    """urllib3's connect hook: connect only to the addresses the policy just checked."""
+
+    policy: OutboundPolicy  # set on the classes :func:`checked_session` makes
+
+    def _new_conn(self):  # the signature and errors of urllib3's HTTPConnection._new_conn
+        try:
+            return self.policy.create_connection(
+                (self._dns_host, self.port), self.timeout, source_address=self.source_address
+            )
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(self, f"connect timed out ({self.timeout})") from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"connect: {failure(exc)}") from exc
+
+
+class _CheckedAdapter(HTTPAdapter):
+    """Direct connections through the policy; the proxy's (if set) are requests' own."""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self.policy = policy
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        pools = {}
+        for scheme, pool, conn in (
+            ("http", HTTPConnectionPool, HTTPConnection),
+            ("https", HTTPSConnectionPool, HTTPSConnection),
+        ):
+            checked = type("Checked" + conn.__name__, (_CheckedConnect, conn), {})
+            checked.policy = self.policy
+            pools[scheme] = type("Checked" + pool.__name__, (pool,), {"ConnectionCls": checked})
+        self.poolmanager.pool_classes_by_scheme = pools
+
+
+def checked_session(policy: OutboundPolicy) -> requests.Session:
+    """A requests session that connects only where ``policy`` allows, ignores the
+    environment (``.netrc``, ``*_PROXY``, CA bundle variables) and uses the policy's proxy."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = _CheckedAdapter(policy)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    if policy.proxy:
+        session.proxies = {"http": policy.proxy, "https": policy.proxy}
+    return session
 
 
 class WebhookChannel(Channel):
@@ -97,7 +155,8 @@ class WebhookChannel(Channel):
 
     Always configured: the endpoints are data, not settings. Status mapping: 2xx sent;
     408, 429, 5xx, timeouts and connection errors retried (honouring Retry-After); 410
-    deactivates the endpoint; redirects and other 4xx are permanent (dead letter).
+    deactivates the endpoint; redirects, other 4xx and an address the outbound policy
+    refuses are permanent (dead letter). Errors keep the status, never the body.
     """
 
     key = "webhook"
@@ -106,6 +165,8 @@ class WebhookChannel(Channel):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.timeout = self.send_timeout = settings.webhook_timeout_seconds
+        # Where sends may connect (public internet, CLARION_OUTBOUND_*).
+        self.policy = OutboundPolicy.from_settings(settings)
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
 
@@ -151,6 +212,8 @@ class WebhookChannel(Channel):
 
     def send(self, payload: WebhookRequest, target: dict[str, Any]) -> str:
         try:
+            if self.policy.proxy:  # the proxy connects; check where it is asked to go
+                _check_origin(self.policy, target["url"])
             response = self._http().post(
                 target["url"],
                 data=payload.body,
@@ -159,12 +222,15 @@ class WebhookChannel(Channel):
                 allow_redirects=False,
                 stream=True,  # read at most MAX_ANSWER_BYTES of the answer
             )
-        except UNUSABLE_URL as exc:
-            raise PermanentChannelError(f"the endpoint URL is not usable: {exc}") from exc
-        except requests.Timeout as exc:
-            raise RetryableChannelError(f"no answer within {self.timeout:g} s") from exc
-        except requests.RequestException as exc:
-            raise RetryableChannelError(f"{type(exc).__name__}: {exc}") from exc
+        except AddressNotAllowed as exc:  # an endpoint that is (now) internal: never call it
+            raise PermanentChannelError(f"connect: {exc}") from None
+        except (*UNUSABLE_URL, ValueError) as exc:
+            raise PermanentChannelError(f"the endpoint URL is not usable: {exc}") from None
+        except requests.Timeout:
+            raise RetryableChannelError(f"no answer within {self.timeout:g} s") from None
+        except (requests.RequestException, OSError) as exc:
+            # The cause's type or strerror only: exception texts can quote the answer.
+            raise RetryableChannelError(failure(exc)) from None
         with response:
             return _classify(response)
 
@@ -172,7 +238,7 @@ class WebhookChannel(Channel):
         # Built on first send, after the worker forked: one keep-alive pool per process.
         with self._lock:
             if self._session is None:
-                self._session = requests.Session()
+                self._session = checked_session(self.policy)
             return self._session
 
     def close(self) -> None:
@@ -182,13 +248,19 @@ class WebhookChannel(Channel):
                 self._session = None
 
 
+def _check_origin(policy: OutboundPolicy, url: str) -> None:
+    parts = urlsplit(url)
+    policy.resolve(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+
+
 def _classify(response: requests.Response) -> str:
-    """The provider reference of an accepted answer, or the error of a refused one."""
+    """The provider reference of an accepted answer, or the error of a refused one (its
+    status, never its body: errors are readable by producers through the API)."""
     status = response.status_code
-    head = _read_head(response)
+    _drain(response)
     if 200 <= status < 300:
         return f"HTTP {status}"
-    text = f"HTTP {status}" + (f": {head}" if head else "")
+    text = f"HTTP {status_text(status)}"
     if status == 410:
         raise TargetGoneError(f"{text} (endpoint deactivated)")
     if status in RETRYABLE_STATUS or status >= 500:
@@ -196,6 +268,5 @@ def _classify(response: requests.Response) -> str:
             text, retry_after=retry_after(response.headers.get("retry-after"))
         )
     if 300 <= status < 400:
-        location = response.headers.get("location", "")
-        raise PermanentChannelError(f"HTTP {status}: redirects are not followed ({location})")
+        raise PermanentChannelError(f"{text}: redirects are not followed")
     raise PermanentChannelError(text)

@@ -39,6 +39,7 @@ from clarion.channels import (
     retry_after,
 )
 from clarion.channels.http1 import TRANSPORT_ERRORS, Http1Client, Response
+from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy, failure, status_text
 from clarion.db import push, targets
 from clarion.db.models import PushSubscription
 from clarion.ids import utcnow
@@ -59,7 +60,6 @@ ELLIPSIS = "…"
 VAPID_LIFETIME = 12 * 3600
 VAPID_REUSE = 11 * 3600
 CONNECT_TIMEOUT, READ_TIMEOUT = 5.0, 10.0  # seconds
-ERROR_BODY_CHARS = 300
 # 408 is the push service timing out on us: as transient as a 5xx.
 RETRYABLE_STATUS = frozenset({408, 429})
 GONE_STATUS = frozenset({404, 410})
@@ -114,6 +114,10 @@ def check_endpoint(url: str, *, allow_http: bool) -> str:
     # User info would make the VAPID audience differ from where the request really goes.
     if not parts.hostname or "@" in parts.netloc:
         raise ValueError("the endpoint must name a host (and no user info)")
+    try:
+        parts.port  # noqa: B018 (raises ValueError on a malformed port)
+    except ValueError:
+        raise ValueError("the endpoint's port is not a number from 0 to 65535") from None
     return url
 
 
@@ -237,9 +241,8 @@ def _outcome(response: Response) -> str:
         # Push services answer, they do not redirect: following one would send the
         # encrypted payload and a token for another audience somewhere else.
         raise PermanentChannelError("the push service answered with a redirect")
-    detail = f"push service answered {status}"
-    if text := response.body.decode(errors="replace").strip():
-        detail += f": {text[:ERROR_BODY_CHARS]}"
+    # The status only, never the body: the error is readable through the API.
+    detail = f"push service answered {status_text(status)}"
     if status in GONE_STATUS:
         raise TargetGoneError(detail)
     if status in RETRYABLE_STATUS or status >= 500:
@@ -280,7 +283,11 @@ class WebPushChannel(Channel):
         self.subject = _check_subject(vapid.subject)
         # Our own subject check above replaces py_vapid's narrower one (no https paths).
         self._vapid = Vapid02(private_key, conf={"no-strict": True})
-        self._http = Http1Client(connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)
+        # Where sends may connect (public internet, CLARION_OUTBOUND_*); shared with the client.
+        self.policy = OutboundPolicy.from_settings(settings)
+        self._http = Http1Client(
+            connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, policy=self.policy
+        )
         # audience -> (Authorization header, reuse until). Threads racing here both sign,
         # and either token is valid: no lock needed.
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -339,11 +346,13 @@ class WebPushChannel(Channel):
                 "Authorization": self._authorization(endpoint),
             }
             response = self._http.post(endpoint, body, headers)
+        except AddressNotAllowed as exc:  # an endpoint that is (now) internal: never call it
+            raise PermanentChannelError(f"connect: {exc}") from None
         # ValueError covers unusable URLs (http.client.InvalidURL is one) and bad keys.
         except (ValueError, http_ece.ECEException) as exc:
             raise PermanentChannelError(f"unusable push subscription: {exc}") from None
         except TRANSPORT_ERRORS as exc:
-            raise RetryableChannelError(f"push service unreachable: {exc!r}") from None
+            raise RetryableChannelError(f"push service unreachable: {failure(exc)}") from None
         return _outcome(response)
 
     def _authorization(self, endpoint: str) -> str:

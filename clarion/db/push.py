@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from clarion.db.dialect import insert_for
@@ -46,6 +46,12 @@ def list_active(*, session: Session, subscriber_id: str) -> list[PushSubscriptio
     )
 
 
+class EndpointTaken(Exception):
+    """The push endpoint is registered by another subscriber. An endpoint is one browser's
+    capability URL: registering it again under another user must not silently take it
+    over (the owner would stop getting pushes), so the caller is refused instead."""
+
+
 def register(
     *,
     session: Session,
@@ -56,12 +62,12 @@ def register(
     user_agent: str | None,
     now: datetime,
 ) -> tuple[PushSubscription, bool]:
-    """Store a browser's subscription; returns it and whether it is new to this subscriber.
+    """Store a browser's subscription; returns it and whether it is new.
 
-    The endpoint is unique. Posted again by the same subscriber, it is updated and made
-    active again. Posted by another subscriber (the device changed hands), it moves to
-    them under a new id, so deliveries still queued for the previous owner find their
-    target gone instead of reaching the new one.
+    The endpoint is unique and belongs to the subscriber who registered it first. Posted
+    again by that subscriber, it is updated and made active again; posted by another one,
+    nothing changes and EndpointTaken is raised (in the same statement, so two users
+    racing for a new endpoint cannot both have it).
     """
     fresh = new_id()
     table = PushSubscription.__table__
@@ -75,13 +81,9 @@ def register(
         created_at=now,
         updated_at=now,
     )
-    moved = table.c.subscriber_id != stmt.excluded.subscriber_id
     stmt = stmt.on_conflict_do_update(
         index_elements=["endpoint"],
         set_={
-            "id": case((moved, stmt.excluded.id), else_=table.c.id),
-            "created_at": case((moved, stmt.excluded.created_at), else_=table.c.created_at),
-            "subscriber_id": stmt.excluded.subscriber_id,
             "p256dh": stmt.excluded.p256dh,
             "auth": stmt.excluded.auth,
             "user_agent": stmt.excluded.user_agent,
@@ -89,8 +91,11 @@ def register(
             "deactivated_at": None,
             "last_error": None,
         },
+        where=table.c.subscriber_id == stmt.excluded.subscriber_id,
     ).returning(table.c.id)
-    row_id = session.execute(stmt).scalar_one()
+    row_id = session.execute(stmt).scalar_one_or_none()
+    if row_id is None:
+        raise EndpointTaken("the push endpoint is registered by another subscriber")
     row = session.get(PushSubscription, row_id, populate_existing=True)
     return row, row_id == fresh
 

@@ -80,8 +80,8 @@ class Rules:
             raise RuleError(f"no rule {key!r}")
         values = {**self.settings.rules.get(cls.pack, {}), **self.settings.rules.get(key, {})}
         values.update(override or {})
-        try:
-            return cls.Config.model_validate(values)
+        try:  # the mode decides which source drivers are accepted (engine/sources.py)
+            return cls.Config.model_validate(values, context={"mode": self.settings.mode})
         except ValidationError as exc:
             raise RuleError(f"rule {key!r}: invalid config: {exc}") from None
 

@@ -3,6 +3,11 @@
 One place for what every such source needs: a URL that is validated without ever being
 echoed (it carries a password) and is shown masked, and one engine per URL per process,
 which is fork-safe, UTC, and has a connect timeout.
+
+The URL names one of the drivers the packs are written and tested for: PostgreSQL through
+psycopg, and SQLite only in the embedded mode (``clarion dev``, the demo). Anything else
+is refused when the config is validated (at start, or by the rule API's 422): a URL is
+also a way to make a worker open files (SQLite creates one) or load other drivers.
 """
 
 from __future__ import annotations
@@ -11,16 +16,31 @@ import os
 import threading
 from typing import Annotated
 
-from pydantic import AfterValidator, SecretStr
+from pydantic import AfterValidator, SecretStr, ValidationInfo
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
+POSTGRES_DRIVERS = ("postgresql", "postgresql+psycopg")  # "postgresql" means psycopg here
+SQLITE_DRIVERS = ("sqlite", "sqlite+pysqlite")
 
-def _parses(value: SecretStr) -> SecretStr:
+
+def drivers(mode: str) -> tuple[str, ...]:
+    """The source URL drivers a deployment in ``mode`` (Settings.mode) accepts."""
+    return POSTGRES_DRIVERS + (SQLITE_DRIVERS if mode == "embedded" else ())
+
+
+def _parses(value: SecretStr, info: ValidationInfo) -> SecretStr:
     try:
-        make_url(value.get_secret_value())
+        driver = make_url(value.get_secret_value()).drivername
     except Exception:  # noqa: BLE001 - the message must not echo the URL (password)
         raise ValueError("source_url is not a database URL") from None
+    # The rule registry passes the deployment's mode; without it, the server's rules.
+    mode = (info.context or {}).get("mode", "server")
+    if driver not in drivers(mode):
+        sqlite = "" if mode == "embedded" else " (sqlite:// only in the embedded mode)"
+        raise ValueError(
+            f"source_url: driver {driver!r} is not supported; use postgresql+psycopg://{sqlite}"
+        )
     return value
 
 
@@ -47,7 +67,7 @@ def _create(url: str, connect_timeout: int) -> Engine:
     parsed = make_url(url)
     if parsed.drivername == "postgresql":  # psycopg 3 is the driver Clarion ships
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() != "postgresql":
+    if parsed.get_backend_name() != "postgresql":  # SQLite (validated: embedded mode)
         return create_engine(parsed, hide_parameters=True)
     # Naive timestamps compared in SQL are UTC; a small pool, rules take turns.
     return create_engine(

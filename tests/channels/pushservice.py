@@ -129,6 +129,7 @@ class PushService:
                 "subject": SUBJECT,
             },
             "push_allow_http_endpoints": True,
+            "outbound_allowed_networks": [f"{self.host}/32"],  # a local service
         }
 
     def reset(self) -> None:

@@ -15,7 +15,8 @@ USER = "dev-user"
 
 
 def test_the_demo_seed_makes_every_content_rule_fire(make_runtime, tmp_path):
-    rt = make_runtime(rules=demo.rules_config(tmp_path, USER))
+    # The demo is `clarion dev --demo`: the embedded mode, the one accepting a SQLite source.
+    rt = make_runtime(mode="embedded", rules=demo.rules_config(tmp_path, USER))
     events = demo.seed(tmp_path, rt.sessions, USER)
     errors = {}
     for key, cls in rt.rules.classes.items():

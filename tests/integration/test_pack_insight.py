@@ -320,7 +320,7 @@ def test_a_separate_source_table_with_its_own_columns(make_runtime, pg_url, tmp_
             with engine.begin() as conn:
                 conn.execute(sa.insert(clicks), rows)
             rules = {"insight": {**source, "source_url": url}, "conversion_rate_anomaly": OFF}
-            rt = make_runtime(rules=rules)
+            rt = make_runtime(mode="embedded", rules=rules)  # SQLite: embedded mode only
             run(rt, "new_country_discovered")
             found = notified(rt)
             assert [(n.recipient_id, n.meta["countries"]) for n in found] == [

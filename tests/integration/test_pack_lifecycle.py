@@ -436,7 +436,8 @@ def test_a_sqlite_source(make_runtime, tmp_path):
             "INSERT INTO campaigns VALUES (1, 'carol', 'Live', NULL, ?, 1)",
             (stamp(NOW + 10 * D),),
         )
-    rt = make_runtime(rules={"lifecycle": {"source_url": f"sqlite:///{path}"}})
+    # A SQLite source is accepted in the embedded mode only (the demo's source).
+    rt = make_runtime(mode="embedded", rules={"lifecycle": {"source_url": f"sqlite:///{path}"}})
     for key in ("link_expiring_soon", "link_expired", "campaign_has_expired_links"):
         assert run(rt, key).created == 1, key
     assert ids(stored(rt, "link_expiring_soon")) == [1]

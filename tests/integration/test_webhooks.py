@@ -175,7 +175,10 @@ def test_a_retry_after_503_has_the_same_id_and_a_fresh_valid_signature(
     assert int(second.headers["webhook-timestamp"]) >= int(first.headers["webhook-timestamp"])
     assert (delivery.status, delivery.attempts) == ("sent", 2)
     tries = attempts(runtime, delivery.id)
-    assert [(a.outcome, a.error) for a in tries] == [("retry", "HTTP 503: busy"), ("sent", None)]
+    assert [(a.outcome, a.error) for a in tries] == [
+        ("retry", "HTTP 503 Service Unavailable"),
+        ("sent", None),
+    ]
 
 
 def test_a_timeout_is_retried_with_the_same_id(client, runtime, producer, hook, webhook_receiver):
@@ -201,7 +204,7 @@ def test_410_deactivates_the_endpoint(client, runtime, producer, admin, hook, we
     assert gone.status == "skipped" and "HTTP 410" in gone.last_error
     shown = client.get(f"{HOOKS}/{endpoint['id']}", headers=admin).json()
     assert shown["active"] is False and shown["deactivated_at"]
-    assert "HTTP 410: unsubscribed" in shown["last_error"]
+    assert shown["last_error"] == "HTTP 410 Gone (endpoint deactivated)"
     [later] = deliveries(runtime, second)
     assert later.last_error == "no webhook endpoint for this category"
     assert len(webhook_receiver.requests) == 1
@@ -217,8 +220,7 @@ def test_400_is_dead_at_once_with_a_dead_letter(client, runtime, producer, hook,
     with runtime.sessions() as s:
         [letter] = s.scalars(select(DeadLetter))
     assert letter.delivery_id == delivery.id and letter.channel == "webhook"
-    assert letter.error.startswith("HTTP 400: schema mismatch: xxx")
-    assert len(letter.error) <= len("HTTP 400: ") + 500
+    assert letter.error == "HTTP 400 Bad Request"  # the status, never the body
     assert len(webhook_receiver.requests) == 1
 
 

@@ -13,9 +13,10 @@ from fastapi import APIRouter, Query, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from clarion.api.deps import CurrentSubscriber, RuntimeDep, SessionDep
-from clarion.api.problems import Problem
+from clarion.api.problems import Problem, url_not_allowed
 from clarion.channels import ChannelConfigError
 from clarion.channels import webpush as wp
+from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy
 from clarion.core.schemas import UTCDateTime
 from clarion.db import push, subscribers
 from clarion.ids import utcnow
@@ -111,7 +112,10 @@ def vapid_public_key(runtime: RuntimeDep) -> VapidPublicKey:
     description="A subscriber keeps at most `CLARION_PUSH_MAX_SUBSCRIPTIONS_PER_USER` "
     "(default 10) browsers: registering one more removes the one registered or refreshed "
     "longest ago.",
-    responses={200: {"description": "The subscription was already registered; updated"}},
+    responses={
+        200: {"description": "The subscription was already registered; updated"},
+        409: {"description": "Another user registered this endpoint (problem+json)"},
+    },
 )
 def subscribe(
     body: PushSubscriptionCreate,
@@ -129,27 +133,40 @@ def subscribe(
             "The request does not match the schema.",
             errors=[{"loc": ["body", "endpoint"], "msg": str(exc), "type": "value_error"}],
         ) from None
-    now = utcnow()
-    with session.begin():
-        subscribers.ensure(session=session, ids=[me], now=now)
-        row, created = push.register(
-            session=session,
-            subscriber_id=me,
-            endpoint=body.endpoint,
-            p256dh=body.keys.p256dh,
-            auth=body.keys.auth,
-            user_agent=body.user_agent,
-            now=now,
-        )
-        # One more browser than allowed replaces the one registered longest ago.
-        push.cap(
-            session=session,
-            subscriber_id=me,
-            keep=runtime.settings.push_max_subscriptions_per_user,
-        )
+    try:  # any end user registers these: never let one point the worker inside
+        OutboundPolicy.from_settings(runtime.settings).check_url(body.endpoint)
+    except AddressNotAllowed as exc:
+        raise url_not_allowed(["body", "endpoint"], str(exc)) from None
+    row, created = _register(session, me, body, runtime.settings.push_max_subscriptions_per_user)
     if not created:
         response.status_code = 200
     return _public(row)
+
+
+def _register(session, me: str, body: PushSubscriptionCreate, keep: int):
+    now = utcnow()
+    try:
+        with session.begin():
+            subscribers.ensure(session=session, ids=[me], now=now)
+            registered = push.register(
+                session=session,
+                subscriber_id=me,
+                endpoint=body.endpoint,
+                p256dh=body.keys.p256dh,
+                auth=body.keys.auth,
+                user_agent=body.user_agent,
+                now=now,
+            )
+            # One more browser than allowed replaces the one registered longest ago.
+            push.cap(session=session, subscriber_id=me, keep=keep)
+            return registered
+    except push.EndpointTaken:
+        raise Problem(
+            409,
+            "push-endpoint-taken",
+            "Another user registered this push endpoint. Unsubscribe this browser "
+            "(pushSubscription.unsubscribe()) and subscribe again for a new endpoint.",
+        ) from None
 
 
 @router.get(

@@ -24,7 +24,8 @@ from pydantic import (
 from sqlalchemy.orm import Session
 
 from clarion.api.deps import Admin, RuntimeDep, SessionDep
-from clarion.api.problems import Problem
+from clarion.api.problems import Problem, url_not_allowed
+from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy
 from clarion.channels.webhook import new_secret
 from clarion.core.schemas import Slug, UTCDateTime
 from clarion.db import webhooks
@@ -134,6 +135,16 @@ class WebhookWithSecret(WebhookPublic):
     secret: str = Field(description="Standard Webhooks secret (whsec_…): verify signatures.")
 
 
+def _public_url(runtime, url: str | None) -> None:
+    """422 url-not-allowed when the URL's host is, or resolves to, a non-public address."""
+    if url is None:
+        return
+    try:
+        OutboundPolicy.from_settings(runtime.settings).check_url(url)
+    except AddressNotAllowed as exc:
+        raise url_not_allowed(["body", "url"], str(exc)) from None
+
+
 def _not_found() -> Problem:
     return Problem(404, "not-found", "No such webhook endpoint.")
 
@@ -155,6 +166,7 @@ def _locked(session: Session, webhook_id: uuid.UUID) -> WebhookEndpoint:
 def create_webhook(
     body: WebhookCreate, session: SessionDep, runtime: RuntimeDep, admin: Admin
 ) -> WebhookWithSecret:
+    _public_url(runtime, body.url)
     limit = runtime.settings.webhook_max_endpoints
     with session.begin():
         if webhooks.count(session=session) >= limit:
@@ -197,8 +209,13 @@ def get_webhook(webhook_id: uuid.UUID, session: SessionDep, admin: Admin) -> Web
     responses=NOT_FOUND,
 )
 def update_webhook(
-    webhook_id: uuid.UUID, body: WebhookUpdate, session: SessionDep, admin: Admin
+    webhook_id: uuid.UUID,
+    body: WebhookUpdate,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    admin: Admin,
 ) -> WebhookPublic:
+    _public_url(runtime, body.url)
     now = utcnow()
     with session.begin():
         row = _locked(session, webhook_id)
