@@ -49,6 +49,7 @@ TABLES = (
     "scheduled_notifications",
     "topics",
     "fanouts",
+    "schedules",
 )
 
 

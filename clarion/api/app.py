@@ -22,6 +22,7 @@ from clarion.api.routers import (
     push,
     requests,
     rules,
+    schedules,
     stream,
     subscribers,
     templates,
@@ -167,6 +168,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     routers = (
         notifications.router,
         requests.router,
+        schedules.router,
         topics.router,
         subscribers.router,
         inbox.router,
