@@ -12,7 +12,7 @@ PG_VERSION_DIR := $(firstword $(wildcard /etc/postgresql/*))
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,ops]'
+	$(BIN)/pip install --quiet -e '.[dev,ops,mcp]'
 	touch $(STAMP)
 
 install: $(STAMP)

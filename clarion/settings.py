@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     # Extra modules offering RULES (besides the built-in packs and clarion.rules entry points).
     rule_modules: list[str] = []
 
+    # `clarion mcp` (stdio) acts as this API key, with its scopes.
+    mcp_api_key: SecretStr | None = None
+
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import gc
 import signal
 import threading
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
 from clarion import __version__
+from clarion import mcp as mcp_server
 from clarion.api import problems
 from clarion.api.coalesce import Coalescer
 from clarion.api.routers import (
@@ -143,7 +144,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         _tune_gc()
         app.state.hub.start()
         _close_streams_on_exit(app.state.hub)
-        yield
+        async with AsyncExitStack() as stack:
+            if app.state.mcp is not None:
+                await stack.enter_async_context(app.state.mcp.run())
+            yield
         app.state.hub.shutdown()
         await app.state.hub.stop()
         if owns_runtime:
@@ -185,4 +189,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     for router in routers:
         app.include_router(router)
+    app.state.mcp = None
+    if mcp_server.available():  # the `mcp` extra: AI agents at /mcp (clarion.mcp)
+        from clarion.mcp import http as mcp_http
+
+        app.state.mcp = mcp_http.mount(app, runtime, app.state.coalescer)
     return app
