@@ -55,6 +55,9 @@ _SHORTHANDS = (
 )
 
 
+_UTC_UNTIL = re.compile(r"UNTIL=\d{8}(T\d{6})?Z", re.IGNORECASE)
+
+
 class RecurrenceError(ValueError):
     """The rule cannot be used: not RFC 5545, a frequency finer than a minute, an UNTIL
     with a zone (occurrences are local times), or an unknown shorthand. A 422."""
@@ -136,6 +139,11 @@ def _split(text: str) -> tuple[str, datetime | None]:
 
 def build(rule: str, dtstart: datetime) -> du.rrule:
     """The dateutil rule; RecurrenceError when it cannot be used."""
+    if _UTC_UNTIL.search(rule):
+        raise RecurrenceError(
+            "UNTIL is a local wall-clock time here (no Z): occurrences are read on each "
+            "zone's clock"
+        )
     try:
         built = du.rrulestr(rule, dtstart=dtstart)
     except (ValueError, TypeError) as exc:
@@ -144,12 +152,6 @@ def build(rule: str, dtstart: datetime) -> du.rrule:
         raise RecurrenceError("give one RRULE")
     if built._freq == du.SECONDLY:  # noqa: SLF001 - dateutil keeps the parts private
         raise RecurrenceError("the finest frequency is MINUTELY")
-    until = built._until  # noqa: SLF001
-    if until is not None and until.tzinfo is not None:
-        raise RecurrenceError(
-            "UNTIL is a local wall-clock time here (no Z): occurrences are read on each "
-            "zone's clock"
-        )
     return built
 
 
