@@ -14,6 +14,7 @@ Pure functions and models; nothing here reads the clock or the database.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -155,6 +156,13 @@ def build(rule: str, dtstart: datetime) -> du.rrule:
     return built
 
 
+@functools.lru_cache(maxsize=8192)
+def _cached(rule: str, dtstart: datetime) -> du.rrule:
+    # Parsing is most of a rule's cost, and many schedules share a rule and a start (a
+    # tick handles ~200 of them); dateutil's rules are not changed by queries.
+    return build(rule, dtstart)
+
+
 def canonical(rule: du.rrule) -> str:
     """The RRULE line of a built rule, without its DTSTART (stored and shown)."""
     lines = [x for x in str(rule).splitlines() if x.startswith("RRULE:")]
@@ -293,7 +301,7 @@ class Series:
         start = self.dtstart
         if since is not None and since > start and "COUNT=" not in self.rule.upper():
             start = since
-        return build(self.rule, start)
+        return _cached(self.rule, start)
 
     def after(self, local: datetime | None, since: datetime | None = None) -> datetime | None:
         """The first occurrence strictly after ``local`` (the first of all when None);

@@ -92,13 +92,26 @@ def probe_instant(series: Series, probed: datetime | None) -> datetime | None:
     return None if local is None else local.replace(tzinfo=UTC) - EARLIEST_OFFSET
 
 
-def _zones_found(session: Session, row: Schedule) -> set[str]:
-    if row.topic is not None:
-        return set(schedules.zones_of_topic(session=session, topic=row.topic))
-    return set(schedules.zones_of_recipients(session=session, ids=row.recipients or []))
+class Audience:
+    """Who is in which zone, for one batch of due schedules: the recipients of every
+    per-zone schedule with a list are read in one query; a topic is grouped by one
+    GROUP BY when its schedule asks."""
+
+    def __init__(self, session: Session, rows: list[Schedule]) -> None:
+        self.session = session
+        listed = [r for row in rows if row.timezone == SUBSCRIBER for r in (row.recipients or ())]
+        self.zone_of = schedules.zones_by_subscriber(session=session, ids=listed)
+
+    def zones(self, row: Schedule) -> set[str]:
+        if row.topic is not None:
+            return set(schedules.zones_of_topic(session=self.session, topic=row.topic))
+        return {self.zone_of[r] for r in row.recipients or () if r in self.zone_of}
+
+    def in_zone(self, row: Schedule, zone: str) -> list[str]:
+        return sorted(r for r in row.recipients or () if self.zone_of.get(r) == zone)
 
 
-def _zones(session: Session, row: Schedule, series: Series, now: datetime):
+def _zones(audience: Audience, row: Schedule, series: Series, now: datetime):
     """Each zone's last handled occurrence, and the last occurrence grouped (subscriber).
 
     A zone seen for the first time owes nothing that fell before the schedule's anchor
@@ -116,13 +129,13 @@ def _zones(session: Session, row: Schedule, series: Series, now: datetime):
         return known, probed
     zones = {
         z: known[z] if z in known else series.last_at_or_before(clock(row, z), since)
-        for z in _zones_found(session, row)
+        for z in audience.zones(row)
     }
     last = series.last_at_or_before(ZoneInfo("UTC"), now + EARLIEST_OFFSET, since=probed)
     return zones, last if last is not None else probed
 
 
-def _request(session: Session, row: Schedule, zone: str, local: datetime, at: datetime):
+def _request(audience: Audience, row: Schedule, zone: str, local: datetime, at: datetime):
     """The one request of a (zone, occurrence): ids derived, so a rerun makes the same."""
     request_id = derived_id(row.id, f"{zone}|{iso(local)}", at)
     content = NotificationContent.model_validate(
@@ -141,17 +154,17 @@ def _request(session: Session, row: Schedule, zone: str, local: datetime, at: da
         ]
     ids = list(row.recipients or [])
     if per_zone:
-        ids = schedules.recipients_in_zone(session=session, ids=ids, zone=zone)
+        ids = audience.in_zone(row, zone)
     if not ids:
         return []
     items = list(zip(derived_ids(request_id, ids, at), ids, strict=True))
     return [CreateMessage(request_id=request_id, accepted_at=at, items=items, content=content)]
 
 
-def advance(session: Session, row: Schedule, now: datetime, grace: timedelta) -> Step:
+def advance(audience: Audience, row: Schedule, now: datetime, grace: timedelta) -> Step:
     """The requests now due for one schedule, and its state after them."""
     series = series_of(row)
-    zones, probed = _zones(session, row, series, now)
+    zones, probed = _zones(audience, row, series, now)
     step, sent = Step(), False
     for zone, done in zones.items():
         zone_clock = clock(row, zone)
@@ -161,7 +174,7 @@ def advance(session: Session, row: Schedule, now: datetime, grace: timedelta) ->
         zones[zone] = latest
         at = instant(latest, zone_clock)
         if row.catch_up or now - at <= grace:
-            step.messages += _request(session, row, zone, latest, at)
+            step.messages += _request(audience, row, zone, latest, at)
             sent = True
         else:
             step.skipped += 1
@@ -170,13 +183,13 @@ def advance(session: Session, row: Schedule, now: datetime, grace: timedelta) ->
         upcoming.append(probe_instant(series, probed))
     next_at = min((t for t in upcoming if t is not None), default=None)
     step.state = {
+        "id": row.id,
         "zones": {z: iso(d) for z, d in zones.items()},
         "probed_through": iso(probed),
         "next_at": next_at,
         "status": schedules.ACTIVE if next_at is not None else schedules.ENDED,
+        "last_sent_at": now if sent else row.last_sent_at,
     }
-    if sent:
-        step.state["last_sent_at"] = now
     return step
 
 
@@ -195,12 +208,15 @@ def run(
     while True:
         with transaction(sessions) as session:
             rows = schedules.take_due(session=session, now=now, limit=limit)
+            audience = Audience(session, rows)
             messages: list[Message] = []
+            states = []
             for row in rows:
-                step = advance(session, row, now, grace)
-                schedules.save_state(session=session, row=row, values=step.state)
+                step = advance(audience, row, now, grace)
+                states.append(step.state)
                 messages += step.messages
                 tick.skipped += step.skipped
+            schedules.save_states(session=session, rows=states)
             # Before the commit: a crash after it re-publishes the same ids next time.
             for chunk in _chunks(messages, settings.fanout_batch):
                 publish(chunk)

@@ -72,18 +72,29 @@ def take_due(*, session: Session, now: datetime, limit: int) -> list[Schedule]:
 
 
 def save_state(*, session: Session, row: Schedule, values: dict[str, Any]) -> None:
-    session.execute(update(Schedule).where(Schedule.id == row.id).values(**values))
+    stmt = update(Schedule).where(Schedule.id == row.id).values(**values)
+    session.execute(stmt, execution_options={"synchronize_session": False})
+
+
+def save_states(*, session: Session, rows: list[dict[str, Any]]) -> None:
+    """Store many schedules' state at once (each dict has the schedule's ``id``): one
+    executemany, not one round trip per schedule."""
+    if rows:
+        session.execute(update(Schedule), rows)
+
+
+def zones_by_subscriber(*, session: Session, ids: Sequence[str]) -> dict[str, str]:
+    """{subscriber id: zone key} of the stored ones among ``ids`` (one query for a batch)."""
+    if not ids:
+        return {}
+    query = select(Subscriber.id, _zone_key(Subscriber.timezone)).where(
+        one_of(session, Subscriber.id, sorted(set(ids)))
+    )
+    return {sid: zone for sid, zone in session.execute(query)}
 
 
 def _zone_key(column):
     return func.coalesce(column, UNSET)
-
-
-def zones_of_recipients(*, session: Session, ids: Sequence[str]) -> dict[str, int]:
-    """{zone key: how many} of these subscribers (ids not stored are not counted)."""
-    key = _zone_key(Subscriber.timezone)
-    query = select(key, func.count()).where(one_of(session, Subscriber.id, ids)).group_by(key)
-    return {zone: n for zone, n in session.execute(query)}
 
 
 def zones_of_topic(*, session: Session, topic: str) -> dict[str, int]:
@@ -102,13 +113,3 @@ def zones_of_topic(*, session: Session, topic: str) -> dict[str, int]:
 def in_zone(column, zone: str):
     """The condition "this subscriber's zone key is ``zone``" (index-friendly)."""
     return column.is_(None) if zone == UNSET else column == zone
-
-
-def recipients_in_zone(*, session: Session, ids: Sequence[str], zone: str) -> list[str]:
-    """Which of these subscribers are in the zone, in id order."""
-    query = (
-        select(Subscriber.id)
-        .where(one_of(session, Subscriber.id, ids), in_zone(Subscriber.timezone, zone))
-        .order_by(Subscriber.id)
-    )
-    return list(session.scalars(query))
