@@ -24,6 +24,7 @@ skips them) rather than losing the occurrence; two beats never hold one schedule
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,11 +76,15 @@ def dedupe_key(schedule_id: uuid.UUID, local: datetime) -> str:
     return f"schedule:{schedule_id}:{iso(local)}"
 
 
+# zoneinfo keeps only a few zones strongly cached; a tick reads dozens, again and again.
+_zone = functools.lru_cache(maxsize=1024)(zone_of)
+
+
 def clock(row: Schedule, zone: str) -> ZoneInfo:
     """The clock a zone key is read on (a schedule with a fixed zone has one key)."""
     if row.timezone != SUBSCRIBER:
-        return zone_of(row.timezone)
-    return zone_of(zone or row.fallback_timezone)
+        return _zone(row.timezone)
+    return _zone(zone or row.fallback_timezone)
 
 
 def series_of(row: Schedule) -> Series:
