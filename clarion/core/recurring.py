@@ -99,12 +99,12 @@ def probe_instant(series: Series, probed: datetime | None) -> datetime | None:
 
 class Audience:
     """Who is in which zone, for one batch of due schedules: the recipients of every
-    per-zone schedule with a list are read in one query; a topic is grouped by one
-    GROUP BY when its schedule asks."""
+    schedule with a list are read in one query (an id no longer stored, erased, is left
+    out); a topic is grouped by one GROUP BY when its schedule asks."""
 
     def __init__(self, session: Session, rows: list[Schedule]) -> None:
         self.session = session
-        listed = [r for row in rows if row.timezone == SUBSCRIBER for r in (row.recipients or ())]
+        listed = [r for row in rows for r in (row.recipients or ())]
         self.zone_of = schedules.zones_by_subscriber(session=session, ids=listed)
 
     def zones(self, row: Schedule) -> set[str]:
@@ -112,8 +112,13 @@ class Audience:
             return set(schedules.zones_of_topic(session=self.session, topic=row.topic))
         return {self.zone_of[r] for r in row.recipients or () if r in self.zone_of}
 
-    def in_zone(self, row: Schedule, zone: str) -> list[str]:
-        return sorted(r for r in row.recipients or () if self.zone_of.get(r) == zone)
+    def in_zone(self, row: Schedule, zone: str | None) -> list[str]:
+        """The schedule's stored recipients in the zone (None: in any zone)."""
+        return sorted(
+            r
+            for r in row.recipients or ()
+            if r in self.zone_of and (zone is None or self.zone_of[r] == zone)
+        )
 
 
 def _zones(audience: Audience, row: Schedule, series: Series, now: datetime):
@@ -157,9 +162,7 @@ def _request(audience: Audience, row: Schedule, zone: str, local: datetime, at: 
                 zone=zone if per_zone else None,
             )
         ]
-    ids = list(row.recipients or [])
-    if per_zone:
-        ids = audience.in_zone(row, zone)
+    ids = audience.in_zone(row, zone if per_zone else None)
     if not ids:
         return []
     items = list(zip(derived_ids(request_id, ids, at), ids, strict=True))

@@ -274,3 +274,15 @@ def test_a_topic_schedule_sends_one_fanout_per_zone_and_each_subscriber_once(
     assert Counter(r for r, _, _ in got) == {m: 1 for m in members}
     zone_of = {m: zones[i % 4] or "America/Sao_Paulo" for i, m in enumerate(members)}
     assert {local(at, zone_of[r]) for r, at, _ in got} == {datetime(2030, 6, 3, 9)}
+
+
+def test_an_erased_recipient_gets_nothing_more_and_is_not_recreated(
+    runtime, client, producer, schedule
+):
+    schedule(recipients=["ada", "bob"], recurrence={"every": "hourly", "timezone": "UTC"})
+    first = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    tick(runtime, first)
+    assert client.delete("/v1/subscribers/bob", headers=producer).status_code == 204
+    tick(runtime, first + timedelta(hours=1))
+    assert Counter(r for r, _, _ in received(runtime)) == {"ada": 2}
+    assert client.get("/v1/subscribers/bob", headers=producer).status_code == 404
