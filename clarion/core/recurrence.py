@@ -163,12 +163,6 @@ def _cached(rule: str, dtstart: datetime) -> du.rrule:
     return build(rule, dtstart)
 
 
-def canonical(rule: du.rrule) -> str:
-    """The RRULE line of a built rule, without its DTSTART (stored and shown)."""
-    lines = [x for x in str(rule).splitlines() if x.startswith("RRULE:")]
-    return lines[0].removeprefix("RRULE:")
-
-
 class Recurrence(BaseModel):
     """When a schedule's notifications are sent: a rule, a start, and whose clock."""
 
@@ -280,11 +274,6 @@ def parse_local(value: str | None) -> datetime | None:
 def instant(local: datetime, zone: ZoneInfo) -> datetime:
     """The UTC instant ``zone``'s clock shows ``local`` (the quiet-hours rule for DST)."""
     return wall_clock(local.date(), local.time(), zone)
-
-
-def naive_utc(value: datetime) -> datetime:
-    """An instant as a naive UTC wall time, to compare with floating occurrences."""
-    return value.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
