@@ -167,7 +167,7 @@ def test_two_beats_racing_for_many_intervals_send_each_occurrence_once(
 def test_a_crash_between_publishing_and_committing_sends_nothing_twice(runtime, profile, schedule):
     profile("ada", BERLIN)
     schedule(recipients=["ada"], recurrence={"every": "hourly", "timezone": BERLIN})
-    due = datetime.now(UTC) + timedelta(hours=2)
+    due = (datetime.now(UTC) + timedelta(hours=2)).replace(minute=5, second=0, microsecond=0)
 
     def publish_then_crash(messages):
         send.enqueue(runtime.celery, *messages)
