@@ -1,5 +1,5 @@
 """The ``clarion`` command: api, worker, beat, flower, migrate, keys, token, dead-letters,
-rules, vapid, dev."""
+rules, vapid, mcp, dev."""
 
 from __future__ import annotations
 
@@ -231,6 +231,27 @@ def _vapid(args: argparse.Namespace) -> None:
     print("# also set CLARION_VAPID_SUBJECT=mailto:you@example.com", file=sys.stderr)
 
 
+def _mcp(args: argparse.Namespace) -> None:
+    from clarion import mcp
+
+    if not mcp.available():
+        sys.exit("clarion: the MCP server needs the mcp extra: pip install 'clarion[mcp]'")
+    settings = Settings()
+    if settings.mcp_api_key is None:
+        sys.exit("clarion: set CLARION_MCP_API_KEY to an API key (clarion keys create NAME)")
+    from clarion.core.auth import AuthError
+    from clarion.mcp.server import serve_stdio
+    from clarion.runtime import Runtime
+
+    runtime = Runtime(settings)
+    try:
+        serve_stdio(runtime, settings.mcp_api_key.get_secret_value())
+    except AuthError:
+        sys.exit("clarion: CLARION_MCP_API_KEY is not a valid API key")
+    finally:
+        runtime.close()
+
+
 def _dev(args: argparse.Namespace) -> None:
     from clarion.dev import run
 
@@ -315,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     vapid = p.add_subparsers(dest="vapid_command", required=True)
     generate = vapid.add_parser("generate", help="print a new VAPID key pair as env lines")
     generate.add_argument("--write", metavar="FILE", help="write them to FILE (mode 0600)")
+    add("mcp", _mcp, "serve the MCP tools to a local AI assistant over stdio")
     p = add("dev", _dev, "run everything in one process with no services (SQLite)")
     p.add_argument("--data-dir", default=".clarion")
     p.add_argument("--host", default="127.0.0.1")

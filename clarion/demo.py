@@ -3,8 +3,9 @@
 It writes a small links/campaigns database (SQLite, in the data directory) for the
 lifecycle pack, five weeks of visits and conversions into Clarion's own ``events`` table
 for the insight pack, and sends the activity events; the rules are configured to run every
-few seconds on the embedded beat, notifying the dev user. Everything is relative to the
-moment it runs, so every rule has something to find within its first run.
+few seconds on the embedded beat, notifying the dev user. A recurring schedule reminds the
+dev user every minute (each reminder replaces the last, by its collapse key). Everything
+is relative to the moment it runs, so every rule has something to find within its first run.
 """
 
 from __future__ import annotations
@@ -152,6 +153,40 @@ def activity_events(user: str, now: datetime) -> list[dict[str, Any]]:
             }
         )
     return events
+
+
+DEMO_SCHEDULE = "demo: a reminder every minute"
+
+
+def recurring_schedule(user: str):
+    """The demo's recurring schedule (``POST /v1/schedules`` with this body)."""
+    from clarion.api.schedule_schemas import ScheduleCreate
+
+    return ScheduleCreate.model_validate(
+        {
+            "name": DEMO_SCHEDULE,
+            "recipients": [user],
+            "category": "reminders",
+            "type": "demo_recurring",
+            "title": "A recurring reminder",
+            "body": "Sent every minute by a recurring schedule (GET /v1/schedules shows it); "
+            "each one replaces the last.",
+            "collapse_key": "demo-recurring",
+            "recurrence": {"every": "every minute", "timezone": "UTC"},
+        }
+    )
+
+
+def seed_schedule(runtime, user: str) -> None:
+    """Replace the demo's recurring schedule (a restart makes it anew, not twice)."""
+    from clarion.api import schedules
+    from clarion.core.auth import Principal
+    from clarion.db.models import Schedule
+
+    with transaction(runtime.sessions) as session:
+        session.execute(delete(Schedule).where(Schedule.name == DEMO_SCHEDULE))
+    demo = Principal(key_id=0, name="demo", scopes=frozenset({"notify"}))
+    schedules.create(runtime, demo, recurring_schedule(user), None)
 
 
 def seed(data_dir: Path, sessions, user: str, now: datetime | None = None) -> list[dict]:

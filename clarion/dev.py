@@ -91,9 +91,11 @@ def run(
     if demo:
         for event in demo_data.seed(settings.data_dir, runtime.sessions, DEV_USER):
             runtime.celery.send_task("clarion.events.ingest", args=[event], queue=queues.ENGINE)
+        demo_data.seed_schedule(runtime, DEV_USER)
         print(
             "demo: links, campaigns, traffic and activity events seeded; the rules run every "
-            f"{demo_data.EVERY} s and notify {DEV_USER!r}",
+            f"{demo_data.EVERY} s and notify {DEV_USER!r}; a recurring schedule reminds "
+            "them every minute",
             flush=True,
         )
     api_key = _dev_api_key(runtime, settings.data_dir / "dev-api-key")

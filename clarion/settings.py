@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     template_cache_seconds: float = Field(default=10.0, ge=0)
     # Beat: how often due scheduled notifications are released and due digests are made.
     schedule_interval_seconds: float = Field(default=10.0, gt=0)
+    # A recurring schedule with catch_up off skips an occurrence found later than this
+    # (beat or the workers were down); with catch_up on, the latest missed one is sent.
+    schedule_misfire_grace_seconds: float = Field(default=300.0, gt=0)
     digest_interval_seconds: float = Field(default=60.0, gt=0)
     # Topic fan-out: recipients per create task on the bulk lane.
     fanout_batch: int = Field(default=1000, ge=1, le=10_000)
@@ -199,6 +202,9 @@ class Settings(BaseSettings):
     rules: dict[str, dict[str, Any]] = {}
     # Extra modules offering RULES (besides the built-in packs and clarion.rules entry points).
     rule_modules: list[str] = []
+
+    # `clarion mcp` (stdio) acts as this API key, with its scopes.
+    mcp_api_key: SecretStr | None = None
 
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)

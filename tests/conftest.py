@@ -55,6 +55,7 @@ TABLES = (
     "scheduled_notifications",
     "topics",
     "fanouts",
+    "schedules",
 )
 
 

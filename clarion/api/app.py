@@ -5,11 +5,12 @@ from __future__ import annotations
 import gc
 import signal
 import threading
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
 from clarion import __version__
+from clarion import mcp as mcp_server
 from clarion.api import problems
 from clarion.api.coalesce import Coalescer
 from clarion.api.guards import BodyLimit, SecurityHeaders
@@ -23,6 +24,7 @@ from clarion.api.routers import (
     push,
     requests,
     rules,
+    schedules,
     stream,
     subscribers,
     templates,
@@ -133,7 +135,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         _tune_gc()
         app.state.hub.start()
         _close_streams_on_exit(app.state.hub)
-        yield
+        async with AsyncExitStack() as stack:
+            if app.state.mcp is not None:
+                await stack.enter_async_context(app.state.mcp.run())
+            yield
         app.state.hub.shutdown()
         await app.state.hub.stop()
         if owns_runtime:
@@ -157,6 +162,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     routers = (
         notifications.router,
         requests.router,
+        schedules.router,
         topics.router,
         subscribers.router,
         inbox.router,
@@ -173,6 +179,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     for router in routers:
         app.include_router(router)
+    app.state.mcp = None
+    if mcp_server.available():  # the `mcp` extra: AI agents at /mcp (clarion.mcp)
+        from clarion.mcp import http as mcp_http
+
+        app.state.mcp = mcp_http.mount(app, runtime, app.state.coalescer)
     routes = [route for router in routers for route in router.routes]
     # Outermost last: every answer, the guards' own 401/413 included, gets the headers.
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, routes=routes)

@@ -65,11 +65,17 @@ def _principal(
         raise _unauthorized("The API key is not valid.") from None
 
 
+def authorize(principal: Principal, scope: str) -> Principal:
+    """403 unless the key has the scope. Every producer call goes through here, the REST
+    routes and the MCP tools alike: the one place for per-key checks (and limits)."""
+    if not principal.allows(scope):
+        raise Problem(403, "forbidden", f"This API key lacks the {scope!r} scope.")
+    return principal
+
+
 def require_scope(scope: str):
     def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
-        if not principal.allows(scope):
-            raise Problem(403, "forbidden", f"This API key lacks the {scope!r} scope.")
-        return principal
+        return authorize(principal, scope)
 
     return check
 

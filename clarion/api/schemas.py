@@ -92,6 +92,18 @@ class ScheduledStatus(BaseModel):
     updated_at: UTCDateTime = Field(description="When it was cancelled, for a cancelled one.")
 
 
+class RecentQuery(BaseModel):
+    """``GET /v1/subscribers/{id}/notifications`` query (and the
+    ``list_recent_notifications`` tool's input): a subscriber's inbox, read-only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: uuid.UUID | None = Field(default=None, description="next_cursor of the last page.")
+    category: Annotated[str, StringConstraints(max_length=64)] | None = None
+    status: Literal["unread", "read", "all"] = "all"
+
+
 class InboxPage(BaseModel):
     items: list[NotificationPublic]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next, older page.")

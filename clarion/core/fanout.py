@@ -65,7 +65,7 @@ def fan_out(
     """Publish one create message per page of the topic's subscribers; record progress."""
     size, as_of = settings.fanout_batch, message.accepted_at
     with transaction(sessions) as session:
-        total = topics.count(session=session, key=message.topic, as_of=as_of)
+        total = topics.count(session=session, key=message.topic, as_of=as_of, zone=message.zone)
         row = topics.start_fanout(
             session=session,
             request_id=message.request_id,
@@ -104,6 +104,7 @@ def _publish_pages(
                 after=after,
                 limit=size,
                 as_of=message.accepted_at,
+                zone=message.zone,
             )
         if not page:
             return result

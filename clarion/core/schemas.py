@@ -184,6 +184,9 @@ class FanoutMessage(BaseModel):
     accepted_at: datetime
     topic: str
     content: NotificationContent
+    # A recurring schedule's batch for one time zone: only the topic's subscribers whose
+    # ``timezone`` is this ("" for those without one). None: every subscriber.
+    zone: str | None = None
 
 
 class AcceptedNotification(BaseModel):

@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from clarion.core import deliver as deliver_core
-from clarion.core import digests, ledger, schedule, send, sweeper
+from clarion.core import digests, ledger, recurring, schedule, send, sweeper
 from clarion.core import fanout as fanout_core
 from clarion.core.create import create_notifications
 from clarion.core.lanes import NORMAL
@@ -125,6 +125,17 @@ def register(app: Celery) -> None:
         runtime = self.app.clarion
         released = schedule.release(**runtime.pipeline)
         return {"released": released}
+
+    @app.task(name="clarion.schedules.run", shared=False, bind=True, **RETRY_FANOUT)
+    def run_schedules(self) -> dict:
+        """Publish the occurrences of recurring schedules that are due (on beat)."""
+        runtime = self.app.clarion
+        tick = recurring.run(
+            sessions=runtime.sessions,
+            settings=runtime.settings,
+            publish=lambda messages: send.enqueue(self.app, *messages),
+        )
+        return {"schedules": tick.schedules, "requests": tick.requests, "skipped": tick.skipped}
 
     @app.task(name="clarion.digests.run", shared=False, bind=True, **RETRY_TRANSIENT)
     def run_digests(self) -> dict:

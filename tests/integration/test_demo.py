@@ -54,3 +54,32 @@ def test_the_demo_seed_makes_every_content_rule_fire(make_runtime, tmp_path):
         "high_load",
     }
     assert expected - set(fired) == set()
+
+
+def test_the_demo_schedule_reminds_the_dev_user_every_minute(make_runtime, tmp_path):
+    from datetime import timedelta
+
+    from clarion.core import recurring, send
+    from clarion.ids import utcnow
+    from tests.broker import drain
+
+    rt = make_runtime()
+    demo.seed_schedule(rt, USER)
+    demo.seed_schedule(rt, USER)  # a restart replaces it
+    start = utcnow()
+    for minutes in (1, 2, 3):
+        recurring.run(
+            sessions=rt.sessions,
+            settings=rt.settings,
+            publish=lambda m: send.enqueue(rt.celery, *m),
+            now=start + timedelta(minutes=minutes),
+        )
+        drain(rt.celery)
+    with rt.sessions() as s:
+        rows = s.execute(
+            select(Notification.type, Notification.deleted_at).where(
+                Notification.recipient_id == USER
+            )
+        ).all()
+    assert [t for t, _ in rows] == ["demo_recurring"] * 3
+    assert sum(deleted is None for _, deleted in rows) == 1  # each replaced the last

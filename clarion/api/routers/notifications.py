@@ -9,8 +9,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, Response
-from redis.exceptions import RedisError
 
+from clarion.api import idempotent
 from clarion.api.deps import CoalescerDep, Producer, RuntimeDep, SessionDep
 from clarion.api.problems import BROKER_ERRORS, Problem, template_problem, unavailable
 from clarion.api.schemas import (
@@ -63,37 +63,36 @@ def send_notification(
     send does not touch); follow ``progress``. A 202 means the request is in the broker;
     the worker persists it shortly after.
     """
+    answer, replayed = accept(runtime, coalescer, producer, body, idempotency_key)
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return JSONResponse(answer, status_code=202, headers=headers)
+
+
+def accept(
+    runtime, coalescer, producer, body: NotificationCreate, idempotency_key: str | None
+) -> tuple[dict, bool]:
+    """The send itself, for the API and the MCP tools: the 202 body, and whether it is the
+    replay of an earlier request with the same ``Idempotency-Key``."""
     if body.template is not None:
-        _check_template(runtime, body.template, body.data)
-    key = f"{producer.key_id}:{idempotency_key}" if idempotency_key else None
-    fingerprint = send.fingerprint(body.model_dump(mode="json")) if key else ""
-    if key and (replay := _claim(runtime, key, fingerprint)) is not None:
-        return replay
-    message = send.prepare(body)
-    try:
-        if isinstance(message, FanoutMessage):  # one fan-out task: nothing to coalesce
-            send.enqueue(runtime.celery, message)
-        else:
-            coalescer.submit(message)
-    except BaseException as exc:
-        if key:  # nothing was accepted: the key must stay usable for the retry
-            runtime.idempotency.release(key)
-        if isinstance(exc, BROKER_ERRORS):
+        check_template(runtime, body.template, body.data)
+
+    def make() -> dict:
+        message = send.prepare(body)
+        try:
+            if isinstance(message, FanoutMessage):  # one fan-out task: nothing to coalesce
+                send.enqueue(runtime.celery, message)
+            else:
+                coalescer.submit(message)
+        except BROKER_ERRORS:
             log.warning("broker unreachable; request %s refused", message.request_id)
             raise unavailable("broker") from None
-        raise
-    answer = send.accepted(message).model_dump(mode="json")
-    if key:
-        try:
-            runtime.idempotency.complete(key, fingerprint, answer)
-        except RedisError:
-            # Accepted all the same; a retry with this key gets "in progress" (409), never
-            # a second send, until the key expires.
-            log.warning("could not store the answer for idempotency key of %s", message.request_id)
-    return JSONResponse(answer, status_code=202)
+        return send.accepted(message).model_dump(mode="json")
+
+    dumped = body.model_dump(mode="json")
+    return idempotent.once(runtime, producer, idempotency_key, dumped, make)
 
 
-def _check_template(runtime, key: str, data: dict | None) -> None:
+def check_template(runtime, key: str, data: dict | None) -> None:
     """422 unless the template exists and renders with ``data`` in the default locale on
     each of its channels; read from the process's cache of active versions, not the
     database."""
@@ -103,30 +102,6 @@ def _check_template(runtime, key: str, data: dict | None) -> None:
         raise template_problem(exc) from None
     except TemplatesUnavailable:
         raise unavailable("template store") from None
-
-
-def _claim(runtime, key: str, fingerprint: str) -> JSONResponse | None:
-    """Claim the Idempotency-Key: None to go on, or the replayed answer; 409 on misuse."""
-    try:
-        claim = runtime.idempotency.claim(key, fingerprint)
-    except RedisError:
-        raise unavailable("idempotency store") from None
-    if claim.outcome == "replay":
-        return JSONResponse(claim.response, 202, headers={"Idempotent-Replayed": "true"})
-    if claim.outcome == "mismatch":
-        raise Problem(
-            409,
-            "idempotency-key-reused",
-            "This Idempotency-Key was used with a different request body.",
-        )
-    if claim.outcome == "in_progress":
-        raise Problem(
-            409,
-            "idempotency-key-in-progress",
-            "A request with this Idempotency-Key is still being processed.",
-            headers={"Retry-After": "1"},
-        )
-    return None
 
 
 def _not_found() -> Problem:

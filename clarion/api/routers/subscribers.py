@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Query, Response
+from sqlalchemy.orm import Session
 
 from clarion.api.deps import Producer, SessionDep
 from clarion.api.problems import Problem
-from clarion.api.schemas import SubscriberPublic, SubscriberUpdate
-from clarion.db import subscribers
+from clarion.api.schemas import InboxPage, RecentQuery, SubscriberPublic, SubscriberUpdate
+from clarion.core.schemas import NotificationPublic
+from clarion.db import notifications, subscribers
+from clarion.db.notifications import InboxFilter
 from clarion.ids import utcnow
 
 router = APIRouter(prefix="/v1/subscribers", tags=["subscribers"])
@@ -52,3 +55,37 @@ def delete_subscriber(
     if not found:
         raise Problem(404, "not-found", "No such subscriber.")
     return Response(status_code=204)
+
+
+@router.get(
+    "/{subscriber_id}/notifications",
+    response_model=InboxPage,
+    summary="A subscriber's recent notifications, as their inbox shows them (read-only)",
+    responses={404: {"description": "No such subscriber"}},
+)
+def list_subscriber_notifications(
+    subscriber_id: SubscriberPath,
+    query: Annotated[RecentQuery, Query()],
+    session: SessionDep,
+    producer: Producer,
+) -> InboxPage:
+    """Newest first; nothing is marked seen or read."""
+    return recent_notifications(session, subscriber_id, query)
+
+
+def recent_notifications(session: Session, subscriber_id: str, query: RecentQuery) -> InboxPage:
+    """The subscriber's inbox listing, for producers and agents: read-only."""
+    if subscribers.get(session=session, id=subscriber_id) is None:
+        raise Problem(404, "not-found", "No such subscriber.")
+    rows = notifications.inbox(
+        session=session,
+        recipient_id=subscriber_id,
+        limit=query.limit + 1,
+        before=query.cursor,
+        filters=InboxFilter(category=query.category, status=query.status, archived=False),
+    )
+    page = rows[: query.limit]
+    return InboxPage(
+        items=[NotificationPublic.model_validate(r) for r in page],
+        next_cursor=str(page[-1].id) if len(rows) > query.limit else None,
+    )

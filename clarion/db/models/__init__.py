@@ -24,6 +24,7 @@ from clarion.db.models.routing import (
     Topic,
     TopicSubscriber,
 )
+from clarion.db.models.schedules import Schedule
 from clarion.db.models.targets import PushSubscription, WebhookEndpoint
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "PushSubscription",
     "RuleRun",
     "RuleSetting",
+    "Schedule",
     "ScheduledNotification",
     "Subscriber",
     "Template",
