@@ -12,9 +12,16 @@ from clarion.workers import queues
 
 def celery_config(settings: Settings) -> dict:
     """Celery settings that matter, with the reason for each in DESIGN.md / README."""
+    broker: dict = {"broker_url": settings.broker_url}
     if settings.broker_url.startswith("sqla+"):
         # kombu's SQL transport hands its options to create_engine(): engine options only.
         transport_options: dict = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        # Its subclass that a publish wakes (the embedded mode: POST → inbox without a
+        # polling delay). A transport given by path must not come from the URL (kombu).
+        broker = {
+            "broker_url": settings.broker_url.removeprefix("sqla+"),
+            "broker_transport": "clarion.workers.sqlbroker:Transport",
+        }
     else:
         transport_options = {
             "visibility_timeout": settings.broker_visibility_timeout,
@@ -23,7 +30,7 @@ def celery_config(settings: Settings) -> dict:
         }
     transport_options.update(settings.broker_transport_options)
     return {
-        "broker_url": settings.broker_url,
+        **broker,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": settings.broker_publish_timeout,
