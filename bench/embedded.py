@@ -106,10 +106,12 @@ def main() -> None:
     parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
     args = parser.parse_args()
     common.warn_if_busy()
-    with tempfile.TemporaryDirectory(prefix="clarion-bench-dev-") as data:
-        with common.Processes() as procs:
-            base, key, token, pid = start(procs, Path(data))
-            code = measure(base, key, token, pid, args)
+    with (
+        tempfile.TemporaryDirectory(prefix="clarion-bench-dev-") as data,
+        common.Processes() as procs,
+    ):
+        base, key, token, pid = start(procs, Path(data))
+        code = measure(base, key, token, pid, args)
     sys.exit(code)
 
 
