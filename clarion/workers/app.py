@@ -67,8 +67,8 @@ def celery_config(settings: Settings) -> dict:
 
 
 def beat_schedule(settings: Settings) -> dict:
-    """The sweeper, scheduled releases and digests (on the periodic queue), and every scan
-    rule at its own interval (on the engine queue).
+    """The sweeper, scheduled releases, ended snoozes and digests (on the periodic queue),
+    and every scan rule at its own interval (on the engine queue).
 
     Rules disabled by settings are scheduled too: an operator's override may enable them
     without a restart, and a disabled rule's run ends at once."""
@@ -83,6 +83,12 @@ def beat_schedule(settings: Settings) -> dict:
         # Scheduled sends and digests: the database holds what is due, beat only asks.
         "release-scheduled": {
             "task": "clarion.schedule.release",
+            "schedule": settings.schedule_interval_seconds,
+            "options": {"queue": queues.PERIODIC, "expires": settings.schedule_interval_seconds},
+        },
+        # Ended snoozes come back (live) within one interval, like scheduled sends.
+        "release-snoozed": {
+            "task": "clarion.snooze.release",
             "schedule": settings.schedule_interval_seconds,
             "options": {"queue": queues.PERIODIC, "expires": settings.schedule_interval_seconds},
         },
