@@ -11,9 +11,10 @@ from fastapi import FastAPI
 
 from clarion import __version__
 from clarion import mcp as mcp_server
-from clarion.api import problems
+from clarion.api import cors, problems
 from clarion.api.coalesce import Coalescer
 from clarion.api.guards import BodyLimit, SecurityHeaders
+from clarion.api.ratelimit import RateLimiter
 from clarion.api.routers import (
     deadletters,
     events,
@@ -57,8 +58,10 @@ user's events as JSON: `{"type", "cursor", "data"}`.
 | type | data |
 |---|---|
 | `notification.created` | the notification, as in the inbox list |
-| `notification.updated` | `{ids, read_at, archived_at}`, `{ids, deleted}`, `{all, category}` |
-| `unread_count` | `{"total", "by_category"}`; sent on connect and after every change |
+| `notification.updated` | `{ids, read_at, archived_at, seen_at, snoozed_until}`, \
+`{ids or up_to, seen_at}`, `{ids, deleted}`, `{all, category, read_at or deleted}` |
+| `notification.unsnoozed` | the notification, back from a snooze |
+| `unread_count` | `{"total", "by_category", "unseen"}`; sent on connect and after every change |
 | `heartbeat` | none; every `CLARION_STREAM_HEARTBEAT_SECONDS` when idle |
 | `resync` | `{"reason"}`: too much was missed; refetch the inbox, then continue from `cursor` |
 | `reauth` | SSE only, last event: `{"reason"}`; the token expired, reconnect with a fresh one |
@@ -157,6 +160,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         runtime.settings.api_coalesce_max_notifications,
         runtime.settings.api_coalesce_linger_ms / 1000,
     )
+    app.state.rate_limiter = RateLimiter(runtime.settings.redis_url)
     problems.install(app)
 
     routers = (
@@ -185,7 +189,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
         app.state.mcp = mcp_http.mount(app, runtime, app.state.coalescer)
     routes = [route for router in routers for route in router.routes]
-    # Outermost last: every answer, the guards' own 401/413 included, gets the headers.
+    # Outermost last: every answer, the guards' own 401/413 and CORS preflights included,
+    # gets the security headers; every answer a browser reads gets the CORS headers.
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, routes=routes)
+    cors.install(app, runtime.settings.cors_origins)
     app.add_middleware(SecurityHeaders)
     return app

@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from clarion.core import deliver as deliver_core
-from clarion.core import digests, ledger, recurring, schedule, send, sweeper
+from clarion.core import digests, ledger, recurring, schedule, send, snooze, sweeper
 from clarion.core import fanout as fanout_core
 from clarion.core.create import create_notifications
 from clarion.core.lanes import NORMAL
@@ -136,6 +136,13 @@ def register(app: Celery) -> None:
             publish=lambda messages: send.enqueue(self.app, *messages),
         )
         return {"schedules": tick.schedules, "requests": tick.requests, "skipped": tick.skipped}
+
+    @app.task(name="clarion.snooze.release", shared=False, bind=True, **RETRY_TRANSIENT)
+    def release_snoozed(self) -> dict:
+        """Bring back the notifications whose snooze has ended, live (on beat)."""
+        runtime = self.app.clarion
+        released = snooze.release(sessions=runtime.sessions, publisher=runtime.pubsub)
+        return {"released": released}
 
     @app.task(name="clarion.digests.run", shared=False, bind=True, **RETRY_TRANSIENT)
     def run_digests(self) -> dict:

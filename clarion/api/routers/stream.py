@@ -64,7 +64,7 @@ def cursor_of(text: str | None) -> int | None:
 
 
 def _origin_allowed(runtime: Runtime, origin: str | None) -> bool:
-    allowed = runtime.settings.stream_allowed_origins
+    allowed = runtime.settings.stream_origins
     return origin is None or "*" in allowed or origin in allowed
 
 
