@@ -7,11 +7,12 @@ import signal
 import threading
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from clarion import __version__
 from clarion.api import problems
 from clarion.api.coalesce import Coalescer
+from clarion.api.deps import storable_params
 from clarion.api.routers import (
     deadletters,
     events,
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(storable_params)],
     )
     app.state.runtime = runtime
     app.state.hub = Hub(runtime)

@@ -22,6 +22,7 @@ from clarion.core.schemas import (
     SubscriberId,
     UTCDateTime,
 )
+from clarion.core.storable import StorableModel
 
 
 class AttemptPublic(BaseModel):
@@ -106,14 +107,14 @@ class UnreadCount(BaseModel):
     by_category: dict[str, int]
 
 
-class NotificationPatch(BaseModel):
+class NotificationPatch(StorableModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"read": True}]})
 
     read: bool | None = None
     archived: bool | None = None
 
 
-class ReadAll(BaseModel):
+class ReadAll(StorableModel):
     model_config = ConfigDict(extra="forbid")
 
     category: str | None = None
@@ -123,7 +124,7 @@ class ReadAllResult(BaseModel):
     updated: int
 
 
-class SubscriberUpdate(BaseModel):
+class SubscriberUpdate(StorableModel):
     """Full profile; fields left out are cleared (PUT semantics)."""
 
     model_config = ConfigDict(
@@ -180,7 +181,7 @@ class SubscriberPublic(BaseModel):
 MAX_TOPIC_CHANGE = 10_000
 
 
-class TopicSubscribersUpdate(BaseModel):
+class TopicSubscribersUpdate(StorableModel):
     """``PUT /v1/topics/{key}/subscribers``: ids to subscribe and to unsubscribe."""
 
     model_config = ConfigDict(extra="forbid")

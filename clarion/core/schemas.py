@@ -6,6 +6,7 @@ Defined once here because the API, ``clarion.enqueue`` and the live event stream
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -22,6 +23,7 @@ from pydantic import (
 )
 
 from clarion.core.lanes import Lane
+from clarion.core.storable import StorableModel
 from clarion.ids import as_utc
 from clarion.settings import ChannelKey
 
@@ -50,8 +52,28 @@ Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,
 # A template or topic key: a slug of up to 128 characters.
 Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 
+# Browsers drop tabs and newlines anywhere in a URL and spaces and controls around it, so
+# "java\tscript:" is javascript: to them; a link with any of these is refused outright.
+_URL_NOISE = re.compile(r"[\x00-\x1f\x7f]|^\s|\s$")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+LINK_SCHEMES = ("http", "https")
 
-class NotificationContent(BaseModel):
+
+def _safe_link(value: str) -> str:
+    if _URL_NOISE.search(value):
+        raise ValueError("must not contain control characters or surrounding whitespace")
+    scheme = _SCHEME.match(value)
+    if scheme and scheme.group(1).lower() not in LINK_SCHEMES:
+        raise ValueError("must be an http: or https: URL, or a relative path")
+    return value
+
+
+# A link a reader follows (inbox, email, push): http(s) or relative, never javascript:,
+# data: or vbscript:, which would run in the reader's session.
+Link = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_safe_link)]
+
+
+class NotificationContent(StorableModel):
     """What a notification says and how it is classified; shared by every recipient.
 
     Either ``title`` (and optionally ``body``) or ``template`` (+ ``data``), rendered per
@@ -80,7 +102,7 @@ class NotificationContent(BaseModel):
         default=None, description="Not delivered after this, and hidden from the inbox."
     )
     body: Annotated[str, StringConstraints(max_length=10_000)] | None = None
-    url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    url: Link | None = Field(default=None, description="http(s) URL or relative path.")
     actor_id: SubscriberId | None = None
     metadata: JsonObject = Field(default_factory=dict)
     channels: list[ChannelKey] | None = Field(
@@ -166,7 +188,7 @@ class NotificationCreate(NotificationContent):
         return self
 
 
-class CreateMessage(BaseModel):
+class CreateMessage(StorableModel):
     """What the ``create`` task carries: the request with the ids the sender generated."""
 
     request_id: uuid.UUID
@@ -175,15 +197,18 @@ class CreateMessage(BaseModel):
     content: NotificationContent
     # Set by a topic fan-out (bulk); None: the lane follows the content (clarion.core.lanes).
     lane: Lane | None = None
+    # Who sent it ("api-key:<name>#<id>"), for the record of a request that cannot be stored.
+    producer: str | None = None
 
 
-class FanoutMessage(BaseModel):
+class FanoutMessage(StorableModel):
     """What the ``fanout`` task carries: a request to every subscriber of a topic."""
 
     request_id: uuid.UUID
     accepted_at: datetime
     topic: str
     content: NotificationContent
+    producer: str | None = None
 
 
 class AcceptedNotification(BaseModel):

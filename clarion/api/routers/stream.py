@@ -21,13 +21,14 @@ from fastapi.responses import StreamingResponse
 from clarion.api.problems import Problem, problem_response
 from clarion.api.stream import RESUME, RESYNC, Connection, Hub
 from clarion.core.auth import AuthError, verify_user_token
+from clarion.core.storable import MAX_BIGINT, BigInt
 from clarion.runtime import Runtime
 
 log = logging.getLogger(__name__)
 SSE_QUEUE = 64  # frames between the hub and an SSE response
 router = APIRouter(prefix="/v1/me/stream", tags=["live events"])
 PATH = "/v1/me/stream"  # the WebSocket, served by websocket_stream ahead of the routing
-Since = Annotated[int | None, Query(ge=0, description="Resume after this cursor")]
+Since = Annotated[BigInt | None, Query(ge=0, description="Resume after this cursor")]
 Token = Annotated[str | None, Query(description="User token (for clients without headers)")]
 
 
@@ -58,6 +59,10 @@ async def _refuse(scope, send, status: int, slug: str, detail: str) -> None:
         await send({"type": "websocket.close", "code": 1008, "reason": detail})
 
 
+def _is_cursor(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_BIGINT
+
+
 def _handshake(runtime: Runtime, scope) -> tuple[str | None, int | None, tuple | None]:
     """(subscriber, since, refusal): who connects from where, or why they may not."""
     origin = authorization = None
@@ -70,7 +75,7 @@ def _handshake(runtime: Runtime, scope) -> tuple[str | None, int | None, tuple |
     if not _origin_allowed(runtime, origin):
         return None, None, (403, "forbidden", "This origin may not connect.")
     since = query.get("since", [None])[-1]
-    if since is not None and not (since.isascii() and since.isdigit()):
+    if since is not None and not _is_cursor(since):
         return None, None, (422, "validation-error", "since must be a cursor (an integer >= 0).")
     me = _subscriber(runtime, query.get("token", [None])[-1], authorization)
     if me is None:
@@ -146,7 +151,7 @@ async def sse_stream(
     me = _subscriber(runtime, token, authorization)
     if me is None:
         raise Problem(401, "unauthorized", "A valid user token is required.")
-    if last_event_id and last_event_id.isdigit():
+    if last_event_id and _is_cursor(last_event_id):
         since = int(last_event_id)
     # The same Connection as the WebSocket's, sending into a bounded queue that the
     # response drains: a full queue suspends send(), which puts it on the slow path.
