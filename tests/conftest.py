@@ -49,6 +49,7 @@ TABLES = (
     "scheduled_notifications",
     "topics",
     "fanouts",
+    "failed_requests",
 )
 
 

@@ -16,6 +16,7 @@ from clarion.api.deps import storable_params
 from clarion.api.routers import (
     deadletters,
     events,
+    failed_requests,
     health,
     inbox,
     notifications,
@@ -176,6 +177,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         unsubscribe.router,
         preferences.router,
         deadletters.router,
+        failed_requests.router,
         events.router,
         rules.router,
         templates.router,

@@ -93,6 +93,41 @@ class ScheduledStatus(BaseModel):
     updated_at: UTCDateTime = Field(description="When it was cancelled, for a cancelled one.")
 
 
+class FailedStatus(BaseModel):
+    """A notification whose request could not be stored (``GET /v1/requests/{id}`` says
+    the same): it will never be delivered, and ``reason`` says why."""
+
+    state: Literal["failed"] = "failed"
+    id: uuid.UUID
+    request_id: uuid.UUID
+    reason: str
+    failed_at: UTCDateTime
+
+
+class FailedRequestPublic(BaseModel):
+    """A request the worker could not store, for operators."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    request_id: uuid.UUID
+    kind: str = Field(description="create (a send), fanout (a send to a topic) or event")
+    producer: str | None = Field(description='The API key that sent it: "api-key:<name>#<id>".')
+    reason: str
+    created_at: UTCDateTime
+
+
+class FailedRequestDetail(FailedRequestPublic):
+    request: str = Field(
+        description="The request as JSON text, non-ASCII escaped (a NUL stays \\u0000)."
+    )
+
+
+class FailedRequestPage(BaseModel):
+    items: list[FailedRequestPublic]
+    next_cursor: int | None = Field(description="Pass as `cursor` for the next, older page.")
+
+
 class InboxPage(BaseModel):
     items: list[NotificationPublic]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next, older page.")
@@ -223,7 +258,8 @@ class RequestProgress(BaseModel):
     topic: str | None = Field(description="Set for a send to a topic.")
     status: str = Field(
         description="Topic: fanning_out (pages still being enqueued) or enqueued. "
-        "Otherwise: created (the request is stored, all at once)."
+        "Otherwise: created (the request is stored, all at once). failed: it could not be "
+        "stored (see reason); nothing more will be."
     )
     total: int | None = Field(
         description="Topic: its subscribers as of the send (exact once enqueued). Else null."
@@ -231,3 +267,4 @@ class RequestProgress(BaseModel):
     batches: int | None = Field(description="Topic: create tasks of fanout_batch recipients.")
     created: int = Field(description="Notifications stored under this request id so far.")
     done: bool
+    reason: str | None = Field(default=None, description="Why it failed, when it did.")
