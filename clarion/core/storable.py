@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, get_args
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 # NUL, and the surrogate range, which UTF-8 cannot encode.
@@ -102,17 +102,33 @@ def escape(text: str) -> str:
     return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+def _is_model(annotation: Any) -> bool:
+    """A model, or an optional one: it checks its own fields (and names them)."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, BaseModel)
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    return bool(args) and all(isinstance(a, type) and issubclass(a, BaseModel) for a in args)
+
+
 class StorableModel(BaseModel):
     """A request model whose every field must be storable (see the module docstring).
 
     The check runs before each field's own validation, on the raw input, so a value is
     refused before anything (a size check that serialises it, say) recurses into it; the
-    error names the field, and the message where inside it."""
+    error names the field, and the message where inside it. A field that is itself a
+    model is left to that model, which names its own fields."""
+
+    _nested: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._nested = frozenset(n for n, f in cls.model_fields.items() if _is_model(f.annotation))
 
     @field_validator("*", mode="before")
     @classmethod
-    def _storable(cls, value: Any) -> Any:
-        if isinstance(value, BaseModel):  # validated by its own class
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name in cls._nested or isinstance(value, BaseModel):
             return value
         problem = find(value)
         if problem is not None:

@@ -45,9 +45,27 @@ PUSH = {
 CASES = [
     ("producer", "POST", "/v1/notifications", {**SEND, "title": f"x{NUL}"}, ["body", "title"]),
     ("producer", "POST", "/v1/notifications", {**SEND, "body": f"x{LONE}"}, ["body", "body"]),
-    ("producer", "POST", "/v1/notifications", {**SEND, "recipients": [f"a{NUL}"]}, ["body", "recipients"]),
-    ("producer", "POST", "/v1/notifications", {**SEND, "metadata": {f"k{NUL}": 1}}, ["body", "metadata"]),
-    ("producer", "POST", "/v1/notifications", {**SEND, "metadata": {"k": [{"v": LONE}]}}, ["body", "metadata"]),
+    (
+        "producer",
+        "POST",
+        "/v1/notifications",
+        {**SEND, "recipients": [f"a{NUL}"]},
+        ["body", "recipients"],
+    ),
+    (
+        "producer",
+        "POST",
+        "/v1/notifications",
+        {**SEND, "metadata": {f"k{NUL}": 1}},
+        ["body", "metadata"],
+    ),
+    (
+        "producer",
+        "POST",
+        "/v1/notifications",
+        {**SEND, "metadata": {"k": [{"v": LONE}]}},
+        ["body", "metadata"],
+    ),
     ("producer", "POST", "/v1/notifications", {**SEND, "dedupe_key": NUL}, ["body", "dedupe_key"]),
     ("producer", "POST", "/v1/events", {"type": "a.b", "data": {"x": NUL}}, ["body", "data"]),
     ("producer", "POST", "/v1/events", {"type": "a.b", "subject": LONE}, ["body", "subject"]),
@@ -56,9 +74,21 @@ CASES = [
     ("producer", "PUT", "/v1/subscribers/ada", {"data": {"plan": [LONE]}}, ["body", "data"]),
     ("producer", "PUT", "/v1/topics/news/subscribers", {"add": [f"b{NUL}"]}, ["body", "add"]),
     ("producer", "GET", "/v1/topics/news/subscribers?cursor=a%00", None, ["query", "cursor"]),
-    ("admin", "POST", "/v1/templates", {"key": "k", "locale": "en", "subject": f"s{NUL}"}, ["body", "subject"]),
+    (
+        "admin",
+        "POST",
+        "/v1/templates",
+        {"key": "k", "locale": "en", "subject": f"s{NUL}"},
+        ["body", "subject"],
+    ),
     ("admin", "POST", "/v1/templates/k/preview", {"data": {"a": NUL}}, ["body", "data"]),
-    ("admin", "POST", "/v1/webhooks", {"url": "https://h.example/", "description": NUL}, ["body", "description"]),
+    (
+        "admin",
+        "POST",
+        "/v1/webhooks",
+        {"url": "https://h.example/", "description": NUL},
+        ["body", "description"],
+    ),
     ("admin", "PATCH", "/v1/rules/some-rule", {"config": {"x": NUL}}, ["body", "config"]),
     ("admin", "GET", "/v1/dead-letters?error_contains=%00", None, ["query", "error_contains"]),
     ("admin", "GET", "/v1/dead-letters?channel=a%00", None, ["query", "channel"]),
@@ -66,10 +96,28 @@ CASES = [
     ("admin", "PUT", "/v1/subscribers/ada/preferences", {"timezone": NUL}, ["body", "timezone"]),
     ("user", "GET", "/v1/me/notifications?category=%00", None, ["query", "category"]),
     ("user", "POST", "/v1/me/notifications/read-all", {"category": NUL}, ["body", "category"]),
-    ("user", "PUT", "/v1/me/preferences", {"categories": {"news": {"channels": {}}}, "timezone": LONE}, ["body", "timezone"]),
-    ("user", "POST", "/v1/me/push-subscriptions", {**PUSH, "user_agent": f"ua{NUL}"}, ["body", "user_agent"]),
-    ("user", "DELETE", "/v1/me/push-subscriptions?endpoint=https://p.example/%00", None, ["query", "endpoint"]),
-]  # fmt: skip
+    (
+        "user",
+        "PUT",
+        "/v1/me/preferences",
+        {"categories": {"news": {"channels": {}}}, "timezone": LONE},
+        ["body", "timezone"],
+    ),
+    (
+        "user",
+        "POST",
+        "/v1/me/push-subscriptions",
+        {**PUSH, "user_agent": f"ua{NUL}"},
+        ["body", "user_agent"],
+    ),
+    (
+        "user",
+        "DELETE",
+        "/v1/me/push-subscriptions?endpoint=https://p.example/%00",
+        None,
+        ["query", "endpoint"],
+    ),
+]
 
 
 @pytest.mark.parametrize(("who", "method", "url", "body", "loc"), CASES)
