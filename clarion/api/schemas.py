@@ -17,6 +17,7 @@ from pydantic import (
 
 from clarion.core.schemas import (
     JsonObject,
+    Locale,
     NotificationContent,
     NotificationPublic,
     SubscriberId,
@@ -181,9 +182,7 @@ class SubscriberUpdate(StorableModel):
         Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
         | None
     ) = None
-    locale: (
-        Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None
-    ) = None
+    locale: Locale | None = None
     timezone: str | None = None
     name: Annotated[str, StringConstraints(max_length=255)] | None = None
     data: JsonObject = Field(default_factory=dict)

@@ -49,6 +49,11 @@ UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
 SubscriberId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 # Free text, but a slug: categories and types appear in URLs, filters and template keys.
 Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+# A BCP 47-ish language tag ("en", "pt-BR", "zh_Hant_TW"), as long as its columns allow.
+Locale = Annotated[
+    str,
+    StringConstraints(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"),
+]
 # A template or topic key: a slug of up to 128 characters.
 Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from clarion.api.deps import Admin, RuntimeDep, SessionDep
 from clarion.api.problems import Problem, template_problem
 from clarion.core import template_store
-from clarion.core.schemas import JsonObject, Key, UTCDateTime
+from clarion.core.schemas import JsonObject, Key, Locale, UTCDateTime
 from clarion.core.storable import BigInt, StorableModel
 from clarion.core.templates import (
     TemplateError,
@@ -31,7 +31,6 @@ router = APIRouter(prefix="/v1/templates", tags=["templates"])
 
 KeyPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 TemplateChannel = Literal["*", "in_app", "email", "push", "webhook"]
-Locale = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")]
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 Body = Annotated[str, StringConstraints(max_length=100_000)]
 NOT_FOUND = {404: {"description": "No such template or version (problem+json)"}}
