@@ -1,19 +1,17 @@
-"""Requests that cannot be stored: recorded with the reason, never retried, and never
-at the cost of the other requests they share a task with.
+"""Requests that cannot be stored: what counts as such a failure, and its record.
 
 The API coalesces concurrent sends into one ``create`` task and one transaction. If the
-database refuses one request's data, the whole transaction fails, and retrying it fails
-the same way every time: before this module, ten retries later the task was dropped, and
-every request of the batch with it. So a *data error* (the database refused the values,
-not the connection) is permanent, and the batch is split: each request is stored alone,
-and the one that still fails is recorded in ``failed_requests`` with its reason, where its
-producer (``GET /v1/requests/{id}``, ``GET /v1/notifications/{id}``) and operators
+database refuses one request's data, retrying the transaction fails the same way every
+time: before this, ten retries later the task was dropped, and every request of the
+batch with it. So a *data error* (the database refused the values, not the connection)
+is permanent: the batch is stored request by request (``clarion.core.batches``), and the
+request that still fails is recorded here, in ``failed_requests``, with its reason, where
+its producer (``GET /v1/requests/{id}``, ``GET /v1/notifications/{id}``) and operators
 (``GET /v1/failed-requests``) see it. A request that does not even validate (a message
-published around the API) is recorded the same way.
+published around the API) is recorded the same way, as are fan-outs and events.
 
-Lost connections, deadlocks and serialisation failures are not data errors: they leave the
-task to Celery's retries, and every step here is idempotent (create skips stored ids; a
-request is recorded once), so a rerun redoes only what is missing.
+Lost connections, deadlocks and serialisation failures are not data errors: they are
+left to Celery's retries.
 """
 
 from __future__ import annotations
@@ -29,8 +27,6 @@ from sqlalchemy.exc import DataError, IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion.core import storable
-from clarion.core.create import Created, create_notifications
-from clarion.core.schemas import CreateMessage
 from clarion.db import failed
 from clarion.db.session import transaction
 from clarion.ids import utcnow
@@ -78,57 +74,6 @@ def reason_of(exc: BaseException) -> str:
     return f"the database refused the request: {type(orig).__name__}: {first}"
 
 
-def create_requests(
-    raw: list[dict[str, Any]],
-    *,
-    sessions: sessionmaker[Session],
-    **pipeline: Any,
-) -> dict[str, int]:
-    """The ``create`` task's work: store the requests in one transaction; when their data
-    is refused, store each alone and record the ones that still fail. Returns counts."""
-    messages, failures = [], 0
-    for item in raw:
-        try:
-            messages.append(CreateMessage.model_validate(item))
-        except ValidationError as exc:
-            failures += record(sessions, "create", item, reason_of(exc))
-    counts = {"created": 0, "skipped_existing": 0, "skipped_dedupe": 0, "scheduled": 0}
-    if messages:
-        try:
-            _add(counts, create_notifications(messages, sessions=sessions, **pipeline))
-        except Exception as exc:
-            if not is_data_error(exc):
-                raise
-            log.warning(
-                "a batch of %d requests was refused (%s); storing each alone",
-                len(messages),
-                reason_of(exc),
-            )
-            failures += _one_by_one(messages, counts, sessions=sessions, **pipeline)
-    return {**counts, "failed": failures}
-
-
-def _one_by_one(
-    messages: list[CreateMessage], counts: dict[str, int], *, sessions, **pipeline: Any
-) -> int:
-    failures = 0
-    for message in messages:
-        try:
-            _add(counts, create_notifications([message], sessions=sessions, **pipeline))
-        except Exception as exc:
-            if not is_data_error(exc):
-                raise
-            failures += record(sessions, "create", message.model_dump(mode="json"), reason_of(exc))
-    return failures
-
-
-def _add(counts: dict[str, int], result: Created) -> None:
-    counts["created"] += len(result.notifications)
-    counts["skipped_existing"] += result.skipped_existing
-    counts["skipped_dedupe"] += result.skipped_dedupe
-    counts["scheduled"] += result.scheduled
-
-
 def run_or_record(
     kind: str, raw: dict[str, Any], run: Callable[[], T], *, sessions: sessionmaker[Session]
 ) -> T | None:
@@ -144,25 +89,30 @@ def run_or_record(
 
 
 def record(sessions: sessionmaker[Session], kind: str, raw: Any, reason: str) -> int:
-    """Record a request that cannot be stored (once, however often it is retried); 1 if
-    this call recorded it."""
+    """Record a request that cannot be stored, in a transaction of its own (once, however
+    often it is retried); 1 if this call recorded it."""
+    with transaction(sessions) as session:
+        return record_in(session, kind, raw, reason)
+
+
+def record_in(session: Session, kind: str, raw: Any, reason: str) -> int:
+    """:func:`record`, in the caller's transaction."""
     copy = _copy(raw)
     request_id = _uuid(raw.get("request_id") or raw.get("id")) if isinstance(raw, dict) else None
     # A message without a usable id still gets one record: an id derived from its text.
     request_id = request_id or uuid.uuid5(uuid.NAMESPACE_URL, "clarion:failed:" + copy)
     producer = raw.get("producer") if isinstance(raw, dict) else None
     reason = storable.escape(reason)[:MAX_REASON]
-    with transaction(sessions) as session:
-        new = failed.record(
-            session=session,
-            request_id=request_id,
-            kind=kind,
-            producer=storable.escape(producer)[:255] if isinstance(producer, str) else None,
-            reason=reason,
-            request=copy,
-            notification_ids=_ids(raw),
-            now=utcnow(),
-        )
+    new = failed.record(
+        session=session,
+        request_id=request_id,
+        kind=kind,
+        producer=storable.escape(producer)[:255] if isinstance(producer, str) else None,
+        reason=reason,
+        request=copy,
+        notification_ids=_ids(raw),
+        now=utcnow(),
+    )
     log.error("%s request %s could not be stored and was recorded: %s", kind, request_id, reason)
     return int(new)
 

@@ -14,8 +14,8 @@ from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
+from clarion.core import batches, digests, failures, ledger, schedule, send, sweeper
 from clarion.core import deliver as deliver_core
-from clarion.core import digests, failures, ledger, schedule, send, sweeper
 from clarion.core import fanout as fanout_core
 from clarion.core.lanes import NORMAL
 from clarion.core.schemas import FanoutMessage
@@ -61,7 +61,7 @@ def register(app: Celery) -> None:
     def create(self, *messages: dict) -> dict:
         """One or more requests (the API coalesces concurrent ones), one transaction; a
         request that cannot be stored is recorded as failed, the others are stored."""
-        counts = failures.create_requests(list(messages), **self.app.clarion.pipeline)
+        counts = batches.create_requests(list(messages), **self.app.clarion.pipeline)
         _settle(self)
         return counts
 

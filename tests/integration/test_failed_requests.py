@@ -6,13 +6,16 @@ tasks run in-process on the real broker (tests.broker.drain) and PostgreSQL.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import DataError, OperationalError
 
-from clarion.core import send
+from clarion.core import schedule, send
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import FailedNotification, FailedRequest, Notification
+from clarion.ids import utcnow
 from clarion.workers.tasks import RETRY_TRANSIENT
 from tests.broker import drain
 from tests.conftest import make_key
@@ -88,3 +91,37 @@ def test_a_data_error_is_not_retried_but_a_lost_connection_is(runtime, error, ca
     result = raises.apply(throw=False)  # an eager retry runs again at once, in apply()
     assert result.failed() and isinstance(result.result, error)
     assert len(ran) == calls
+
+
+def test_a_scheduled_request_stored_before_a_stricter_rule_fails_alone_at_release(
+    runtime, client, producer
+):
+    # Two sends scheduled for the same minute; one was accepted before link schemes were
+    # checked, so its stored message no longer validates. The release takes both at once.
+    send_at = utcnow() + timedelta(minutes=5)
+    for title in ("fine", "old"):
+        body = {
+            "recipients": ["ada"],
+            "category": "c",
+            "title": title,
+            "send_at": send_at.isoformat(),
+        }
+        assert client.post("/v1/notifications", json=body, headers=producer).status_code == 202
+    drain(runtime.celery)
+    with runtime.engine.begin() as conn:
+        old = conn.execute(
+            text(
+                "UPDATE scheduled_notifications SET message = jsonb_set(message,"
+                " '{content,url}', '\"javascript:alert(1)\"') WHERE message->'content'->>'title'"
+                " = 'old' RETURNING id, request_id"
+            )
+        ).one()
+
+    released = schedule.release(**runtime.pipeline, now=send_at + timedelta(seconds=1))
+    assert released == 1  # persist_due counts the messages it stored
+    with runtime.sessions() as s:
+        assert s.scalars(select(Notification.title)).all() == ["fine"]
+    status = client.get(f"/v1/notifications/{old.id}", headers=producer).json()
+    assert status["state"] == "failed" and "content.url" in status["reason"]
+    progress = client.get(f"/v1/requests/{old.request_id}", headers=producer).json()
+    assert progress["status"] == "failed"

@@ -148,16 +148,16 @@ def get_notification(
     or ``failed`` (its request could not be stored; ``reason`` says why)."""
     row = notifications.get(session=session, id=notification_id)
     plan = scheduled.get(session=session, id=notification_id)
-    if row is None and plan is None:
-        failure = failed.of_notification(session=session, id=notification_id)
-        if failure is None:
-            raise _not_found()
+    failure = failed.of_notification(session=session, id=notification_id) if row is None else None
+    if failure is not None:
         return FailedStatus(
             id=notification_id,
             request_id=failure.request_id,
             reason=failure.reason,
             failed_at=failure.created_at,
         )
+    if row is None and plan is None:
+        raise _not_found()
     if row is None:
         return ScheduledStatus.model_validate(
             {
