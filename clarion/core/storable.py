@@ -7,7 +7,7 @@ value it refuses must be a 422 at the API, not a 202 whose create task then fail
 the other requests of its batch. Nesting is bounded too: PostgreSQL stores deep JSON, but
 every Python layer on the way (pydantic, ``json.dumps``, the driver) recurses into it.
 
-:class:`StorableModel` applies :func:`check` to every field of a request model, and the
+:class:`StorableModel` applies :func:`find` to every field of a request model, and the
 API applies it to path and query parameters (``clarion.api.deps``), so a new field or
 parameter is covered without anyone remembering to.
 """
@@ -86,14 +86,6 @@ def _at(entry: tuple, problem: str) -> str:
 def _short(key: Any, limit: int = 40) -> str:
     text = repr(key)
     return text if len(text) <= limit else text[: limit - 4] + "...'"
-
-
-def check(value: Any) -> Any:
-    """``value``, or ValueError saying why the database could not store it."""
-    problem = find(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
 
 
 def escape(text: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -41,6 +42,7 @@ SEED = int(os.environ.get("CLARION_FUZZ_SEED", "13"))
 NOTIFY_TAGS = {"notifications", "subscribers", "topics", "events"}
 # The create lanes and the engine (events): what turns an accepted request into rows.
 STORING_QUEUES = ",".join([queues.create_queue(lane) for lane in LANES] + [queues.ENGINE])
+CALLS: Counter[str] = Counter()  # requests sent per operation, for the run's summary
 
 
 class Target:
@@ -112,6 +114,7 @@ schema = schemathesis.openapi.from_dict(OPENAPI, config=CONFIG)
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_operation_answers_a_server_error(case, target):
+    CALLS[case.operation.label] += 1
     headers = {"Authorization": target.authorization(case.operation)}
     if case.operation.path.endswith("/sse"):  # a live stream never ends: read its status
         request = case.as_transport_kwargs(base_url=target.base, headers=headers)
@@ -138,4 +141,5 @@ def test_every_request_the_fuzzing_got_accepted_was_stored(target):
         failed = session.scalars(select(FailedRequest).limit(5)).all()
         count = session.scalar(select(func.count()).select_from(FailedRequest))
     assert count == 0, [(f.kind, f.reason) for f in failed]
+    print(f"fuzzed {len(CALLS)} operations with {sum(CALLS.values())} requests (seed {SEED})")
     assert "Traceback" not in target.api.output(), target.api.output()[-3000:]
