@@ -32,6 +32,8 @@ def worker(runtime, tmp_path):
     # INFO: Celery logs each retry ("Retry in 2s"), and a data error must have none.
     env = process_env(runtime.settings.database_url, CLARION_LOG_LEVEL="INFO")
     proc = Proc(["worker", "--concurrency", "1"], env, tmp_path / "worker.log")
+    # "Promptly" is timed from a worker that is consuming, not from a cold start.
+    wait_for(lambda: " ready." in proc.output(), 60, "the worker to start", proc)
     yield proc
     proc.stop()
 

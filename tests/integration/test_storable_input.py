@@ -224,3 +224,16 @@ def test_a_validation_error_does_not_echo_a_huge_input(client, producer, user):
     r = client.put("/v1/me/preferences", json=body, headers=user("ada"))
     assert r.status_code == 422
     assert len(r.content) < 2_000
+
+
+@pytest.mark.parametrize("where", ["template", "subscriber"])
+def test_a_locale_longer_than_its_column_is_a_422(client, admin, where):
+    # Found by the fuzz test: the pattern allowed any number of subtags; the column has 35.
+    locale = "en" + "-abcdefgh" * 5
+    if where == "template":
+        body = {"key": "k", "locale": locale, "subject": "s"}
+        r = client.post("/v1/templates", json=body, headers=admin)
+    else:
+        r = client.put("/v1/subscribers/ada", json={"locale": locale}, headers=admin)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["loc"] == ["body", "locale"]
