@@ -44,9 +44,7 @@ def upgrade() -> None:
             nullable=False,
         ),
     )
-    op.create_index(
-        "ix_failed_notifications_request_id", "failed_notifications", ["request_id"]
-    )
+    op.create_index("ix_failed_notifications_request_id", "failed_notifications", ["request_id"])
 
 
 def downgrade() -> None:
