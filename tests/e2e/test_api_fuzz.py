@@ -133,8 +133,9 @@ def _idle(target: Target) -> bool:
 
 
 def test_every_request_the_fuzzing_got_accepted_was_stored(target):
-    """Runs after the operations above (file order): the worker has drained what the API
-    accepted, and stored all of it."""
+    """Runs after the operations above (file order): every operation was called, and the
+    worker has stored all that the API accepted, with no task failing."""
+    assert set(CALLS) == {op.label for op in _operations()}, "run the whole module"
     wait_for(lambda: _idle(target), 60, "the worker to drain the create queues", target.worker)
     time.sleep(0.5)  # the last task's commit and ledger settle
     with target.runtime.sessions() as session:
@@ -143,3 +144,8 @@ def test_every_request_the_fuzzing_got_accepted_was_stored(target):
     assert count == 0, [(f.kind, f.reason) for f in failed]
     print(f"fuzzed {len(CALLS)} operations with {sum(CALLS.values())} requests (seed {SEED})")
     assert "Traceback" not in target.api.output(), target.api.output()[-3000:]
+    assert "raised unexpected" not in target.worker.output(), target.worker.output()[-3000:]
+
+
+def _operations():
+    return [result.ok() for result in schema.get_all_operations()]
