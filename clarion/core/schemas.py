@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from clarion.core.lanes import Lane
-from clarion.core.storable import StorableModel
+from clarion.core.storable import StorableModel, in_utc_range
 from clarion.ids import as_utc
 from clarion.settings import ChannelKey
 
@@ -45,7 +45,7 @@ def _bounded(value: dict[str, Any]) -> dict[str, Any]:
 JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded)]
 
 # Every timestamp leaves Clarion in UTC with its offset (SQLite hands back naive values).
-UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
+UTCDateTime = Annotated[datetime, AfterValidator(as_utc), AfterValidator(in_utc_range)]
 SubscriberId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 # Free text, but a slug: categories and types appear in URLs, filters and template keys.
 Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]

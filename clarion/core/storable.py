@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, get_args
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 # NUL, and the surrogate range, which UTF-8 cannot encode.
@@ -28,6 +29,22 @@ MAX_DEPTH = 32
 # An integer a BIGINT column (ids, cursors) can hold: bigger ones are a 422, not a 500.
 MAX_BIGINT = 2**63 - 1
 BigInt = Annotated[int, Field(ge=-MAX_BIGINT - 1, le=MAX_BIGINT)]
+
+
+def in_utc_range(value: datetime) -> datetime:
+    """An instant that can be stored *and read back*: PostgreSQL keeps timestamps far past
+    year 9999, but Python's datetime, and so the driver, cannot load them, and one such
+    ``expires_at`` made its recipient's inbox a 500."""
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is outside the years 1 to 9999 once in UTC") from None
+    return value
+
+
+# A timestamp input (the time zone, if any, kept as given).
+Instant = Annotated[datetime, AfterValidator(in_utc_range)]
 
 
 def _describe(char: str) -> str:

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from tests.broker import drain
 from tests.conftest import make_key
 
 NUL, LONE = "\u0000", "\ud800"  # URLs carry a NUL as %00
@@ -237,3 +238,16 @@ def test_a_locale_longer_than_its_column_is_a_422(client, admin, where):
         r = client.put("/v1/subscribers/ada", json={"locale": locale}, headers=admin)
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["loc"] == ["body", "locale"]
+
+
+@pytest.mark.parametrize("field", ["expires_at", "send_at"])
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_a_time_past_year_9999_in_utc_is_a_422(client, producer, user, field, when):
+    # PostgreSQL stored it; Python could not read it back: the recipient's inbox was a 500.
+    r = client.post("/v1/notifications", json={**SEND, field: when}, headers=producer)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["loc"] == ["body", field]
+    drain(client.app.state.runtime.celery)
+    assert client.get("/v1/me/notifications", headers=user("ada")).status_code == 200
+    event = {"type": "a.b", "occurred_at": when}
+    assert client.post("/v1/events", json=event, headers=producer).status_code == 422

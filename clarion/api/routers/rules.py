@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from clarion.api.deps import Admin, RuntimeDep, SessionDep
 from clarion.api.problems import BROKER_ERRORS, Problem, unavailable
 from clarion.core.schemas import UTCDateTime
-from clarion.core.storable import BigInt, StorableModel
+from clarion.core.storable import BigInt, Instant, StorableModel
 from clarion.db import engine as engine_db
 from clarion.engine.registry import RuleError
 from clarion.engine.runner import RuleDisabled, build_rule, run_rule
@@ -164,7 +164,7 @@ def run_now(
     runtime: RuntimeDep,
     admin: Admin,
     dry_run: bool = False,
-    as_of: Annotated[datetime | None, Query(description="The rule's clock (time travel).")] = None,
+    as_of: Annotated[Instant | None, Query(description="The rule's clock (time travel).")] = None,
 ):
     _known(runtime, key)
     if not dry_run:
