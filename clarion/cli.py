@@ -1,5 +1,5 @@
 """The ``clarion`` command: api, worker, beat, flower, migrate, keys, token, dead-letters,
-rules, vapid, mcp, dev."""
+failed-requests, rules, vapid, mcp, dev."""
 
 from __future__ import annotations
 
@@ -179,6 +179,28 @@ def _dead_letters(args: argparse.Namespace) -> None:
     runtime.close()
 
 
+def _failed_requests(args: argparse.Namespace) -> None:
+    import uuid
+
+    from clarion.db import failed
+    from clarion.db.session import make_engine, make_sessionmaker
+
+    engine = make_engine(Settings().database_url)
+    with make_sessionmaker(engine)() as session:
+        if args.failed_command == "list":
+            for row in failed.page(session=session, limit=args.limit, producer=args.producer):
+                print(
+                    f"{row.request_id}\t{row.created_at:%Y-%m-%d %H:%M:%S}\t{row.kind}"
+                    f"\t{row.producer or '-'}\t{row.reason[:120]}"
+                )
+            return
+        row = failed.get(session=session, request_id=uuid.UUID(args.request_id))
+        if row is None:
+            sys.exit(f"clarion: no failed request {args.request_id}")
+        print(f"# {row.kind} from {row.producer or '-'} at {row.created_at}: {row.reason}")
+        print(row.request)
+
+
 def _rules(args: argparse.Namespace) -> None:
     import json
 
@@ -325,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--error", help="text the error contains")
         cmd.add_argument("--status", choices=["open", "replayed", "all"], default="open")
         cmd.add_argument("--limit", type=int, default=50)
+    p = add("failed-requests", _failed_requests, "requests the worker could not store")
+    fr = p.add_subparsers(dest="failed_command", required=True)
+    cmd = fr.add_parser("list", help="newest first: id, time, kind, producer, reason")
+    cmd.add_argument("--producer", help='only this producer ("api-key:<name>#<id>")')
+    cmd.add_argument("--limit", type=int, default=50)
+    cmd = fr.add_parser("show", help="one, with the copy of the request (escaped JSON)")
+    cmd.add_argument("request_id")
     p = add("rules", _rules, "the rule engine: list rules, run or dry-run one")
     rules = p.add_subparsers(dest="rules_command", required=True)
     rules.add_parser("list", help="every rule with its pack, state and trigger")

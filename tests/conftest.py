@@ -56,6 +56,7 @@ TABLES = (
     "topics",
     "fanouts",
     "schedules",
+    "failed_requests",
 )
 
 

@@ -7,17 +7,19 @@ import signal
 import threading
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from clarion import __version__
 from clarion import mcp as mcp_server
 from clarion.api import cors, problems
 from clarion.api.coalesce import Coalescer
+from clarion.api.deps import storable_params
 from clarion.api.guards import BodyLimit, SecurityHeaders
 from clarion.api.ratelimit import RateLimiter
 from clarion.api.routers import (
     deadletters,
     events,
+    failed_requests,
     health,
     inbox,
     notifications,
@@ -152,6 +154,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(storable_params)],
     )
     app.state.runtime = runtime
     app.state.hub = Hub(runtime)
@@ -174,6 +177,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         unsubscribe.router,
         preferences.router,
         deadletters.router,
+        failed_requests.router,
         events.router,
         rules.router,
         templates.router,

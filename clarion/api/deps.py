@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from clarion.api.coalesce import Coalescer
 from clarion.api.problems import Problem
+from clarion.core import storable
 from clarion.core.auth import (
     AuthError,
     Principal,
@@ -32,6 +34,21 @@ _user_token = HTTPBearer(
     auto_error=False,
 )
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def storable_params(request: Request) -> None:
+    """Refuse (422) a path or query parameter the database could not store (a NUL): every
+    route gets this check from the app, so no parameter has to remember it. Bodies are
+    checked by their models (``clarion.core.storable.StorableModel``)."""
+    params = [("path", k, v) for k, v in request.path_params.items()]
+    params += [("query", k, v) for k, v in request.query_params.multi_items()]
+    errors = [
+        {"loc": (where, name), "msg": problem, "type": "unstorable"}
+        for where, name, value in params
+        if isinstance(value, str) and (problem := storable.find(value)) is not None
+    ]
+    if errors:
+        raise RequestValidationError(errors)
 
 
 def get_runtime(request: Request) -> Runtime:

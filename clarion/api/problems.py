@@ -13,6 +13,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from clarion.core import storable
 from clarion.core.sandbox import TemplateError
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,28 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
 
+# Bounds on what a validation error says, each (a message, a part of a location, the
+# list): a message can quote the input, and a location can be a key of the input.
+MAX_ERROR_TEXT, MAX_ERRORS = 200, 50
+
+
+def _bounded(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if len(value) > MAX_ERROR_TEXT:
+        value = value[: MAX_ERROR_TEXT - 3] + "..."
+    return storable.escape(value)  # a lone surrogate would not even encode as UTF-8
+
+
 def _clean_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # The offending input can be large or secret: name where and what, not the value.
     return [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors
+        {
+            "loc": [_bounded(part) for part in e.get("loc", ())],
+            "msg": _bounded(e.get("msg")),
+            "type": e.get("type"),
+        }
+        for e in errors[:MAX_ERRORS]
     ]
 
 

@@ -18,11 +18,13 @@ from pydantic import (
 
 from clarion.core.schemas import (
     JsonObject,
+    Locale,
     NotificationContent,
     NotificationPublic,
     SubscriberId,
     UTCDateTime,
 )
+from clarion.core.storable import StorableModel
 from clarion.ids import utcnow
 
 
@@ -116,6 +118,41 @@ class RecentQuery(BaseModel):
     status: Literal["unread", "read", "all"] = "all"
 
 
+class FailedStatus(BaseModel):
+    """A notification whose request could not be stored (``GET /v1/requests/{id}`` says
+    the same): it will never be delivered, and ``reason`` says why."""
+
+    state: Literal["failed"] = "failed"
+    id: uuid.UUID
+    request_id: uuid.UUID
+    reason: str
+    failed_at: UTCDateTime
+
+
+class FailedRequestPublic(BaseModel):
+    """A request the worker could not store, for operators."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    request_id: uuid.UUID
+    kind: str = Field(description="create (a send), fanout (a send to a topic) or event")
+    producer: str | None = Field(description='The API key that sent it: "api-key:<name>#<id>".')
+    reason: str
+    created_at: UTCDateTime
+
+
+class FailedRequestDetail(FailedRequestPublic):
+    request: str = Field(
+        description="The request as JSON text, non-ASCII escaped (a NUL stays \\u0000)."
+    )
+
+
+class FailedRequestPage(BaseModel):
+    items: list[FailedRequestPublic]
+    next_cursor: int | None = Field(description="Pass as `cursor` for the next, older page.")
+
+
 class InboxPage(BaseModel):
     items: list[NotificationPublic]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next, older page.")
@@ -133,7 +170,7 @@ class UnreadCount(BaseModel):
     unseen: int = Field(description="Of those, the ones never seen (nor read).")
 
 
-class NotificationPatch(BaseModel):
+class NotificationPatch(StorableModel):
     """Flags to change; a field left out stays as it is."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"read": True}]})
@@ -173,7 +210,7 @@ class SeenRequest(BaseModel):
         return self
 
 
-class ReadAll(BaseModel):
+class ReadAll(StorableModel):
     model_config = ConfigDict(extra="forbid")
 
     category: str | None = None
@@ -206,7 +243,7 @@ class TestSent(BaseModel):
     )
 
 
-class SubscriberUpdate(BaseModel):
+class SubscriberUpdate(StorableModel):
     """Full profile; fields left out are cleared (PUT semantics)."""
 
     model_config = ConfigDict(
@@ -228,9 +265,7 @@ class SubscriberUpdate(BaseModel):
         Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
         | None
     ) = None
-    locale: (
-        Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None
-    ) = None
+    locale: Locale | None = None
     timezone: str | None = None
     name: Annotated[str, StringConstraints(max_length=255)] | None = None
     data: JsonObject = Field(default_factory=dict)
@@ -263,7 +298,7 @@ class SubscriberPublic(BaseModel):
 MAX_TOPIC_CHANGE = 10_000
 
 
-class TopicSubscribersUpdate(BaseModel):
+class TopicSubscribersUpdate(StorableModel):
     """``PUT /v1/topics/{key}/subscribers``: ids to subscribe and to unsubscribe."""
 
     model_config = ConfigDict(extra="forbid")
@@ -305,7 +340,8 @@ class RequestProgress(BaseModel):
     topic: str | None = Field(description="Set for a send to a topic.")
     status: str = Field(
         description="Topic: fanning_out (pages still being enqueued) or enqueued. "
-        "Otherwise: created (the request is stored, all at once)."
+        "Otherwise: created (the request is stored, all at once). failed: it could not be "
+        "stored (see reason); nothing more will be."
     )
     total: int | None = Field(
         description="Topic: its subscribers as of the send (exact once enqueued). Else null."
@@ -313,3 +349,4 @@ class RequestProgress(BaseModel):
     batches: int | None = Field(description="Topic: create tasks of fanout_batch recipients.")
     created: int = Field(description="Notifications stored under this request id so far.")
     done: bool
+    reason: str | None = Field(default=None, description="Why it failed, when it did.")

@@ -52,6 +52,7 @@ def batch_message(message: FanoutMessage, recipients: list[str]) -> CreateMessag
         ),
         content=message.content,
         lane=BULK,
+        producer=message.producer,
     )
 
 

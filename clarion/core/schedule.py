@@ -18,10 +18,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion.channels import Channels
 from clarion.core import create as pipeline
+from clarion.core import failures
 from clarion.core.schemas import CreateMessage
 from clarion.db import notifications, scheduled
 from clarion.db.models import ScheduledNotification
@@ -84,23 +86,25 @@ def _row(message: CreateMessage, nid: uuid.UUID, recipient: str, stored: dict, n
     }
 
 
-def _messages(rows: list[ScheduledNotification]) -> list[CreateMessage]:
-    """The due rows as create messages, one per request, with their original ids."""
+def _messages(session: Session, rows: list[ScheduledNotification]) -> list[CreateMessage]:
+    """The due rows as create messages, one per request, with their original ids. A
+    request stored before a stricter rule (a link scheme) is recorded as failed instead
+    of stopping every release of the batch."""
     by_request: dict[uuid.UUID, list[ScheduledNotification]] = {}
     for row in rows:
         by_request.setdefault(row.request_id, []).append(row)
     messages = []
     for group in by_request.values():
-        messages.append(
-            CreateMessage.model_validate(
-                {
-                    **group[0].message,
-                    # The inbox shows when it was sent, not when the producer asked.
-                    "accepted_at": as_utc(group[0].send_at),
-                    "items": [(row.id, row.recipient_id) for row in group],
-                }
-            )
-        )
+        raw = {
+            **group[0].message,
+            # The inbox shows when it was sent, not when the producer asked.
+            "accepted_at": as_utc(group[0].send_at),
+            "items": [(row.id, row.recipient_id) for row in group],
+        }
+        try:
+            messages.append(CreateMessage.model_validate(raw))
+        except ValidationError as exc:
+            failures.record_in(session, "create", raw, failures.reason_of(exc))
     return messages
 
 
@@ -125,7 +129,7 @@ def release(
         if not rows:
             return [], 0
         scheduled.mark_released(session=session, ids=[r.id for r in rows], now=utcnow())
-        return _messages(rows), len(rows)
+        return _messages(session, rows), len(rows)
 
     return pipeline.persist_due(
         take,

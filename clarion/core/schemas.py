@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from clarion.core.lanes import Lane
+from clarion.core.storable import StorableModel, in_utc_range
 from clarion.ids import as_utc
 from clarion.settings import ChannelKey
 
@@ -45,10 +46,15 @@ def _bounded(value: dict[str, Any]) -> dict[str, Any]:
 JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded)]
 
 # Every timestamp leaves Clarion in UTC with its offset (SQLite hands back naive values).
-UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
+UTCDateTime = Annotated[datetime, AfterValidator(as_utc), AfterValidator(in_utc_range)]
 SubscriberId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 # Free text, but a slug: categories and types appear in URLs, filters and template keys.
 Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+# A BCP 47-ish language tag ("en", "pt-BR", "zh_Hant_TW"), as long as its columns allow.
+Locale = Annotated[
+    str,
+    StringConstraints(max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"),
+]
 # A template or topic key: a slug of up to 128 characters.
 Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 
@@ -77,7 +83,7 @@ Link = Annotated[str, StringConstraints(min_length=1, max_length=2048), AfterVal
 MAX_ACTIONS = 3
 
 
-class Action(BaseModel):
+class Action(StorableModel):
     """A button on a notification (inbox, web push): the client shows ``label``; a click is
     ``POST /v1/me/notifications/{id}/actions/{action_id}`` (recorded, sent to the
     producer's webhooks) and then opens ``url``, if any."""
@@ -112,7 +118,7 @@ def _unique_actions(value: list[Action] | None) -> list[Action] | None:
     return value
 
 
-class NotificationContent(BaseModel):
+class NotificationContent(StorableModel):
     """What a notification says and how it is classified; shared by every recipient.
 
     Either ``title`` (and optionally ``body``) or ``template`` (+ ``data``), rendered per
@@ -141,7 +147,7 @@ class NotificationContent(BaseModel):
         default=None, description="Not delivered after this, and hidden from the inbox."
     )
     body: Annotated[str, StringConstraints(max_length=10_000)] | None = None
-    url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    url: Link | None = Field(default=None, description="http(s) URL or relative path.")
     actor_id: SubscriberId | None = None
     metadata: JsonObject = Field(default_factory=dict)
     channels: list[ChannelKey] | None = Field(
@@ -232,7 +238,7 @@ class NotificationCreate(NotificationContent):
         return self
 
 
-class CreateMessage(BaseModel):
+class CreateMessage(StorableModel):
     """What the ``create`` task carries: the request with the ids the sender generated."""
 
     request_id: uuid.UUID
@@ -241,9 +247,11 @@ class CreateMessage(BaseModel):
     content: NotificationContent
     # Set by a topic fan-out (bulk); None: the lane follows the content (clarion.core.lanes).
     lane: Lane | None = None
+    # Who sent it ("api-key:<name>#<id>"), for the record of a request that cannot be stored.
+    producer: str | None = None
 
 
-class FanoutMessage(BaseModel):
+class FanoutMessage(StorableModel):
     """What the ``fanout`` task carries: a request to every subscriber of a topic."""
 
     request_id: uuid.UUID
@@ -253,6 +261,7 @@ class FanoutMessage(BaseModel):
     # A recurring schedule's batch for one time zone: only the topic's subscribers whose
     # ``timezone`` is this ("" for those without one). None: every subscriber.
     zone: str | None = None
+    producer: str | None = None
 
 
 class AcceptedNotification(BaseModel):

@@ -28,23 +28,31 @@ CREATE_TASK = "clarion.create"
 FANOUT_TASK = "clarion.fanout"
 
 
-def prepare(request: NotificationCreate) -> CreateMessage | FanoutMessage:
+def prepare(
+    request: NotificationCreate, producer: str | None = None
+) -> CreateMessage | FanoutMessage:
     """Assign the request id, and one time-ordered notification id per recipient.
 
     A request to a topic becomes a fan-out message instead: its recipients are known only
     to the database, so the fan-out task assigns their ids (``clarion.core.fanout``).
+    ``producer`` names the sender in the record of a request that cannot be stored.
     """
     fields = request.model_dump(exclude={"recipients", "topic"})
     content = NotificationContent.model_validate(fields)
     if request.topic is not None:
         return FanoutMessage(
-            request_id=new_id(), accepted_at=utcnow(), topic=request.topic, content=content
+            request_id=new_id(),
+            accepted_at=utcnow(),
+            topic=request.topic,
+            content=content,
+            producer=producer,
         )
     return CreateMessage(
         request_id=new_id(),
         accepted_at=utcnow(),
         items=[(new_id(), recipient) for recipient in request.recipients or ()],
         content=content,
+        producer=producer,
     )
 
 

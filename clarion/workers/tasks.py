@@ -12,22 +12,35 @@ from datetime import datetime
 
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
+from clarion.core import (
+    batches,
+    digests,
+    failures,
+    ledger,
+    recurring,
+    schedule,
+    send,
+    snooze,
+    sweeper,
+)
 from clarion.core import deliver as deliver_core
-from clarion.core import digests, ledger, recurring, schedule, send, snooze, sweeper
 from clarion.core import fanout as fanout_core
-from clarion.core.create import create_notifications
 from clarion.core.lanes import NORMAL
-from clarion.core.schemas import CreateMessage, FanoutMessage
+from clarion.core.schemas import FanoutMessage
 
 log = logging.getLogger(__name__)
 
 # Database hiccups (failover, deadlock victim, serialisation failure) are worth a retry;
-# anything else in a task is a bug and is logged, not retried forever.
+# anything else in a task is a bug and is logged, not retried forever. The database
+# refusing the data itself is permanent: the same values fail the same way (create and
+# fan-out record such a request instead: clarion.core.failures).
 TRANSIENT = (OperationalError, DBAPIError)
+PERMANENT = (DataError, IntegrityError)
 RETRY_TRANSIENT = {
     "autoretry_for": TRANSIENT,
+    "dont_autoretry_for": PERMANENT,
     "retry_backoff": True,
     "retry_backoff_max": 60,
     "retry_jitter": True,
@@ -56,30 +69,29 @@ def register(app: Celery) -> None:
 
     @app.task(name="clarion.create", shared=False, bind=True, **RETRY_TRANSIENT)
     def create(self, *messages: dict) -> dict:
-        """One or more requests (the API coalesces concurrent ones), one transaction."""
-        runtime = self.app.clarion
-        result = create_notifications(
-            [CreateMessage.model_validate(m) for m in messages], **runtime.pipeline
-        )
+        """One or more requests (the API coalesces concurrent ones), one transaction; a
+        request that cannot be stored is recorded as failed, the others are stored."""
+        counts = batches.create_requests(list(messages), **self.app.clarion.pipeline)
         _settle(self)
-        return {
-            "created": len(result.notifications),
-            "skipped_existing": result.skipped_existing,
-            "skipped_dedupe": result.skipped_dedupe,
-            "scheduled": result.scheduled,
-        }
+        return counts
 
     @app.task(name="clarion.fanout", shared=False, bind=True, **RETRY_FANOUT)
     def fanout(self, message: dict) -> dict:
         """A request to a topic: one create task per page of its subscribers (bulk lane)."""
         runtime = self.app.clarion
-        result = fanout_core.fan_out(
-            FanoutMessage.model_validate(message),
-            sessions=runtime.sessions,
-            settings=runtime.settings,
-            publish=lambda batch: send.enqueue(self.app, batch),
-        )
+
+        def run() -> fanout_core.FanoutResult:
+            return fanout_core.fan_out(
+                FanoutMessage.model_validate(message),
+                sessions=runtime.sessions,
+                settings=runtime.settings,
+                publish=lambda batch: send.enqueue(self.app, batch),
+            )
+
+        result = failures.run_or_record("fanout", message, run, sessions=runtime.sessions)
         _settle(self)
+        if result is None:
+            return {"failed": 1}
         return {"recipients": result.recipients, "batches": result.batches}
 
     @app.task(name="clarion.deliver", shared=False, bind=True, **RETRY_TRANSIENT)
@@ -171,7 +183,14 @@ def register(app: Celery) -> None:
         from clarion.engine.events import ingest
 
         runtime = self.app.clarion
-        results = ingest(event, runtime=runtime, rules=runtime.rules)
+        results = failures.run_or_record(
+            "event",
+            event,
+            lambda: ingest(event, runtime=runtime, rules=runtime.rules),
+            sessions=runtime.sessions,
+        )
+        if results is None:
+            return {"failed": 1}
         return {r.key: r.created for r in results}
 
     @app.task(name="clarion.dead_letter", shared=False)

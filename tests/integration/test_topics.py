@@ -125,6 +125,7 @@ def test_a_send_to_a_topic_answers_at_once_and_fans_out_on_the_bulk_lane(client,
         "batches": 1,
         "created": 3,
         "done": True,
+        "reason": None,
     }
 
 

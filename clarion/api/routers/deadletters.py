@@ -19,6 +19,7 @@ from clarion.api.schemas import AttemptPublic
 from clarion.core import deadletters
 from clarion.core.auth import Principal
 from clarion.core.schemas import UTCDateTime
+from clarion.core.storable import BigInt, StorableModel
 from clarion.db import deliveries
 from clarion.db.deliveries import DeadLetterFilter
 
@@ -51,7 +52,7 @@ class DeadLetterPage(BaseModel):
     next_cursor: int | None = Field(description="Pass as `cursor` for the next, older page.")
 
 
-class Selection(BaseModel):
+class Selection(StorableModel):
     """Which dead letters a bulk replay or purge acts on."""
 
     model_config = ConfigDict(
@@ -98,7 +99,7 @@ def list_dead_letters(
     error_contains: Annotated[str | None, Query(max_length=200)] = None,
     status: Status = "open",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: int | None = None,
+    cursor: BigInt | None = None,
 ) -> DeadLetterPage:
     where = DeadLetterFilter(channel, since, until, error_contains, status)
     rows = deliveries.dead_letters(session=session, where=where, limit=limit + 1, before_id=cursor)
@@ -107,7 +108,7 @@ def list_dead_letters(
 
 
 @router.get("/{letter_id}", response_model=DeadLetterDetail, summary="One dead letter")
-def get_dead_letter(letter_id: int, session: SessionDep, admin: Admin) -> DeadLetterDetail:
+def get_dead_letter(letter_id: BigInt, session: SessionDep, admin: Admin) -> DeadLetterDetail:
     letter = deliveries.dead_letter(session=session, id=letter_id)
     if letter is None:
         raise Problem(404, "not-found", "No such dead letter.")
@@ -124,7 +125,9 @@ def get_dead_letter(letter_id: int, session: SessionDep, admin: Admin) -> DeadLe
 
 
 @router.post("/{letter_id}/replay", response_model=Replayed, summary="Replay one dead letter")
-def replay_one(letter_id: int, runtime: RuntimeDep, session: SessionDep, admin: Admin) -> Replayed:
+def replay_one(
+    letter_id: BigInt, runtime: RuntimeDep, session: SessionDep, admin: Admin
+) -> Replayed:
     letter = deliveries.dead_letter(session=session, id=letter_id)
     if letter is None:
         raise Problem(404, "not-found", "No such dead letter.")
@@ -154,7 +157,7 @@ def replay_many(selection: Selection, runtime: RuntimeDep, admin: Admin) -> Repl
 
 
 @router.delete("/{letter_id}", status_code=204, summary="Purge one dead letter")
-def purge_one(letter_id: int, runtime: RuntimeDep, admin: Admin) -> Response:
+def purge_one(letter_id: BigInt, runtime: RuntimeDep, admin: Admin) -> Response:
     one = DeadLetterFilter(ids=(letter_id,), status="all")
     result = deadletters.purge(sessions=runtime.sessions, actor=_actor(admin), where=one)
     if not result["purged"]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from clarion.api.deps import Producer, RuntimeDep
 from clarion.api.problems import BROKER_ERRORS, unavailable
 from clarion.core.schemas import JsonObject, SubscriberId, UTCDateTime
+from clarion.core.storable import StorableModel
 from clarion.ids import new_id, utcnow
 from clarion.workers import queues
 
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 EventType = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 
 
-class EventCreate(BaseModel):
+class EventCreate(StorableModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={

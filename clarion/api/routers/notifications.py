@@ -16,6 +16,7 @@ from clarion.api.problems import BROKER_ERRORS, Problem, template_problem, unava
 from clarion.api.schemas import (
     AttemptPublic,
     DeliveryPublic,
+    FailedStatus,
     NotificationStatus,
     ScheduledStatus,
 )
@@ -28,7 +29,7 @@ from clarion.core.schemas import (
 )
 from clarion.core.template_store import TemplatesUnavailable
 from clarion.core.templates import TemplateError
-from clarion.db import deliveries, notifications, scheduled
+from clarion.db import deliveries, failed, notifications, scheduled
 from clarion.ids import utcnow
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def accept(
         check_template(runtime, body.template, body.data)
 
     def make() -> dict:
-        message = send.prepare(body)
+        message = send.prepare(body, producer=f"api-key:{producer.name}#{producer.key_id}")
         try:
             if isinstance(message, FanoutMessage):  # one fan-out task: nothing to coalesce
                 send.enqueue(runtime.celery, message)
@@ -110,17 +111,26 @@ def _not_found() -> Problem:
 
 @router.get(
     "/{notification_id}",
-    response_model=NotificationStatus | ScheduledStatus,
+    response_model=NotificationStatus | ScheduledStatus | FailedStatus,
     summary="A notification with its deliveries, or its schedule",
     responses={404: {"description": "Unknown id, or not persisted yet"}},
 )
 def get_notification(
     notification_id: uuid.UUID, session: SessionDep, producer: Producer
-) -> NotificationStatus | ScheduledStatus:
-    """``state`` tells the shapes apart: ``created`` (stored, with its deliveries), or
-    ``scheduled`` / ``cancelled`` (a future ``send_at``, not stored as a notification yet)."""
+) -> NotificationStatus | ScheduledStatus | FailedStatus:
+    """``state`` tells the shapes apart: ``created`` (stored, with its deliveries),
+    ``scheduled`` / ``cancelled`` (a future ``send_at``, not stored as a notification yet),
+    or ``failed`` (its request could not be stored; ``reason`` says why)."""
     row = notifications.get(session=session, id=notification_id)
     plan = scheduled.get(session=session, id=notification_id)
+    failure = failed.of_notification(session=session, id=notification_id) if row is None else None
+    if failure is not None:
+        return FailedStatus(
+            id=notification_id,
+            request_id=failure.request_id,
+            reason=failure.reason,
+            failed_at=failure.created_at,
+        )
     if row is None and plan is None:
         raise _not_found()
     if row is None:

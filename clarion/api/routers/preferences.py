@@ -26,6 +26,7 @@ from clarion.api.problems import Problem
 from clarion.core import preferences as prefs
 from clarion.core import wallclock
 from clarion.core.schemas import Slug
+from clarion.core.storable import StorableModel
 from clarion.db import preferences as store
 from clarion.db import subscribers
 from clarion.ids import utcnow
@@ -39,7 +40,7 @@ Hhmm = Annotated[str, StringConstraints(pattern=wallclock.HHMM.pattern)]
 SubscriberPath = Annotated[str, Path(min_length=1, max_length=255)]
 
 
-class QuietHours(BaseModel):
+class QuietHours(StorableModel):
     """A daily window, "HH:MM" on the subscriber's clock; it may cross midnight."""
 
     model_config = ConfigDict(extra="forbid")
@@ -54,7 +55,7 @@ class QuietHours(BaseModel):
         return self
 
 
-class DigestChoice(BaseModel):
+class DigestChoice(StorableModel):
     """instant; hourly; daily at ``at``; weekly on ``weekday`` (0 = Monday) at ``at``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -72,14 +73,14 @@ class DigestChoice(BaseModel):
         return self
 
 
-class CategoryUpdate(BaseModel):
+class CategoryUpdate(StorableModel):
     model_config = ConfigDict(extra="forbid")
 
     channels: dict[SubscriberChannel, bool] = Field(default_factory=dict)
     digest: DigestChoice | None = None
 
 
-class PreferencesUpdate(BaseModel):
+class PreferencesUpdate(StorableModel):
     """A partial update: fields left out are unchanged; ``null`` clears ``timezone`` and
     ``quiet_hours``."""
 

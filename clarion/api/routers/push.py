@@ -18,6 +18,7 @@ from clarion.channels import ChannelConfigError
 from clarion.channels import webpush as wp
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy
 from clarion.core.schemas import UTCDateTime
+from clarion.core.storable import StorableModel
 from clarion.db import push, subscribers
 from clarion.ids import utcnow
 
@@ -31,14 +32,14 @@ Endpoint = Annotated[
 ]
 
 
-class PushKeys(BaseModel):
+class PushKeys(StorableModel):
     model_config = ConfigDict(extra="forbid")
 
     p256dh: Annotated[str, StringConstraints(max_length=128), AfterValidator(wp.check_p256dh)]
     auth: Annotated[str, StringConstraints(max_length=64), AfterValidator(wp.check_auth)]
 
 
-class PushSubscriptionCreate(BaseModel):
+class PushSubscriptionCreate(StorableModel):
     """What ``PushSubscription.toJSON()`` gives in the browser, plus an optional label."""
 
     model_config = ConfigDict(

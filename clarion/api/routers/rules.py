@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from clarion.api.deps import Admin, RuntimeDep, SessionDep
 from clarion.api.problems import BROKER_ERRORS, Problem, unavailable
 from clarion.core.schemas import UTCDateTime
+from clarion.core.storable import BigInt, Instant, StorableModel
 from clarion.db import engine as engine_db
 from clarion.engine.registry import RuleError
 from clarion.engine.runner import RuleDisabled, build_rule, run_rule
@@ -50,7 +51,7 @@ class RulePublic(BaseModel):
     last_run: RunPublic | None = None
 
 
-class RulePatch(BaseModel):
+class RulePatch(StorableModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={"examples": [{"enabled": True, "config": {"threshold_hours": 48}}]},
@@ -145,7 +146,7 @@ def rule_runs(
     session: SessionDep,
     admin: Admin,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: int | None = None,
+    cursor: BigInt | None = None,
 ) -> list[RunPublic]:
     runs = engine_db.runs_of(
         session=session, key=_known(runtime, key), limit=limit, before_id=cursor
@@ -163,7 +164,7 @@ def run_now(
     runtime: RuntimeDep,
     admin: Admin,
     dry_run: bool = False,
-    as_of: Annotated[datetime | None, Query(description="The rule's clock (time travel).")] = None,
+    as_of: Annotated[Instant | None, Query(description="The rule's clock (time travel).")] = None,
 ):
     _known(runtime, key)
     if not dry_run:

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from clarion.api.deps import Admin, RuntimeDep, SessionDep
 from clarion.api.problems import Problem, template_problem
 from clarion.core import template_store
-from clarion.core.schemas import JsonObject, Key, UTCDateTime
+from clarion.core.schemas import JsonObject, Key, Locale, UTCDateTime
+from clarion.core.storable import BigInt, StorableModel
 from clarion.core.templates import (
     TemplateError,
     TemplateVersion,
@@ -30,14 +31,13 @@ router = APIRouter(prefix="/v1/templates", tags=["templates"])
 
 KeyPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 TemplateChannel = Literal["*", "in_app", "email", "push", "webhook"]
-Locale = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")]
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 Body = Annotated[str, StringConstraints(max_length=100_000)]
 NOT_FOUND = {404: {"description": "No such template or version (problem+json)"}}
 INVALID = {422: {"description": "Does not compile or reaches for internals: field and line"}}
 
 
-class TemplateCreate(BaseModel):
+class TemplateCreate(StorableModel):
     """A new version of (key, channel, locale)."""
 
     model_config = ConfigDict(
@@ -103,7 +103,7 @@ class TemplateHistory(BaseModel):
     versions: list[TemplatePublic]
 
 
-class Draft(BaseModel):
+class Draft(StorableModel):
     model_config = ConfigDict(extra="forbid")
 
     subject: Subject
@@ -111,7 +111,7 @@ class Draft(BaseModel):
     text: Body | None = None
 
 
-class PreviewRequest(BaseModel):
+class PreviewRequest(StorableModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -124,7 +124,7 @@ class PreviewRequest(BaseModel):
     channel: ChannelKey = "in_app"
     locale: Locale | None = Field(default=None, description="Default: CLARION_DEFAULT_LOCALE.")
     data: JsonObject = Field(default_factory=dict)
-    version_id: int | None = Field(default=None, description="Preview this stored version.")
+    version_id: BigInt | None = Field(default=None, description="Preview this stored version.")
     draft: Draft | None = Field(default=None, description="Preview unsaved sources instead.")
 
 
@@ -210,7 +210,7 @@ def _switch(key: str, version_id: int, on: bool, runtime, session) -> TemplatePu
     responses=NOT_FOUND,
 )
 def activate(
-    key: KeyPath, version_id: int, runtime: RuntimeDep, session: SessionDep, admin: Admin
+    key: KeyPath, version_id: BigInt, runtime: RuntimeDep, session: SessionDep, admin: Admin
 ) -> TemplatePublic:
     return _switch(key, version_id, True, runtime, session)
 
@@ -222,7 +222,7 @@ def activate(
     responses=NOT_FOUND,
 )
 def deactivate(
-    key: KeyPath, version_id: int, runtime: RuntimeDep, session: SessionDep, admin: Admin
+    key: KeyPath, version_id: BigInt, runtime: RuntimeDep, session: SessionDep, admin: Admin
 ) -> TemplatePublic:
     return _switch(key, version_id, False, runtime, session)
 
@@ -233,7 +233,7 @@ def deactivate(
     summary="Delete an inactive stored version",
     responses={**NOT_FOUND, 409: {"description": "The version is active: deactivate it first"}},
 )
-def delete_version(key: KeyPath, version_id: int, session: SessionDep, admin: Admin) -> Response:
+def delete_version(key: KeyPath, version_id: BigInt, session: SessionDep, admin: Admin) -> Response:
     row = _row(session, key, version_id)
     if row.active:
         raise Problem(

@@ -28,6 +28,7 @@ from clarion.api.problems import Problem, url_not_allowed
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy
 from clarion.channels.webhook import new_secret
 from clarion.core.schemas import Slug, UTCDateTime
+from clarion.core.storable import StorableModel
 from clarion.db import webhooks
 from clarion.db.models import WebhookEndpoint
 from clarion.ids import utcnow
@@ -57,7 +58,7 @@ def _check_categories(value: list[str] | None) -> list[str] | None:
     return value
 
 
-class WebhookCreate(BaseModel):
+class WebhookCreate(StorableModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -81,7 +82,7 @@ class WebhookCreate(BaseModel):
     _categories = field_validator("categories")(_check_categories)
 
 
-class WebhookUpdate(BaseModel):
+class WebhookUpdate(StorableModel):
     """Only the fields given change; ``active: true`` re-enables a deactivated endpoint."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"active": True}]})

@@ -265,3 +265,35 @@ class ApiKey(Base):
     scopes: Mapped[list[str]] = mapped_column(JSONType, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class FailedRequest(Base):
+    """A request the worker could not store: it did not validate, or the database refused
+    its data (a value it cannot hold, a constraint). Kept with the reason, so that its
+    producer and operators see what happened instead of a 404 forever; never retried,
+    since the same data fails the same way."""
+
+    __tablename__ = "failed_requests"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, unique=True)
+    # What the request was: create (a send), fanout (a send to a topic) or event.
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    # Who sent it ("api-key:<name>#<id>"); null from clarion.enqueue and the engine.
+    producer: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    # The request as JSON text with everything outside ASCII escaped: a NUL or a lone
+    # surrogate, which the database cannot store as such, is kept as "\u0000".
+    request: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class FailedNotification(Base):
+    """A notification id of a failed request: its status says failed, and why."""
+
+    __tablename__ = "failed_notifications"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("failed_requests.request_id", ondelete="CASCADE"), nullable=False, index=True
+    )
