@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_algorithms: list[str] = ["RS256", "ES256", "EdDSA"]
     token_ttl_seconds: int = Field(default=3600, gt=0)
+    # The notification centre's page (/ui/): how long its sign-in cookie lasts, and how long
+    # each user token it hands the page lasts (the page asks for a new one before expiry).
+    ui_session_seconds: int = Field(default=12 * 3600, gt=0)
+    ui_token_seconds: int = Field(default=900, ge=60)
 
     # Channels a notification goes to when the request names none, per category.
     # In-app is added unless a request's explicit channel list leaves it out.

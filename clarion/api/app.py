@@ -26,6 +26,7 @@ from clarion.api.routers import (
     subscribers,
     templates,
     topics,
+    ui,
     unsubscribe,
     webhooks,
 )
@@ -180,7 +181,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         webhooks.router,
         push.router,
         health.router,
+        ui.router,
     )
     for router in routers:
         app.include_router(router)
+    app.mount("/ui", ui.static_files(), name="ui")  # after the routes: /ui/session wins
     return app

@@ -310,6 +310,8 @@ export class ClarionClient extends Emitter {
   /** Mark these ids (at most 100) seen. */
   markSeen(ids) {
     if (!ids.length) return Promise.resolve({ updated: 0 });
+    const local = { ids: ids.slice(0, 100), seen_at: new Date().toISOString() };
+    this.emit('event', { type: 'notification.updated', data: local, local: true });
     return this.request('POST', '/v1/me/notifications/seen', { body: { ids: ids.slice(0, 100) } });
   }
 
