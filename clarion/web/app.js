@@ -79,7 +79,10 @@ async function start() {
     $('message').textContent = i18n.t(err.kind === 'link-expired' ? 'app.expired' : 'app.signin');
     return;
   }
-  configure({ apiUrl: location.origin, token: first.token, getToken, pauseWhenHidden: false });
+  const client = configure({ apiUrl: location.origin, token: first.token, getToken });
+  if ('serviceWorker' in navigator) {
+    navigator.serviceWorker.register('sw.js').then(() => client.useServiceWorker(), () => {});
+  }
   $('slot-bell').replaceWith(document.createElement('clarion-bell'));
   $('slot-toasts').replaceWith(document.createElement('clarion-toasts'));
   $('signout').hidden = false;

@@ -178,9 +178,22 @@ export class ClarionClient extends Emitter {
 
   _apply(event) {
     if (event.type === 'unread_count') this._counts(event.data);
+    else if (event.type === 'notification.created' || event.type === 'notification.unsnoozed') {
+      this._arrived(event.data);
+    }
     else if (event.type === 'resync') this.emit('resync', event);
     this.emit('event', event);
     if (event.type === 'notification.created') this.emit('notification', event.data);
+  }
+
+  /** The server sends counts after changes, not after each new item: count it here. */
+  _arrived(item) {
+    if (!this.counts || item.read_at || item.archived_at) return;
+    const byCategory = { ...this.counts.by_category };
+    byCategory[item.category] = (byCategory[item.category] || 0) + 1;
+    const counts = { ...this.counts, total: this.counts.total + 1, by_category: byCategory };
+    if (typeof counts.unseen === 'number' && !item.seen_at) counts.unseen += 1;
+    this._counts(counts);
   }
 
   _counts(counts) {
@@ -234,6 +247,42 @@ export class ClarionClient extends Emitter {
     listen(this.env, 'offline', () => this.leader && this.live.stop('offline'));
     listen(this.env, 'online', () => this.leader && !this._shouldPause() && this.live.start(this.live.cursor));
     listen(this.env, 'pagehide', () => this.disconnect());
+  }
+
+  // --- the service worker (sw.js) ------------------------------------------------------
+
+  /**
+   * Work with the site's service worker: give it the current token (to mark a clicked push
+   * read), and do what it asks of an open tab (mark read, register a renewed subscription,
+   * navigate).
+   */
+  useServiceWorker() {
+    const sw = this.env.navigator?.serviceWorker;
+    if (!sw) return this;
+    const give = async () => {
+      const token = await this.tokens.get().catch(() => null);
+      (await sw.ready).active?.postMessage({ type: 'clarion:token', token, apiUrl: this.apiUrl });
+    };
+    const fetchToken = this.tokens.get.bind(this.tokens);
+    this.tokens.get = async (force) => {
+      const before = this.tokens.token;
+      const token = await fetchToken(force);
+      if (token !== before) give();
+      return token;
+    };
+    give();
+    sw.addEventListener('message', (e) => {
+      const m = e.data || {};
+      if (m.type === 'clarion:read' && m.id) {
+        (m.action ? this.action(m.id, m.action) : this.markRead(m.id)).catch(() => {});
+      } else if (m.type === 'clarion:resubscribe' && m.subscription) {
+        this.addPushSubscription(m.subscription).catch(() => {});
+      } else if (m.type === 'clarion:navigate' && typeof m.url === 'string') {
+        const url = new URL(m.url, this.env.location.href);
+        if (url.protocol === 'https:' || url.protocol === 'http:') this.env.location.assign(url.href);
+      }
+    });
+    return this;
   }
 
   // --- REST -----------------------------------------------------------------------------
