@@ -44,6 +44,7 @@ class Stack:
             CLARION_LOG_LEVEL="WARNING",
             CLARION_REQUIRED_CATEGORIES=f'["{REQUIRED}"]',
             CLARION_STREAM_HEARTBEAT_SECONDS="5",
+            CLARION_CATEGORY_CHANNELS='{"links": ["in_app", "email"]}',
         )
         self.key = run(["keys", "create", "ui", "--scope", "notify"], self.env).split()[-1]
         self.port = free_port()

@@ -86,7 +86,7 @@ export class ClarionInbox extends ClarionElement {
     const value = current || '';
     this.category.replaceChildren(
       h('option', { value: '', text: this.t('filters.any') }),
-      [...this.categories].sort().map((c) => h('option', { value: c, text: this.i18n.category(c), selected: c === value })),
+      ...[...this.categories].sort().map((c) => h('option', { value: c, text: this.i18n.category(c), selected: c === value })),
     );
   }
 

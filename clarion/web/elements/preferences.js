@@ -170,14 +170,13 @@ export class ClarionPreferences extends ClarionElement {
     if (Object.keys(channels).length) body.channels = channels;
     const categories = {};
     for (const [cat, c] of Object.entries(p.categories)) {
-      if (c.required) continue;
       const update = {};
       for (const ch of Object.keys(c.channels)) {
         const el = this.field(`categories.${cat}.channels.${ch}`);
         if (el && !el.disabled && el.checked !== c.channels[ch].enabled) (update.channels ||= {})[ch] = el.checked;
       }
       const digest = this.digestValue(cat);
-      if (JSON.stringify(digest) !== JSON.stringify(this.digestOf(c.digest))) update.digest = digest;
+      if (!this.field(`categories.${cat}.digest`).disabled && JSON.stringify(digest) !== JSON.stringify(this.digestOf(c.digest))) update.digest = digest;
       if (Object.keys(update).length) categories[cat] = update;
     }
     if (Object.keys(categories).length) body.categories = categories;
