@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ChannelKey = Literal["in_app", "email", "push", "webhook"]
@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     # a version; how long an API process caches the active versions it validates against.
     default_locale: str = "en"
     template_cache_seconds: float = Field(default=10.0, ge=0)
-    # Beat: how often due scheduled notifications are released and due digests are made.
+    # Beat: how often due scheduled notifications and ended snoozes are released, and due
+    # digests are made.
     schedule_interval_seconds: float = Field(default=10.0, gt=0)
     digest_interval_seconds: float = Field(default=60.0, gt=0)
     # Topic fan-out: recipients per create task on the bulk lane.
@@ -165,6 +166,12 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
 
+    # Browser origins that may call the REST API (CORS; "*" = any). The live stream
+    # accepts them too, besides stream_allowed_origins.
+    cors_origins: list[str] = []
+    # POST /v1/me/notifications/test, per user (the `limits` notation: "5/minute").
+    test_notification_rate_limit: str = "5/minute"
+
     # Live stream (WebSocket/SSE). Browser origins allowed to connect ("*" = any).
     stream_allowed_origins: list[str] = ["*"]
     stream_max_connections_per_user: int = Field(default=10, ge=1)
@@ -179,6 +186,22 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+
+    @field_validator("test_notification_rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit such as '5/minute'") from None
+        return value
+
+    @property
+    def stream_origins(self) -> list[str]:
+        """Origins the live stream accepts: its own allow-list and the CORS origins."""
+        return [*self.stream_allowed_origins, *self.cors_origins]
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> Settings:

@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from clarion import __version__
-from clarion.api import problems
+from clarion.api import cors, problems
 from clarion.api.coalesce import Coalescer
+from clarion.api.ratelimit import RateLimiter
 from clarion.api.routers import (
     deadletters,
     events,
@@ -162,9 +163,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         runtime.settings.api_coalesce_max_notifications,
         runtime.settings.api_coalesce_linger_ms / 1000,
     )
+    app.state.rate_limiter = RateLimiter(runtime.settings.redis_url)
     problems.install(app)
 
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    cors.install(app, runtime.settings.cors_origins)  # last added: the outermost
     routers = (
         notifications.router,
         requests.router,

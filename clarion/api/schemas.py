@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,6 +23,7 @@ from clarion.core.schemas import (
     SubscriberId,
     UTCDateTime,
 )
+from clarion.ids import utcnow
 
 
 class AttemptPublic(BaseModel):
@@ -56,7 +58,17 @@ class DeliveryPublic(BaseModel):
     provider_ref: str | None
     created_at: UTCDateTime
     updated_at: UTCDateTime
+    event: str | None = Field(
+        default=None,
+        description="null: the notification itself; 'action:<id>': the webhook event of the "
+        "recipient's click on that action.",
+    )
     timeline: list[AttemptPublic] = Field(default_factory=list)
+
+    @field_validator("event", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
 
 
 class NotificationStatus(NotificationPublic):
@@ -99,18 +111,54 @@ class InboxPage(BaseModel):
 
 class UnreadCount(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"total": 3, "by_category": {"links": 2, "system": 1}}]}
+        json_schema_extra={
+            "examples": [{"total": 3, "by_category": {"links": 2, "system": 1}, "unseen": 1}]
+        }
     )
 
-    total: int
+    total: int = Field(description="Unread, unarchived, unsnoozed notifications.")
     by_category: dict[str, int]
+    unseen: int = Field(description="Of those, the ones never seen (nor read).")
 
 
 class NotificationPatch(BaseModel):
+    """Flags to change; a field left out stays as it is."""
+
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"read": True}]})
 
-    read: bool | None = None
+    read: bool | None = Field(default=None, description="false: mark unread. Reading is seeing.")
     archived: bool | None = None
+    seen: bool | None = None
+    snoozed_until: UTCDateTime | None = Field(
+        default=None,
+        description="Hide it until then (a future time); null brings a snoozed one back now.",
+    )
+
+    @field_validator("snoozed_until")
+    @classmethod
+    def _future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value <= utcnow():
+            raise ValueError("snoozed_until must be in the future")
+        return value
+
+
+class SeenRequest(BaseModel):
+    """``POST /v1/me/notifications/seen``: exactly one of ``ids`` and ``up_to``."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"up_to": 42}, {"ids": ["…"]}]}
+    )
+
+    ids: list[uuid.UUID] | None = Field(default=None, min_length=1, max_length=100)
+    up_to: int | None = Field(
+        default=None, ge=0, description="A cursor: every notification up to it is seen."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SeenRequest:
+        if (self.ids is None) == (self.up_to is None):
+            raise ValueError("give either ids or up_to")
+        return self
 
 
 class ReadAll(BaseModel):
@@ -121,6 +169,29 @@ class ReadAll(BaseModel):
 
 class ReadAllResult(BaseModel):
     updated: int
+
+
+class ActionClicked(BaseModel):
+    """Where the client goes next: the action's ``url`` (null: stay)."""
+
+    url: str | None
+
+
+class TestRequest(BaseModel):
+    """``POST /v1/me/notifications/test``: which of my channels to try."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"channel": "all"}]})
+
+    channel: Literal["in_app", "email", "push", "all"] = "all"
+
+
+class TestSent(BaseModel):
+    request_id: uuid.UUID
+    channels: list[str] = Field(description="The channels it is sent on.")
+    skipped: dict[str, str] = Field(
+        default_factory=dict,
+        description='With "all": the channels left out, and why (no-target, channel-disabled).',
+    )
 
 
 class SubscriberUpdate(BaseModel):

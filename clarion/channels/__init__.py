@@ -104,6 +104,9 @@ class Message:
     content: dict[str, str | None] | None = None
     # Why the template did not render for this channel; the delivery is dead-lettered.
     content_error: str | None = None
+    # What the delivery carries: "" the notification; "action:<id>" a click on one of its
+    # actions (webhooks only).
+    event: str = ""
 
     def rendered(self) -> dict[str, str | None] | None:
         """The template's rendering, if any; PermanentChannelError if it failed (sending

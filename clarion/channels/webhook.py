@@ -1,4 +1,5 @@
-"""Signed webhooks: one POST per notification to each endpoint of its category.
+"""Signed webhooks: one POST per notification to each endpoint of its category, and one per
+click on one of its actions (``notification.action``, clarion.core.actions).
 
 Requests follow Standard Webhooks (https://www.standardwebhooks.com): ``webhook-id`` is
 the delivery id, the same on every retry, so a receiver drops duplicates by it;
@@ -39,6 +40,8 @@ from clarion.settings import Settings
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 EVENT_TYPE = "notification.created"
+# A delivery whose event is "action:<id>": the recipient clicked that action.
+ACTION_EVENT_TYPE, ACTION_PREFIX = "notification.action", "action:"
 USER_AGENT = f"Clarion-Webhooks/{__version__}"
 # How much of a refused answer's body goes into the delivery's error.
 ERROR_BODY_CHARS = 500
@@ -133,8 +136,13 @@ class WebhookChannel(Channel):
         data = {**message.notification, "recipient": message.recipient}
         if (content := message.rendered()) is not None:
             data["content"] = content  # sent by template: rendered for webhooks, their locale
+        kind = EVENT_TYPE
+        if message.event.startswith(ACTION_PREFIX):
+            kind, clicked = ACTION_EVENT_TYPE, message.event.removeprefix(ACTION_PREFIX)
+            actions = data.get("actions") or ()
+            data["action"] = next((a for a in actions if a["id"] == clicked), {"id": clicked})
         event = {
-            "type": EVENT_TYPE,
+            "type": kind,
             "timestamp": datetime.fromtimestamp(now, UTC).isoformat(),
             "data": data,
         }

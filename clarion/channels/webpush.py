@@ -198,14 +198,23 @@ def _cut(data: dict[str, Any], name: str) -> str:
 
 def fit(data: dict[str, Any]) -> bytes:
     """The payload as JSON of at most MAX_PLAINTEXT bytes: the body gives way first, then
-    the title; a URL or icon cut short would be broken, so those are dropped whole."""
+    the actions, the title; actions, a URL or an icon cut short would be broken, so those
+    are dropped whole."""
     data = dict(data)
-    for name, cut in (("body", True), ("title", True), ("url", False), ("icon", False)):
+    steps = (("body", True), ("actions", False), ("title", True), ("url", False), ("icon", False))
+    for name, cut in steps:
         if _size(data) <= MAX_PLAINTEXT:
             break
         if data.get(name):
             data[name] = _cut(data, name) if cut else None
     return _encode(data)
+
+
+def push_actions(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The actions as the service worker hands them to ``showNotification``: ``action``
+    and ``title`` (the Notification API's names), plus the ``url`` it opens on a click
+    (the API ignores it)."""
+    return [{"action": a["id"], "title": a["label"], "url": a.get("url")} for a in actions]
 
 
 def encrypt(data: bytes, keys: dict[str, str]) -> bytes:
@@ -310,17 +319,18 @@ class WebPushChannel(Channel):
         """JSON for the service worker (≤ 3993 bytes) and the RFC 8030 headers."""
         n = message.notification
         content = message.rendered()  # sent by template: subject as title, text as body
-        body = fit(
-            {
-                "title": (content or {}).get("subject") or n["title"],
-                "body": content["text"] if content else n.get("body"),
-                "url": n.get("url"),
-                "id": n["id"],
-                "category": n["category"],
-                "severity": n["severity"],
-                "icon": self.settings.push_icon_url,
-            }
-        )
+        shown = {
+            "title": (content or {}).get("subject") or n["title"],
+            "body": content["text"] if content else n.get("body"),
+            "url": n.get("url"),
+            "id": n["id"],
+            "category": n["category"],
+            "severity": n["severity"],
+            "icon": self.settings.push_icon_url,
+        }
+        if n.get("actions"):
+            shown["actions"] = push_actions(n["actions"])
+        body = fit(shown)
         ttl = self.settings.push_ttl_seconds
         headers = {"TTL": str(ttl), "Urgency": URGENCY.get(n["severity"], "normal")}
         if key := topic(n.get("collapse_key")):

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from clarion.core.inbox import unread_count_event, updated_event
 from clarion.db import deliveries, notifications, subscribers
+from clarion.db.notifications import Counts
 
 
 def _newest(rows: list[dict[str, Any]]) -> dict[tuple[str, str], uuid.UUID]:
@@ -84,4 +85,6 @@ def replace_older(
     # A replaced notification may have been unread: the bell gets the new count, as after
     # a delete by the user (counted in this transaction, so it includes the new rows).
     counts = notifications.unread_counts_of(session=session, recipient_ids=sorted(touched))
-    return events + [unread_count_event(r, seqs[r], counts.get(r, {})) for r in sorted(touched)]
+    return events + [
+        unread_count_event(r, seqs[r], counts.get(r, Counts())) for r in sorted(touched)
+    ]

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from clarion.channels import INBOX, Channels
 from clarion.core import collapse, pubsub, schedule, send
 from clarion.core.route import Router
-from clarion.core.schemas import CreateMessage, NotificationPublic
+from clarion.core.schemas import CreateMessage, NotificationContent, NotificationPublic
 from clarion.core.templates import InboxTexts
 from clarion.db import notifications, roundtrip, subscribers
 from clarion.db.dialect import is_postgres
@@ -95,6 +95,7 @@ def persist(
         default_locale=settings.default_locale,
     )
     for message, used in zip(messages, channels_of, strict=True):
+        actions = stored_actions(message.content)  # one object shared by the message's rows
         for nid, recipient in message.items:
             key = (recipient, message.content.dedupe_key)
             if nid in existing:
@@ -115,6 +116,7 @@ def persist(
                 routed.channels,
                 texts.of(message, recipient),
             )
+            row["actions"] = actions
             rows.append(row)
             deliveries += routed.rows
             used.update(routed.channels)
@@ -172,6 +174,13 @@ def _pending_external(
     return dict(grouped)
 
 
+def stored_actions(content: NotificationContent) -> list[dict[str, Any]] | None:
+    """The actions as the ``actions`` column keeps them (None: none)."""
+    if not content.actions:
+        return None
+    return [{**a.model_dump(mode="json"), "clicked_at": None} for a in content.actions]
+
+
 def _notification_row(
     nid: uuid.UUID,
     recipient: str,
@@ -223,7 +232,7 @@ def created_events(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     events = []
     for row in rows:
         # The dict-valued fields by identity: a batch's rows share its content's objects.
-        key = tuple(id(row[k]) if k in _BY_IDENTITY else row[k] for k in _SHARED)
+        key = tuple(id(row.get(k)) if k in _BY_IDENTITY else row.get(k) for k in _SHARED)
         if key not in shared:
             public = _public(row)
             rest = pubsub.compact({k: v for k, v in public.items() if k not in _OWN})[1:-1]
@@ -252,8 +261,9 @@ _SHARED = (
     "collapse_key",
     "expires_at",
     "created_at",
+    "actions",
 )
-_BY_IDENTITY = frozenset({"meta"})
+_BY_IDENTITY = frozenset({"meta", "actions"})
 # The public fields each row has its own value of.
 _OWN = frozenset({"id", "seq"})
 

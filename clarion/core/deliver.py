@@ -101,7 +101,7 @@ def _message(
         "locale": subscriber.locale,
         "timezone": subscriber.timezone,
     }
-    return ch.Message(claimed.id, claimed.attempt, public, recipient, *content)
+    return ch.Message(claimed.id, claimed.attempt, public, recipient, *content, event=claimed.event)
 
 
 def _content(renderer: Renderer | None, channel: str, notification, subscriber) -> tuple:
@@ -168,8 +168,9 @@ def attempt(
     """Render and send one delivery; classify what happened. Never raises."""
     if message is None:
         return Outcome("skipped", "gone", "the notification no longer exists")
-    if expired(message, now or utcnow()):
-        # Skipped is final: neither the sweeper nor a retry picks it up again.
+    if not message.event and expired(message, now or utcnow()):
+        # Skipped is final: neither the sweeper nor a retry picks it up again. (A click's
+        # event is the producer's feedback: it goes even after the notification expired.)
         return Outcome("skipped", "expired", EXPIRED)
     if target is None:
         return Outcome("skipped", "gone", "the target was removed or deactivated")

@@ -55,6 +55,9 @@ INSTANT = "instant"
 CADENCES: tuple[str, ...] = ("instant", "hourly", "daily", "weekly")
 # A digest notification's type: it is never held for another digest.
 DIGEST_TYPE = "digest"
+# The settings page's test notification (clarion.core.trial): the user is waiting for it,
+# so it is never held for a digest nor deferred by quiet hours (opt-outs still apply).
+TEST_TYPE = "clarion.test"
 
 # What a plan does with one candidate channel (DELIVER: the inbox row is "sent", an
 # external channel's rows "pending").
@@ -172,6 +175,8 @@ def _timed(
     policy: Policy, prefs: Prefs, category: str, type_: str | None, now: datetime
 ) -> Decision:
     """Steps 3 and 4 for email and push (the channel is filled in by the caller)."""
+    if type_ == TEST_TYPE:
+        return Decision("", DELIVER)
     digest = policy.digest(prefs, category)
     if digest.cadence != INSTANT and type_ != DIGEST_TYPE:
         until = next_digest_at(digest.cadence, digest.at, digest.weekday, prefs.timezone, now)

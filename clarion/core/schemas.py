@@ -6,9 +6,11 @@ Defined once here because the API, ``clarion.enqueue`` and the live event stream
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -49,6 +51,65 @@ SubscriberId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 # A template or topic key: a slug of up to 128 characters.
 Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+
+LINK_SCHEMES = ("http", "https")
+# Browsers drop these inside a URL (tab, newline) or around it before they read the
+# scheme, so "java\tscript:" would be a script link: refused anywhere in a link.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_link(value: str) -> str:
+    """A link a notification may carry into a page, an email or a push: an absolute
+    http(s) URL or a relative one (``/path``, ``?q``, ``#frag``). Anything else
+    (``javascript:``, ``data:``, ``mailto:``) becomes an href somewhere: refused."""
+    if _CONTROL.search(value) or value != value.strip():
+        raise ValueError("a link must not contain control characters or surrounding spaces")
+    parts = urlsplit(value)
+    if parts.scheme and parts.scheme.lower() not in LINK_SCHEMES:
+        raise ValueError("a link must be an http(s) URL or a relative one")
+    if parts.scheme and not parts.netloc:
+        raise ValueError("an absolute link needs a host")
+    return value
+
+
+# One definition of what a notification may link to (``url``, each action's ``url``).
+Link = Annotated[str, StringConstraints(min_length=1, max_length=2048), AfterValidator(check_link)]
+MAX_ACTIONS = 3
+
+
+class Action(BaseModel):
+    """A button on a notification (inbox, web push): the client shows ``label``; a click is
+    ``POST /v1/me/notifications/{id}/actions/{action_id}`` (recorded, sent to the
+    producer's webhooks) and then opens ``url``, if any."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")] = Field(
+        examples=["approve"], description="A slug, unique among the notification's actions."
+    )
+    label: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        examples=["Approve"]
+    )
+    url: Link | None = Field(
+        default=None, description="Opened after the click: http(s) or relative."
+    )
+
+
+class ActionPublic(BaseModel):
+    """An action as stored (validated when it was sent, not again on every read):
+    ``clicked_at`` is the recipient's first click on it, if any."""
+
+    id: str
+    label: str
+    url: str | None = None
+    clicked_at: UTCDateTime | None = None
+
+
+def _unique_actions(value: list[Action] | None) -> list[Action] | None:
+    ids = [a.id for a in value or ()]
+    if len(set(ids)) != len(ids):
+        raise ValueError("action ids must not repeat")
+    return value
 
 
 class NotificationContent(BaseModel):
@@ -93,6 +154,11 @@ class NotificationContent(BaseModel):
     collapse_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = Field(
         default=None,
         description="Updates sharing this key replace each other on devices (web push Topic).",
+    )
+    actions: Annotated[list[Action], AfterValidator(_unique_actions)] | None = Field(
+        default=None,
+        max_length=MAX_ACTIONS,
+        description="Up to 3 buttons, shown in the inbox and on web push notifications.",
     )
 
     @field_validator("title")
@@ -238,3 +304,12 @@ class NotificationPublic(BaseModel):
     seen_at: UTCDateTime | None
     read_at: UTCDateTime | None
     archived_at: UTCDateTime | None
+    snoozed_until: UTCDateTime | None = Field(
+        default=None, description="Hidden from the inbox and its counts until then."
+    )
+    actions: list[ActionPublic] = Field(default_factory=list)
+
+    @field_validator("actions", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from clarion.db.models import (
@@ -35,6 +35,7 @@ class Claimed:
     notification_id: uuid.UUID
     target: str
     attempt: int
+    event: str = ""  # Delivery.event: "" or "action:<id>"
 
 
 _DELIVERIES = Delivery.__table__
@@ -65,6 +66,7 @@ _CLAIM = (
         _DELIVERIES.c.notification_id,
         _DELIVERIES.c.target,
         _DELIVERIES.c.attempts,
+        _DELIVERIES.c.event,
     )
 )
 
@@ -123,6 +125,12 @@ def contexts(
     return {n.id: (n, s) for n, s in rows}
 
 
+def insert_many(*, session: Session, rows: list[dict[str, Any]]) -> None:
+    """New delivery rows (the webhook events of an action click)."""
+    if rows:
+        session.execute(insert(Delivery), rows)
+
+
 def skip_pending(*, session: Session, ids: Sequence[uuid.UUID], reason: str, now) -> int:
     """Move pending deliveries to skipped with the reason; others are left alone."""
     return session.execute(
@@ -140,7 +148,8 @@ def skip_open(*, session: Session, reasons: dict[uuid.UUID, str], now: datetime)
     """Skip the not-yet-sent deliveries of these notifications, each with its reason.
 
     One in flight (``sending``) is left to finish: its send may already be with the
-    provider."""
+    provider. The webhook events of action clicks are the producer's feedback, not the
+    notification: they still go."""
     table = Delivery.__table__
     session.execute(
         update(table)
@@ -148,6 +157,7 @@ def skip_open(*, session: Session, reasons: dict[uuid.UUID, str], now: datetime)
         .where(
             table.c.notification_id == bindparam("nid"),
             or_(*(table.c.status == status for status in NOT_STARTED)),
+            table.c.event == "",
         )
         .values(
             status="skipped", last_error=bindparam("reason"), next_attempt_at=None, updated_at=now

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,8 +34,21 @@ DELIVERY_STATUSES = (
 class InboxFilter:
     category: str | None = None
     severity: str | None = None
-    status: str = "all"  # unread | read | all
+    status: str = "all"  # unread | read | unseen | all
     archived: bool = False
+    snoozed: bool = False  # True: only the snoozed ones (hidden otherwise)
+
+
+@dataclass
+class Counts:
+    """The bell's numbers: unread per category, and how many of those were never seen."""
+
+    by_category: dict[str, int] = field(default_factory=dict)
+    unseen: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_category.values())
 
 
 def existing_ids(*, session: Session, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
@@ -130,13 +143,26 @@ def _visible(recipient_id: str, now: datetime | None = None):
     return (Notification.recipient_id == recipient_id, *_shown(now))
 
 
+# Not snoozed: "snoozed" is "snoozed_until is set" (the beat task clears it once passed).
+_UNSNOOZED = Notification.snoozed_until.is_(None)
+# Neither seen nor read (reading a notification is seeing it).
+_UNSEEN = (Notification.seen_at.is_(None), Notification.read_at.is_(None))
+
+
 def get_for_recipient(
-    *, session: Session, recipient_id: str, id: uuid.UUID, now: datetime | None = None
+    *,
+    session: Session,
+    recipient_id: str,
+    id: uuid.UUID,
+    now: datetime | None = None,
+    for_update: bool = False,
 ) -> Notification | None:
-    """The notification only if it is in this recipient's inbox (see ``_visible``)."""
-    return session.execute(
-        select(Notification).where(Notification.id == id, *_visible(recipient_id, now))
-    ).scalar_one_or_none()
+    """The notification only if it is in this recipient's inbox (see ``_visible``), snoozed
+    or not; ``for_update`` locks its row until commit."""
+    query = select(Notification).where(Notification.id == id, *_visible(recipient_id, now))
+    if for_update:
+        query = query.with_for_update()
+    return session.execute(query).scalar_one_or_none()
 
 
 def inbox(
@@ -167,6 +193,12 @@ def inbox(
         query = query.where(Notification.read_at.is_(None))
     elif filters.status == "read":
         query = query.where(Notification.read_at.is_not(None))
+    elif filters.status == "unseen":
+        query = query.where(*_UNSEEN)
+    if filters.snoozed:
+        query = query.where(Notification.snoozed_until.is_not(None))
+    else:
+        query = query.where(_UNSNOOZED)
     if filters.archived:
         query = query.where(Notification.archived_at.is_not(None))
     else:
@@ -175,42 +207,107 @@ def inbox(
     return list(rows.scalars())
 
 
-def unread_counts(
-    *, session: Session, recipient_id: str, now: datetime | None = None
-) -> dict[str, int]:
-    """Unread, unarchived inbox notifications per category (served by a partial index)."""
+def unread_counts(*, session: Session, recipient_id: str, now: datetime | None = None) -> Counts:
+    """Unread, unarchived, unsnoozed inbox notifications per category, and the unseen ones
+    among them (unseen implies unread): one query over the unread partial index."""
     return unread_counts_of(session=session, recipient_ids=[recipient_id], now=now).get(
-        recipient_id, {}
+        recipient_id, Counts()
     )
 
 
 def unread_counts_of(
     *, session: Session, recipient_ids: Sequence[str], now: datetime | None = None
-) -> dict[str, dict[str, int]]:
+) -> dict[str, Counts]:
     """:func:`unread_counts` of several recipients in one query; those with none are absent."""
     rows = session.execute(
-        select(Notification.recipient_id, Notification.category, func.count())
+        select(
+            Notification.recipient_id,
+            Notification.category,
+            func.count(),
+            func.count().filter(Notification.seen_at.is_(None)),
+        )
         .where(
             Notification.recipient_id.in_(list(recipient_ids)),
             *_shown(now),
             Notification.read_at.is_(None),
             Notification.archived_at.is_(None),
+            _UNSNOOZED,
         )
         .group_by(Notification.recipient_id, Notification.category)
     )
-    counts: dict[str, dict[str, int]] = {}
-    for recipient, category, count in rows:
-        counts.setdefault(recipient, {})[category] = count
+    counts: dict[str, Counts] = {}
+    for recipient, category, unread, unseen in rows:
+        found = counts.setdefault(recipient, Counts())
+        found.by_category[category] = unread
+        found.unseen += unseen
     return counts
 
 
 def mark_all_read(
     *, session: Session, recipient_id: str, category: str | None, now: datetime
 ) -> int:
-    stmt = update(Notification).where(*_visible(recipient_id, now), Notification.read_at.is_(None))
+    """Read (and so seen) every unread, unsnoozed notification in the inbox."""
+    stmt = update(Notification).where(
+        *_visible(recipient_id, now), Notification.read_at.is_(None), _UNSNOOZED
+    )
     if category:
         stmt = stmt.where(Notification.category == category)
-    return session.execute(stmt.values(read_at=now)).rowcount
+    seen = func.coalesce(Notification.seen_at, now)
+    return session.execute(stmt.values(read_at=now, seen_at=seen)).rowcount
+
+
+def mark_seen(
+    *,
+    session: Session,
+    recipient_id: str,
+    ids: Sequence[uuid.UUID] | None,
+    up_to: int | None,
+    now: datetime,
+) -> list[uuid.UUID]:
+    """Seen: these ids, or every notification up to the cursor ``up_to``; only the ones
+    still unseen change. Returns their ids."""
+    stmt = update(Notification).where(*_visible(recipient_id, now), *_UNSEEN)
+    if ids is not None:
+        stmt = stmt.where(Notification.id.in_(list(ids)))
+    else:
+        stmt = stmt.where(Notification.seq <= up_to, _UNSNOOZED)
+    rows = session.execute(stmt.values(seen_at=now).returning(Notification.id))
+    return list(rows.scalars())
+
+
+def delete_read(*, session: Session, recipient_id: str, category: str | None, now: datetime) -> int:
+    """Soft-delete the read ones the inbox shows (not archived, not snoozed)."""
+    stmt = update(Notification).where(
+        *_visible(recipient_id, now),
+        Notification.read_at.is_not(None),
+        Notification.archived_at.is_(None),
+        _UNSNOOZED,
+    )
+    if category:
+        stmt = stmt.where(Notification.category == category)
+    return session.execute(stmt.values(deleted_at=now)).rowcount
+
+
+def unsnooze_due(*, session: Session, now: datetime, limit: int) -> list[Notification]:
+    """Snoozes that have ended → back in the inbox as new (unread, unseen); returns the rows.
+
+    One conditional statement: a row is taken only while its snooze is still set and
+    passed, and rows another run has locked are skipped, so two runs at once, or a rerun,
+    release each snooze once."""
+    due = (
+        select(Notification.id)
+        .where(Notification.snoozed_until <= now)
+        .order_by(Notification.snoozed_until)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    stmt = (
+        update(Notification)
+        .where(Notification.id.in_(due.scalar_subquery()), Notification.snoozed_until <= now)
+        .values(snoozed_until=None, seen_at=None, read_at=None)
+        .returning(Notification)
+    )
+    return list(session.scalars(stmt, execution_options={"synchronize_session": False}))
 
 
 def soft_delete(*, session: Session, recipient_id: str, id: uuid.UUID, now: datetime) -> bool:

@@ -12,9 +12,16 @@ from clarion.workers import queues
 
 def celery_config(settings: Settings) -> dict:
     """Celery settings that matter, with the reason for each in DESIGN.md / README."""
+    broker: dict = {"broker_url": settings.broker_url}
     if settings.broker_url.startswith("sqla+"):
         # kombu's SQL transport hands its options to create_engine(): engine options only.
         transport_options: dict = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        # Its subclass that a publish wakes (the embedded mode: POST → inbox without a
+        # polling delay). A transport given by path must not come from the URL (kombu).
+        broker = {
+            "broker_url": settings.broker_url.removeprefix("sqla+"),
+            "broker_transport": "clarion.workers.sqlbroker:Transport",
+        }
     else:
         transport_options = {
             "visibility_timeout": settings.broker_visibility_timeout,
@@ -23,7 +30,7 @@ def celery_config(settings: Settings) -> dict:
         }
     transport_options.update(settings.broker_transport_options)
     return {
-        "broker_url": settings.broker_url,
+        **broker,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": settings.broker_publish_timeout,
@@ -60,8 +67,8 @@ def celery_config(settings: Settings) -> dict:
 
 
 def beat_schedule(settings: Settings) -> dict:
-    """The sweeper, scheduled releases and digests (on the periodic queue), and every scan
-    rule at its own interval (on the engine queue).
+    """The sweeper, scheduled releases, ended snoozes and digests (on the periodic queue),
+    and every scan rule at its own interval (on the engine queue).
 
     Rules disabled by settings are scheduled too: an operator's override may enable them
     without a restart, and a disabled rule's run ends at once."""
@@ -76,6 +83,12 @@ def beat_schedule(settings: Settings) -> dict:
         # Scheduled sends and digests: the database holds what is due, beat only asks.
         "release-scheduled": {
             "task": "clarion.schedule.release",
+            "schedule": settings.schedule_interval_seconds,
+            "options": {"queue": queues.PERIODIC, "expires": settings.schedule_interval_seconds},
+        },
+        # Ended snoozes come back (live) within one interval, like scheduled sends.
+        "release-snoozed": {
+            "task": "clarion.snooze.release",
             "schedule": settings.schedule_interval_seconds,
             "options": {"queue": queues.PERIODIC, "expires": settings.schedule_interval_seconds},
         },

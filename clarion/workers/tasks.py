@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from clarion.core import deliver as deliver_core
-from clarion.core import digests, ledger, schedule, send, sweeper
+from clarion.core import digests, ledger, schedule, send, snooze, sweeper
 from clarion.core import fanout as fanout_core
 from clarion.core.create import create_notifications
 from clarion.core.lanes import NORMAL
@@ -124,6 +124,13 @@ def register(app: Celery) -> None:
         """Persist and send the scheduled notifications that are due (on beat)."""
         runtime = self.app.clarion
         released = schedule.release(**runtime.pipeline)
+        return {"released": released}
+
+    @app.task(name="clarion.snooze.release", shared=False, bind=True, **RETRY_TRANSIENT)
+    def release_snoozed(self) -> dict:
+        """Bring back the notifications whose snooze has ended, live (on beat)."""
+        runtime = self.app.clarion
+        released = snooze.release(sessions=runtime.sessions, publisher=runtime.pubsub)
         return {"released": released}
 
     @app.task(name="clarion.digests.run", shared=False, bind=True, **RETRY_TRANSIENT)

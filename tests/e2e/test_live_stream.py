@@ -108,7 +108,7 @@ def test_created_through_one_api_process_arrives_on_the_other(cluster):
     async def scenario():
         async with connect(cluster.ws(1, me)) as ws:
             first = await next_event(ws, "unread_count")
-            assert first["data"] == {"total": 0, "by_category": {}}
+            assert first["data"] == {"total": 0, "by_category": {}, "unseen": 0}
             nid = await asyncio.to_thread(cluster.send, me, "to the other process", 0)
             created = await next_event(ws, "notification.created")
             assert (
@@ -166,7 +166,7 @@ def test_reading_in_one_tab_updates_every_other_tab(cluster):
             updated = await next_event(tab_b, "notification.updated")
             count = await next_event(tab_b, "unread_count")
         assert updated["data"]["ids"] == [nid] and updated["data"]["read_at"]
-        assert count["data"] == {"total": 0, "by_category": {}}
+        assert count["data"] == {"total": 0, "by_category": {}, "unseen": 0}
         assert count["cursor"] == updated["cursor"] == 2
 
     asyncio.run(scenario())

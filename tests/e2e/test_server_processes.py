@@ -50,7 +50,7 @@ def test_send_through_the_api_process_lands_in_the_inbox_via_a_worker(env, tmp_p
         read = httpx.patch(f"{base}/v1/me/notifications/{nid}", json={"read": True}, headers=me)
         assert read.status_code == 200
         count = httpx.get(f"{base}/v1/me/notifications/unread-count", headers=me).json()
-        assert count == {"total": 0, "by_category": {}}
+        assert count == {"total": 0, "by_category": {}, "unseen": 0}
     finally:
         api.stop()
         worker.stop()

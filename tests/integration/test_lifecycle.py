@@ -183,7 +183,7 @@ def test_two_with_one_key_in_one_batch_leave_only_the_newest_and_events_in_curso
     ]
     assert captured.events[2]["data"]["ids"] == [str(old)]
     # The bell follows: the replaced one was unread, so the count is 1, not 2.
-    assert captured.events[-1]["data"] == {"total": 1, "by_category": {"scores": 1}}
+    assert captured.events[-1]["data"] == {"total": 1, "by_category": {"scores": 1}, "unseen": 1}
 
 
 def test_the_replaced_notifications_unsent_email_is_skipped_and_only_the_update_is_sent(

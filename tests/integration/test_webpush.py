@@ -142,6 +142,37 @@ def test_a_notification_too_large_for_one_push_is_cut_to_fit(rt, browser, push_s
     assert MAX_PLAINTEXT - 10 <= len(plain) <= MAX_PLAINTEXT
 
 
+def test_actions_reach_the_service_worker_as_notification_actions_with_their_urls(
+    rt, browser, push_service
+):
+    actions = [
+        {"id": "approve", "label": "Approve", "url": "https://app.example/approve/7"},
+        {"id": "later", "label": "Later"},
+    ]
+    [nid] = notify(rt, actions=actions)
+    drain(rt.celery)
+
+    [got] = push_service.received(browser)
+    # showNotification({actions}) takes action and title; the worker routes by url.
+    assert got.payload["actions"] == [
+        {"action": "approve", "title": "Approve", "url": "https://app.example/approve/7"},
+        {"action": "later", "title": "Later", "url": None},
+    ]
+    assert got.payload["id"] == str(nid)  # to POST the click: …/{id}/actions/{action}
+
+
+def test_actions_give_way_before_the_title_when_a_push_is_too_large(rt, browser, push_service):
+    long = [
+        {"id": f"a{i}", "label": "x", "url": "https://app.example/" + "p" * 1500} for i in range(3)
+    ]
+    notify(rt, title="Kept", body="b" * 100, actions=long)
+    drain(rt.celery)
+
+    [got] = push_service.received(browser)
+    assert got.size <= 4096
+    assert got.payload["title"] == "Kept" and got.payload["actions"] is None
+
+
 def test_a_410_deactivates_the_subscription_and_later_notifications_skip_push(
     rt, api, user, browser, push_service
 ):

@@ -14,7 +14,7 @@ AT = datetime(2026, 12, 4, 21, 0, tzinfo=UTC)
 ODD = ['quote"d', "tab\there", "back\\slash", "ünïcødé ✓", "line\nbreak", "plain"]
 
 
-def row(recipient: str, seq: int, *, title: str, meta: dict) -> dict:
+def row(recipient: str, seq: int, *, title: str, meta: dict, actions=None) -> dict:
     return {
         "id": uuid.uuid4(),
         "request_id": uuid.uuid4(),
@@ -35,12 +35,16 @@ def row(recipient: str, seq: int, *, title: str, meta: dict) -> dict:
         "template_data": None,
         "in_inbox": True,
         "created_at": AT,
+        "actions": actions,
     }
 
 
 def test_each_spliced_text_is_the_event_it_carries():
     shared = {"tags": ["a", "b"], "nested": {"k": "v\u2028"}}
-    rows = [row(r, i + 1, title="v2 is out", meta=shared) for i, r in enumerate(ODD)]
+    buttons = [{"id": "open", "label": 'See "it"', "url": "/r?a=1&b=\t", "clicked_at": None}]
+    rows = [
+        row(r, i + 1, title="v2 is out", meta=shared, actions=buttons) for i, r in enumerate(ODD)
+    ]
     rows += [row("plain", 7, title="Другое", meta={})]  # a second content in the batch
 
     events = created_events(rows)

@@ -300,6 +300,7 @@ SAMPLES = {
     "new_signup": {"who": "Eve", "details": "eve@example.test", "workspace": "ws-7"},
     "integration_connected": {"name": "Slack", "actor": None},
     "integration_failing": {"name": "Slack", "error": "401"},
+    "clarion.test": {},
     "digest": {
         "category": "links",
         "cadence": "daily",
@@ -320,7 +321,8 @@ SAMPLES = {
 def test_every_rule_of_the_packs_and_the_digest_ships_in_english_and_russian():
     rules = {r.key for pack in (lifecycle, system, insight, activities) for r in pack.RULES}
     # new_signup.signup words its notification with new_signup's template.
-    expected = (rules - {"new_signup.signup"}) | {"member_invited.admins", "digest"}
+    # clarion.test: the settings page's test notification (clarion.core.trial).
+    expected = (rules - {"new_signup.signup"}) | {"member_invited.admins", "digest", "clarion.test"}
     shipped = builtins()
     for locale in ("en", "ru"):
         assert {k for k, _, loc in shipped if loc == locale} == expected

@@ -43,7 +43,7 @@ def _subscriber(runtime: Runtime, token: str | None, authorization: str | None) 
 
 
 def _origin_allowed(runtime: Runtime, origin: str | None) -> bool:
-    allowed = runtime.settings.stream_allowed_origins
+    allowed = runtime.settings.stream_origins
     return origin is None or "*" in allowed or origin in allowed
 
 

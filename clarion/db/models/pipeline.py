@@ -88,6 +88,11 @@ class Notification(Base):
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Hidden from the inbox and its counts while set; the beat task clears it once it has
+    # passed (clarion.core.snooze), so "snoozed" is simply "set".
+    snoozed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Up to three buttons: [{id, label, url, clicked_at}]; None when there are none.
+    actions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
 
     __table_args__ = (
         # NULL dedupe keys are distinct on both PostgreSQL and SQLite: unique only when set.
@@ -109,6 +114,13 @@ class Notification(Base):
             "category",
             postgresql_where=text("read_at IS NULL AND archived_at IS NULL AND deleted_at IS NULL"),
             sqlite_where=text("read_at IS NULL AND archived_at IS NULL AND deleted_at IS NULL"),
+        ),
+        # Snoozes that have ended, for the beat task (few rows are ever snoozed).
+        Index(
+            "ix_notifications_snoozed",
+            "snoozed_until",
+            postgresql_where=text("snoozed_until IS NOT NULL"),
+            sqlite_where=text("snoozed_until IS NOT NULL"),
         ),
     )
 
@@ -158,11 +170,16 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_ref: Mapped[str | None] = mapped_column(String(255))
+    # What it carries: "" the notification itself; "action:<id>" the webhook event of the
+    # recipient's click on one of its actions (clarion.core.actions).
+    event: Mapped[str] = mapped_column(String(64), default="", server_default="", nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
     __table_args__ = (
-        UniqueConstraint("notification_id", "channel", "target", name="uq_deliveries_target"),
+        UniqueConstraint(
+            "notification_id", "channel", "target", "event", name="uq_deliveries_target"
+        ),
         Index(
             "ix_deliveries_due",
             "status",
