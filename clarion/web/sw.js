@@ -40,13 +40,16 @@ function payloadOf(event) {
 
 /** The notification a push payload asks for (actions as buttons, tag = collapse key). */
 function notificationOf(data) {
-  const actions = Array.isArray(data.actions) ? data.actions.slice(0, 3) : [];
+  // The worker sends the Notification API's names (action, title); the inbox's are id, label.
+  const actions = (Array.isArray(data.actions) ? data.actions.slice(0, 3) : []).map((a) => ({
+    id: String(a.action ?? a.id), label: String(a.title ?? a.label), url: a.url ?? null,
+  }));
   const max = (self.Notification && self.Notification.maxActions) || actions.length;
   const options = {
     body: data.body || '',
     icon: data.icon || new URL('icon.svg', self.location.href).href,
     data: { id: data.id, url: data.url, token: data.token, actions },
-    actions: actions.slice(0, max).map((a) => ({ action: String(a.id), title: String(a.label) })),
+    actions: actions.slice(0, max).map((a) => ({ action: a.id, title: a.label })),
     requireInteraction: data.severity === 'critical',
     timestamp: data.created_at ? Date.parse(data.created_at) : Date.now(),
   };

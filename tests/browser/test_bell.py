@@ -161,3 +161,49 @@ def test_xss_in_title_body_and_url_renders_as_text_and_is_never_followed(context
     wait_badge(page, "")  # marked read, and nothing else
     assert page.url == url
     assert page.evaluate("() => window.__xss") is None
+
+
+def test_unseen_count_clears_when_the_popover_shows_them(context, stack):
+    me = new_user()
+    stack.send(me, "one")
+    stack.send(me, "two")
+    page = open_ui(context, stack, me)
+    page.evaluate("() => document.querySelector('clarion-bell').setAttribute('count', 'unseen')")
+    wait_badge(page, "2")
+    open_popover(page)
+    wait_badge(page, "")  # seen now, still unread
+    with stack.as_user(me) as api:
+        counts = api.get("/v1/me/notifications/unread-count").json()
+    assert counts["total"] == 2 and counts["unseen"] == 0
+    stack.send(me, "three")
+    wait_badge(page, "1")
+
+
+def test_snooze_from_the_row_menu_moves_it_to_the_snoozed_tab(context, stack):
+    me = new_user()
+    nid = stack.send(me, "later please")
+    page = open_ui(context, stack, me)
+    wait_badge(page, "1")
+    open_popover(page)
+    page.locator(f'{ROW}[data-id="{nid}"] [part=menu-button]').click()
+    page.locator('clarion-bell [role=menuitem][data-action="snooze-hour"]').click()
+    expect(page.locator(f'{ROW}[data-id="{nid}"]')).to_have_count(0)
+    wait_badge(page, "")
+    page.locator('clarion-bell [part=tab][data-tab="snoozed"]').click()
+    expect(page.locator(f'{ROW}[data-id="{nid}"]')).to_have_count(1)
+    with stack.as_user(me) as api:
+        assert api.get(f"/v1/me/notifications/{nid}").json()["snoozed_until"] is not None
+
+
+def test_an_action_button_records_the_click_and_opens_its_url(context, stack):
+    me = new_user()
+    context.route("https://app.example/**", lambda r: r.fulfill(body="<p>approved</p>"))
+    actions = [{"id": "approve", "label": "Approve", "url": "https://app.example/approve/7"}]
+    nid = stack.send(me, "Expense report", actions=actions)
+    page = open_ui(context, stack, me)
+    wait_badge(page, "1")
+    open_popover(page)
+    with page.expect_navigation(url="https://app.example/approve/7"):
+        page.locator(f'{ROW}[data-id="{nid}"] [part=action][data-action="approve"]').click()
+    with stack.as_user(me) as api:
+        assert api.get(f"/v1/me/notifications/{nid}").json()["read_at"] is not None

@@ -197,7 +197,7 @@ export class ClarionFeed extends ClarionElement {
 
   /** One row, rebuilt only when the item changed. */
   row(item) {
-    const sig = [item.read_at, item.seen_at, item.archived_at, item.snoozed_until, this.i18n.locale,
+    const sig = [item.read_at, item.archived_at, item.snoozed_until, this.i18n.locale,
       this.selected.has(item.id)].join('|');
     const cached = this.rows.get(item.id);
     if (cached && cached.sig === sig) return cached.el;

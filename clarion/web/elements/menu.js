@@ -78,7 +78,10 @@ export function rowMenu(feed, button, item, onClose) {
   }
 
   button.setAttribute('aria-expanded', 'true');
-  button.closest('[data-id]').append(menu);
+  // In the scroller, not the row: a live update may rebuild the row while the menu is open.
+  const row = button.closest('[data-id]');
+  menu.style.top = `${row.offsetTop + button.offsetTop + button.offsetHeight + 2}px`;
+  feed.scroller.append(menu);
   document.addEventListener('pointerdown', outside, true);
   items()[0].focus();
   menu.close = close;

@@ -10,7 +10,7 @@ export const FEED_CSS = `
   border-bottom: 2px solid transparent; }
 [role=tab][aria-selected=true] { color: var(--_fg); border-bottom-color: var(--_accent); font-weight: 600; }
 .status { padding: 6px 14px; background: var(--_hover); color: var(--_muted); font-size: 13px; }
-.scroller { overflow-y: auto; flex: 1 1 auto; min-height: 0; }
+.scroller { overflow-y: auto; flex: 1 1 auto; min-height: 0; position: relative; }
 :host([compact]) .scroller { max-height: min(70vh, 520px); }
 .state { padding: 28px 14px; text-align: center; color: var(--_muted); margin: 0; }
 .state p { margin: 0 0 10px; }
@@ -39,7 +39,7 @@ export const FEED_CSS = `
 .menu-button { flex: none; border: 0; background: none; border-radius: 6px; padding: 2px; cursor: pointer;
   color: var(--_muted); display: flex; }
 .menu-button:hover { background: var(--_border); }
-.menu { position: absolute; right: 10px; top: 34px; z-index: 2; display: flex; flex-direction: column;
+.menu { position: absolute; right: 10px; z-index: 2; display: flex; flex-direction: column;
   background: var(--_bg); border: 1px solid var(--_border); border-radius: 8px; box-shadow: var(--_shadow);
   padding: 4px; min-width: 180px; }
 .menu [role=menuitem] { text-align: start; border: 0; background: none; padding: 6px 10px; border-radius: 5px; cursor: pointer; }
