@@ -138,15 +138,17 @@ def test_russian_strings_and_plurals(context, stack):
     page = open_ui(context, stack, me, lang="ru")
     expect(page.locator("nav a[data-view=preferences]")).to_have_text("Настройки")
     button = page.locator("clarion-bell [part=button]")
+    sent = 0
     for total, label in (
         (1, "1 новое уведомление"),
         (3, "3 новых уведомления"),
         (5, "5 новых уведомлений"),
         (21, "21 новое уведомление"),
     ):
-        while int(page.locator("clarion-bell").get_attribute("data-count")) < total:
+        while sent < total:
             stack.send(me, "Привет")
-            wait_badge(page, str(int(page.locator("clarion-bell").get_attribute("data-count")) + 1))
+            sent += 1
+        wait_badge(page, str(total))
         expect(button).to_have_attribute("aria-label", label)
     button.click()
     expect(page.locator("clarion-bell [part=tab]").nth(1)).to_have_text("Непрочитанные")
