@@ -34,12 +34,20 @@ export class ClarionBell extends ClarionElement {
       if (!this.client.counts) this.client.unreadCount().catch(() => {});
     }, 1500);
     this.outside = (e) => this.open && !e.composedPath().includes(this) && this.close(false);
+    this.escape = (e) => {
+      if (this.open && e.key === 'Escape' && !e.defaultPrevented) {
+        e.preventDefault();
+        this.close(true);
+      }
+    };
     document.addEventListener('pointerdown', this.outside, true);
+    document.addEventListener('keydown', this.escape);
   }
 
   teardown() {
     clearTimeout(this.fallback);
     document.removeEventListener('pointerdown', this.outside, true);
+    document.removeEventListener('keydown', this.escape);
   }
 
   attributeChangedCallback(name, before, after) {
@@ -72,7 +80,6 @@ export class ClarionBell extends ClarionElement {
     this.panel = h('div', {
       class: 'popover', part: 'popover', id: 'popover', role: 'dialog', hidden: true,
       'aria-label': this.t('feed.title'),
-      on: { keydown: (e) => e.key === 'Escape' && (e.preventDefault(), this.close(true)) },
     });
     if (this.feedEl) this.panel.append(this.feedEl);
     this.shadowRoot.replaceChildren(this.button, this.panel);
