@@ -25,7 +25,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS = "redis://127.0.0.1:6379"
+REDIS = os.environ.get("CLARION_BENCH_REDIS", "redis://127.0.0.1:6379")
 BROKER_DB, PUBSUB_DB = 12, 13  # the only Redis databases benchmarks may touch
 SECRET = "bench-secret-key-not-for-production-0123456789abcdef"
 
