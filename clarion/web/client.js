@@ -5,6 +5,7 @@
 //   c.on('count', ({ total }) => ...); c.connect();
 
 import { LiveConnection, TokenSource } from './live.js';
+import { bridgeServiceWorker } from './swbridge.js';
 import { Emitter, Feed } from './store.js';
 import { TabGroup } from './tabs.js';
 
@@ -254,34 +255,10 @@ export class ClarionClient extends Emitter {
   /**
    * Work with the site's service worker: give it the current token (to mark a clicked push
    * read), and do what it asks of an open tab (mark read, register a renewed subscription,
-   * navigate).
+   * navigate). See swbridge.js.
    */
   useServiceWorker() {
-    const sw = this.env.navigator?.serviceWorker;
-    if (!sw) return this;
-    const give = async () => {
-      const token = await this.tokens.get().catch(() => null);
-      (await sw.ready).active?.postMessage({ type: 'clarion:token', token, apiUrl: this.apiUrl });
-    };
-    const fetchToken = this.tokens.get.bind(this.tokens);
-    this.tokens.get = async (force) => {
-      const before = this.tokens.token;
-      const token = await fetchToken(force);
-      if (token !== before) give();
-      return token;
-    };
-    give();
-    sw.addEventListener('message', (e) => {
-      const m = e.data || {};
-      if (m.type === 'clarion:read' && m.id) {
-        (m.action ? this.action(m.id, m.action) : this.markRead(m.id)).catch(() => {});
-      } else if (m.type === 'clarion:resubscribe' && m.subscription) {
-        this.addPushSubscription(m.subscription).catch(() => {});
-      } else if (m.type === 'clarion:navigate' && typeof m.url === 'string') {
-        const url = new URL(m.url, this.env.location.href);
-        if (url.protocol === 'https:' || url.protocol === 'http:') this.env.location.assign(url.href);
-      }
-    });
+    bridgeServiceWorker(this);
     return this;
   }
 

@@ -1,7 +1,7 @@
 """The notification centre in a real Chromium (Debian's ``chromium``, driven by Playwright)
 against real ``clarion api`` and ``clarion worker`` processes on PostgreSQL and Redis.
 
-One API + worker pair and one browser serve the whole directory; every test has its own
+One API + worker pair serves each module and one browser all of them; every test has its own
 users and its own browser context (cookies, storage, service workers), so tests do not
 see each other's state.
 """
@@ -76,14 +76,18 @@ class Stack:
         self.worker.stop()
 
 
-@pytest.fixture(scope="session")
+# Per module: its worker consumes the test broker's queues, so it must be gone before any
+# other test module runs (they enqueue and consume on the same Redis databases).
+@pytest.fixture(scope="module")
 def stack(pg_url, redis_client, tmp_path_factory):
     s = Stack(pg_url, tmp_path_factory.mktemp("ui"))
     yield s
     s.stop()
 
 
-@pytest.fixture(scope="session")
+# Per module too: Playwright's sync API runs an event loop in this thread while it is open,
+# and tests elsewhere call asyncio.run().
+@pytest.fixture(scope="module")
 def chromium():
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is required for the browser tests: `make chromium` installs it")
@@ -123,7 +127,7 @@ def badge(page: Page) -> str:
     return page.locator("clarion-bell [part=badge]").text_content() or ""
 
 
-def wait_badge(page: Page, text: str, timeout: float = 10_000) -> None:
+def wait_badge(page: Page, text: str, timeout: float = 30_000) -> None:
     page.wait_for_function(
         "(t) => (document.querySelector('clarion-bell')?.shadowRoot"
         "?.querySelector('[part=badge]')?.textContent || '') === t",

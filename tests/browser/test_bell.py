@@ -207,3 +207,32 @@ def test_an_action_button_records_the_click_and_opens_its_url(context, stack):
         page.locator(f'{ROW}[data-id="{nid}"] [part=action][data-action="approve"]').click()
     with stack.as_user(me) as api:
         assert api.get(f"/v1/me/notifications/{nid}").json()["read_at"] is not None
+
+
+def test_the_popover_pages_by_cursor_as_it_scrolls(context, stack):
+    me = new_user()
+    for i in range(45):
+        stack.send(me, f"n{i}")
+    page = open_ui(context, stack, me)
+    wait_badge(page, "45")
+    open_popover(page)
+    expect(page.locator(ROW)).to_have_count(20)
+    scroller = page.locator("clarion-bell [part=scroller]")
+    for shown in (40, 45):
+        scroller.evaluate("s => { s.scrollTop = s.scrollHeight; }")
+        expect(page.locator(ROW)).to_have_count(shown)
+    ids = page.locator(ROW).evaluate_all("rows => rows.map(r => r.dataset.id)")
+    assert len(set(ids)) == 45
+
+
+def test_a_toast_waits_while_hovered_then_goes(context, stack):
+    me = new_user()
+    page = open_ui(context, stack, me)
+    stack.send(me, "Saved", metadata={"toast": "success"})  # 5 s on screen
+    toast = page.locator("clarion-toasts [part~=toast]")
+    toast.hover()
+    page.wait_for_timeout(6000)
+    expect(toast).to_have_count(1)
+    expect(toast).to_have_attribute("paused", "")
+    page.mouse.move(0, 0)
+    expect(toast).to_have_count(0, timeout=7000)
