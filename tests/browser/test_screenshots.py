@@ -43,7 +43,7 @@ def test_screenshots(chromium, stack, shown, lang, scheme):
             page.locator("clarion-inbox [part~=item]").first.wait_for()
             page.screenshot(path=DOCS / f"inbox-{lang}-{scheme}.png")
             page.goto(f"{stack.base}/ui/?lang={lang}#/preferences")
-            page.locator("clarion-preferences [part=save]").wait_for()
+            page.locator("clarion-preferences [part=devices] li").first.wait_for()
             page.screenshot(path=DOCS / f"preferences-{lang}-{scheme}.png", full_page=True)
     finally:
         context.close()
