@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.browser.conftest import DOCS, REQUIRED, new_user, open_ui, wait_badge
+from tests.e2e.procs import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -19,8 +20,13 @@ DATA = [
 @pytest.fixture(scope="module")
 def shown(stack):
     me = new_user()
-    for category, severity, title, body in DATA:
-        stack.send(me, title, category=category, severity=severity, body=body)
+    with stack.as_user(me) as api:
+        for n, (category, severity, title, body) in enumerate(DATA, 1):
+            stack.send(me, title, category=category, severity=severity, body=body)
+            # One at a time, so the order on screen is the same in every run.
+            wait_for(
+                lambda n=n: len(api.get("/v1/me/notifications").json()["items"]) == n, 30, "stored"
+            )
     return me
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Cookie, Request, Response
 from fastapi.responses import RedirectResponse
@@ -83,10 +84,10 @@ class UiToken(BaseModel):
 
 
 def _same_origin(request: Request) -> None:
-    """A browser sends Origin on these POSTs; another site's page may not sign anyone in."""
+    """A browser sends Origin on these POSTs; another site's page may not sign anyone in.
+    Hosts are compared, not schemes: behind a TLS proxy the page is https and we see http."""
     origin = request.headers.get("origin")
-    expected = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    if origin is not None and origin != expected:
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
         raise Problem(403, "forbidden", "Sign-in requests must come from the page itself.")
 
 
