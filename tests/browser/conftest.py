@@ -39,16 +39,21 @@ class Stack:
 
     def __init__(self, pg_url: str, tmp: Path) -> None:
         self.settings = server_settings(pg_url)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        # Another origin that embeds the bell: a real server on loopback (a page fulfilled by
+        # a route has no address, and Chromium refuses a public page loading from loopback).
+        self.site_port = free_port()
+        self.site = f"http://127.0.0.1:{self.site_port}"
         self.env = process_env(
             pg_url,
             CLARION_LOG_LEVEL="WARNING",
             CLARION_REQUIRED_CATEGORIES=f'["{REQUIRED}"]',
             CLARION_STREAM_HEARTBEAT_SECONDS="5",
             CLARION_CATEGORY_CHANNELS='{"links": ["in_app", "email"]}',
+            CLARION_CORS_ORIGINS=f'["{self.site}"]',
         )
         self.key = run(["keys", "create", "ui", "--scope", "notify"], self.env).split()[-1]
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         self.worker = Proc(["worker", "--concurrency", "2"], self.env, tmp / "worker.log")
         self.api = Proc(["api", "--port", str(self.port)], self.env, tmp / "api.log")
         wait_ready(self.base, self.api)

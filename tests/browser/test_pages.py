@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from playwright.sync_api import expect
 
+from clarion.core.auth import issue_user_token
 from tests.browser.conftest import REQUIRED, new_user, open_ui, wait_badge
 
 pytestmark = pytest.mark.e2e
@@ -219,3 +222,40 @@ def test_a_push_delivered_to_the_service_worker_shows_a_notification_with_its_ac
             },
         }
     ]
+
+
+def test_a_site_on_another_origin_embeds_the_bell_with_two_lines(context, stack):
+    me = new_user()
+    token = issue_user_token(stack.settings, me)
+    html = (
+        f'<script type="module" src="{stack.base}/ui/clarion.js"></script>\n'
+        f'<clarion-bell token="{token}"></clarion-bell>'
+    )
+
+    class Site(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(html.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", stack.site_port), Site)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = context.new_page()
+        page.goto(f"{stack.site}/shop")
+        page.wait_for_function(
+            "() => document.querySelector('clarion-bell')?.client?.status === 'live'"
+        )
+        nid = stack.send(me, "from another origin")
+        wait_badge(page, "1")
+        page.locator("clarion-bell [part=button]").click()
+        page.locator(f'clarion-bell [part~=item][data-id="{nid}"] [part=menu-button]').click()
+        page.locator('clarion-bell [role=menuitem][data-action="read"]').click()  # CORS PATCH
+        wait_badge(page, "")
+    finally:
+        server.shutdown()
+        server.server_close()
