@@ -48,7 +48,9 @@ def _group_cpu(pgid: int) -> float:
 def start(procs: common.Processes, data: Path) -> tuple[str, str, str, int]:
     port = common.free_port()
     argv = [str(common.BIN / "clarion"), "dev", "--data-dir", str(data), "--port", str(port)]
-    proc = procs.start("dev", argv, {"PATH": str(common.BIN), "HOME": str(data)})
+    proc = procs.start(
+        "dev", argv, {"PATH": str(common.BIN), "HOME": str(data), "PYTHONPATH": str(common.ROOT)}
+    )
     log = procs.logdir / "dev.log"
     deadline = time.monotonic() + 60
     while "user token:" not in log.read_text(errors="replace"):

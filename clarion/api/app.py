@@ -56,8 +56,10 @@ user's events as JSON: `{"type", "cursor", "data"}`.
 | type | data |
 |---|---|
 | `notification.created` | the notification, as in the inbox list |
-| `notification.updated` | `{ids, read_at, archived_at}`, `{ids, deleted}`, `{all, category}` |
-| `unread_count` | `{"total", "by_category"}`; sent on connect and after every change |
+| `notification.updated` | `{ids, read_at, archived_at, seen_at, snoozed_until}`, \
+`{ids or up_to, seen_at}`, `{ids, deleted}`, `{all, category, read_at or deleted}` |
+| `notification.unsnoozed` | the notification, back from a snooze |
+| `unread_count` | `{"total", "by_category", "unseen"}`; sent on connect and after every change |
 | `heartbeat` | none; every `CLARION_STREAM_HEARTBEAT_SECONDS` when idle |
 | `resync` | `{"reason"}`: too much was missed; refetch the inbox, then continue from `cursor` |
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,7 +13,12 @@ from sqlalchemy.orm import Session
 
 from clarion.api.coalesce import Coalescer
 from clarion.api.problems import Problem
-from clarion.core.auth import AuthError, Principal, verify_user_token
+from clarion.core.auth import (
+    AuthError,
+    Principal,
+    verify_push_action_token,
+    verify_user_token,
+)
 from clarion.runtime import Runtime
 
 _api_key = HTTPBearer(
@@ -91,3 +98,39 @@ def current_subscriber(
 
 
 CurrentSubscriber = Annotated[str, Depends(current_subscriber)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who acts on one notification: its recipient with their user token, or through the
+    token of a push of that notification (``push``: may mark it read or click an action,
+    nothing else)."""
+
+    subscriber: str
+    push: bool = False
+
+
+def notification_caller(
+    notification_id: uuid.UUID,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_user_token)],
+) -> Caller:
+    """The user token's subscriber, else the subscriber of a push action token issued for
+    this very notification (the service worker's)."""
+    if credentials is None:
+        raise _unauthorized("A user token is required: Authorization: Bearer <token>.")
+    token = credentials.credentials
+    try:
+        return Caller(verify_user_token(runtime.settings, token))
+    except AuthError:
+        pass
+    try:
+        subscriber, nid = verify_push_action_token(runtime.settings, token)
+    except AuthError:
+        raise _unauthorized("The user token is not valid.") from None
+    if nid != str(notification_id):
+        raise _unauthorized("This token is for another notification.")
+    return Caller(subscriber, push=True)
+
+
+NotificationCaller = Annotated[Caller, Depends(notification_caller)]

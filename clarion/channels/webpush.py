@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 import time
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +40,7 @@ from clarion.channels import (
     retry_after,
 )
 from clarion.channels.http1 import TRANSPORT_ERRORS, Http1Client, Response
+from clarion.core.auth import push_action_token
 from clarion.db import push, targets
 from clarion.db.models import PushSubscription
 from clarion.ids import utcnow
@@ -330,8 +332,13 @@ class WebPushChannel(Channel):
         }
         if n.get("actions"):
             shown["actions"] = push_actions(n["actions"])
-        body = fit(shown)
         ttl = self.settings.push_ttl_seconds
+        # For the service worker: mark this one read, or record a click on one of its
+        # actions, without the user's token (clarion.core.auth.push_action_token).
+        shown["token"] = push_action_token(
+            self.settings, message.recipient["id"], n["id"], timedelta(seconds=ttl)
+        )
+        body = fit(shown)
         headers = {"TTL": str(ttl), "Urgency": URGENCY.get(n["severity"], "normal")}
         if key := topic(n.get("collapse_key")):
             headers["Topic"] = key

@@ -4,7 +4,8 @@ The first click on an action is stored in the notification's ``actions`` (its
 ``clicked_at``, shown by ``GET /v1/notifications/{id}``) and becomes one webhook delivery
 per active endpoint of the notification's category, with the event ``action:<id>``: the
 deliver step sends it as ``notification.action`` with the usual retries, signatures and
-dead letters. The notification is marked read, as any other opening of it. Clicking the
+dead letters. The notification is marked read (if it is in the inbox), as any other
+opening of it. Clicking the
 same action again changes nothing and sends nothing (a double click, a retried request).
 """
 
@@ -84,10 +85,11 @@ def click(
     action_id: str,
     now: datetime,
 ) -> Clicked | None:
-    """Record a click; None when the notification is not in this recipient's inbox.
+    """Record a click; None when the recipient has no such notification (deleted ones
+    included; one sent only by push counts, its actions are on the device).
 
     The row is locked first, so of two clicks at once exactly one is the first."""
-    row = notifications.get_for_recipient(
+    row = notifications.get_of_recipient(
         session=session, recipient_id=recipient_id, id=id, for_update=True
     )
     if row is None:
@@ -103,11 +105,13 @@ def click(
         rows = _webhook_rows(session, channels, row, action_id, now, recheck)
         deliveries.insert_many(session=session, rows=rows)
         clicked.webhook_deliveries = [r["id"] for r in rows]
-    _, clicked.event = inbox.set_flags(
+    opened = inbox.set_flags(
         session=session,
         recipient_id=recipient_id,
         id=id,
         change=inbox.Change(read=True),
         now=now,
     )
+    if opened is not None:  # in the inbox: read now, and the user's tabs are told
+        clicked.event = opened[1]
     return clicked

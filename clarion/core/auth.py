@@ -225,3 +225,43 @@ def ui_session_token(settings: Settings, subscriber_id: str, ttl_seconds: int) -
 def verify_ui_session(settings: Settings, token: str) -> str:
     """The subscriber of a valid session cookie; AuthError otherwise."""
     return _verify_scoped(settings, token, UI_SESSION_AUDIENCE)
+
+
+# A push notification carries a token for itself: the site's service worker, which has no
+# user token when the user clicks a push with no tab open, marks that one notification read
+# or records a click on one of its actions with it, and can do nothing else. The payload
+# is encrypted end to end to the browser; the token expires a week after the push can.
+PUSH_ACTION_AUDIENCE = "clarion:push-action"
+PUSH_ACTION_GRACE = timedelta(days=7)
+
+
+def push_action_token(
+    settings: Settings, subscriber_id: str, notification_id: str, ttl: timedelta
+) -> str:
+    """The token a push payload carries for its own notification."""
+    claims = {
+        "sub": subscriber_id,
+        "nid": notification_id,
+        "aud": PUSH_ACTION_AUDIENCE,
+        "exp": utcnow() + ttl + PUSH_ACTION_GRACE,
+    }
+    return jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm="HS256")
+
+
+def verify_push_action_token(settings: Settings, token: str) -> tuple[str, str]:
+    """(subscriber, notification id) of a valid push action token; AuthError otherwise."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.secret_key.get_secret_value(),
+            algorithms=["HS256"],
+            audience=PUSH_ACTION_AUDIENCE,
+            options={"require": ["sub", "nid", "aud", "exp"]},
+            leeway=30,
+        )
+    except jwt.PyJWTError as exc:
+        raise AuthError(str(exc)) from None
+    subject, nid = claims.get("sub"), claims.get("nid")
+    if not (isinstance(subject, str) and subject and isinstance(nid, str) and nid):
+        raise AuthError("incomplete push action token")
+    return subject, nid

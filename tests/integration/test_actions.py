@@ -73,6 +73,14 @@ def test_actions_are_in_the_inbox_and_in_the_created_event(client, runtime, send
     live.close()
 
 
+def test_a_send_by_template_carries_the_actions_of_the_request(client, send, user):
+    send(title=None, template="clarion.test", actions=ACTIONS[:1])
+
+    [item] = client.get(INBOX, headers=user("alice")).json()["items"]
+    assert item["title"] == "Test notification"
+    assert [a["id"] for a in item["actions"]] == ["approve"]
+
+
 @pytest.mark.parametrize(
     ("actions", "problem"),
     [
@@ -171,3 +179,15 @@ def test_unknown_actions_and_other_users_notifications_are_404(client, producer,
     status = client.get(f"{SEND}/{nid}", headers=producer).json()
     assert all(a["clicked_at"] is None for a in status["actions"])
     assert client.get(f"{INBOX}/{nid}", headers=user("alice")).json()["read_at"] is None
+
+
+def test_a_click_still_reaches_the_webhooks_after_a_newer_notification_replaced_it(
+    client, runtime, send, user, hook, webhook_receiver
+):
+    hook()
+    nid = send(actions=ACTIONS, collapse_key="build-7")
+    click(client, user, nid, "approve")  # its webhook event is queued, not sent yet
+    send(title="Build 7: done", collapse_key="build-7")  # replaces it (drains everything)
+
+    [got] = webhook_receiver.deliveries
+    assert got.json["type"] == "notification.action" and got.json["data"]["id"] == nid

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError
 
 from clarion.db.migrate import upgrade
 from clarion.db.models import Notification
@@ -81,3 +82,68 @@ def test_0006_keeps_the_in_app_delivery_visible_and_stores_it_no_more(fresh_url)
         hidden: [("in_app", "skipped", "opted out")],
     }
     engine.dispose()
+
+
+def test_0008_keeps_every_delivery_and_lets_an_endpoint_get_a_notification_and_its_clicks(
+    fresh_url,
+):
+    upgrade(fresh_url, "0006")
+    engine = create_engine(fresh_url)
+    nid, endpoint = uuid.uuid4(), uuid.uuid4()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO subscribers (id, data, seq, created_at, updated_at)"
+                " VALUES ('ada', '{}', 1, now(), now())"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO notifications (id, request_id, recipient_id, seq, category,"
+                " severity, title, metadata, created_at)"
+                " VALUES (:id, :id, 'ada', 1, 'news', 'low', 't', '{}', now())"
+            ),
+            {"id": nid},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO deliveries (id, notification_id, channel, target, status, attempts,"
+                " created_at, updated_at)"
+                " VALUES (gen_random_uuid(), :id, 'webhook', :ep, 'sent', 1, now(), now())"
+            ),
+            {"id": nid, "ep": str(endpoint)},
+        )
+
+    upgrade(fresh_url)
+
+    click = (
+        "INSERT INTO deliveries (id, notification_id, channel, target, status, attempts,"
+        " created_at, updated_at, event)"
+        " VALUES (gen_random_uuid(), :id, 'webhook', :ep, 'pending', 0, now(), now(), :event)"
+    )
+    with engine.begin() as conn:
+        conn.execute(text(click), {"id": nid, "ep": str(endpoint), "event": "action:ok"})
+        rows = conn.execute(text("SELECT status, event FROM deliveries ORDER BY event")).all()
+        shown = conn.execute(
+            text("SELECT snoozed_until, actions FROM notifications WHERE id = :id"), {"id": nid}
+        ).one()
+    assert rows == [("sent", ""), ("pending", "action:ok")]
+    assert tuple(shown) == (None, None)
+    with pytest.raises(IntegrityError), engine.begin() as conn:  # still one per event
+        conn.execute(text(click), {"id": nid, "ep": str(endpoint), "event": "action:ok"})
+    upgrade_down(fresh_url, "0006")
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM deliveries")) == 1
+    engine.dispose()
+
+
+def upgrade_down(url: str, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from clarion.db.migrate import migrations_dir
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.downgrade(config, revision)

@@ -318,3 +318,23 @@ def test_a_batch_big_enough_for_copy_stores_each_rows_metadata_exactly(runtime):
             select(Notification.meta).where(Notification.recipient_id.in_(recipients))
         )
         assert list(stored) == [metadata] * len(recipients)
+
+
+def test_create_writes_its_rows_on_the_driver_not_through_the_orm_fallback(runtime, monkeypatch):
+    # bulk.insert_tables falls back to one ORM INSERT per table when a row leaves out a
+    # column with a Python-side default (COPY knows only the server's): a new column with
+    # one would quietly slow every create down.
+    from clarion.db import bulk
+
+    real, checked = bulk._copyable, []
+
+    def spy(model, rows):
+        columns = real(model, rows)
+        checked.append((model.__tablename__, columns is not None))
+        return columns
+
+    monkeypatch.setattr(bulk, "_copyable", spy)
+    actions = [{"id": "ok", "label": "OK"}]
+    run_create(runtime, message(["a", "b"], channels=["in_app", "email"], actions=actions))
+
+    assert checked == [("notifications", True), ("deliveries", True)]

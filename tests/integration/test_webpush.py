@@ -19,7 +19,7 @@ from clarion.channels.webpush import MAX_PLAINTEXT, WebPushChannel
 from clarion.cli import main as cli
 from clarion.core import send, sweeper
 from clarion.core.schemas import NotificationCreate
-from clarion.db.models import DeadLetter, Delivery
+from clarion.db.models import DeadLetter, Delivery, Notification
 from clarion.ids import utcnow
 from clarion.settings import Settings
 from clarion.workers import queues
@@ -83,6 +83,8 @@ def test_the_browser_decrypts_the_notification_with_urgency_ttl_and_topic(
     drain(rt.celery)
 
     [got] = push_service.received(browser)
+    token = got.payload.pop("token")  # for the service worker (test_push_action_token_...)
+    assert token.count(".") == 2
     assert got.payload == {
         "title": "Your link <b>expires</b>",
         "body": "go.example/abc stops working tomorrow",
@@ -159,6 +161,38 @@ def test_actions_reach_the_service_worker_as_notification_actions_with_their_url
         {"action": "later", "title": "Later", "url": None},
     ]
     assert got.payload["id"] == str(nid)  # to POST the click: …/{id}/actions/{action}
+
+
+def test_the_push_token_lets_the_service_worker_mark_it_read_or_click_and_nothing_else(
+    rt, api, user, browser, push_service
+):
+    both = {"channels": ["in_app", "push"]}
+    [nid] = notify(rt, actions=[{"id": "ok", "label": "OK"}], **both)
+    [other] = notify(rt, **both)
+    [push_only] = notify(rt, actions=[{"id": "ok", "label": "OK", "url": "/p"}])
+    drain(rt.celery)
+    tokens = {p.payload["id"]: p.payload["token"] for p in push_service.received(browser)}
+    worker = {"Authorization": f"Bearer {tokens[str(nid)]}"}
+    inbox = "/v1/me/notifications"
+
+    read = api.patch(f"{inbox}/{nid}", json={"read": True}, headers=worker)
+    clicked = api.post(f"{inbox}/{nid}/actions/ok", headers=worker)
+    archive = api.patch(f"{inbox}/{nid}", json={"archived": True}, headers=worker)
+    elsewhere = api.patch(f"{inbox}/{other}", json={"read": True}, headers=worker)
+    listing = api.get(inbox, headers=worker)
+    alone = {"Authorization": f"Bearer {tokens[str(push_only)]}"}
+    push_click = api.post(f"{inbox}/{push_only}/actions/ok", headers=alone)
+
+    assert read.status_code == 200 and read.json()["read_at"] is not None
+    assert clicked.status_code == 200 and clicked.json() == {"url": None}
+    assert archive.status_code == 403
+    assert elsewhere.status_code == listing.status_code == 401
+    mine = {i["id"]: i for i in api.get(inbox, headers=user("ada")).json()["items"]}
+    assert mine[str(other)]["read_at"] is None and mine[str(nid)]["archived_at"] is None
+    # a notification sent by push only is no inbox item, but its click is recorded
+    assert push_click.status_code == 200 and push_click.json() == {"url": "/p"}
+    with rt.sessions() as s:
+        assert s.get(Notification, push_only).actions[0]["clicked_at"] is not None
 
 
 def test_actions_give_way_before_the_title_when_a_push_is_too_large(rt, browser, push_service):

@@ -110,3 +110,52 @@ def test_topic_fan_out_through_the_sqlite_broker(runtime):
 
     assert (progress["total"], progress["created"], progress["done"]) == (25, 25, True)
     assert [i["title"] for i in inbox.json()["items"]] == ["everyone"]
+
+
+def test_the_notification_centre_on_sqlite_snooze_release_seen_and_test_limit(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from clarion.db.models import Notification
+
+    settings = Settings.embedded(tmp_path, test_notification_rate_limit="1/minute")
+    upgrade(settings.database_url)
+    runtime = Runtime(settings)
+    me = {"Authorization": f"Bearer {issue_user_token(settings, 'a')}"}
+    inbox = "/v1/me/notifications"
+
+    async def scenario(client) -> list[dict]:
+        stream = runtime.pubsub.subscribe()
+        assert await stream.__anext__() == {"type": "subscribed"}
+        with runtime.engine.begin() as conn:  # the snooze has ended
+            conn.execute(
+                update(Notification).values(snoozed_until=datetime.now(UTC) - timedelta(seconds=1))
+            )
+        release = runtime.celery.tasks["clarion.snooze.release"]
+        assert [release(), release()] == [{"released": 1}, {"released": 0}]  # beat, twice
+        got = decode(await asyncio.wait_for(stream.__anext__(), 2))
+        await stream.aclose()
+        return got
+
+    with TestClient(create_app(runtime=runtime)) as client:
+        assert (
+            client.post(f"{inbox}/test", json={"channel": "in_app"}, headers=me).status_code == 202
+        )
+        assert (
+            client.post(f"{inbox}/test", json={"channel": "in_app"}, headers=me).status_code == 429
+        )
+        drain(runtime.celery)
+        [item] = client.get(inbox, headers=me).json()["items"]
+        later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        client.patch(f"{inbox}/{item['id']}", json={"snoozed_until": later}, headers=me)
+        assert client.get(f"{inbox}/unread-count", headers=me).json()["total"] == 0
+        events = asyncio.run(scenario(client))
+        counts = client.get(f"{inbox}/unread-count", headers=me).json()
+        seen = client.post(f"{inbox}/seen", json={"up_to": item["seq"]}, headers=me).json()
+
+    runtime.close()
+    assert [e["type"] for e in events] == ["notification.unsnoozed", "unread_count"]
+    assert events[0]["data"]["id"] == item["id"]
+    assert counts == {"total": 1, "by_category": {"test": 1}, "unseen": 1}
+    assert seen == {"updated": 1}

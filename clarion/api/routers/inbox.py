@@ -15,7 +15,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Path, Query, Response
 from sqlalchemy.orm import Session
 
-from clarion.api.deps import CoalescerDep, CurrentSubscriber, RuntimeDep, SessionDep
+from clarion.api.deps import (
+    CoalescerDep,
+    CurrentSubscriber,
+    NotificationCaller,
+    RuntimeDep,
+    SessionDep,
+)
 from clarion.api.problems import BROKER_ERRORS, Problem, unavailable
 from clarion.api.ratelimit import LimiterDep
 from clarion.api.schemas import (
@@ -196,8 +202,13 @@ def patch_notification(
     body: NotificationPatch,
     session: SessionDep,
     runtime: RuntimeDep,
-    me: CurrentSubscriber,
+    caller: NotificationCaller,
 ) -> NotificationPublic:
+    """With the token of a push of this notification (the service worker), only
+    ``{"read": true}``."""
+    if caller.push and body.model_dump(exclude_unset=True) != {"read": True}:
+        raise Problem(403, "forbidden", "A push's token may only mark its notification read.")
+    me = caller.subscriber
     unsnooze = "snoozed_until" in body.model_fields_set and body.snoozed_until is None
     change = inbox.Change(
         read=body.read,
@@ -229,10 +240,12 @@ def click_action(
     action_id: Annotated[str, Path(max_length=64)],
     session: SessionDep,
     runtime: RuntimeDep,
-    me: CurrentSubscriber,
+    caller: NotificationCaller,
 ) -> ActionClicked:
     """Records the click (``clicked_at``; a ``notification.action`` webhook event the first
-    time) and marks the notification read; answers the URL to open."""
+    time) and marks the notification read; answers the URL to open. The token of a push of
+    this notification works too (the service worker's)."""
+    me = caller.subscriber
     try:
         with session.begin():
             clicked = actions.click(

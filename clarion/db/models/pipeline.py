@@ -171,8 +171,9 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_ref: Mapped[str | None] = mapped_column(String(255))
     # What it carries: "" the notification itself; "action:<id>" the webhook event of the
-    # recipient's click on one of its actions (clarion.core.actions).
-    event: Mapped[str] = mapped_column(String(64), default="", server_default="", nullable=False)
+    # recipient's click on one of its actions (clarion.core.actions). A server default only:
+    # routing's rows leave it out, and COPY knows no Python-side default (db/bulk.py).
+    event: Mapped[str] = mapped_column(String(64), server_default="", nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
