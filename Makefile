@@ -9,7 +9,7 @@ PG_VERSION_DIR := $(firstword $(wildcard /etc/postgresql/*))
 
 LOCK := requirements.lock
 
-.PHONY: run test install lock lint format services bench clean
+.PHONY: run test install lock lint format services bench clean chromium
 
 # Every dependency (base, dev, ops, mcp) comes pinned and hashed from the lock; Clarion itself
 # is installed on top without resolving anything. `pip check` fails when pyproject.toml
@@ -55,8 +55,14 @@ format: install
 	$(BIN)/ruff format clarion tests bench migrations
 	$(BIN)/ruff check --fix clarion tests bench migrations
 
-test: install services lint
+# The notification centre's client logic runs under node --test; its elements run in
+# Debian's Chromium (tests/browser), installed here when missing.
+test: install services lint chromium
+	node --test tests/js/
 	$(BIN)/pytest
+
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
 
 # wrk drives the pipeline benchmark's saturation phase (a Python client would be the
 # bottleneck on two cores); installed from Debian's packages when missing.

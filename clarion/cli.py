@@ -1,5 +1,5 @@
-"""The ``clarion`` command: api, worker, beat, flower, migrate, keys, token, dead-letters,
-failed-requests, rules, vapid, mcp, dev."""
+"""The ``clarion`` command: api, worker, beat, flower, migrate, keys, token, ui-link,
+dead-letters, failed-requests, rules, vapid, mcp, dev."""
 
 from __future__ import annotations
 
@@ -120,6 +120,15 @@ def _token(args: argparse.Namespace) -> None:
     from clarion.core.auth import issue_user_token
 
     print(issue_user_token(Settings(), args.subscriber_id, args.ttl))
+
+
+def _ui_link(args: argparse.Namespace) -> None:
+    from clarion.core.auth import ui_login_token
+
+    settings = Settings()
+    base = (args.base or f"http://{settings.host}:{settings.port}").rstrip("/")
+    token = ui_login_token(settings, args.subscriber_id, args.ttl)
+    print(f"{base}/ui/#login={token}")
 
 
 def _dead_letters(args: argparse.Namespace) -> None:
@@ -309,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", help="beat schedule file")
     p = add("flower", _flower, "run Flower, Celery's monitoring UI (needs the `ops` extra)")
     p.add_argument("--port", type=int, default=5555)
+    p = add("ui-link", _ui_link, "print a sign-in link to the notification centre (/ui/)")
+    p.add_argument("subscriber_id")
+    p.add_argument("--ttl", type=int, default=3600, help="seconds the link stays valid")
+    p.add_argument("--base", help="the API's public URL (default http://HOST:PORT)")
     p = add("migrate", _migrate, "apply database migrations")
     p.add_argument("revision", nargs="?", default="head")
     p = add("keys", _keys, "manage producer API keys")

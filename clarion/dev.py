@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from clarion.api.app import create_app
 from clarion.api.server import BoundedHttpToolsProtocol
-from clarion.core.auth import create_api_key, hash_key, issue_user_token
+from clarion.core.auth import create_api_key, hash_key, issue_user_token, ui_login_token
 from clarion.db.migrate import upgrade
 from clarion.db.models import ApiKey
 from clarion.db.session import transaction
@@ -54,13 +54,21 @@ def _forget_acked_messages(broker_url: str) -> None:
     engine.dispose()
 
 
+# The banner's sign-in link lasts this long; `clarion ui-link` prints a new one.
+LINK_SECONDS = 3600
+
+
 def banner(settings: Settings, api_key: str, token: str) -> str:
     base = f"http://{settings.host}:{settings.port}"
+    link = f"{base}/ui/#login={ui_login_token(settings, DEV_USER, LINK_SECONDS)}"
     body = '{"recipients":["' + DEV_USER + '"],"category":"system","title":"Hello from Clarion"}'
     return "\n".join(
         [
             "",
             f"Clarion (embedded) is running at {base}  (docs: {base}/docs)",
+            f"  your inbox:  {link}",
+            "               (signs you in as 'dev-user'; valid for an hour; a new one: "
+            "CLARION_MODE=embedded clarion ui-link dev-user)",
             f"  data:        {settings.data_dir}",
             f"  API key:     {api_key}",
             f"  user token:  {token}   (subscriber {DEV_USER!r})",

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = Field(default=3600, gt=0)
     # No user token is accepted longer than this after its iat, whatever its exp says.
     user_token_max_lifetime_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    # The notification centre's page (/ui/): how long its sign-in cookie lasts, and how long
+    # each user token it hands the page lasts (the page asks for a new one before expiry).
+    ui_session_seconds: int = Field(default=12 * 3600, gt=0)
+    ui_token_seconds: int = Field(default=900, ge=60)
 
     # Channels a notification goes to when the request names none, per category.
     # In-app is added unless a request's explicit channel list leaves it out.

@@ -32,6 +32,7 @@ from clarion.api.routers import (
     subscribers,
     templates,
     topics,
+    ui,
     unsubscribe,
     webhooks,
 )
@@ -184,6 +185,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         webhooks.router,
         push.router,
         health.router,
+        ui.router,
     )
     for router in routers:
         app.include_router(router)
@@ -192,6 +194,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         from clarion.mcp import http as mcp_http
 
         app.state.mcp = mcp_http.mount(app, runtime, app.state.coalescer)
+    app.mount("/ui", ui.static_files(), name="ui")  # after the routes: /ui/session wins
     routes = [route for router in routers for route in router.routes]
     # Outermost last: every answer, the guards' own 401/413 and CORS preflights included,
     # gets the security headers; every answer a browser reads gets the CORS headers.

@@ -276,6 +276,59 @@ def verify_unsubscribe_token(settings: Settings, token: str) -> tuple[str, str, 
     return values  # type: ignore[return-value]
 
 
+# The notification centre's page (/ui/) signs in without keeping a user token anywhere
+# persistent: a sign-in link carries a short-lived token of its own audience in the URL
+# fragment (never sent to a server log), the page trades it once for a session cookie
+# (HttpOnly, of a third audience) and short user tokens, and trades the cookie for fresh
+# ones. None of the three is accepted where another is expected.
+UI_LOGIN_AUDIENCE = "clarion:ui-login"
+UI_SESSION_AUDIENCE = "clarion:ui-session"
+
+
+def _scoped_token(settings: Settings, subscriber_id: str, audience: str, ttl_seconds: int) -> str:
+    now = utcnow()
+    claims = {"sub": subscriber_id, "aud": audience, "iat": now}
+    claims["exp"] = now + timedelta(seconds=ttl_seconds)
+    return jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm="HS256")
+
+
+def _verify_scoped(settings: Settings, token: str, audience: str) -> str:
+    try:
+        claims = jwt.decode(
+            token,
+            settings.secret_key.get_secret_value(),
+            algorithms=["HS256"],
+            audience=audience,
+            options={"require": ["exp", "sub", "aud"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise AuthError(str(exc)) from None
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise AuthError("token has no subject")
+    return subject
+
+
+def ui_login_token(settings: Settings, subscriber_id: str, ttl_seconds: int = 3600) -> str:
+    """The token of a sign-in link to the notification centre (``/ui/#login=<token>``)."""
+    return _scoped_token(settings, subscriber_id, UI_LOGIN_AUDIENCE, ttl_seconds)
+
+
+def verify_ui_login(settings: Settings, token: str) -> str:
+    """The subscriber of a valid sign-in link token; AuthError otherwise."""
+    return _verify_scoped(settings, token, UI_LOGIN_AUDIENCE)
+
+
+def ui_session_token(settings: Settings, subscriber_id: str, ttl_seconds: int) -> str:
+    """The value of the page's session cookie."""
+    return _scoped_token(settings, subscriber_id, UI_SESSION_AUDIENCE, ttl_seconds)
+
+
+def verify_ui_session(settings: Settings, token: str) -> str:
+    """The subscriber of a valid session cookie; AuthError otherwise."""
+    return _verify_scoped(settings, token, UI_SESSION_AUDIENCE)
+
+
 # A push notification carries a token for itself: the site's service worker, which has no
 # user token when the user clicks a push with no tab open, marks that one notification read
 # or records a click on one of its actions with it, and can do nothing else. The payload

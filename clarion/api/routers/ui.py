@@ -1,0 +1,158 @@
+"""The notification centre: its files under ``/ui/`` and the sign-in of its page.
+
+The files (``clarion/web``: custom elements, the headless client, the service worker, the
+catalogues) are served as they are, with no build step. Any origin may import them (they
+are public code, ``Access-Control-Allow-Origin: *``); the page itself gets a strict CSP.
+
+The page signs in without a user token in its URL or in storage: a sign-in link
+(``/ui/#login=<token>``, from ``clarion dev`` or ``clarion ui-link``) carries a short-lived
+token of its own audience in the fragment, which browsers never send to a server. The page
+removes it from the address bar and posts it to ``POST /ui/session``, which answers with a
+short user token and sets an HttpOnly, SameSite=Strict cookie limited to ``/ui/session``.
+``POST /ui/session/token`` trades that cookie for a fresh user token, so a reload stays
+signed in; ``DELETE /ui/session`` signs out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Cookie, Request, Response
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from clarion.api.deps import RuntimeDep
+from clarion.api.problems import Problem
+from clarion.core.auth import (
+    AuthError,
+    issue_user_token,
+    ui_session_token,
+    verify_ui_login,
+    verify_ui_session,
+)
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+COOKIE = "clarion_ui_session"
+COOKIE_PATH = "/ui/session"
+# Module scripts, styles (constructable stylesheets) and the stream from this origin only.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
+    "connect-src 'self'; worker-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+TYPES = {".js": "text/javascript; charset=utf-8", ".json": "application/json; charset=utf-8"}
+
+router = APIRouter(tags=["notification centre"])
+
+
+class UiFiles(StaticFiles):
+    """``clarion/web`` as static files: right types, revalidated on every use (ETag), CORS."""
+
+    def file_response(self, full_path, stat_result, scope: Scope, status_code: int = 200):
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        suffix = Path(str(full_path)).suffix
+        if suffix in TYPES:
+            response.headers["content-type"] = TYPES[suffix]
+        # No hashed file names without a build step: revalidate (304s) so an upgrade is
+        # never half applied.
+        response.headers["cache-control"] = "no-cache"
+        response.headers["access-control-allow-origin"] = "*"
+        response.headers["x-content-type-options"] = "nosniff"
+        response.headers["content-security-policy"] = CSP
+        response.headers["referrer-policy"] = "no-referrer"
+        return response
+
+
+def static_files() -> UiFiles:
+    return UiFiles(directory=WEB_DIR, html=True)
+
+
+class SessionStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    login: str = Field(min_length=1, max_length=4096, description="The token of a sign-in link")
+
+
+class UiToken(BaseModel):
+    token: str = Field(description="A user token for the API and the live stream")
+    expires_in: int = Field(description="Seconds until it expires")
+    subscriber: str
+
+
+def _same_origin(request: Request) -> None:
+    """A browser sends Origin on these POSTs; another site's page may not sign anyone in.
+    Hosts are compared, not schemes: behind a TLS proxy the page is https and we see http."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
+        raise Problem(403, "forbidden", "Sign-in requests must come from the page itself.")
+
+
+def _token(runtime, subscriber: str) -> UiToken:
+    ttl = runtime.settings.ui_token_seconds
+    return UiToken(
+        token=issue_user_token(runtime.settings, subscriber, ttl_seconds=ttl),
+        expires_in=ttl,
+        subscriber=subscriber,
+    )
+
+
+@router.post(
+    "/ui/session",
+    response_model=UiToken,
+    summary="Trade a sign-in link's token for a user token and a session cookie",
+    responses={401: {"description": "The link is not valid or has expired"}},
+)
+def start_session(
+    body: SessionStart, request: Request, response: Response, runtime: RuntimeDep
+) -> UiToken:
+    _same_origin(request)
+    try:
+        subscriber = verify_ui_login(runtime.settings, body.login)
+    except AuthError:
+        raise Problem(401, "link-expired", "This sign-in link is not valid any more.") from None
+    response.set_cookie(
+        COOKIE,
+        ui_session_token(runtime.settings, subscriber, runtime.settings.ui_session_seconds),
+        max_age=runtime.settings.ui_session_seconds,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return _token(runtime, subscriber)
+
+
+@router.post(
+    "/ui/session/token",
+    response_model=UiToken,
+    summary="A fresh user token for the signed-in page (session cookie)",
+    responses={401: {"description": "Not signed in"}},
+)
+def session_token(
+    request: Request,
+    runtime: RuntimeDep,
+    session: Annotated[str | None, Cookie(alias=COOKIE)] = None,
+) -> UiToken:
+    _same_origin(request)
+    try:
+        subscriber = verify_ui_session(runtime.settings, session or "")
+    except AuthError:
+        raise Problem(401, "unauthorized", "Not signed in.") from None
+    return _token(runtime, subscriber)
+
+
+@router.delete("/ui/session", status_code=204, summary="Sign the page out")
+def end_session(request: Request) -> Response:
+    _same_origin(request)
+    response = Response(status_code=204)
+    response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/", include_in_schema=False)
+def home() -> RedirectResponse:
+    return RedirectResponse("/ui/")
