@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 from playwright.sync_api import expect
+from sqlalchemy import create_engine, text
 
 from tests.browser.conftest import badge, new_user, open_ui, wait_badge
 
@@ -144,11 +146,37 @@ def test_keyboard_escape_closes_and_focus_returns_to_the_bell(context, stack):
     )
 
 
+def wait_stored(stack, nid: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    with _producer(stack) as api:
+        while time.monotonic() < deadline:
+            if api.get(f"/v1/notifications/{nid}").status_code == 200:
+                return
+            time.sleep(0.1)
+    raise AssertionError(f"notification {nid} not stored")
+
+
+def _producer(stack) -> httpx.Client:
+    return httpx.Client(base_url=stack.base, headers={"Authorization": f"Bearer {stack.key}"})
+
+
 def test_xss_in_title_body_and_url_renders_as_text_and_is_never_followed(context, stack):
     me = new_user()
     title = '<img src=x onerror="window.__xss=1">'
     body = "<script>window.__xss=2</script><b>bold</b>"
-    nid = stack.send(me, title, body=body, url="javascript:window.__xss=3")
+    # The API refuses such a link (422); a row stored before it did, or written around it,
+    # must still never be followed by the page.
+    with pytest.raises(AssertionError, match="422"):
+        stack.send(me, "x", url="javascript:window.__xss=3")
+    nid = stack.send(me, title, body=body, url="https://example.com/safe")
+    wait_stored(stack, nid)
+    engine = create_engine(stack.settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE notifications SET url = :u WHERE id = :id"),
+            {"u": "javascript:window.__xss=3", "id": nid},
+        )
+    engine.dispose()
     page = open_ui(context, stack, me)
     wait_badge(page, "1")
     open_popover(page)
