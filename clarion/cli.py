@@ -11,13 +11,14 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 
-from clarion.settings import Settings
+from clarion.settings import LogSettings, Settings
 from clarion.workers import queues
 
 
 def _api(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from clarion import logs
     from clarion.api.server import BoundedHttpToolsProtocol
 
     settings = Settings()
@@ -29,6 +30,7 @@ def _api(args: argparse.Namespace) -> None:
         port=args.port or settings.port,
         workers=args.workers,
         log_level=settings.log_level.lower(),
+        log_config=logs.uvicorn_config(LogSettings().log_format),
     )
 
 
@@ -60,6 +62,8 @@ def _worker(args: argparse.Namespace) -> None:
     app.clarion.channels.close()  # each worker process builds its own after the fork
     logging.getLogger("clarion").info("channels: %s; queues: %s", states, ",".join(consumed))
     argv = ["worker", "--loglevel", Settings().log_level, "-Q", ",".join(consumed)]
+    if LogSettings().log_format == "json":
+        argv.insert(0, "--quiet")  # no banner: it is printed, not logged, so it is not JSON
     if queues.BULK_QUEUES & set(consumed):
         # A bulk task is a whole page of a broadcast: a worker that prefetched several
         # would sit on them while other workers idle, and a priority or normal task this
@@ -78,6 +82,8 @@ def _beat(args: argparse.Namespace) -> None:
     from clarion.workers.app import beat_schedule
 
     argv = ["beat", "--loglevel", Settings().log_level]
+    if LogSettings().log_format == "json":
+        argv.insert(0, "--quiet")
     if args.schedule:
         argv += ["--schedule", args.schedule]
     app = _celery_app()
@@ -392,10 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     from clarion import logs
 
-    logs.install()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(LogSettings().log_format)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:

@@ -11,9 +11,15 @@ of the process and the processes it forks. SQL parameters are kept out separatel
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
 
 REDACTED = "[redacted]"
 _SECRETS = re.compile(
@@ -77,3 +83,138 @@ def install() -> None:
 
     factory.clarion_redacts = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
+
+
+# --- Context: the ids a log line is about -------------------------------------------------
+#
+# Set at the choke points (the API's request wrapper, Celery's task signals, the create and
+# deliver loops, the rule runner) and read by the JSON formatter, so a line logged anywhere
+# below them says which request, task, notification, delivery or rule it was about.
+
+_NONE: Mapping[str, Any] = MappingProxyType({})
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "clarion_log_context", default=_NONE
+)
+
+
+def context() -> Mapping[str, Any]:
+    """The ids in scope (read-only: bind new ones with :func:`bound` or :func:`bind`)."""
+    return _context.get()
+
+
+def bind(**fields: Any) -> contextvars.Token:
+    """Add ``fields`` (None values are dropped) to the context; undo with :func:`unbind`."""
+    merged = {**_context.get(), **{k: str(v) for k, v in fields.items() if v is not None}}
+    return _context.set(merged)
+
+
+def unbind(token: contextvars.Token) -> None:
+    _context.reset(token)
+
+
+@contextlib.contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    token = bind(**fields)
+    try:
+        yield
+    finally:
+        unbind(token)
+
+
+# The X-Request-ID of each Clarion send request a task carries, by the send request's id:
+# the API coalesces several HTTP requests into one create task, whose deliver tasks then
+# carry deliveries of several. Propagated with the task messages, never logged as such.
+_request_ids: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "clarion_request_ids", default=_NONE
+)
+
+
+def request_ids() -> Mapping[str, str]:
+    return _request_ids.get()
+
+
+def carry(mapping: Mapping[str, str]) -> contextvars.Token:
+    return _request_ids.set(mapping)
+
+
+def uncarry(token: contextvars.Token) -> None:
+    _request_ids.reset(token)
+
+
+@contextlib.contextmanager
+def about(send_request_id: Any, **fields: Any) -> Iterator[None]:
+    """Bind the ids of one notification or delivery of send request ``send_request_id``,
+    with that request's own X-Request-ID when the task carries several."""
+    key = str(send_request_id) if send_request_id is not None else None
+    with bound(send_request_id=key, request_id=_request_ids.get().get(key or ""), **fields):
+        yield
+
+
+# --- Formats --------------------------------------------------------------------------------
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (RFC 3339, UTC), level, logger, message, the ids in
+    scope, and the exception text. Message, arguments and traceback were redacted when the
+    record was made (:func:`install`); the ids are ours, or checked when they came in."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, UTC)
+        line: dict[str, Any] = {
+            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(_context.get())
+        for hook in _enrichers:
+            hook(line)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(self.formatException(record.exc_info))
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = redact(self.formatStack(record.stack_info))
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+# Callables that add fields to each JSON line (the trace ids when tracing is on).
+_enrichers: list[Callable[[dict[str, Any]], None]] = []
+
+
+def add_enricher(hook: Callable[[dict[str, Any]], None]) -> None:
+    if hook not in _enrichers:
+        _enrichers.append(hook)
+
+
+def configure(fmt: str, level: str | int = logging.INFO) -> None:
+    """Redact every record, and send every logger's lines to stderr in ``fmt`` (text or
+    json). In JSON mode Python's warnings become log lines too, so stderr holds only JSON."""
+    install()
+    handler = logging.StreamHandler()  # stderr
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+        logging.captureWarnings(True)
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def uvicorn_config(fmt: str) -> dict | None:
+    """uvicorn's ``log_config``: its own (colours, access lines on stdout) for text; for
+    JSON none of its handlers, so its lines, the access log included, go through the root
+    logger's JSON handler like every other line."""
+    if fmt != "json":
+        from uvicorn.config import LOGGING_CONFIG
+
+        return LOGGING_CONFIG
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "loggers": {
+            name: {"handlers": [], "propagate": True}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }

@@ -79,6 +79,19 @@ class VapidSettings(BaseSettings):
     subject: str | None = None
 
 
+class LogSettings(BaseSettings):
+    """How a process logs and traces, read before anything else (``clarion.cli``), so even
+    a process whose other settings are refused says so in the chosen format."""
+
+    model_config = SettingsConfigDict(env_prefix="CLARION_", extra="ignore")
+
+    # text: for a terminal; json: one object per line (docs/operations/logs-and-traces.md).
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    # OpenTelemetry tracing (the `otel` extra); also on when OTEL_EXPORTER_OTLP_*ENDPOINT is set.
+    otel: bool = False
+
+
 class PreviousSecretKey(BaseModel):
     """A retired CLARION_SECRET_KEY: verifies tokens and unsubscribe links until ``until``,
     never signs anything (README "Rotating the secret key")."""

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 
 from clarion import __version__
 from clarion import mcp as mcp_server
-from clarion.api import cors, problems
+from clarion.api import cors, problems, requestid
 from clarion.api.coalesce import Coalescer
 from clarion.api.deps import storable_params
 from clarion.api.guards import BodyLimit, SecurityHeaders
@@ -85,7 +85,8 @@ fresh token and your cursor).
 
 
 class Clarion(FastAPI):
-    """FastAPI, with the live WebSocket served ahead of the routing.
+    """FastAPI, with the request id bound first, and the live WebSocket served ahead of
+    the routing.
 
     Each held connection keeps its whole chain of ASGI callables suspended; Starlette's
     router and FastAPI's WebSocket route cost ~12 KiB per connection on top of uvicorn's
@@ -93,6 +94,12 @@ class Clarion(FastAPI):
     """
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await super().__call__(scope, receive, send)
+        else:  # outside every middleware: even the server-error 500 carries the request id
+            await requestid.serve(self._route, scope, receive, send)
+
+    async def _route(self, scope, receive, send) -> None:
         if scope["type"] == "websocket" and scope["path"] == scope.get("root_path", "") + PATH:
             await stream.websocket_stream(self, scope, receive, send)
         else:

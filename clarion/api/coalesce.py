@@ -27,6 +27,7 @@ wait out the bound while the rate is still being learnt.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import NamedTuple
 
+from clarion import logs
 from clarion.core.schemas import CreateMessage
 
 Publish = Callable[[list[CreateMessage]], None]
@@ -52,6 +54,7 @@ class _Pending(NamedTuple):
     message: CreateMessage
     done: Future
     arrived: float  # time.monotonic() when the request was submitted
+    request_id: str | None = None  # its X-Request-ID, carried to the worker's log lines
 
 
 class Coalescer:
@@ -73,7 +76,8 @@ class Coalescer:
             self._publish([message])
             return
         done: Future = Future()
-        self._queue.put(_Pending(message, done, time.monotonic()))
+        request_id = logs.context().get("request_id")
+        self._queue.put(_Pending(message, done, time.monotonic(), request_id))
         self._start()
         done.result()
 
@@ -140,10 +144,25 @@ class Coalescer:
         while True:
             batch = self._next_batch()
             try:
-                self._publish([pending.message for pending in batch])
+                with _request_ids(batch):
+                    self._publish([pending.message for pending in batch])
             except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
                 for pending in batch:
                     pending.done.set_exception(exc)
             else:
                 for pending in batch:
                     pending.done.set_result(None)
+
+
+@contextlib.contextmanager
+def _request_ids(batch: list[_Pending]):
+    """The batch's X-Request-IDs, in the log context of the publish (which puts them in the
+    task message), by send request; and as the request id when there is just one."""
+    mapping = {str(p.message.request_id): p.request_id for p in batch if p.request_id}
+    single = set(mapping.values())
+    token = logs.carry(mapping)
+    try:
+        with logs.bound(request_id=single.pop() if len(single) == 1 else None):
+            yield
+    finally:
+        logs.uncarry(token)

@@ -12,6 +12,7 @@ are dispatched again (the deliver step ignores what is no longer pending).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from clarion import logs
 from clarion.channels import INBOX, Channels
 from clarion.core import collapse, pubsub, schedule, send
 from clarion.core.route import Router
@@ -32,6 +34,8 @@ from clarion.db.dialect import is_postgres
 from clarion.db.session import transaction
 from clarion.ids import utcnow
 from clarion.settings import CHANNEL_KEYS, Settings
+
+log = logging.getLogger(__name__)
 
 
 class Dispatcher(Protocol):
@@ -125,6 +129,10 @@ def persist(
     unused = {r: seqs[r] for r in recipients if seqs[r] != reserved.seqs[r] + counts[r]}
     subscribers.set_seqs(session=session, seqs=unused)
     notifications.insert_many(session=session, rows=rows, deliveries=deliveries)
+    if log.isEnabledFor(logging.DEBUG):
+        for row in rows:
+            with logs.about(row["request_id"], notification_id=row["id"]):
+                log.debug("notification %s inserted", row["id"])
     result.events = collapse.replace_older(session=session, rows=rows, seqs=seqs, now=now)
     result.to_dispatch = _pending_external(session, messages, channels_of)
     return result

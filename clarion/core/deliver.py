@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion import channels as ch
+from clarion import logs
 from clarion.core.lanes import NORMAL
 from clarion.core.schemas import NotificationPublic
 from clarion.core.templates import Renderer, TemplateError
@@ -122,8 +123,14 @@ def _content(renderer: Renderer | None, channel: str, notification, subscriber) 
     return rendered.as_dict(), None
 
 
-def _jobs(session: Session, channel: ch.Channel, claimed: list[deliveries.Claimed]) -> list:
-    """Claimed deliveries with their message and target; missing ones come back as None."""
+def _jobs(
+    session: Session,
+    channel: ch.Channel,
+    claimed: list[deliveries.Claimed],
+    requests: dict[uuid.UUID, uuid.UUID] | None = None,
+) -> list:
+    """Claimed deliveries with their message and target; missing ones come back as None.
+    ``requests`` gets each notification's send request id (for the log lines)."""
     context = deliveries.contexts(
         session=session, notification_ids={c.notification_id for c in claimed}
     )
@@ -137,6 +144,8 @@ def _jobs(session: Session, channel: ch.Channel, claimed: list[deliveries.Claime
     jobs = []
     for c in claimed:
         found = context.get(c.notification_id)
+        if found and requests is not None:
+            requests[c.notification_id] = found[0].request_id
         content = _content(renderer, channel.key, *found) if found else (None, None)
         message = _message(c, *found, content) if found else None
         jobs.append((c, message, targets.get(c.target)))
@@ -278,6 +287,8 @@ class _Run:
     lane: str = NORMAL  # retries stay in the lane the delivery came on
     retries: list[tuple[float, uuid.UUID]] = field(default_factory=list)
     clock: Callable[[], datetime] = utcnow
+    # Each claimed notification's send request id, for the log context.
+    requests: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
 
     def send_all(self, jobs: list, held_until: datetime) -> None:
         """Each claimed job in turn. A send starts only with its row's lease far enough
@@ -306,8 +317,18 @@ class _Run:
             fresh = False
 
     def one(self, claim: deliveries.Claimed, message, target) -> None:
+        with logs.about(
+            self.requests.get(claim.notification_id),
+            notification_id=claim.notification_id,
+            delivery_id=claim.id,
+            channel=self.sender.key,
+        ):
+            self._one(claim, message, target)
+
+    def _one(self, claim: deliveries.Claimed, message, target) -> None:
         started = utcnow()
         outcome = attempt(self.sender, message, target, self.settings, now=started)
+        log.debug("delivery %s: %s (attempt %d)", claim.id, outcome.outcome, claim.attempt)
         try:
             letter = _record(self.session, self.sender, claim, outcome, started)
         except LostLease:
@@ -366,7 +387,7 @@ def deliver(
                 with session.begin():
                     now = clock()
                     claimed = deliveries.claim(session=session, ids=chunk, now=now, lease=lease)
-                    jobs = _jobs(session, sender, claimed) if claimed else []
+                    jobs = _jobs(session, sender, claimed, run.requests) if claimed else []
                 run.send_all(jobs, held_until=now + lease)
         finally:
             run.dispatch_retries()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from clarion import logs
 from clarion.core.create import create_notifications
 from clarion.core.schemas import CreateMessage, NotificationContent
 from clarion.db import engine as engine_db
@@ -149,6 +150,11 @@ def run_rule(
 ) -> RunResult:
     """Run one rule now (or as of ``as_of``: the injectable clock). Never raises for the
     rule's own errors: they are recorded on the run. Raises RuleDisabled when it is off."""
+    with logs.bound(rule_key=key):
+        return _run(key, runtime, rules, trigger, as_of, event, dry_run)
+
+
+def _run(key, runtime, rules, trigger, as_of, event, dry_run) -> RunResult:
     rule = build_rule(rules, key, runtime)
     if not rule.config.enabled:
         raise RuleDisabled(f"rule {key!r} is disabled")

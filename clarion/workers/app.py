@@ -121,8 +121,10 @@ def beat_schedule(settings: Settings) -> dict:
 def create_celery(settings: Settings, runtime=None) -> Celery:
     """Build the Celery app; tasks reach the database through ``app.clarion`` (a Runtime)."""
     from clarion.runtime import Runtime
-    from clarion.workers import tasks
+    from clarion.settings import LogSettings
+    from clarion.workers import logcontext, tasks
 
+    logcontext.connect(LogSettings().log_format)
     app = Celery("clarion", set_as_current=False)
     app.config_from_object(celery_config(settings))
     app.clarion = runtime or Runtime(settings, celery=app)

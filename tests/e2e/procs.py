@@ -26,15 +26,23 @@ def free_port() -> int:
 class Proc:
     """A clarion subprocess in its own process group, logging to a file."""
 
-    def __init__(self, args: list[str], env: dict[str, str | None], log: Path) -> None:
-        self.log = log
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str | None],
+        log: Path,
+        stderr: Path | None = None,
+    ) -> None:
+        """Output goes to ``log``; stderr too unless ``stderr`` names a file of its own."""
+        self.log, self.stderr = log, stderr
         self._file = log.open("wb")
+        self._err = stderr.open("wb") if stderr is not None else None
         merged = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
         self.popen = subprocess.Popen(
             [*CLARION, *args],
             env=merged,
             stdout=self._file,
-            stderr=subprocess.STDOUT,
+            stderr=self._err or subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -50,10 +58,18 @@ class Proc:
             self.send_signal(signal.SIGKILL)
             code = self.popen.wait(5)
         self._file.close()
+        if self._err is not None:
+            self._err.close()
         return code
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        text = self.log.read_text(errors="replace")
+        return text + (self.stderr.read_text(errors="replace") if self.stderr else "")
+
+    def errors(self) -> str:
+        """What the process wrote to stderr (its log)."""
+        assert self.stderr is not None
+        return self.stderr.read_text(errors="replace")
 
 
 def run(args: list[str], env: dict[str, str]) -> str:
