@@ -10,6 +10,7 @@ Then every log is searched for the values and for anything shaped like them.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 import httpx
@@ -70,9 +71,19 @@ def use_the_stream(base: str, ws: str, token: str, expired: str) -> None:
     assert httpx.get(f"{base}/v1/me/stream/sse", params={"token": expired}).status_code == 401
 
 
-def test_no_secret_reaches_any_log(runtime, refusing_inserts, tmp_path):
+def decoded(log: str, log_format: str) -> str:
+    """The text of a log's lines: JSON lines as their message and exception."""
+    if log_format == "text":
+        return log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    return "\n".join(f"{line['message']}\n{line.get('exception', '')}" for line in lines)
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_no_secret_reaches_any_log(runtime, refusing_inserts, tmp_path, log_format):
     env = process_env(
         runtime.settings.database_url,
+        CLARION_LOG_FORMAT=log_format,
         CLARION_LOG_LEVEL="DEBUG",
         CLARION_DELIVERY_MAX_ATTEMPTS="1",  # the failing webhook goes to the dead letters
     )
@@ -121,7 +132,8 @@ def test_no_secret_reaches_any_log(runtime, refusing_inserts, tmp_path):
         api.stop()
         worker.stop()
 
-    logs = {"api": api.output(), "worker": worker.output()}
+    raw = {"api": api.output(), "worker": worker.output()}
+    logs = {name: decoded(log, log_format) for name, log in raw.items()}
     # The run did log the places a secret could show up, so finding none means something.
     assert "refused by the test trigger" in logs["api"]
     assert '"WebSocket /v1/me/stream?token=' in logs["api"]
@@ -136,15 +148,16 @@ def test_no_secret_reaches_any_log(runtime, refusing_inserts, tmp_path):
         "the webhook signing secret": signing_secret,
         "the webhook signing secret's base64": signing_secret.removeprefix("whsec_"),
     }
+    searched = {**raw, **{f"{name} (decoded)": log for name, log in logs.items()}}
     leaks = [
         f"{what} in the {name} log"
-        for name, log in logs.items()
+        for name, log in searched.items()
         for what, value in secrets.items()
         if value in log
     ]
     leaks += [
         f"{shape} in the {name} log: {found.group()[:24]}…"
-        for name, log in logs.items()
+        for name, log in searched.items()
         for shape, pattern in SHAPES.items()
         if (found := pattern.search(log))
     ]
