@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 from sqlalchemy import create_engine, inspect, text
 
+from clarion import logs
 from clarion.api.app import create_app
 from clarion.api.server import BoundedHttpToolsProtocol
 from clarion.core.auth import create_api_key, hash_key, issue_user_token, ui_login_token
@@ -22,7 +23,7 @@ from clarion.db.migrate import upgrade
 from clarion.db.models import ApiKey
 from clarion.db.session import transaction
 from clarion.runtime import Runtime
-from clarion.settings import Settings
+from clarion.settings import LogSettings, Settings
 from clarion.workers import queues
 from clarion.workers.app import beat_schedule
 
@@ -117,6 +118,7 @@ def run(
             port=port,
             http=BoundedHttpToolsProtocol,
             log_level="warning",
+            log_config=logs.uvicorn_config(LogSettings().log_format),
             timeout_graceful_shutdown=5,
         )
     )
