@@ -11,14 +11,14 @@ LOCK := requirements.lock
 
 .PHONY: run test install lock lint format services bench clean chromium
 
-# Every dependency (base, dev, ops, mcp) comes pinned and hashed from the lock; Clarion itself
+# Every dependency (base, dev, ops, mcp, otel) comes pinned and hashed from the lock; Clarion itself
 # is installed on top without resolving anything. `pip check` fails when pyproject.toml
 # asks for something the lock lacks: then run `make lock`.
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
-	$(BIN)/pip install --quiet --no-deps -e '.[dev,ops,mcp]'
+	$(BIN)/pip install --quiet --no-deps -e '.[dev,ops,mcp,otel]'
 	$(BIN)/pip check
 	touch $(STAMP)
 
@@ -29,7 +29,7 @@ install: $(STAMP)
 lock:
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet uv
-	.lock-venv/bin/uv pip compile pyproject.toml --extra dev --extra ops --extra mcp --universal \
+	.lock-venv/bin/uv pip compile pyproject.toml --extra dev --extra ops --extra mcp --extra otel --universal \
 	  --python-version 3.11 --generate-hashes --no-header --quiet -o $(LOCK)
 	rm -rf .lock-venv
 
