@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 
+from clarion import telemetry
 from clarion.settings import LogSettings, Settings
 from clarion.workers import queues
 
@@ -73,6 +74,8 @@ def _worker(args: argparse.Namespace) -> None:
         argv += ["--concurrency", str(args.concurrency)]
     if args.pool:
         argv += ["--pool", args.pool]
+        if args.pool != "prefork":  # no child processes: tracing starts here
+            telemetry.setup("clarion-worker")
     if args.hostname:
         argv += ["--hostname", args.hostname]
     sys.exit(app.worker_main(argv) or 0)
@@ -86,6 +89,7 @@ def _beat(args: argparse.Namespace) -> None:
         argv.insert(0, "--quiet")
     if args.schedule:
         argv += ["--schedule", args.schedule]
+    telemetry.setup("clarion-beat")
     app = _celery_app()
     app.conf.beat_schedule = beat_schedule(app.clarion.settings)
     sys.exit(app.start(argv) or 0)

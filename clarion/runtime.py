@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from functools import cached_property
 
-from clarion import logs
+from clarion import logs, telemetry
 from clarion.core import idempotency, pubsub
 from clarion.core.lanes import NORMAL
 from clarion.db.session import make_engine, make_sessionmaker
@@ -24,6 +24,7 @@ class Runtime:
         logs.install()  # every Clarion process has a runtime: none logs a secret
         self.settings = settings
         self.engine = make_engine(settings.database_url)
+        telemetry.track_engine(self.engine)  # traced once tracing starts (clarion.telemetry)
         self.sessions = make_sessionmaker(self.engine)
         self._celery = celery
 

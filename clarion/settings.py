@@ -90,6 +90,8 @@ class LogSettings(BaseSettings):
     log_level: str = "INFO"
     # OpenTelemetry tracing (the `otel` extra); also on when OTEL_EXPORTER_OTLP_*ENDPOINT is set.
     otel: bool = False
+    # Write the spans as JSON lines to this file instead of exporting them (debugging, tests).
+    otel_file: Path | None = None
 
 
 class PreviousSecretKey(BaseModel):

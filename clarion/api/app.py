@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from clarion import __version__
+from clarion import __version__, telemetry
 from clarion import mcp as mcp_server
 from clarion.api import cors, problems, requestid
 from clarion.api.coalesce import Coalescer
@@ -140,6 +140,7 @@ def _close_streams_on_exit(hub: Hub) -> None:
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Clarion:
+    telemetry.setup("clarion-api")  # when the environment asks for it (the otel extra)
     owns_runtime = runtime is None  # a runtime passed in belongs to the caller
     runtime = runtime or Runtime(settings or Settings())
 
@@ -208,4 +209,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, routes=routes)
     cors.install(app, runtime.settings.cors_origins)
     app.add_middleware(SecurityHeaders)
+    telemetry.instrument_app(app)
     return app

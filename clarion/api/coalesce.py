@@ -35,7 +35,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import NamedTuple
 
-from clarion import logs
+from clarion import logs, telemetry
 from clarion.core.schemas import CreateMessage
 
 Publish = Callable[[list[CreateMessage]], None]
@@ -55,6 +55,7 @@ class _Pending(NamedTuple):
     done: Future
     arrived: float  # time.monotonic() when the request was submitted
     request_id: str | None = None  # its X-Request-ID, carried to the worker's log lines
+    trace: object = None  # its trace context (clarion.telemetry), when tracing is on
 
 
 class Coalescer:
@@ -77,7 +78,8 @@ class Coalescer:
             return
         done: Future = Future()
         request_id = logs.context().get("request_id")
-        self._queue.put(_Pending(message, done, time.monotonic(), request_id))
+        pending = _Pending(message, done, time.monotonic(), request_id, telemetry.capture())
+        self._queue.put(pending)
         self._start()
         done.result()
 
@@ -144,7 +146,8 @@ class Coalescer:
         while True:
             batch = self._next_batch()
             try:
-                with _request_ids(batch):
+                traces = [pending.trace for pending in batch]
+                with _request_ids(batch), telemetry.coalesced(traces, len(batch)):
                     self._publish([pending.message for pending in batch])
             except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
                 for pending in batch:

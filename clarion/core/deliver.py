@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion import channels as ch
-from clarion import logs
+from clarion import logs, telemetry
 from clarion.core.lanes import NORMAL
 from clarion.core.schemas import NotificationPublic
 from clarion.core.templates import Renderer, TemplateError
@@ -184,7 +184,8 @@ def attempt(
     if target is None:
         return Outcome("skipped", "gone", "the target was removed or deactivated")
     try:
-        ref = channel.send(channel.render(message, target), target)
+        with telemetry.sending(channel.key, message.delivery_id, message.attempt):
+            ref = channel.send(channel.render(message, target), target)
     except ch.TargetGoneError as exc:
         return Outcome("skipped", "gone", _error_text(exc))
     except ch.PermanentChannelError as exc:

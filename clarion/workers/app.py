@@ -6,6 +6,7 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 from kombu import Exchange, Queue
 
+from clarion import telemetry
 from clarion.settings import Settings
 from clarion.workers import queues
 
@@ -134,9 +135,13 @@ def create_celery(settings: Settings, runtime=None) -> Celery:
     def _own_connections(**_: object) -> None:
         # A prefork child must not reuse the parent's pooled database connections.
         app.clarion.engine.dispose(close=False)
+        # Tracing starts in each child, after the fork (the exporter's thread would not
+        # survive it), as the Celery instrumentation requires.
+        telemetry.setup("clarion-worker")
 
     @worker_process_shutdown.connect(weak=False)
     def _close_channels(**_: object) -> None:
         app.clarion.channels.close()
+        telemetry.flush()
 
     return app
