@@ -89,8 +89,8 @@ def _beat(args: argparse.Namespace) -> None:
         argv.insert(0, "--quiet")
     if args.schedule:
         argv += ["--schedule", args.schedule]
-    telemetry.setup("clarion-beat")
     app = _celery_app()
+    telemetry.setup("clarion-beat")
     app.conf.beat_schedule = beat_schedule(app.clarion.settings)
     sys.exit(app.start(argv) or 0)
 

@@ -140,9 +140,9 @@ def _close_streams_on_exit(hub: Hub) -> None:
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Clarion:
-    telemetry.setup("clarion-api")  # when the environment asks for it (the otel extra)
     owns_runtime = runtime is None  # a runtime passed in belongs to the caller
     runtime = runtime or Runtime(settings or Settings())
+    telemetry.setup("clarion-api")  # when the environment asks for it (the otel extra)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
