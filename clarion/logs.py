@@ -169,6 +169,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         line.update(_context.get())
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            # uvicorn's access line: its parts as fields too (the path was redacted).
+            line["client"], line["method"], line["path"], _, line["status"] = args
         for hook in _enrichers:
             hook(line)
         if record.exc_info and not record.exc_text:
@@ -210,9 +214,20 @@ def uvicorn_config(fmt: str) -> dict | None:
         from uvicorn.config import LOGGING_CONFIG
 
         return LOGGING_CONFIG
+    # The root handler too: with --workers, each server process is spawned and configured
+    # by this alone.
     return {
         "version": 1,
         "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": "INFO"},
         "loggers": {
             name: {"handlers": [], "propagate": True}
             for name in ("uvicorn", "uvicorn.error", "uvicorn.access")

@@ -44,7 +44,14 @@ def test_json_logs_carry_the_request_id_through_the_worker(runtime, tmp_path):
     worker = Proc(
         ["worker", "--concurrency", "1"], env, tmp_path / "worker.out", tmp_path / "worker.log"
     )
-    api = Proc(["api", "--port", str(port)], env, tmp_path / "api.out", tmp_path / "api.log")
+    # Two server processes: each is spawned and configures its logging from uvicorn's
+    # log_config alone.
+    api = Proc(
+        ["api", "--port", str(port), "--workers", "2"],
+        env,
+        tmp_path / "api.out",
+        tmp_path / "api.log",
+    )
     producer = {"Authorization": f"Bearer {notify}"}
     body = {"recipients": ["ada"], "category": "logs", "title": "hi", "channels": ["webhook"]}
     try:
@@ -100,7 +107,12 @@ def test_json_logs_carry_the_request_id_through_the_worker(runtime, tmp_path):
         for line in api_lines
         if line["logger"] == "uvicorn.access" and "POST /v1/notifications" in line["message"]
     ]
-    assert any(line.get("request_id") == "abc-123" for line in access), access
+    [sent_line] = [line for line in access if line.get("request_id") == "abc-123"]
+    assert (sent_line["method"], sent_line["path"], sent_line["status"]) == (
+        "POST",
+        "/v1/notifications",
+        202,
+    )
     assert any(line.get("request_id") == "bad-1" for line in access), access
 
     # The worker's lines about that notification: its create and deliver tasks.
