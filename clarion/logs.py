@@ -104,7 +104,8 @@ def context() -> Mapping[str, Any]:
 
 def bind(**fields: Any) -> contextvars.Token:
     """Add ``fields`` (None values are dropped) to the context; undo with :func:`unbind`."""
-    merged = {**_context.get(), **{k: str(v) for k, v in fields.items() if v is not None}}
+    # Values are kept as they are (UUIDs…): the JSON formatter turns them into text.
+    merged = {**_context.get(), **{k: v for k, v in fields.items() if v is not None}}
     return _context.set(merged)
 
 
@@ -141,13 +142,27 @@ def uncarry(token: contextvars.Token) -> None:
     _request_ids.reset(token)
 
 
-@contextlib.contextmanager
-def about(send_request_id: Any, **fields: Any) -> Iterator[None]:
+class about:  # noqa: N801 - used like a function: ``with logs.about(...)``
     """Bind the ids of one notification or delivery of send request ``send_request_id``,
-    with that request's own X-Request-ID when the task carries several."""
-    key = str(send_request_id) if send_request_id is not None else None
-    with bound(send_request_id=key, request_id=_request_ids.get().get(key or ""), **fields):
-        yield
+    with that request's own X-Request-ID when the task carries several. A class, not a
+    generator: the deliver step enters one per delivery."""
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, send_request_id: Any, **fields: Any) -> None:
+        fields["send_request_id"] = send_request_id
+        carried = _request_ids.get()
+        if carried and send_request_id is not None:
+            request_id = carried.get(str(send_request_id))
+            if request_id is not None:
+                fields["request_id"] = request_id
+        self._fields = {k: v for k, v in fields.items() if v is not None}
+
+    def __enter__(self) -> None:
+        self._token = _context.set({**_context.get(), **self._fields})
+
+    def __exit__(self, *exc: object) -> None:
+        _context.reset(self._token)
 
 
 # --- Formats --------------------------------------------------------------------------------

@@ -87,7 +87,6 @@ class LogSettings(BaseSettings):
 
     # text: for a terminal; json: one object per line (docs/operations/logs-and-traces.md).
     log_format: Literal["text", "json"] = "text"
-    log_level: str = "INFO"
     # OpenTelemetry tracing (the `otel` extra); also on when OTEL_EXPORTER_OTLP_*ENDPOINT is set.
     otel: bool = False
     # Write the spans as JSON lines to this file instead of exporting them (debugging, tests).
