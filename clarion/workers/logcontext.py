@@ -18,10 +18,15 @@ from clarion import logs
 REQUEST_ID = "clarion_request_id"
 REQUEST_IDS = "clarion_request_ids"  # {send request id: X-Request-ID}, coalesced sends
 
+# A coalesced create task carries the map of all its sends; the tasks it publishes (deliver,
+# retries) only a small one, so a batch of hundreds of sends does not weigh on every deliver
+# message. Beyond it their lines keep send_request_id, which the create task's lines map.
+MAX_CARRIED = 20
+
 _tokens: dict[str, tuple] = {}
 
 
-def _publishing(headers: dict | None = None, **_: object) -> None:
+def _publishing(sender: str | None = None, headers: dict | None = None, **_: object) -> None:
     """A task published while a request or task is in scope carries its request ids."""
     if headers is None:
         return
@@ -29,7 +34,7 @@ def _publishing(headers: dict | None = None, **_: object) -> None:
     if request_id is not None:
         headers.setdefault(REQUEST_ID, request_id)
     mapping = logs.request_ids()
-    if mapping:
+    if mapping and (sender == "clarion.create" or len(mapping) <= MAX_CARRIED):
         headers.setdefault(REQUEST_IDS, dict(mapping))
 
 

@@ -151,3 +151,28 @@ def test_tracing_off_loads_no_tracer_and_no_instrumentation():
     )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_published_task_carries_the_request_ids_a_big_map_only_to_create():
+    from clarion.workers import logcontext
+
+    small = {f"send-{i}": f"req-{i}" for i in range(2)}
+    big = {f"send-{i}": f"req-{i}" for i in range(logcontext.MAX_CARRIED + 1)}
+
+    def headers_of(task: str, mapping: dict) -> dict:
+        headers: dict = {}
+        token = logs.carry(mapping)
+        try:
+            with logs.bound(request_id="abc-123"):
+                logcontext._publishing(sender=task, headers=headers)
+        finally:
+            logs.uncarry(token)
+        return headers
+
+    assert headers_of("clarion.deliver", small) == {
+        logcontext.REQUEST_ID: "abc-123",
+        logcontext.REQUEST_IDS: small,
+    }
+    assert headers_of("clarion.create", big)[logcontext.REQUEST_IDS] == big
+    assert headers_of("clarion.deliver", big) == {logcontext.REQUEST_ID: "abc-123"}
+    assert headers_of("clarion.deliver", {}) == {logcontext.REQUEST_ID: "abc-123"}
