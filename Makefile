@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
-	$(BIN)/pip install --quiet --no-deps -e '.[dev,ops,mcp]'
+	$(BIN)/pip install --quiet --no-deps -e '.[dev,ops,mcp,docs]'
 	$(BIN)/pip check
 	touch $(STAMP)
 
@@ -29,7 +29,7 @@ install: $(STAMP)
 lock:
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet uv
-	.lock-venv/bin/uv pip compile pyproject.toml --extra dev --extra ops --extra mcp --universal \
+	.lock-venv/bin/uv pip compile pyproject.toml --extra dev --extra ops --extra mcp --extra docs --universal \
 	  --python-version 3.11 --generate-hashes --no-header --quiet -o $(LOCK)
 	rm -rf .lock-venv
 
