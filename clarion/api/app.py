@@ -88,7 +88,7 @@ class Clarion(FastAPI):
     """FastAPI, with the live WebSocket served ahead of the routing.
 
     Each held connection keeps its whole chain of ASGI callables suspended; Starlette's
-    router and FastAPI's WebSocket route more than half again uvicorn's own memory per
+    router and FastAPI's WebSocket route add over half of uvicorn's own memory per
     connection (docs/benchmarks/code.md), so ``/v1/me/stream`` is a plain ASGI function.
     """
 

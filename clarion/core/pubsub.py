@@ -153,7 +153,7 @@ class RedisPubSub:
         """PUBLISH the batch as one message (several past MESSAGE_BYTES), one round trip.
 
         One message per batch rather than per event: each subscriber reads and parses one
-        Redis reply for a whole fan-out (parsing one reply per event was most of the
+        Redis reply for a whole fan-out (parsing one reply per event took nearly half the
         gateway's CPU: docs/benchmarks/code.md), and the worker packs one command.
         """
         if events:
