@@ -55,7 +55,7 @@ def test_json_logs_carry_the_request_id_through_the_worker(runtime, tmp_path):
     producer = {"Authorization": f"Bearer {notify}"}
     body = {"recipients": ["ada"], "category": "logs", "title": "hi", "channels": ["webhook"]}
     try:
-        wait_ready(base, api)
+        wait_ready(base, api, timeout=90)  # two spawned processes import the app
         hook = {"url": "https://clarion-test.invalid/hook", "categories": ["logs"]}
         created = httpx.post(
             f"{base}/v1/webhooks", json=hook, headers={"Authorization": f"Bearer {admin}"}
