@@ -218,7 +218,8 @@ def configure(fmt: str, level: str | int = logging.INFO) -> None:
         logging.captureWarnings(True)
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # A no-op when the root logger has handlers already (an embedding program, pytest).
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def uvicorn_config(fmt: str) -> dict | None:
