@@ -9,9 +9,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from clarion import __version__
+from clarion import __version__, exposition
 from clarion import mcp as mcp_server
 from clarion.api import cors, problems
+from clarion.api import metrics as api_metrics
 from clarion.api.coalesce import Coalescer
 from clarion.api.deps import storable_params
 from clarion.api.guards import BodyLimit, SecurityHeaders
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         await app.state.hub.stop()
         if owns_runtime:
             runtime.close()
+            exposition.process_exited()  # one of `clarion api --workers N`
 
     app = Clarion(
         title="Clarion",
@@ -201,4 +203,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, routes=routes)
     cors.install(app, runtime.settings.cors_origins)
     app.add_middleware(SecurityHeaders)
+    api_metrics.install(app, runtime)  # outermost: it counts every answer
     return app
