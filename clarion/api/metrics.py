@@ -75,13 +75,15 @@ async def scrape(request: Request) -> Response:
             "A metrics bearer token is required.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if state.metrics_registry is None:  # built at the first scrape: the broker's app is lazy
+        state.metrics_registry = exposition.registry(QueueCollector(state.runtime.celery))
     body = await run_in_threadpool(exposition.render, state.metrics_registry)
     return Response(body, media_type=exposition.CONTENT_TYPE)
 
 
 def install(app, runtime) -> None:
     """Count the app's requests; serve /metrics unless it has a port of its own."""
-    app.state.metrics_registry = exposition.registry(QueueCollector(runtime.celery))
+    app.state.metrics_registry = None
     if runtime.settings.metrics_port is None:
         app.include_router(router)
     app.add_middleware(RequestMetrics)
