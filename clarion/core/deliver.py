@@ -344,8 +344,11 @@ class _Run:
 
 
 def _since_accepted(message: ch.Message | None) -> float | None:
-    """Seconds from the notification's acceptance (its created_at) to now."""
-    created_at = message.notification.get("created_at") if message else None
+    """Seconds from the notification's acceptance (its created_at) to now; None for a
+    click's event, which follows the user's click, not the notification's creation."""
+    if message is None or message.event:
+        return None
+    created_at = message.notification.get("created_at")
     if not created_at:
         return None
     return (utcnow() - datetime.fromisoformat(created_at)).total_seconds()

@@ -244,7 +244,10 @@ def live_streams(api: Api, runtime) -> Scrape:
     return api.scrape()
 
 
-def test_api_metrics_on_a_port_of_their_own_sum_every_api_worker(env, tmp_path):
+def test_api_metrics_on_a_port_of_their_own_sum_every_api_worker(runtime, tmp_path):
+    env = process_env(
+        runtime.settings.database_url, CLARION_LOG_LEVEL="WARNING", CLARION_METRICS_TOKEN=TOKEN
+    )
     port, metrics_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     proc = Proc(
