@@ -9,16 +9,16 @@ PG_VERSION_DIR := $(firstword $(wildcard /etc/postgresql/*))
 
 LOCK := requirements.lock
 
-.PHONY: run test install lock lint format services bench clean chromium
+.PHONY: run test install lock lint format services bench clean chromium docs
 
-# Every dependency (base, dev, ops, mcp) comes pinned and hashed from the lock; Clarion itself
+# Every dependency (base, dev, ops, mcp, docs) comes pinned and hashed from the lock; Clarion itself
 # is installed on top without resolving anything. `pip check` fails when pyproject.toml
 # asks for something the lock lacks: then run `make lock`.
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
-	$(BIN)/pip install --quiet --no-deps -e '.[dev,ops,mcp]'
+	$(BIN)/pip install --quiet --no-deps -e '.[dev,ops,mcp,docs]'
 	$(BIN)/pip check
 	touch $(STAMP)
 
@@ -29,7 +29,7 @@ install: $(STAMP)
 lock:
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet uv
-	.lock-venv/bin/uv pip compile pyproject.toml --extra dev --extra ops --extra mcp --universal \
+	.lock-venv/bin/uv pip compile pyproject.toml --extra dev --extra ops --extra mcp --extra docs --universal \
 	  --python-version 3.11 --generate-hashes --no-header --quiet -o $(LOCK)
 	rm -rf .lock-venv
 
@@ -47,13 +47,21 @@ services:
 	  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
 	    --appendonly no || true
 
+# The docs site builds strictly: a broken link, a missing page or a stale reference fails lint.
+# NO_MKDOCS_2_WARNING: Material prints a banner about its successor on every build.
 lint: install
-	$(BIN)/ruff check clarion tests bench migrations
-	$(BIN)/ruff format --check clarion tests bench migrations
+	$(BIN)/ruff check clarion tests bench migrations docs/hooks
+	$(BIN)/ruff format --check clarion tests bench migrations docs/hooks
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 format: install
-	$(BIN)/ruff format clarion tests bench migrations
-	$(BIN)/ruff check --fix clarion tests bench migrations
+	$(BIN)/ruff format clarion tests bench migrations docs/hooks
+	$(BIN)/ruff check --fix clarion tests bench migrations docs/hooks
+
+# The documentation site (docs/, mkdocs.yml), rebuilt on every change; `make lint` builds it
+# once into site/.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
 # The notification centre's client logic runs under node --test; its elements run in
 # Debian's Chromium (tests/browser), installed here when missing.
@@ -76,4 +84,4 @@ bench: install services
 	$(BIN)/python -m bench.fanout
 
 clean:
-	rm -rf $(VENV) .lock-venv .clarion .pytest_cache .ruff_cache
+	rm -rf $(VENV) .lock-venv .clarion .pytest_cache .ruff_cache site build/docs

@@ -81,14 +81,14 @@ class VapidSettings(BaseSettings):
 
 class PreviousSecretKey(BaseModel):
     """A retired CLARION_SECRET_KEY: verifies tokens and unsubscribe links until ``until``,
-    never signs anything (README "Rotating the secret key")."""
+    never signs anything (docs/operations/secrets.md)."""
 
     key: SecretStr = Field(min_length=32)
     until: AwareDatetime
 
 
 class Settings(BaseSettings):
-    """Configuration of a Clarion deployment. See the README's configuration table."""
+    """Configuration of a Clarion deployment. See docs/operations/configuration.md."""
 
     # Errors name the setting, never its value: some carry passwords (the proxy URL).
     model_config = SettingsConfigDict(
@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     # than this (clarion.api.coalesce): a lone request is published at once.
     api_coalesce_linger_ms: float = Field(default=20.0, ge=0, le=1000)
 
-    # Channels (README "Channels"). Each validates its own part when it is built.
+    # Channels (docs/channels/). Each validates its own part when it is built.
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     vapid: VapidSettings = Field(default_factory=VapidSettings)
     push_ttl_seconds: int = Field(default=24 * 3600, ge=0)
@@ -188,10 +188,9 @@ class Settings(BaseSettings):
     # A delivery being sent longer than this is taken as interrupted and may be re-sent.
     delivery_lease_seconds: float = Field(default=300.0, gt=0)
     # PostgreSQL's synchronous_commit for the deliver step's claims and outcomes. "off"
-    # saves the WAL flush wait at each outcome (~0.6-0.8 ms here); a PostgreSQL crash
+    # saves the WAL flush wait at each outcome (docs/benchmarks/code.md); a PostgreSQL crash
     # (not a worker crash) can then lose the last fraction of a second of outcomes, and
-    # those messages are sent again after their lease (README "Channels and reliable
-    # delivery").
+    # those messages are sent again after their lease (docs/concepts/delivery.md).
     delivery_synchronous_commit: Literal["on", "off"] = "on"
     # The sweeper (on beat): how often it runs, how long a pending delivery may wait for
     # its task before it is re-enqueued, and how many rows one run moves at most.
@@ -199,11 +198,11 @@ class Settings(BaseSettings):
     sweeper_stuck_seconds: float = Field(default=300.0, gt=0)
     sweeper_batch: int = Field(default=10_000, ge=1)
     # Redis broker: an accepted create/fanout message not stored after this long is
-    # published again by the sweeper (README "Reliability"); given up after N re-sends.
+    # published again by the sweeper (docs/concepts/delivery.md); given up after N re-sends.
     ledger_resend_seconds: float = Field(default=300.0, gt=0)
     ledger_max_resends: int = Field(default=5, ge=1)
 
-    # Rule engine: per pack or rule key, config and {"enabled": bool} (README "Rule engine").
+    # Rule engine: per pack or rule key, config and {"enabled": bool} (docs/rules.md).
     rules: dict[str, dict[str, Any]] = {}
     # Extra modules offering RULES (besides the built-in packs and clarion.rules entry points).
     rule_modules: list[str] = []

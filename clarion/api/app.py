@@ -89,8 +89,8 @@ class Clarion(FastAPI):
     """FastAPI, with the live WebSocket served ahead of the routing.
 
     Each held connection keeps its whole chain of ASGI callables suspended; Starlette's
-    router and FastAPI's WebSocket route cost ~12 KiB per connection on top of uvicorn's
-    own ~19 KiB (bench/stream.py), so ``/v1/me/stream`` is a plain ASGI function.
+    router and FastAPI's WebSocket route add over half of uvicorn's own memory per
+    connection (docs/benchmarks/code.md), so ``/v1/me/stream`` is a plain ASGI function.
     """
 
     async def __call__(self, scope, receive, send) -> None:
@@ -105,8 +105,8 @@ def _tune_gc() -> None:
 
     Everything loaded at start-up is frozen out of the collector's scans, and young
     collections run every 50,000 allocations instead of 700. The live gateway allocates
-    a little per frame, and the default thresholds spent ~23% of its CPU in the collector
-    (bench/stream.py, py-spy).
+    a little per frame, and with the default thresholds the collector took a large share
+    of its CPU (docs/benchmarks/code.md).
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 1000)

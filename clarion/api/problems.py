@@ -53,7 +53,8 @@ def unavailable(what: str) -> Problem:
 
 def url_not_allowed(loc: list[str], reason: str) -> Problem:
     """The 422 for a webhook or push URL whose host is, or resolves to, an address Clarion
-    does not call (loopback, private, link-local, ...): SSRF protection, see the README."""
+    does not call (loopback, private, link-local, ...): SSRF protection, see
+    docs/channels/outbound.md."""
     field = loc[-1]
     return Problem(
         422,

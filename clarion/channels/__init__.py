@@ -15,7 +15,7 @@ A channel has three parts, each used by one step of the pipeline:
   one of the three errors below.
 
 Adding a channel: a module with the class, one line in :data:`REGISTRY`, one row in
-``tests/integration/test_channel_contract.py``, and its settings in the README.
+``tests/integration/test_channel_contract.py``, and its settings in its page under docs/channels/.
 """
 
 from __future__ import annotations

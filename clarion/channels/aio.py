@@ -14,8 +14,7 @@ T = TypeVar("T")
 
 def new_loop() -> asyncio.AbstractEventLoop:
     """uvloop's loop when it is installed (uvicorn[standard] brings it), else asyncio's.
-    The SMTP conversation costs ~20% less CPU on uvloop (0.42 against 0.52 ms per email
-    through the channel's send, measured on one session to a local aiosmtpd)."""
+    The SMTP conversation costs less CPU on uvloop (figures: docs/benchmarks/code.md)."""
     try:
         import uvloop
     except ImportError:

@@ -1,9 +1,9 @@
 """A keep-alive HTTP/1.1 POST client on the standard library, for the web push channel.
 
 Web push sends one small POST per message to a handful of push service origins, so the
-client's own CPU per request shows in the channel's throughput: on the 2-core dev machine
-a POST costs ~0.08 ms through ``http.client``, ~0.25 ms through ``urllib3`` and ~0.45 ms
-through ``requests`` (bench/README.md, "channels.py"). This client keeps one connection per
+client's own CPU per request shows in the channel's throughput: a POST through
+``http.client`` costs a fraction of one through ``urllib3`` or ``requests``
+(docs/benchmarks/code.md, docs/benchmarks/channels.md). This client keeps one connection per
 origin and thread, follows no redirect, retries nothing (a POST that may have reached the
 service is the deliver step's to retry, with backoff), and has separate connect and read
 timeouts.

@@ -230,10 +230,10 @@ def created_event(row: dict[str, Any]) -> dict[str, Any]:
 def created_events(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``notification.created`` events of these rows, as :func:`created_event` makes
     them. A fan-out batch's rows differ only in id, recipient and seq, so the public form
-    is validated once per distinct content and copied with each row's id and seq (the
-    validation was ~30 µs of the worker's time per recipient), and its JSON is encoded
-    once too: each event carries its text, the shared part spliced with the row's id, seq
-    and recipient (:class:`pubsub.Encoded`; encoding each event was ~4 µs)."""
+    is validated once per distinct content and copied with each row's id and seq
+    (validating per recipient was a large share of the worker's time), and its JSON is
+    encoded once too: each event carries its text, the shared part spliced with the row's
+    id, seq and recipient (:class:`pubsub.Encoded`). Figures: docs/benchmarks/code.md."""
     shared: dict[tuple, tuple[dict[str, Any], str]] = {}
     events = []
     for row in rows:

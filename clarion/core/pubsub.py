@@ -73,7 +73,7 @@ def compact(value: Any) -> str:
 
 def _header(event: dict[str, Any]) -> str:
     """``[recipient, type, cursor]`` as JSON; by hand in the usual case (json.dumps' Python
-    wrapper would cost the worker ~2 ms more per 1,000 events)."""
+    wrapper shows in the worker's CPU per fan-out: docs/benchmarks/code.md)."""
     recipient, kind, cursor = event.get("recipient"), event.get("type"), event.get("cursor")
     if type(recipient) is str and type(kind) is str and type(cursor) is int:
         return f"[{_quote(recipient)},{_quote(kind)},{cursor}]"
@@ -153,8 +153,8 @@ class RedisPubSub:
         """PUBLISH the batch as one message (several past MESSAGE_BYTES), one round trip.
 
         One message per batch rather than per event: each subscriber reads and parses one
-        Redis reply for a whole fan-out (the gateway spent ~46% of its CPU parsing one
-        reply per event), and the worker packs one command.
+        Redis reply for a whole fan-out (parsing one reply per event took nearly half the
+        gateway's CPU: docs/benchmarks/code.md), and the worker packs one command.
         """
         if events:
             self.publish_messages(encode(events))

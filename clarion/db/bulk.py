@@ -2,8 +2,8 @@
 
 A topic fan-out writes a thousand notifications and as many deliveries per transaction.
 psycopg runs an executemany as one INSERT per row (pipelined, but each still parsed and
-planned by the server); COPY streams the rows into one command, about three times faster
-for the whole insert here (bench/fanout.py). A create of a few notifications is the other
+planned by the server); COPY streams the rows into one command, several times faster for
+the whole insert (docs/benchmarks/code.md). A create of a few notifications is the other
 way round: COPY's own round trips cost more than the rows, so small inserts of all the
 tables go out as one pipeline, one round trip.
 """

@@ -25,8 +25,8 @@ def one_of(session: Session, column, values: Collection, item_type=None):
     """``column IN values`` for a large batch of keys (strings unless ``item_type``).
 
     On PostgreSQL it is ``column = ANY(:array)``: one bound array instead of one parameter
-    per value, about five times faster for a thousand ids (the create step looks a whole
-    batch up at once). SQLite has no arrays and gets the plain IN.
+    per value, much faster for a thousand ids (the create step looks a whole batch up at
+    once; docs/benchmarks/code.md). SQLite has no arrays and gets the plain IN.
     """
     if is_postgres(session):
         array = postgresql.ARRAY(item_type if item_type is not None else String)

@@ -176,8 +176,8 @@ def finish(
     }
     driver = session.info.get(_DRIVER)
     if driver is not None:
-        # The statement straight to psycopg: through SQLAlchemy it costs twice the CPU
-        # (0.19 against 0.09 ms a call; a round trip alone is 0.05).
+        # The statement straight to psycopg: through SQLAlchemy it costs about twice the
+        # CPU (docs/benchmarks/code.md).
         row = driver.execute(_finish_sql(session.get_bind().dialect), params).fetchone()
         return (row is not None, row[0] if row is not None else None)
     with session.begin():

@@ -100,7 +100,8 @@ def page_ids(
     zone: str | None = None,
 ) -> list[str]:
     """:func:`page` without the times, for the fan-out walk (reading and converting each
-    row's timestamp cost it ~1.5 µs per recipient); ``zone``: one time zone's only."""
+    row's timestamp showed per recipient: docs/benchmarks/code.md); ``zone``: one time
+    zone's only."""
     query = _page(key=key, after=after, limit=limit, as_of=as_of, zone=zone)
     return list(session.scalars(query))
 

@@ -2,7 +2,7 @@
 // cannot connect, exponential backoff with full jitter, re-authentication.
 // No DOM here: every browser API comes in through `env`, so node --test drives it.
 
-/** Close codes the server uses (README "Live events"). */
+/** Close codes the server uses (docs/channels/in-app.md). */
 export const CLOSE = Object.freeze({ RESTART: 1012, RESYNC: 4000, REPLACED: 4001, REAUTH: 4401 });
 
 /** Event types that take a step of the user's sequence (their cursor is theirs alone). */

@@ -12,7 +12,7 @@ from clarion.workers import queue_metrics, queues
 
 
 def celery_config(settings: Settings) -> dict:
-    """Celery settings that matter, with the reason for each in DESIGN.md / README."""
+    """Celery settings that matter, with the reason for each in DESIGN.md and docs/."""
     broker: dict = {"broker_url": settings.broker_url}
     if settings.broker_url.startswith("sqla+"):
         # kombu's SQL transport hands its options to create_engine(): engine options only.

@@ -1,4 +1,4 @@
-"""The pictures in the README (docs/ui/*.png), taken from the real page with fixed data."""
+"""The pictures in the README and the docs (docs/ui/*.png), taken from the real page."""
 
 from __future__ import annotations
 

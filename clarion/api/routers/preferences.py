@@ -3,7 +3,7 @@
 The subscriber reads and changes their own under ``/v1/me/preferences`` (user token);
 operators read and change anyone's under ``/v1/subscribers/{id}/preferences`` (admin key).
 Both take the same bodies. What the fields mean for routing is in
-:mod:`clarion.core.preferences` and the README's "Preferences" section.
+:mod:`clarion.core.preferences` and docs/routing/preferences.md.
 """
 
 from __future__ import annotations

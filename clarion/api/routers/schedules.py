@@ -43,7 +43,7 @@ def create_schedule(
     ] = None,
 ) -> JSONResponse:
     """Store it; beat sends each occurrence through the normal pipeline, once per
-    recipient (see README "Recurring schedules")."""
+    recipient (see docs/scheduling/recurring.md)."""
     answer, replayed = schedules.create(runtime, producer, body, idempotency_key)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return JSONResponse(answer, status_code=201, headers=headers)

@@ -1,10 +1,10 @@
 """The bytes of Clarion's one email shape: multipart/alternative, plain text + HTML.
 
-Why not ``email.message.EmailMessage``: building one and flattening it cost ~1.4 ms of CPU
-per email (every header parsed into objects, then refolded token by token), more than the
-SMTP exchange itself. The shape never varies, so it is written directly here, and
-``tests/unit/test_email_mime.py`` parses the output with the stdlib parser to keep it
-honest. What it writes:
+Why not ``email.message.EmailMessage``: building one and flattening it costs more CPU per
+email than the SMTP exchange itself (every header parsed into objects, then refolded token
+by token; figures in docs/benchmarks/code.md). The shape never varies, so it is written
+directly here, and ``tests/unit/test_email_mime.py`` parses the output with the stdlib
+parser to keep it honest. What it writes:
 
 * 7-bit clean: headers that are not printable ASCII become RFC 2047 encoded words (utf-8,
   base64); a body that is ASCII with lines of at most 998 characters goes as ``7bit``,

@@ -1,4 +1,4 @@
-"""Built-in rule pack: activities (see the README, "Rule engine").
+"""Built-in rule pack: activities (see docs/rules.md).
 
 Event rules: each turns one producer event (``POST /v1/events``) into notifications for
 the people it concerns. The event's ``data`` is checked against a small model per event

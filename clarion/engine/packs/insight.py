@@ -1,4 +1,4 @@
-"""Built-in rule pack: insight (see the README, "Rule engine").
+"""Built-in rule pack: insight (see docs/rules.md).
 
 Scan rules over a table of timestamped events (visits, conversions) with dimensions
 (country, device) and a subject (a link, a page, a workspace). By default that table is

@@ -56,7 +56,7 @@ def read_connection(config: LifecycleConfig) -> Iterator[Connection]:
             conn = conn.execution_options(postgresql_readonly=True)
             # A cursor is planned for its first 10 % of rows by default; every rule reads all
             # of them. Without this, campaign_has_expired_links walked links in campaign_id
-            # order (the whole table) instead of the expires_at range: 30x slower on 1M links.
+            # order (the whole table) instead of the expires_at range (docs/benchmarks/code.md).
             conn.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1.0")
         yield conn
 
