@@ -64,13 +64,15 @@ docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
 # The notification centre's client logic runs under node --test; its elements run in
-# Debian's Chromium (tests/browser), installed here when missing.
+# Debian's Chromium (tests/browser), installed here when missing, as is promtool (Debian's
+# prometheus package), which checks the alert rules in deploy/prometheus.
 test: install services lint chromium
 	node --test tests/js/
 	$(BIN)/pytest
 
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+	@command -v promtool >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; }
 
 # wrk drives the pipeline benchmark's saturation phase (a Python client would be the
 # bottleneck on two cores); installed from Debian's packages when missing.

@@ -16,13 +16,30 @@ from clarion.settings import LogSettings, Settings
 from clarion.workers import queues
 
 
+def _serve_metrics(settings: Settings, port: int, host: str, app) -> None:
+    """The metrics of this process (and of the processes it forks) on a port of their own."""
+    from clarion import exposition
+    from clarion.workers.queue_metrics import QueueCollector
+
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    exposition.serve(host, port, exposition.registry(QueueCollector(app)), token)
+    logging.getLogger("clarion").info("metrics on http://%s:%d/metrics", host, port)
+
+
 def _api(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from clarion import logs
+    from clarion import exposition, logs
     from clarion.api.server import BoundedHttpToolsProtocol
 
+    if args.metrics_port:  # the app factory reads it too: no /metrics on the API's port
+        os.environ["CLARION_METRICS_PORT"] = str(args.metrics_port)
     settings = Settings()
+    if args.workers > 1:  # uvicorn's worker processes write their metrics side by side
+        exposition.enable_multiprocess()
+    if settings.metrics_port:
+        host = settings.metrics_host or args.host or settings.host
+        _serve_metrics(settings, settings.metrics_port, host, _celery_app())
     uvicorn.run(
         "clarion.api.app:create_app",
         factory=True,
@@ -56,8 +73,20 @@ def worker_queues(lanes: str | None, explicit: str | None) -> list[str]:
 
 
 def _worker(args: argparse.Namespace) -> None:
+    from clarion import exposition
+
     consumed = worker_queues(args.lanes, args.queues)
+    metrics_port = args.metrics_port or Settings().worker_metrics_port
+    if metrics_port:  # before anything imports prometheus_client: prefork children add up
+        exposition.enable_multiprocess()
     app = _celery_app()
+    if metrics_port:
+        settings = app.clarion.settings
+        _serve_metrics(settings, metrics_port, settings.metrics_host or settings.host, app)
+    if args.pool and args.pool != "prefork":  # no pool children: this process runs tasks
+        from clarion import metrics
+
+        metrics.WORKER_PROCESSES.inc()
     # Wrong channel settings stop the worker here, not at its first send (ValueError).
     states = app.clarion.channels.check()
     app.clarion.channels.close()  # each worker process builds its own after the fork
@@ -314,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--metrics-port", type=int, help="serve /metrics on this port instead of the API's"
+    )
     p = add("worker", _worker, "run a Celery worker")
     p.add_argument(
         "--lanes",
@@ -324,6 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int)
     p.add_argument("--pool", choices=["prefork", "threads", "solo", "gevent", "eventlet"])
     p.add_argument("--hostname")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics (every pool process, and the queues) on this port",
+    )
     p = add("beat", _beat, "run celery-beat (the periodic scheduler)")
     p.add_argument("--schedule", help="beat schedule file")
     p = add("flower", _flower, "run Flower, Celery's monitoring UI (needs the `ops` extra)")

@@ -242,6 +242,15 @@ class Settings(BaseSettings):
     # A client further behind than this many events is told to refetch instead of replayed.
     stream_max_replay: int = Field(default=1000, ge=1)
 
+    # Prometheus metrics (docs/operations/metrics.md). A token every scrape must present
+    # as "Authorization: Bearer <token>" (unset: scrapes are open); the API's /metrics on a
+    # port of its own instead of the API's (`clarion api --metrics-port`); the workers'
+    # port (`clarion worker --metrics-port`); the address those ports bind (default: host).
+    metrics_token: SecretStr | None = None
+    metrics_port: int | None = Field(default=None, gt=0, lt=65536)
+    worker_metrics_port: int | None = Field(default=None, gt=0, lt=65536)
+    metrics_host: str | None = None
+
     # Embedded mode keeps its SQLite database and broker files here.
     data_dir: Path = Path(".clarion")
     host: str = "127.0.0.1"

@@ -9,9 +9,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from clarion import __version__, telemetry
+from clarion import __version__, exposition, telemetry
 from clarion import mcp as mcp_server
 from clarion.api import cors, problems, requestid
+from clarion.api import metrics as api_metrics
 from clarion.api.coalesce import Coalescer
 from clarion.api.deps import storable_params
 from clarion.api.guards import BodyLimit, SecurityHeaders
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         await app.state.hub.stop()
         if owns_runtime:
             runtime.close()
+            exposition.process_exited()  # one of `clarion api --workers N`
 
     app = Clarion(
         title="Clarion",
@@ -210,4 +212,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     cors.install(app, runtime.settings.cors_origins)
     app.add_middleware(SecurityHeaders)
     telemetry.instrument_app(app)
+    api_metrics.install(app, runtime)  # outermost: it counts every answer
     return app

@@ -22,6 +22,7 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from clarion import metrics
 from clarion.api.problems import Problem, unavailable
 
 KEY_PREFIX = "clarion:ratelimit"
@@ -51,6 +52,7 @@ class RateLimiter:
         except StorageError:
             raise unavailable("rate limit store") from None
         wait = max(1, math.ceil(stats.reset_time - time.time()))
+        metrics.rate_limited(keys[0] if keys else limit)  # the scope, never the caller
         raise Problem(
             429,
             "rate-limited",

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Generator
 from functools import partial
 from typing import Any
 
+from clarion import metrics
 from clarion.core import inbox, stream
 from clarion.core.pubsub import SUBSCRIBED
 from clarion.core.stream import GAP, SEND
@@ -351,6 +352,7 @@ class Hub:
         """Route one pub/sub message to the recipients' connections (see pubsub's format:
         only each line's header is parsed; the event's text is forwarded as is)."""
         get, scan, unsequenced = self.connections.get, _scan_header, stream.UNSEQUENCED
+        offered = 0
         for line in message.split("\n"):
             try:
                 (recipient, kind, seq), end = scan(line, 0)
@@ -364,6 +366,9 @@ class Hub:
                     seq = None
                 for conn in conns:
                     conn.offer(seq, text)
+                offered += len(conns)
+        if offered:
+            metrics.STREAM_EVENTS.inc(offered)
 
     def broadcast(self, marker: str) -> None:
         for conns in self.connections.values():

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from clarion import logs
+from clarion import logs, metrics
 from clarion.channels import INBOX, Channels
 from clarion.core import collapse, pubsub, schedule, send
 from clarion.core.route import Router
@@ -59,6 +59,8 @@ class Created:
     to_dispatch: dict[tuple[str, str], list[uuid.UUID]] = field(default_factory=dict)
     # Inbox events of older notifications this run replaced (collapse_key), in cursor order.
     events: list[dict[str, Any]] = field(default_factory=list)
+    # (category, lane) → notifications inserted, counted in the metrics after commit.
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 # A rerun of a message looks for deliveries an earlier run left pending on any of these.
@@ -100,6 +102,7 @@ def persist(
     )
     for message, used in zip(messages, channels_of, strict=True):
         actions = stored_actions(message.content)  # one object shared by the message's rows
+        before = len(rows)
         for nid, recipient in message.items:
             key = (recipient, message.content.dedupe_key)
             if nid in existing:
@@ -126,6 +129,8 @@ def persist(
             used.update(routed.channels)
             if routed.in_inbox:
                 result.notifications.append(row)
+        if len(rows) > before:
+            result.counts[(message.content.category, send.lane_of(message))] += len(rows) - before
     unused = {r: seqs[r] for r in recipients if seqs[r] != reserved.seqs[r] + counts[r]}
     subscribers.set_seqs(session=session, seqs=unused)
     notifications.insert_many(session=session, rows=rows, deliveries=deliveries)
@@ -320,6 +325,8 @@ def create_notifications(
 def after_commit(result: Created, *, publisher: Publisher, dispatcher: Dispatcher) -> None:
     """What follows every commit of :func:`persist` (create, scheduled release, digests):
     the inbox events in one pipelined publish, then the external deliveries' tasks."""
+    metrics.notifications_created(result.counts)
+    metrics.delivered_in_app(len(result.notifications))
     events = created_events(result.notifications) + result.events
     if events:
         publisher.publish_many(events)

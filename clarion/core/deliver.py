@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion import channels as ch
-from clarion import logs, telemetry
+from clarion import logs, metrics, telemetry
 from clarion.core.lanes import NORMAL
 from clarion.core.schemas import NotificationPublic
 from clarion.core.templates import Renderer, TemplateError
@@ -185,7 +185,10 @@ def attempt(
         return Outcome("skipped", "gone", "the target was removed or deactivated")
     try:
         with telemetry.sending(channel.key, message.delivery_id, message.attempt):
-            ref = channel.send(channel.render(message, target), target)
+            with metrics.RENDER_DURATION.labels(channel.key).time():
+                payload = channel.render(message, target)
+            with metrics.SEND_DURATION.labels(channel.key).time():
+                ref = channel.send(payload, target)
     except ch.TargetGoneError as exc:
         return Outcome("skipped", "gone", _error_text(exc))
     except ch.PermanentChannelError as exc:
@@ -338,6 +341,13 @@ class _Run:
             return
         field_name = COUNTED_AS[outcome.status]
         setattr(self.result, field_name, getattr(self.result, field_name) + 1)
+        metrics.delivery_finished(
+            self.sender.key,
+            outcome.outcome,
+            outcome.status,
+            dead_lettered=letter is not None,
+            latency=_since_accepted(message) if outcome.status == "sent" else None,
+        )
         if letter is not None:
             self.result.dead_letters.append(letter)
             self.scheduler.dead_lettered(letter)
@@ -352,6 +362,17 @@ class _Run:
         for countdown, ids in retry_groups(self.retries):
             self.scheduler.deliver(self.sender.key, ids, countdown=countdown, lane=self.lane)
         self.retries.clear()
+
+
+def _since_accepted(message: ch.Message | None) -> float | None:
+    """Seconds from the notification's acceptance (its created_at) to now; None for a
+    click's event, which follows the user's click, not the notification's creation."""
+    if message is None or message.event:
+        return None
+    created_at = message.notification.get("created_at")
+    if not created_at:
+        return None
+    return (utcnow() - datetime.fromisoformat(created_at)).total_seconds()
 
 
 COUNTED_AS = {"sent": "sent", "failed": "retried", "dead": "dead", "skipped": "skipped"}
@@ -376,6 +397,7 @@ def deliver(
             result.skipped = deliveries.skip_pending(
                 session=session, ids=delivery_ids, reason=sender, now=clock()
             )
+        metrics.deliveries_skipped(channel, result.skipped)
         return result
     lease = timedelta(seconds=settings.delivery_lease_seconds)
     with outcomes.held_session(

@@ -8,11 +8,12 @@ engines running the same rule at once, or a rerun after a crash, end with one ro
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from clarion import logs
+from clarion import logs, metrics
 from clarion.core.create import create_notifications
 from clarion.core.schemas import CreateMessage, NotificationContent
 from clarion.db import engine as engine_db
@@ -159,6 +160,7 @@ def _run(key, runtime, rules, trigger, as_of, event, dry_run) -> RunResult:
     if not rule.config.enabled:
         raise RuleDisabled(f"rule {key!r} is disabled")
     trigger = "dry-run" if dry_run else trigger
+    started = time.perf_counter()
     result = RunResult(key=key, trigger=trigger, as_of=as_of or utcnow())
     with transaction(runtime.sessions) as session:
         result.run_id = engine_db.start_run(
@@ -193,5 +195,15 @@ def _run(key, runtime, rules, trigger, as_of, event, dry_run) -> RunResult:
             created=result.created,
             duplicates=result.duplicates,
             error=result.error,
+        )
+    if not dry_run:
+        metrics.rule_ran(
+            key,
+            trigger,
+            candidates=result.candidates,
+            created=result.created,
+            duplicates=result.duplicates,
+            failed=result.error is not None,
+            seconds=time.perf_counter() - started,
         )
     return result

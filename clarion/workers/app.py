@@ -6,9 +6,9 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 from kombu import Exchange, Queue
 
-from clarion import telemetry
+from clarion import exposition, metrics, telemetry
 from clarion.settings import Settings
-from clarion.workers import queues
+from clarion.workers import queue_metrics, queues
 
 
 def celery_config(settings: Settings) -> dict:
@@ -130,6 +130,7 @@ def create_celery(settings: Settings, runtime=None) -> Celery:
     app.config_from_object(celery_config(settings))
     app.clarion = runtime or Runtime(settings, celery=app)
     tasks.register(app)
+    queue_metrics.stamp()  # the publish time, for the oldest message's age
 
     @worker_process_init.connect(weak=False)
     def _own_connections(**_: object) -> None:
@@ -145,3 +146,14 @@ def create_celery(settings: Settings, runtime=None) -> Celery:
         telemetry.flush()
 
     return app
+
+
+@worker_process_init.connect(weak=False, dispatch_uid="clarion-metrics-up")
+def _process_up(**_: object) -> None:
+    metrics.WORKER_PROCESSES.inc()
+
+
+@worker_process_shutdown.connect(weak=False, dispatch_uid="clarion-metrics-down")
+def _process_down(**_: object) -> None:
+    metrics.WORKER_PROCESSES.dec()
+    exposition.process_exited()  # its live gauges go; its counters stay in the sums

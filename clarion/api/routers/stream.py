@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from clarion import metrics
 from clarion.api.problems import Problem, problem_response
 from clarion.api.stream import EXPIRED, REFUSED, RESUME, RESYNC, Connection, Hub
 from clarion.core.auth import AuthError, UserToken, verify_user_claims
@@ -115,6 +116,8 @@ async def websocket_stream(app, scope, receive, send) -> None:
         return
     await send({"type": "websocket.accept"})
     conn = hub.open(me.subject, send, since, me.expires_at)
+    live = metrics.STREAM_CONNECTIONS.labels("websocket")
+    live.inc()
     try:
         while True:
             message = await receive()
@@ -125,6 +128,7 @@ async def websocket_stream(app, scope, receive, send) -> None:
                 _on_client_frame(runtime, conn, text)
     finally:
         hub.unregister(conn)
+        live.dec()
 
 
 def _on_client_frame(runtime: Runtime, conn: Connection, frame: str) -> None:
@@ -199,6 +203,8 @@ async def sse_stream(
 
     async def body():
         conn = hub.open(me.subject, queue.put, since, me.expires_at)
+        live = metrics.STREAM_CONNECTIONS.labels("sse")
+        live.inc()
         try:
             yield "retry: 2000\n\n"
             while (message := await queue.get())["type"] == "websocket.send":
@@ -207,6 +213,7 @@ async def sse_stream(
             yield _sse(json.dumps({"type": kind, "reason": message["reason"]}))
         finally:
             hub.unregister(conn)
+            live.dec()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
