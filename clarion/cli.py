@@ -65,6 +65,8 @@ def _worker(args: argparse.Namespace) -> None:
         # would sit on them while other workers idle, and a priority or normal task this
         # worker also consumes would wait behind all of them.
         argv += ["--prefetch-multiplier", "1"]
+    elif prefetch := queues.prefetch_of(consumed):  # a channel's own (its ChannelSpec)
+        argv += ["--prefetch-multiplier", str(prefetch)]
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
     if args.pool:
@@ -244,7 +246,7 @@ def _rules(args: argparse.Namespace) -> None:
 
 
 def _vapid(args: argparse.Namespace) -> None:
-    from clarion.channels.webpush import generate_vapid_keys
+    from clarion.channels.push.sender import generate_vapid_keys
 
     private, public = generate_vapid_keys()
     lines = f"CLARION_VAPID_PRIVATE_KEY={private}\nCLARION_VAPID_PUBLIC_KEY={public}\n"

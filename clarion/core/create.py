@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from clarion.channels import INBOX, Channels
+from clarion.channels import INBOX, Channels, registry
 from clarion.core import collapse, pubsub, schedule, send
 from clarion.core.route import Router
 from clarion.core.schemas import CreateMessage, NotificationContent, NotificationPublic
@@ -31,7 +31,7 @@ from clarion.db import notifications, roundtrip, subscribers
 from clarion.db.dialect import is_postgres
 from clarion.db.session import transaction
 from clarion.ids import utcnow
-from clarion.settings import CHANNEL_KEYS, Settings
+from clarion.settings import Settings
 
 
 class Dispatcher(Protocol):
@@ -58,7 +58,7 @@ class Created:
 
 
 # A rerun of a message looks for deliveries an earlier run left pending on any of these.
-EXTERNAL = frozenset(CHANNEL_KEYS) - {INBOX}
+EXTERNAL = frozenset(registry.external())
 
 
 def persist(
