@@ -114,10 +114,11 @@ class Settings(BaseSettings):
     ui_token_seconds: int = Field(default=900, ge=60)
 
     # Channels a notification goes to when the request names none, per category.
-    # In-app is added unless a request's explicit channel list leaves it out. Channel
-    # names are checked against the channel registry at start (clarion.channels).
+    # In-app is always added (so the default, none, is in-app alone) unless a request's
+    # explicit channel list leaves it out. Channel names are checked against the channel
+    # registry at start (clarion.channels.check_settings).
     category_channels: dict[str, list[str]] = {}
-    default_channels: list[str] = ["in_app"]
+    default_channels: list[str] = []
     # Categories a subscriber cannot opt out of (their toggles are locked on), like
     # critical severity: e.g. ["security", "billing"].
     required_categories: list[str] = []

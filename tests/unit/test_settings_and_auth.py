@@ -29,7 +29,7 @@ def test_settings_read_the_environment(monkeypatch):
     monkeypatch.setenv("CLARION_CATEGORY_CHANNELS", '{"campaigns": ["in_app", "email"]}')
     settings = Settings()
     assert settings.category_channels == {"campaigns": ["in_app", "email"]}
-    assert settings.default_channels == ["in_app"]
+    assert settings.default_channels == []  # in-app alone
 
 
 def test_unknown_channel_in_settings_is_refused_at_start(monkeypatch):
