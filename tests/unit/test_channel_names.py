@@ -71,3 +71,20 @@ def test_every_builtin_channel_is_registered_with_its_traits():
     assert registry.digest_channels()[:2] == ("email", "push")
     assert {"email", "push"} <= registry.quiet_hours_channels()
     assert "webhook" not in registry.quiet_hours_channels() | set(registry.subscriber_channels())
+
+
+def test_a_channel_is_given_only_the_template_fields_it_declares():
+    from clarion.core.deliver import _content
+    from clarion.core.templates import Rendered
+
+    class Renderer:
+        def render(self, key, channel, locale, data, share=None):
+            return Rendered(subject="S", html="<p>H</p>", text="T")
+
+    notification = type("N", (), {"template": "t", "template_data": {}, "id": 1})()
+    subscriber = type("S", (), {"locale": "en"})()
+    assert _content(Renderer(), "push", notification, subscriber) == (
+        {"subject": "S", "text": "T"},
+        None,
+    )
+    assert _content(Renderer(), "email", notification, subscriber)[0]["html"] == "<p>H</p>"
