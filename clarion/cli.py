@@ -45,7 +45,7 @@ def worker_queues(lanes: str | None, explicit: str | None) -> list[str]:
     if lanes is None and explicit is None:
         return list(queues.ALL_QUEUES)
     chosen = list(queues.queues_of(parse_lanes(lanes))) if lanes else []
-    extra = [q.strip() for q in (explicit or "").split(",") if q.strip()]
+    extra = queues.expand(q.strip() for q in (explicit or "").split(",") if q.strip())
     unknown = sorted(set(extra) - set(queues.ALL_QUEUES))
     if unknown:
         raise ValueError(f"unknown queues {unknown}")
@@ -312,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="consume only these lanes' create and deliver queues: priority,normal,bulk "
         "(default: every queue, priority lane first)",
     )
-    p.add_argument("--queues", help="comma-separated queue names (added to --lanes')")
+    p.add_argument(
+        "--queues",
+        help="comma-separated queue names (added to --lanes'); deliver.* = every channel's",
+    )
     p.add_argument("--concurrency", type=int)
     p.add_argument("--pool", choices=["prefork", "threads", "solo", "gevent", "eventlet"])
     p.add_argument("--hostname")

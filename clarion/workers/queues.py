@@ -46,6 +46,19 @@ def lane_queues(lane: str) -> tuple[str, ...]:
     return (create_queue(lane), *(deliver_queue(c, lane) for c in EXTERNAL_CHANNELS))
 
 
+EVERY_CHANNEL = "deliver.*"
+
+
+def expand(names: Iterable[str]) -> list[str]:
+    """Queue names as given to ``clarion worker --queues``, with ``deliver.*`` standing for
+    every channel's deliver queue on the normal lane: deploy commands name no channel, so
+    a channel added by a package is consumed without editing them."""
+    found: list[str] = []
+    for name in names:
+        found += [deliver_queue(c) for c in EXTERNAL_CHANNELS] if name == EVERY_CHANNEL else [name]
+    return found
+
+
 def queues_of(lanes: Iterable[str]) -> tuple[str, ...]:
     """The queues of these lanes, highest lane first."""
     wanted = set(lanes)

@@ -56,6 +56,13 @@ def test_lanes_select_their_queues_and_queues_add_to_them():
     assert normal[4:] == ["engine", "periodic"]
     with pytest.raises(ValueError, match="unknown queues"):
         worker_queues(None, "create,nope")
+    # Deploy commands name no channel: deliver.* is every channel's normal-lane queue.
+    assert worker_queues(None, "deliver.*,dead_letter") == [
+        "deliver.email",
+        "deliver.push",
+        "deliver.webhook",
+        "dead_letter",
+    ]
     args = build_parser().parse_args(["worker", "--lanes", "priority", "--concurrency", "1"])
     assert (args.lanes, args.queues, args.concurrency) == ("priority", None, 1)
 
