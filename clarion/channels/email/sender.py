@@ -8,7 +8,8 @@
   that HTML in the layout). The layout's fixed words follow the recipient's locale
   (``templates/strings.toml``).
 * The message bytes are written by :mod:`.mime` (7-bit: encoded words, quoted-printable
-  or base64), not by ``EmailMessage``, whose build + flatten cost ~1.4 ms per email.
+  or base64), not by ``EmailMessage``, whose build + flatten cost more CPU than the SMTP
+  exchange (docs/benchmarks/code.md).
 * ``Message-ID`` is derived from the delivery id, so a re-send after a crash carries the
   same id; it is the delivery's provider reference.
 * ``List-Unsubscribe`` + ``List-Unsubscribe-Post`` (RFC 8058): a signed one-click link that
