@@ -189,7 +189,7 @@ def add_push_subscribers(db_url: str, count: int, origin: str) -> list[dict]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from clarion.channels.webpush import b64url_encode
+    from clarion.channels.push.sender import b64url_encode
     from clarion.ids import new_id
 
     now = dt.datetime.now(dt.UTC)

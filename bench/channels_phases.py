@@ -142,7 +142,7 @@ class Phases:
         from py_vapid import Vapid02
         from pywebpush import WebPusher, webpush
 
-        from clarion.channels.webpush import load_private_key, origin
+        from clarion.channels.push.sender import load_private_key, origin
 
         vapid = Vapid02(load_private_key(self.vapid_private), conf={"no-strict": True})
         audience = origin(subs[0]["endpoint"])
@@ -222,7 +222,7 @@ class Phases:
         return figures
 
     def push(self) -> dict[str, Figure]:
-        from clarion.channels.webpush import generate_vapid_keys
+        from clarion.channels.push.sender import generate_vapid_keys
 
         args = self.args
         port, counters, peer = self.start_peer("push")

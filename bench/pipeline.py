@@ -212,7 +212,7 @@ class Pipeline:
         self.broker = redis.Redis.from_url(f"{common.REDIS}/{common.BROKER_DB}")
         clarion = str(common.BIN / "clarion")
         worker_args = f"worker --concurrency {args.worker_concurrency} --pool prefork"
-        worker_args += " --queues create,deliver.in_app --hostname bench-clarion@%h"
+        worker_args += " --queues create --hostname bench-clarion@%h"
         worker = procs.start("worker", [clarion, *worker_args.split()], env)
         port = common.free_port()
         api_args = f"api --host 127.0.0.1 --port {port} --workers {args.api_workers}"

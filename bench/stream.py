@@ -282,7 +282,7 @@ class Run:
     def pipeline(self, port: int, groups: dict, ids: list[str], path) -> tuple:
         args = self.args
         argv = ["worker", "--concurrency", "2", "--pool", "prefork"]
-        argv += ["--queues", "create,deliver.in_app"]
+        argv += ["--queues", "create"]
         groups["worker"] = self.procs.start("worker", [self.clarion, *argv], self.env).pid
         key = common.clarion("keys", "create", "bench", "--scope", "notify", env=self.env)
         key = key.split()[-1]

@@ -65,7 +65,7 @@ def worker_queues(lanes: str | None, explicit: str | None) -> list[str]:
     if lanes is None and explicit is None:
         return list(queues.ALL_QUEUES)
     chosen = list(queues.queues_of(parse_lanes(lanes))) if lanes else []
-    extra = [q.strip() for q in (explicit or "").split(",") if q.strip()]
+    extra = queues.expand(q.strip() for q in (explicit or "").split(",") if q.strip())
     unknown = sorted(set(extra) - set(queues.ALL_QUEUES))
     if unknown:
         raise ValueError(f"unknown queues {unknown}")
@@ -99,6 +99,8 @@ def _worker(args: argparse.Namespace) -> None:
         # would sit on them while other workers idle, and a priority or normal task this
         # worker also consumes would wait behind all of them.
         argv += ["--prefetch-multiplier", "1"]
+    elif prefetch := queues.prefetch_of(consumed):  # a channel's own (its ChannelSpec)
+        argv += ["--prefetch-multiplier", str(prefetch)]
     if args.concurrency:
         argv += ["--concurrency", str(args.concurrency)]
     if args.pool:
@@ -283,7 +285,7 @@ def _rules(args: argparse.Namespace) -> None:
 
 
 def _vapid(args: argparse.Namespace) -> None:
-    from clarion.channels.webpush import generate_vapid_keys
+    from clarion.channels.push.sender import generate_vapid_keys
 
     private, public = generate_vapid_keys()
     lines = f"CLARION_VAPID_PRIVATE_KEY={private}\nCLARION_VAPID_PUBLIC_KEY={public}\n"
@@ -352,7 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="consume only these lanes' create and deliver queues: priority,normal,bulk "
         "(default: every queue, priority lane first)",
     )
-    p.add_argument("--queues", help="comma-separated queue names (added to --lanes')")
+    p.add_argument(
+        "--queues",
+        help="comma-separated queue names (added to --lanes'); deliver.* = every channel's",
+    )
     p.add_argument("--concurrency", type=int)
     p.add_argument("--pool", choices=["prefork", "threads", "solo", "gevent", "eventlet"])
     p.add_argument("--hostname")

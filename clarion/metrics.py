@@ -165,10 +165,10 @@ def notifications_created(counts: Mapping[tuple[str, str], int]) -> None:
         NOTIFICATIONS_CREATED.labels(_category(category), lane).inc(n)
 
 
-def delivered_in_app(n: int) -> None:
+def delivered_to_inbox(inbox: str, n: int) -> None:
     """Inbox deliveries are made sent in the create transaction itself."""
     if n:
-        DELIVERIES.labels("in_app", "sent").inc(n)
+        DELIVERIES.labels(inbox, "sent").inc(n)
 
 
 def delivery_finished(

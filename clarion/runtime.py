@@ -10,6 +10,7 @@ import uuid
 from functools import cached_property
 
 from clarion import logs, telemetry
+from clarion.channels import check_settings
 from clarion.core import idempotency, pubsub
 from clarion.core.lanes import NORMAL
 from clarion.db.session import make_engine, make_sessionmaker
@@ -22,6 +23,7 @@ DELIVER_BATCH = 100
 class Runtime:
     def __init__(self, settings: Settings, celery=None) -> None:
         logs.install()  # every Clarion process has a runtime: none logs a secret
+        check_settings(settings)  # unknown channel names, a channel's own wrong settings
         self.settings = settings
         self.engine = make_engine(settings.database_url)
         telemetry.track_engine(self.engine)  # traced once tracing starts (clarion.telemetry)

@@ -23,9 +23,6 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ChannelKey = Literal["in_app", "email", "push", "webhook"]
-CHANNEL_KEYS: tuple[str, ...] = ("in_app", "email", "push", "webhook")
-
 # Only ever accepted in the embedded dev mode; any other mode refuses to start with it.
 DEV_SECRET_KEY = "clarion-dev-secret-not-for-production-000000"  # noqa: S105
 # What the embedded dev mode lets webhooks and web push reach besides the internet.
@@ -131,9 +128,11 @@ class Settings(BaseSettings):
     ui_token_seconds: int = Field(default=900, ge=60)
 
     # Channels a notification goes to when the request names none, per category.
-    # In-app is added unless a request's explicit channel list leaves it out.
-    category_channels: dict[str, list[ChannelKey]] = {}
-    default_channels: list[ChannelKey] = ["in_app"]
+    # In-app is always added (so the default, none, is in-app alone) unless a request's
+    # explicit channel list leaves it out. Channel names are checked against the channel
+    # registry at start (clarion.channels.check_settings).
+    category_channels: dict[str, list[str]] = {}
+    default_channels: list[str] = []
     # Categories a subscriber cannot opt out of (their toggles are locked on), like
     # critical severity: e.g. ["security", "billing"].
     required_categories: list[str] = []
@@ -196,7 +195,7 @@ class Settings(BaseSettings):
     # Delivery policy: full-jitter exponential backoff, base × 2^attempt capped at max;
     # 8 attempts with a 15 s base span about half an hour.
     delivery_max_attempts: int = Field(default=8, ge=1)
-    channel_max_attempts: dict[ChannelKey, int] = {}
+    channel_max_attempts: dict[str, int] = {}
     retry_backoff_seconds: float = Field(default=15.0, gt=0)
     retry_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     # A delivery being sent longer than this is taken as interrupted and may be re-sent.
@@ -314,15 +313,11 @@ class Settings(BaseSettings):
         return value
 
     def max_attempts(self, channel: str) -> int:
-        return self.channel_max_attempts.get(channel, self.delivery_max_attempts)  # type: ignore[call-overload]
+        return self.channel_max_attempts.get(channel, self.delivery_max_attempts)
 
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
-
-    def channels_for(self, category: str) -> list[str]:
-        """Default channels for a category: its configured list, else the global default."""
-        return list(self.category_channels.get(category, self.default_channels))
 
     @classmethod
     def embedded(cls, data_dir: Path | str = ".clarion", **overrides: object) -> Settings:

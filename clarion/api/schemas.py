@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from clarion.channels import registry
 from clarion.core.schemas import (
     JsonObject,
     Locale,
@@ -25,6 +26,7 @@ from clarion.core.schemas import (
     UTCDateTime,
 )
 from clarion.core.storable import StorableModel
+from clarion.core.trial import CHANNELS as TRIAL_CHANNELS
 from clarion.ids import utcnow
 
 
@@ -226,12 +228,15 @@ class ActionClicked(BaseModel):
     url: str | None
 
 
+TrialChannel = registry.literal(*TRIAL_CHANNELS, "all")
+
+
 class TestRequest(BaseModel):
     """``POST /v1/me/notifications/test``: which of my channels to try."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"channel": "all"}]})
 
-    channel: Literal["in_app", "email", "push", "all"] = "all"
+    channel: TrialChannel = "all"  # type: ignore[valid-type]
 
 
 class TestSent(BaseModel):

@@ -1,8 +1,10 @@
-"""Delivery channels: the interface, its errors, and the registry.
+"""Delivery channels: the interface, its errors, and building them from the registry.
 
-``in_app`` is the inbox itself: its delivery is the notification row, committed by the
-``create`` transaction and announced on the pub/sub backend afterwards, so it has no
-sender here. Every other channel is a :class:`Channel` registered in :data:`REGISTRY`.
+Each channel is one package declaring a :class:`~clarion.channels.registry.ChannelSpec`
+(its key, traits and sender); :mod:`clarion.channels.registry` lists them, built-in and
+from the ``clarion.channels`` entry point group. The inbox is delivered by the
+notification row itself, so it has no sender here; every other channel is a
+:class:`Channel`.
 
 A channel has three parts, each used by one step of the pipeline:
 
@@ -14,8 +16,7 @@ A channel has three parts, each used by one step of the pipeline:
 * **send** (I/O only): hand the payload over and return the provider's reference, or raise
   one of the three errors below.
 
-Adding a channel: a module with the class, one line in :data:`REGISTRY`, one row in
-``tests/integration/test_channel_contract.py``, and its settings in its page under docs/channels/.
+Adding a channel: docs/channels/adding-a-channel.md.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from clarion.channels import registry
 from clarion.settings import Settings
 
-INBOX = "in_app"
+INBOX = registry.inbox()
 
 
 class ChannelError(Exception):
@@ -117,7 +120,8 @@ class Message:
 
 
 class Channel(ABC):
-    """One external channel. Subclasses validate their settings in ``__init__``."""
+    """One external channel. Subclasses validate their settings in ``__init__``; a channel
+    whose spec names a settings model finds it, read and validated, in ``self.options``."""
 
     key: ClassVar[str]
     # Why a recipient without any target of this channel gets a skipped delivery.
@@ -128,6 +132,7 @@ class Channel(ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.options = load_options(self.key)
 
     # -- addressing --------------------------------------------------------------------
     def targets(
@@ -159,13 +164,38 @@ class Channel(ABC):
         """Release connections (worker shutdown)."""
 
 
-# key -> "module:Class". Adding a channel: one module and one line here. Imported lazily,
-# so a deployment without, say, web push never imports its libraries.
-REGISTRY: dict[str, str] = {
-    "email": "clarion.channels.email:EmailChannel",
-    "push": "clarion.channels.webpush:WebPushChannel",
-    "webhook": "clarion.channels.webhook:WebhookChannel",
-}
+def load_options(key: str) -> Any:
+    """The channel's own settings (``CLARION_<KEY>__<FIELD>``), validated; None if it has
+    no settings model. Raises ChannelConfigError naming the field, never its value."""
+    spec = registry.spec(key)
+    model = spec.settings_model() if spec else None
+    if model is None:
+        return None
+    try:
+        return model()
+    except ValidationError as exc:
+        fields = ", ".join(
+            f"CLARION_{key.upper()}__{'__'.join(str(p).upper() for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_input=False)
+        )
+        raise ChannelConfigError(f"channel {key!r}: {fields}") from None
+
+
+def check_settings(settings: Settings) -> None:
+    """Channel names in the settings must be channels of this installation (at start)."""
+    named = {
+        "CLARION_DEFAULT_CHANNELS": settings.default_channels,
+        "CLARION_CATEGORY_CHANNELS": [c for cs in settings.category_channels.values() for c in cs],
+        "CLARION_CHANNEL_MAX_ATTEMPTS": list(settings.channel_max_attempts),
+    }
+    for name, channels in named.items():
+        if wrong := registry.unknown(channels):
+            raise ChannelConfigError(
+                f"{name} names unknown channels {wrong}; known: {list(registry.names())}"
+            )
+    for key, spec in registry.specs().items():
+        if spec.external:
+            load_options(key)
 
 
 def build(key: str, settings: Settings) -> Channel:
@@ -174,10 +204,10 @@ def build(key: str, settings: Settings) -> Channel:
     Raises ChannelNotConfigured when it has no settings, ChannelConfigError when they are
     wrong.
     """
-    path = REGISTRY.get(key)
-    if path is None:
+    spec = registry.spec(key)
+    if spec is None or spec.sender is None:
         raise ChannelNotConfigured(f"channel {key!r} is not available in this deployment")
-    module, _, name = path.partition(":")
+    module, _, name = spec.sender.partition(":")
     channel = getattr(importlib.import_module(module), name)(settings)
     if channel.send_timeout > settings.delivery_lease_seconds:
         # One send could outlast its claim: another worker would take it and send it again.
@@ -209,7 +239,10 @@ class Channels:
 
     def check(self) -> dict[str, str]:
         """Build every channel now: a worker fails at start, not at its first send."""
-        return {key: ("ok" if isinstance(self.get(key), Channel) else "off") for key in REGISTRY}
+        return {
+            key: ("ok" if isinstance(self.get(key), Channel) else "off")
+            for key in registry.external()
+        }
 
     def close(self) -> None:
         with self._lock:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from clarion.channels import Channels
+from clarion.channels import Channels, webhook
 from clarion.core import inbox
 from clarion.core.lanes import NORMAL, lane_for
 from clarion.db import deliveries, notifications
@@ -26,7 +26,8 @@ from clarion.db.models import Notification
 from clarion.ids import new_id
 from clarion.settings import Settings
 
-WEBHOOK = "webhook"
+# The channel that carries a click back to the producer.
+WEBHOOK = webhook.CHANNEL.key
 EVENT_PREFIX = "action:"
 
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion import logs, metrics
-from clarion.channels import INBOX, Channels
+from clarion.channels import INBOX, Channels, registry
 from clarion.core import collapse, pubsub, schedule, send
 from clarion.core.route import Router
 from clarion.core.schemas import CreateMessage, NotificationContent, NotificationPublic
@@ -33,7 +33,7 @@ from clarion.db import notifications, roundtrip, subscribers
 from clarion.db.dialect import is_postgres
 from clarion.db.session import transaction
 from clarion.ids import utcnow
-from clarion.settings import CHANNEL_KEYS, Settings
+from clarion.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Created:
 
 
 # A rerun of a message looks for deliveries an earlier run left pending on any of these.
-EXTERNAL = frozenset(CHANNEL_KEYS) - {INBOX}
+EXTERNAL = frozenset(registry.external())
 
 
 def persist(
@@ -326,7 +326,7 @@ def after_commit(result: Created, *, publisher: Publisher, dispatcher: Dispatche
     """What follows every commit of :func:`persist` (create, scheduled release, digests):
     the inbox events in one pipelined publish, then the external deliveries' tasks."""
     metrics.notifications_created(result.counts)
-    metrics.delivered_in_app(len(result.notifications))
+    metrics.delivered_to_inbox(INBOX, len(result.notifications))
     events = created_events(result.notifications) + result.events
     if events:
         publisher.publish_many(events)

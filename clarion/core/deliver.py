@@ -120,7 +120,10 @@ def _content(renderer: Renderer | None, channel: str, notification, subscriber) 
         )
     except TemplateError as exc:
         return None, f"template {notification.template!r} ({channel}): {exc}"[:MAX_ERROR]
-    return rendered.as_dict(), None
+    spec = ch.registry.spec(channel)
+    fields = spec.template_fields if spec else ch.registry.TEMPLATE_FIELDS
+    # A channel sees the fields it declared (an SMS has no HTML), each possibly None.
+    return {k: v for k, v in rendered.as_dict().items() if k in fields}, None
 
 
 def _jobs(

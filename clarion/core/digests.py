@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from clarion.channels import Channels
+from clarion.channels import Channels, registry
 from clarion.core import create as pipeline
 from clarion.core.deliver import EXPIRED
 from clarion.core.preferences import DIGEST_TYPE
@@ -38,7 +38,6 @@ DIGEST_TEMPLATE = "digest"
 DIGEST_BATCH = 5000
 # A digest summarises: each item's body is cut to this many characters (its link has the rest).
 ITEM_BODY_CHARS = 500
-CHANNEL_ORDER = ("email", "push")
 
 
 def _cadence(reason: str) -> str:
@@ -89,7 +88,7 @@ def _content(group: list[HeldItem], dedupe_key: str) -> NotificationContent:
             "count": len(listed),
             "items": list(listed.values()),
         },
-        channels=[c for c in CHANNEL_ORDER if c in held_on],
+        channels=[c for c in registry.digest_channels() if c in held_on],
         dedupe_key=dedupe_key,
     )
 

@@ -14,14 +14,17 @@ For one recipient, category and channel, in this order:
    candidate gets no delivery row.
 2. **Opted out?** The subscriber switched the channel off globally (category ``*``) or for
    the category: a ``skipped`` delivery, reason ``opted out``.
-3. **Digest?** The category's cadence is hourly, daily or weekly: email and push are
-   ``held`` until the end of the digest period (reason ``digest: <cadence>``).
-4. **Quiet hours?** Inside the subscriber's window: email and push are ``deferred`` to its
-   end (reason ``deferred: quiet hours until <UTC>``).
+3. **Digest?** The category's cadence is hourly, daily or weekly: digestible channels
+   (email, push) are ``held`` until the end of the digest period (reason
+   ``digest: <cadence>``).
+4. **Quiet hours?** Inside the subscriber's window: channels that obey quiet hours (email,
+   push) are ``deferred`` to its end (reason ``deferred: quiet hours until <UTC>``).
 
 Critical severity and required categories (``settings.required_categories``) skip steps
-2–4. In-app is never held or deferred, and webhooks (the producer's endpoints, not the
-subscriber's) are not subject to preferences at all.
+2–4. Which channel is subscriber-controlled, digestible or obeys quiet hours is its
+``ChannelSpec``'s to say (clarion.channels.registry): in-app is never held or deferred,
+and webhooks (the producer's endpoints, not the subscriber's) are not subject to
+preferences at all.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from clarion.channels import registry
 from clarion.core.wallclock import (
     DEFAULT_DIGEST_AT,
     DEFAULT_DIGEST_WEEKDAY,
@@ -43,11 +47,12 @@ from clarion.core.wallclock import (
 from clarion.db import preferences as store
 from clarion.settings import Settings
 
-INBOX = "in_app"
+INBOX = registry.inbox()
 # The channels a subscriber controls; the order is the one the API lists them in.
-SUBSCRIBER_CHANNELS: tuple[str, ...] = ("in_app", "email", "push")
-# The channels quiet hours defer and digests hold; the inbox always gets it at once.
-TIMED_CHANNELS: frozenset[str] = frozenset({"email", "push"})
+SUBSCRIBER_CHANNELS: tuple[str, ...] = registry.subscriber_channels()
+# The channels quiet hours defer, and those digests hold (clarion.channels.registry).
+QUIET_CHANNELS: frozenset[str] = registry.quiet_hours_channels()
+DIGEST_CHANNELS: frozenset[str] = frozenset(registry.digest_channels())
 ANY_CATEGORY = store.ANY_CATEGORY
 CRITICAL = "critical"
 
@@ -88,7 +93,7 @@ class Prefs:
     quiet_end: str | None = None
 
     def is_off(self, category: str, channel: str) -> bool:
-        """Switched off globally or for the category (in-app, email and push only)."""
+        """Switched off globally or for the category (subscriber-controlled channels only)."""
         return channel in SUBSCRIBER_CHANNELS and (
             self.switches.get((ANY_CATEGORY, channel)) is False
             or self.switches.get((category, channel)) is False
@@ -172,16 +177,23 @@ def bypasses(policy: Policy, category: str, severity: str) -> bool:
 
 
 def _timed(
-    policy: Policy, prefs: Prefs, category: str, type_: str | None, now: datetime
+    policy: Policy,
+    prefs: Prefs,
+    category: str,
+    type_: str | None,
+    now: datetime,
+    traits: tuple[bool, bool],
 ) -> Decision:
-    """Steps 3 and 4 for email and push (the channel is filled in by the caller)."""
+    """Steps 3 and 4 for a channel that is (digestible, obeys quiet hours); the channel is
+    filled in by the caller."""
+    digestible, quiet = traits
     if type_ == TEST_TYPE:
         return Decision("", DELIVER)
     digest = policy.digest(prefs, category)
-    if digest.cadence != INSTANT and type_ != DIGEST_TYPE:
+    if digestible and digest.cadence != INSTANT and type_ != DIGEST_TYPE:
         until = next_digest_at(digest.cadence, digest.at, digest.weekday, prefs.timezone, now)
         return Decision("", HELD, f"digest: {digest.cadence}", until)
-    until = quiet_until(prefs.quiet_start, prefs.quiet_end, prefs.timezone, now)
+    until = quiet_until(prefs.quiet_start, prefs.quiet_end, prefs.timezone, now) if quiet else None
     if until is not None:
         return Decision("", DEFERRED, f"deferred: quiet hours until {iso_utc(until)}", until)
     return Decision("", DELIVER)
@@ -199,14 +211,17 @@ def plan(
 ) -> Plan:
     """The decision for every candidate channel of one notification to one subscriber."""
     exempt = bypasses(policy, category, severity)
-    timed: Decision | None = None
+    timed: dict[tuple[bool, bool], Decision] = {}
     decisions = []
     for channel in candidates(policy, prefs, category, requested):
+        traits = (channel in DIGEST_CHANNELS, channel in QUIET_CHANNELS)
         if not exempt and prefs.is_off(category, channel):
             decisions.append(Decision(channel, SKIPPED, OPTED_OUT))
-        elif not exempt and channel in TIMED_CHANNELS:
-            timed = timed or _timed(policy, prefs, category, type_, now)
-            decisions.append(Decision(channel, timed.action, timed.reason, timed.until))
+        elif not exempt and any(traits):
+            if traits not in timed:
+                timed[traits] = _timed(policy, prefs, category, type_, now, traits)
+            made = timed[traits]
+            decisions.append(Decision(channel, made.action, made.reason, made.until))
         else:
             decisions.append(Decision(channel, DELIVER))
     in_inbox = any(d.channel == INBOX and d.action == DELIVER for d in decisions)

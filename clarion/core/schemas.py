@@ -23,15 +23,17 @@ from pydantic import (
     model_validator,
 )
 
+from clarion.channels import registry
 from clarion.core.lanes import Lane
 from clarion.core.storable import StorableModel, in_utc_range
 from clarion.ids import as_utc
-from clarion.settings import ChannelKey
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
 MAX_RECIPIENTS = 1000
 MAX_METADATA_BYTES = 16 * 1024
+# Every channel of this installation (built-in and entry points), for the API and OpenAPI.
+ChannelKey = registry.literal(*registry.names())
 
 
 def _bounded(value: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from clarion.channels import registry
 from clarion.core.templates import (
     TemplateError,
     TemplateVersion,
@@ -27,7 +28,6 @@ from clarion.core.templates import (
 from clarion.db import templates as templates_db
 from clarion.db.session import transaction
 from clarion.ids import utcnow
-from clarion.settings import CHANNEL_KEYS
 
 SAVE_ATTEMPTS = 3
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class TemplateCatalog:
         if not exists(stored, key):
             raise TemplateError(f"no template {key!r}", kind="unknown")
         default = self.default_locale
-        versions = {v for ch in CHANNEL_KEYS if (v := pick(stored, key, ch, default, default))}
+        versions = {v for ch in registry.names() if (v := pick(stored, key, ch, default, default))}
         if not versions:
             versions = {v for k, v in (*stored.items(), *builtins().items()) if k[0] == key}
         for version in sorted(versions, key=lambda v: (v.channel, v.locale)):

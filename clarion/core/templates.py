@@ -22,10 +22,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from clarion.channels.registry import inbox
 from clarion.core.sandbox import FIELDS, TemplateError, check, render_field
 from clarion.db import templates as templates_db
 
 log = logging.getLogger(__name__)
+INBOX = inbox()
 
 ANY = "*"
 MAX_TITLE = 500
@@ -249,9 +251,9 @@ class Renderer:
         the recipient's locale, else the default locale, else the key as the title."""
         for loc in dict.fromkeys((locale, self.default_locale)):
             try:
-                rendered = self.render(key, "in_app", loc, data, share=share)
+                rendered = self.render(key, INBOX, loc, data, share=share)
             except TemplateError as exc:
-                log.warning("template %s (in_app, %s) did not render: %s", key, loc, exc)
+                log.warning("template %s (%s, %s) did not render: %s", key, INBOX, loc, exc)
                 continue
             title = rendered.subject or key
             return title[:MAX_TITLE], rendered.text

@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from clarion.channels import INBOX
 from clarion.db import bulk, roundtrip
 from clarion.db.dialect import is_postgres
 from clarion.db.models import Delivery, InboxEvent, Notification, ScheduledNotification
@@ -106,10 +105,11 @@ def get(*, session: Session, id: uuid.UUID) -> Notification | None:
     return session.get(Notification, id)
 
 
-def deliveries_of(*, session: Session, notification: Notification) -> list[Delivery]:
+def deliveries_of(*, session: Session, notification: Notification, inbox: str) -> list[Delivery]:
     """Its deliveries by channel, the in-app one included: a notification shown in the
     inbox is its own in-app delivery (sent when it was stored; no row is kept for it), so
-    that one is made here, not read (it is not added to the session)."""
+    that one is made here, not read (it is not added to the session). ``inbox``: the
+    inbox channel's key (clarion.channels.INBOX; the layers below channels do not know it)."""
     rows = list(
         session.scalars(select(Delivery).where(Delivery.notification_id == notification.id))
     )
@@ -118,7 +118,7 @@ def deliveries_of(*, session: Session, notification: Notification) -> list[Deliv
         rows.append(
             Delivery(
                 notification_id=notification.id,
-                channel=INBOX,
+                channel=inbox,
                 target="",
                 status="sent",
                 attempts=1,

@@ -16,9 +16,8 @@ import tomllib
 from importlib import resources
 from typing import Any
 
+from clarion.channels import registry
 from clarion.core.sandbox import FIELDS
-
-CHANNEL_TABLES = ("in_app", "email", "push", "webhook")
 
 
 @functools.cache
@@ -40,7 +39,7 @@ def _load(found: dict, locale: str, document: dict[str, Any]) -> None:
     for key, table in document.items():
         for channel, fields in [
             ("*", table),
-            *[(c, table[c]) for c in CHANNEL_TABLES if c in table],
+            *[(c, table[c]) for c in registry.names() if c in table],
         ]:
             if (key, channel, locale) in found:
                 raise ValueError(f"built-in template {key}/{channel}/{locale} is defined twice")

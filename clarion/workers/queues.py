@@ -3,9 +3,9 @@
 
 The pipeline's queues come in three lanes (``clarion.core.lanes``): the normal lane keeps
 the historical names (``create``, ``deliver.email``, ...); the priority and bulk lanes add
-a suffix (``create.priority``, ``deliver.email.bulk``, ...). Only external channels have
-lane deliver queues: the inbox is delivered inside the create transaction. ``engine``,
-``periodic`` and ``dead_letter`` belong to no lane.
+a suffix (``create.priority``, ``deliver.email.bulk``, ...). Every channel of the registry
+with a sender has its deliver queues; the inbox has none (it is delivered inside the create
+transaction). ``engine``, ``periodic`` and ``dead_letter`` belong to no lane.
 
 kombu's Redis transport takes turns between the queues a worker consumes, so lanes only
 separate work; strict priority comes from a worker that consumes the priority lane alone
@@ -16,15 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from clarion.channels import registry
 from clarion.core.lanes import BULK, LANES, NORMAL
-from clarion.settings import CHANNEL_KEYS
 
 CREATE = "create"
 ENGINE = "engine"
 PERIODIC = "periodic"
 DEAD_LETTER = "dead_letter"
 SERVICE_QUEUES: tuple[str, ...] = (ENGINE, PERIODIC, DEAD_LETTER)
-EXTERNAL_CHANNELS: tuple[str, ...] = tuple(c for c in CHANNEL_KEYS if c != "in_app")
+EXTERNAL_CHANNELS: tuple[str, ...] = registry.external()
 
 
 def _in_lane(name: str, lane: str) -> str:
@@ -43,8 +43,20 @@ def deliver_queue(channel: str, lane: str = NORMAL) -> str:
 
 def lane_queues(lane: str) -> tuple[str, ...]:
     """The create and deliver queues of one lane."""
-    channels = CHANNEL_KEYS if lane == NORMAL else EXTERNAL_CHANNELS
-    return (create_queue(lane), *(deliver_queue(c, lane) for c in channels))
+    return (create_queue(lane), *(deliver_queue(c, lane) for c in EXTERNAL_CHANNELS))
+
+
+EVERY_CHANNEL = "deliver.*"
+
+
+def expand(names: Iterable[str]) -> list[str]:
+    """Queue names as given to ``clarion worker --queues``, with ``deliver.*`` standing for
+    every channel's deliver queue on the normal lane: deploy commands name no channel, so
+    a channel added by a package is consumed without editing them."""
+    found: list[str] = []
+    for name in names:
+        found += [deliver_queue(c) for c in EXTERNAL_CHANNELS] if name == EVERY_CHANNEL else [name]
+    return found
 
 
 def queues_of(lanes: Iterable[str]) -> tuple[str, ...]:
@@ -56,8 +68,14 @@ def queues_of(lanes: Iterable[str]) -> tuple[str, ...]:
 BULK_QUEUES = frozenset(lane_queues(BULK))
 # Priority lane first and bulk last: the order `clarion worker` lists them in by default.
 ALL_QUEUES: tuple[str, ...] = (*queues_of(LANES[:2]), *SERVICE_QUEUES, *lane_queues(BULK))
-# Queues whose tasks are slow network sends: keep prefetch small so one worker does not
-# hoard messages another could be sending.
-SLOW_QUEUES = frozenset(
-    deliver_queue(c, lane) for c in ("email", "push", "webhook") for lane in LANES
-)
+
+
+def prefetch_of(consumed: Iterable[str]) -> int | None:
+    """The smallest prefetch multiplier the channels of these deliver queues ask for."""
+    wanted = set(consumed)
+    asked = [
+        spec.prefetch
+        for key, spec in registry.specs().items()
+        if spec.prefetch is not None and any(deliver_queue(key, lane) in wanted for lane in LANES)
+    ]
+    return min(asked, default=None)

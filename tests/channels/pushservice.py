@@ -7,7 +7,7 @@ key the browser subscribed with), a TTL header, and an aes128gcm body (RFC 8291)
 most 4096 bytes that it decrypts with the subscription's private key and auth secret, as
 the browser would. Answers can be scripted per subscription.
 
-It shares no code with ``clarion.channels.webpush``: its keys come from ``cryptography``,
+It shares no code with ``clarion.channels.push``: its keys come from ``cryptography``,
 its token check from ``pyjwt``, its decryption from ``http_ece``.
 """
 

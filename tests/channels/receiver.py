@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from clarion.channels.webhook import new_secret
+from clarion.channels.webhook.sender import new_secret
 from clarion.db import webhooks
 from clarion.db.models import WebhookEndpoint
 from clarion.db.session import transaction

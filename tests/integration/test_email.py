@@ -14,7 +14,7 @@ from sqlalchemy import select
 from clarion import channels
 from clarion.api.app import create_app
 from clarion.channels import ChannelConfigError
-from clarion.channels.email import Outgoing
+from clarion.channels.email.sender import Outgoing
 from clarion.core import send
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import DeadLetter, Delivery

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
+from clarion.channels import INBOX
 from clarion.db.migrate import upgrade
 from clarion.db.models import Notification
 from clarion.db.notifications import deliveries_of
@@ -73,7 +74,9 @@ def test_0006_keeps_the_in_app_delivery_visible_and_stores_it_no_more(fresh_url)
         listed = {
             nid: [
                 (d.channel, d.status, d.last_error)
-                for d in deliveries_of(session=session, notification=session.get(Notification, nid))
+                for d in deliveries_of(
+                    session=session, notification=session.get(Notification, nid), inbox=INBOX
+                )
             ]
             for nid in (shown, hidden)
         }

@@ -20,8 +20,8 @@ from clarion.api.app import create_app
 from clarion.channels import Message, PermanentChannelError, RetryableChannelError
 from clarion.channels.http1 import Http1Client
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy
-from clarion.channels.webhook import WebhookChannel, checked_session
-from clarion.channels.webpush import WebPushChannel
+from clarion.channels.push.sender import WebPushChannel
+from clarion.channels.webhook.sender import WebhookChannel, checked_session
 from clarion.db.models import DeadLetter, Delivery, DeliveryAttempt
 from tests.broker import drain
 from tests.channels import FAST_RETRY

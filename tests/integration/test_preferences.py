@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
 from clarion.api.app import create_app
+from clarion.channels import INBOX as INBOX_CHANNEL
 from clarion.core import deliver, sweeper
 from clarion.core.auth import issue_user_token
 from clarion.core.pubsub import decode
@@ -72,7 +73,9 @@ def send(api, keys, recipients, **fields) -> list[str]:
 def routed(rt, nid) -> dict[str, tuple[str, str | None]]:
     """Each channel's (status, reason), the in-app one as the status API shows it."""
     with rt.sessions() as s:
-        rows = notifications.deliveries_of(session=s, notification=s.get(Notification, nid))
+        rows = notifications.deliveries_of(
+            session=s, notification=s.get(Notification, nid), inbox=INBOX_CHANNEL
+        )
     return {d.channel: (d.status, d.last_error) for d in rows}
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from clarion.channels import Message, PermanentChannelError, RetryableChannelError
-from clarion.channels.webhook import WebhookChannel
+from clarion.channels.webhook.sender import WebhookChannel
 from clarion.db.models import DeadLetter, Delivery, DeliveryAttempt, WebhookEndpoint
 from tests.broker import drain
 from tests.channels import FAST_RETRY

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from clarion.api.app import create_app
-from clarion.channels.webpush import MAX_PLAINTEXT, WebPushChannel
+from clarion.channels.push.sender import MAX_PLAINTEXT, WebPushChannel
 from clarion.cli import main as cli
 from clarion.core import send, sweeper
 from clarion.core.schemas import NotificationCreate

@@ -12,7 +12,8 @@ from email.message import EmailMessage
 import pytest
 
 from clarion.channels import Message, PermanentChannelError
-from clarion.channels.email import EmailChannel, mime
+from clarion.channels.email import mime
+from clarion.channels.email.sender import EmailChannel
 from clarion.settings import Settings
 
 SENDER = "noreply@clarion.test"

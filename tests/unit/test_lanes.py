@@ -51,16 +51,18 @@ def test_lanes_select_their_queues_and_queues_add_to_them():
         "deliver.webhook.priority",
     ]
     normal = worker_queues("normal", "engine,periodic,create")
-    assert normal[:5] == [
-        "create",
-        "deliver.in_app",
+    # No deliver.in_app: the inbox row is the in-app delivery, nothing is ever sent there.
+    assert normal[:4] == ["create", "deliver.email", "deliver.push", "deliver.webhook"]
+    assert normal[4:] == ["engine", "periodic"]
+    with pytest.raises(ValueError, match="unknown queues"):
+        worker_queues(None, "create,nope")
+    # Deploy commands name no channel: deliver.* is every channel's normal-lane queue.
+    assert worker_queues(None, "deliver.*,dead_letter") == [
         "deliver.email",
         "deliver.push",
         "deliver.webhook",
+        "dead_letter",
     ]
-    assert normal[5:] == ["engine", "periodic"]
-    with pytest.raises(ValueError, match="unknown queues"):
-        worker_queues(None, "create,nope")
     args = build_parser().parse_args(["worker", "--lanes", "priority", "--concurrency", "1"])
     assert (args.lanes, args.queues, args.concurrency) == ("priority", None, 1)
 

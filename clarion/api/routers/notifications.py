@@ -20,6 +20,7 @@ from clarion.api.schemas import (
     NotificationStatus,
     ScheduledStatus,
 )
+from clarion.channels import INBOX
 from clarion.core import schedule, send
 from clarion.core.schemas import (
     FanoutMessage,
@@ -146,7 +147,7 @@ def get_notification(
                 "updated_at": plan.updated_at,
             }
         )
-    rows = notifications.deliveries_of(session=session, notification=row)
+    rows = notifications.deliveries_of(session=session, notification=row, inbox=INBOX)
     timeline = defaultdict(list)
     stored = [d.id for d in rows if d.id is not None]
     for attempt in deliveries.attempts_of(session=session, ids=stored):

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from clarion.api.deps import Admin, CurrentSubscriber, RuntimeDep, SessionDep
 from clarion.api.problems import Problem
+from clarion.channels import registry
 from clarion.core import preferences as prefs
 from clarion.core import wallclock
 from clarion.core.schemas import Slug
@@ -33,8 +34,9 @@ from clarion.ids import utcnow
 
 router = APIRouter(tags=["preferences"])
 
-# Webhooks are the producer's endpoints, not the subscriber's: not a preference.
-SubscriberChannel = Literal["in_app", "email", "push"]
+# The channels a subscriber controls (webhooks are the producer's endpoints: not a
+# preference), from the channel registry.
+SubscriberChannel = registry.literal(*prefs.SUBSCRIBER_CHANNELS)
 Cadence = Literal["instant", "hourly", "daily", "weekly"]
 Hhmm = Annotated[str, StringConstraints(pattern=wallclock.HHMM.pattern)]
 SubscriberPath = Annotated[str, Path(min_length=1, max_length=255)]

@@ -15,8 +15,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from clarion.api.deps import CurrentSubscriber, RuntimeDep, SessionDep
 from clarion.api.problems import Problem, url_not_allowed
 from clarion.channels import ChannelConfigError
-from clarion.channels import webpush as wp
+from clarion.channels import push as push_channel
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy
+from clarion.channels.push import sender as wp
 from clarion.core.schemas import UTCDateTime
 from clarion.core.storable import StorableModel
 from clarion.db import push, subscribers
@@ -95,7 +96,7 @@ def _public(row) -> PushSubscriptionPublic:
 )
 def vapid_public_key(runtime: RuntimeDep) -> VapidPublicKey:
     try:
-        channel = runtime.channels.get("push")
+        channel = runtime.channels.get(push_channel.CHANNEL.key)
     except ChannelConfigError:
         raise Problem(
             503, "push-misconfigured", "Web push is misconfigured on the server."

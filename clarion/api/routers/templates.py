@@ -7,13 +7,14 @@ first); deactivating leaves the slot to the locale fallback and the built-in tem
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from clarion.api.deps import Admin, RuntimeDep, SessionDep
 from clarion.api.problems import Problem, template_problem
+from clarion.channels import registry
 from clarion.core import template_store
 from clarion.core.schemas import JsonObject, Key, Locale, UTCDateTime
 from clarion.core.storable import BigInt, StorableModel
@@ -25,12 +26,12 @@ from clarion.core.templates import (
     resolve,
 )
 from clarion.db import templates as templates_db
-from clarion.settings import ChannelKey
 
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
 
 KeyPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
-TemplateChannel = Literal["*", "in_app", "email", "push", "webhook"]
+ChannelKey = registry.literal(*registry.names())
+TemplateChannel = registry.literal("*", *registry.names())
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 Body = Annotated[str, StringConstraints(max_length=100_000)]
 NOT_FOUND = {404: {"description": "No such template or version (problem+json)"}}
@@ -121,7 +122,7 @@ class PreviewRequest(StorableModel):
         },
     )
 
-    channel: ChannelKey = "in_app"
+    channel: ChannelKey = registry.inbox()
     locale: Locale | None = Field(default=None, description="Default: CLARION_DEFAULT_LOCALE.")
     data: JsonObject = Field(default_factory=dict)
     version_id: BigInt | None = Field(default=None, description="Preview this stored version.")

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from clarion.api.deps import Admin, RuntimeDep, SessionDep
 from clarion.api.problems import Problem, url_not_allowed
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy
-from clarion.channels.webhook import new_secret
+from clarion.channels.webhook.sender import new_secret
 from clarion.core.schemas import Slug, UTCDateTime
 from clarion.core.storable import StorableModel
 from clarion.db import webhooks
