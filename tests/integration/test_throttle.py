@@ -36,8 +36,8 @@ def throttled(make_runtime, smtp_server):
 
 def send(rt, client, producer, category="promo", **fields) -> str:
     body = {"recipients": ["ada"], "category": category, "title": "Sale!", **fields}
-    answer = client.post("/v1/notifications", json={"channels": ["in_app", "email"], **body},
-                         headers=producer)  # fmt: skip
+    body = {"channels": ["in_app", "email"], **body}
+    answer = client.post("/v1/notifications", json=body, headers=producer)
     assert answer.status_code == 202, answer.text
     drain(rt.celery)
     return answer.json()["notifications"][0]["id"]
