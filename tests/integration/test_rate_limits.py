@@ -146,3 +146,22 @@ def test_good_requests_alone_never_reach_the_failure_limit(app_of, runtime, user
     codes = {send(api, key, "a").status_code for _ in range(20)}
     codes |= {api.get(INBOX, headers=user("ada")).status_code for _ in range(20)}
     assert codes == {200, 202}
+
+
+def test_admins_set_a_keys_own_limits_over_the_api(app_of, runtime):
+    api = app_of(api_key_rate_limit="100/minute")
+    admin = bearer(make_key(runtime, "admin"))
+    secret = make_key(runtime, "notify")
+    [_, mine] = api.get("/v1/keys", headers=admin).json()
+    assert (mine["rate_limit"], mine["daily_quota"]) == (None, None)
+
+    changed = api.patch(f"/v1/keys/{mine['id']}", json={"rate_limit": "2/minute"}, headers=admin)
+    bad = api.patch(f"/v1/keys/{mine['id']}", json={"rate_limit": "lots"}, headers=admin)
+    missing = api.patch("/v1/keys/999", json={"daily_quota": 5}, headers=admin)
+    as_producer = api.get("/v1/keys", headers=bearer(secret))
+
+    assert changed.status_code == 200 and changed.json()["rate_limit"] == "2/minute"
+    assert bad.status_code == 422 and missing.status_code == 404
+    assert as_producer.status_code == 403  # refused before it is counted
+    codes = [send(api, bearer(secret), "a").status_code for _ in range(3)]
+    assert codes == [202, 202, 429]  # its own 2/minute, not the setting's 100
