@@ -13,15 +13,13 @@ and the checks per second one thread makes.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import redis
 
+from bench._common import PUBSUB_DB, REDIS
 from clarion.core.ratelimits import MOVING, SLIDING, Limits
-
-REDIS = os.environ.get("CLARION_BENCH_REDIS", "redis://127.0.0.1:6379")
 
 
 def report(name: str, took: list[float]) -> None:
@@ -38,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=5000, help="checks of each kind")
     args = parser.parse_args()
-    url = f"{REDIS}/15"
+    url = f"{REDIS}/{PUBSUB_DB}"
     redis.Redis.from_url(url).flushdb()
     limits = Limits(url)
     ping = redis.Redis.from_url(url)

@@ -45,6 +45,7 @@ def send(rt, client, producer, category="promo", **fields) -> str:
 
 def routed(client, producer, nid) -> dict[str, tuple[str, str | None]]:
     status = client.get(f"/v1/notifications/{nid}", headers=producer).json()
+    assert "deliveries" in status, status
     return {d["channel"]: (d["status"], d["last_error"]) for d in status["deliveries"]}
 
 
