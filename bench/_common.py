@@ -40,6 +40,12 @@ def clarion_env(database: str, log_level: str = "WARNING") -> dict[str, str]:
         "CLARION_LOG_LEVEL": log_level,
         # The benchmarks' push services and receivers listen on loopback.
         "CLARION_OUTBOUND_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
+        # One key and a few users drive each benchmark far past the production defaults;
+        # docs/benchmarks/rate-limits.md measures what the checks cost.
+        "CLARION_API_KEY_RATE_LIMIT": "100000000/minute",
+        "CLARION_API_KEY_DAILY_QUOTA": "0",
+        "CLARION_USER_RATE_LIMIT": "100000000/minute",
+        "CLARION_STREAM_CONNECT_RATE_LIMIT": "100000000/minute",
     }
     os.environ.update(env)  # so Settings() in this process agrees with the children
     return {**os.environ, "PYTHONPATH": str(ROOT), **env}

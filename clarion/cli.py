@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from clarion import telemetry
+from clarion.cli_keys import keys as _keys
 from clarion.settings import LogSettings, Settings
 from clarion.workers import queues
 
@@ -135,26 +136,6 @@ def _migrate(args: argparse.Namespace) -> None:
 
     upgrade(Settings().database_url, args.revision)
     print(f"database migrated to {args.revision}")
-
-
-def _keys(args: argparse.Namespace) -> None:
-    from clarion.core.auth import create_api_key, revoke_api_key
-    from clarion.db.models import ApiKey
-    from clarion.db.session import make_engine, make_sessionmaker, transaction
-
-    sessions = make_sessionmaker(make_engine(Settings().database_url))
-    with transaction(sessions) as session:
-        if args.keys_command == "create":
-            row, secret = create_api_key(session=session, name=args.name, scopes=args.scope)
-            print(f"# API key {row.id} ({row.name}, scopes: {', '.join(row.scopes)}).")
-            print("# Shown once; only its hash is stored.", file=sys.stderr)
-            print(secret)
-        elif args.keys_command == "list":
-            for row in session.query(ApiKey).order_by(ApiKey.id):
-                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-                print(f"{row.id}\t{row.name}\t{row.prefix}…\t{','.join(row.scopes)}\t{state}")
-        elif not revoke_api_key(session=session, id=args.id):
-            sys.exit(f"no active key with id {args.id}")
 
 
 def _token(args: argparse.Namespace) -> None:
@@ -381,7 +362,19 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="create a key and print it once")
     create.add_argument("name")
     create.add_argument("--scope", action="append", choices=["notify", "admin"], required=True)
-    keys.add_parser("list", help="list keys (never their secrets)")
+    create.add_argument(
+        "--rate", help='requests per window, e.g. "600/minute" (default CLARION_API_KEY_RATE_LIMIT)'
+    )
+    create.add_argument(
+        "--daily-quota",
+        type=int,
+        help="recipients per day, 0 = none (default CLARION_API_KEY_DAILY_QUOTA)",
+    )
+    keys.add_parser("list", help="list keys (never their secrets) with their limits")
+    limits = keys.add_parser("limits", help="change a key's rate limit or daily quota")
+    limits.add_argument("id", type=int)
+    limits.add_argument("--rate", help='e.g. "600/minute", or "default"')
+    limits.add_argument("--daily-quota", help='recipients per day (0 = none), or "default"')
     revoke = keys.add_parser("revoke", help="revoke a key")
     revoke.add_argument("id", type=int)
     p = add("token", _token, "print a user token for a subscriber (testing, integrations)")

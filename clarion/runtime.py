@@ -47,6 +47,13 @@ class Runtime:
         return idempotency.from_url(self.settings.redis_url, self.settings.idempotency_ttl_seconds)
 
     @cached_property
+    def limits(self):
+        """Rate-limit counters (API limits, the routing throttle), shared through Redis."""
+        from clarion.core.ratelimits import Limits
+
+        return Limits(self.settings.redis_url)
+
+    @cached_property
     def api_keys(self):
         from clarion.core.auth import ApiKeyVerifier
 

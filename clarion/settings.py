@@ -29,6 +29,17 @@ DEV_SECRET_KEY = "clarion-dev-secret-not-for-production-000000"  # noqa: S105
 LOOPBACK_NETWORKS = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 
 
+def valid_rate_limit(value: str) -> str:
+    """A limit in the `limits` notation ("5/minute", "100 per hour"), or ValueError."""
+    from limits import parse
+
+    try:
+        parse(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a rate limit such as '5/minute'") from None
+    return value
+
+
 class SmtpSettings(BaseSettings):
     """The email channel's relay (``CLARION_SMTP_*``). No host: email deliveries are skipped."""
 
@@ -231,6 +242,27 @@ class Settings(BaseSettings):
     cors_origins: list[str] = []
     # POST /v1/me/notifications/test, per user (the `limits` notation: "5/minute").
     test_notification_rate_limit: str = "5/minute"
+    # Rate limits and quotas (docs/operations/rate-limits.md), in the `limits` notation.
+    # Requests per API key (a key's own `rate` overrides it), every route the key calls.
+    api_key_rate_limit: str = "3000/minute"
+    # Recipients per API key per day (a fan-out counts its topic's subscribers); a key's
+    # own `daily_quota` overrides it; 0 = no quota.
+    api_key_daily_quota: int = Field(default=1_000_000, ge=0)
+    # Requests per end user (user token) on the inbox, preferences and push routes.
+    user_rate_limit: str = "600/minute"
+    # Live-stream connects (WebSocket and SSE) per end user.
+    stream_connect_rate_limit: str = "30/minute"
+    # Failed authentications (a bad API key or token) per client address.
+    auth_failure_rate_limit: str = "30/minute"
+    # Per recipient throttle (routing): at most this many notifications per recipient per
+    # category per window, e.g. "10/hour"; per category in category_throttle. None: off.
+    throttle: str | None = None
+    category_throttle: dict[str, str] = {}
+    # What happens to a throttled notification: "drop" (every subscriber channel skipped,
+    # inbox included) or "digest" (email and push held for the next digest of this
+    # cadence; the inbox still shows it).
+    throttle_excess: Literal["drop", "digest"] = "drop"
+    throttle_digest: Literal["hourly", "daily"] = "hourly"
 
     # Live stream (WebSocket/SSE). Browser origins allowed to connect ("*" = any).
     stream_allowed_origins: list[str] = ["*"]
@@ -256,16 +288,26 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "INFO"
 
-    @field_validator("test_notification_rate_limit")
+    @field_validator(
+        "test_notification_rate_limit",
+        "api_key_rate_limit",
+        "user_rate_limit",
+        "stream_connect_rate_limit",
+        "auth_failure_rate_limit",
+        "throttle",
+    )
     @classmethod
-    def _rate_limit(cls, value: str) -> str:
-        from limits import parse
+    def _rate_limit(cls, value: str | None) -> str | None:
+        return None if value is None else valid_rate_limit(value)
 
-        try:
-            parse(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a rate limit such as '5/minute'") from None
-        return value
+    @field_validator("category_throttle")
+    @classmethod
+    def _throttles(cls, value: dict[str, str]) -> dict[str, str]:
+        return {category: valid_rate_limit(limit) for category, limit in value.items()}
+
+    def throttle_for(self, category: str) -> str | None:
+        """The per recipient throttle of a category: its own, else the default, else None."""
+        return self.category_throttle.get(category, self.throttle)
 
     @property
     def stream_origins(self) -> list[str]:

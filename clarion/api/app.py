@@ -16,13 +16,14 @@ from clarion.api import metrics as api_metrics
 from clarion.api.coalesce import Coalescer
 from clarion.api.deps import storable_params
 from clarion.api.guards import BodyLimit, SecurityHeaders
-from clarion.api.ratelimit import RateLimiter
+from clarion.api.ratelimit import FailureGate, RateLimiter
 from clarion.api.routers import (
     deadletters,
     events,
     failed_requests,
     health,
     inbox,
+    keys,
     notifications,
     preferences,
     push,
@@ -174,7 +175,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         runtime.settings.api_coalesce_max_notifications,
         runtime.settings.api_coalesce_linger_ms / 1000,
     )
-    app.state.rate_limiter = RateLimiter(runtime.settings.redis_url)
+    app.state.rate_limiter = RateLimiter(runtime.limits)
+    app.state.failure_gate = FailureGate(
+        app.state.rate_limiter, runtime.settings.auth_failure_rate_limit
+    )
     problems.install(app)
 
     routers = (
@@ -189,6 +193,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         preferences.router,
         deadletters.router,
         failed_requests.router,
+        keys.router,
         events.router,
         rules.router,
         templates.router,

@@ -14,6 +14,13 @@ from sqlalchemy.orm import Session
 
 from clarion.api.coalesce import Coalescer
 from clarion.api.problems import Problem
+from clarion.api.ratelimit import (
+    API_KEY,
+    USER,
+    FailureGateDep,
+    RateLimiter,
+    client_address,
+)
 from clarion.core import storable
 from clarion.core.auth import (
     AuthError,
@@ -78,28 +85,39 @@ def _unauthorized(detail: str) -> Problem:
 
 
 def _principal(
+    request: Request,
     runtime: RuntimeDep,
+    gate: FailureGateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
 ) -> Principal:
     if credentials is None:
         raise _unauthorized("An API key is required: Authorization: Bearer <key>.")
+    address = client_address(request)
+    gate.check(address)
     try:
         return runtime.api_keys.verify(credentials.credentials)
     except AuthError:
+        gate.failed(address)
         raise _unauthorized("The API key is not valid.") from None
 
 
-def authorize(principal: Principal, scope: str) -> Principal:
-    """403 unless the key has the scope. Every producer call goes through here, the REST
-    routes and the MCP tools alike: the one place for per-key checks (and limits)."""
+def authorize(principal: Principal, scope: str, runtime: Runtime | None = None) -> Principal:
+    """403 unless the key has the scope, 429 over its rate limit (counted when ``runtime``
+    is given). Every producer call goes through here, the REST routes and the MCP tools
+    alike: the one place for per-key checks and limits."""
     if not principal.allows(scope):
         raise Problem(403, "forbidden", f"This API key lacks the {scope!r} scope.")
+    if runtime is not None:
+        limit = principal.rate_limit or runtime.settings.api_key_rate_limit
+        RateLimiter(runtime.limits).check(limit, API_KEY, str(principal.key_id))
     return principal
 
 
 def require_scope(scope: str):
-    def check(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
-        return authorize(principal, scope)
+    def check(
+        runtime: RuntimeDep, principal: Annotated[Principal, Depends(_principal)]
+    ) -> Principal:
+        return authorize(principal, scope, runtime)
 
     return check
 
@@ -108,16 +126,29 @@ Producer = Annotated[Principal, Depends(require_scope("notify"))]
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
 
 
+def _user_limit(runtime: Runtime, subscriber: str) -> str:
+    """429 when the end user is over ``user_rate_limit`` (every route of a user token)."""
+    limiter = RateLimiter(runtime.limits)
+    limiter.check(runtime.settings.user_rate_limit, USER, subscriber)
+    return subscriber
+
+
 def current_subscriber(
+    request: Request,
     runtime: RuntimeDep,
+    gate: FailureGateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_user_token)],
 ) -> str:
     if credentials is None:
         raise _unauthorized("A user token is required: Authorization: Bearer <token>.")
+    address = client_address(request)
+    gate.check(address)
     try:
-        return verify_user_token(runtime.settings, credentials.credentials)
+        subscriber = verify_user_token(runtime.settings, credentials.credentials)
     except AuthError:
+        gate.failed(address)
         raise _unauthorized("The user token is not valid.") from None
+    return _user_limit(runtime, subscriber)
 
 
 CurrentSubscriber = Annotated[str, Depends(current_subscriber)]
@@ -143,25 +174,30 @@ class Caller:
 
 def notification_caller(
     notification_id: uuid.UUID,
+    request: Request,
     runtime: RuntimeDep,
+    gate: FailureGateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_user_token)],
 ) -> Caller:
     """The user token's subscriber, else the subscriber of a push action token issued for
     this very notification (the service worker's)."""
     if credentials is None:
         raise _unauthorized("A user token is required: Authorization: Bearer <token>.")
+    address = client_address(request)
+    gate.check(address)
     token = credentials.credentials
     try:
-        return Caller(verify_user_token(runtime.settings, token))
+        return Caller(_user_limit(runtime, verify_user_token(runtime.settings, token)))
     except AuthError:
         pass
     try:
         subscriber, nid = verify_push_action_token(runtime.settings, token)
     except AuthError:
+        gate.failed(address)
         raise _unauthorized("The user token is not valid.") from None
     if nid != str(notification_id):
         raise _unauthorized("This token is for another notification.")
-    return Caller(subscriber, push=True)
+    return Caller(_user_limit(runtime, subscriber), push=True)
 
 
 NotificationCaller = Annotated[Caller, Depends(notification_caller)]

@@ -1,69 +1,145 @@
-"""Rate limits for API endpoints, with the ``limits`` library.
+"""Rate limits and quotas of the API: 429 problems with ``Retry-After`` and the IETF
+``RateLimit`` / ``RateLimit-Policy`` fields (draft-ietf-httpapi-ratelimit-headers-10).
 
-A moving window per limit and key (usually the caller's id), kept where
-``CLARION_REDIS_URL`` points: in Redis every API process counts the same hits, and with
-``memory://`` (the embedded mode) the one process counts them. Over the limit, the caller
-gets a 429 problem with ``Retry-After``, the seconds until the window lets one more in.
+The counting is :mod:`clarion.core.ratelimits` (the ``limits`` library, in Redis or in
+memory); this module decides what to count and answers. Every refusal passes through
+:func:`refuse`, the one place to observe 429s (a metrics counter, a log line).
 
-Use: ``limiter.check(settings.some_rate_limit, "scope", caller_id)`` at the top of an
-endpoint, with ``limiter`` from :data:`LimiterDep`.
+The limits (docs/operations/rate-limits.md):
+
+- ``api-key``: requests per API key per window (``CLARION_API_KEY_RATE_LIMIT`` or the
+  key's own), checked in :func:`clarion.api.deps.authorize`;
+- ``daily-quota``: recipients per API key per day (``CLARION_API_KEY_DAILY_QUOTA`` or the
+  key's own), checked when a send is accepted;
+- ``user``: requests per end user (``CLARION_USER_RATE_LIMIT``), ``stream-connect``:
+  live-stream connects per end user (``CLARION_STREAM_CONNECT_RATE_LIMIT``),
+  ``test-notification``;
+- ``auth-failures``: failed authentications per client address
+  (``CLARION_AUTH_FAILURE_RATE_LIMIT``), see :class:`FailureGate`.
 """
 
 from __future__ import annotations
 
-import functools
-import math
+import threading
 import time
 from typing import Annotated
 
 from fastapi import Depends, Request
-from limits import RateLimitItem, parse
-from limits.errors import StorageError
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
 
 from clarion import metrics
 from clarion.api.problems import Problem, unavailable
+from clarion.core.ratelimits import MOVING, Limits, LimitsUnavailable, Refusal
 
-KEY_PREFIX = "clarion:ratelimit"
+API_KEY, DAILY_QUOTA, USER, STREAM_CONNECT = "api-key", "daily-quota", "user", "stream-connect"
+AUTH_FAILURES = "auth-failures"
+# What the refused limit counts, for the problem's detail.
+UNITS = {DAILY_QUOTA: "recipients"}
 
 
-@functools.cache
-def _item(limit: str) -> RateLimitItem:
-    return parse(limit)
+def headers(refusal: Refusal) -> dict[str, str]:
+    """``Retry-After`` (RFC 9110) and the draft-10 structured fields for one policy."""
+    name = refusal.name
+    return {
+        "Retry-After": str(refusal.retry_after),
+        "RateLimit-Policy": f'"{name}";q={refusal.amount};w={refusal.window_seconds}',
+        "RateLimit": f'"{name}";r={refusal.remaining};t={refusal.retry_after}',
+    }
+
+
+def refuse(refusal: Refusal) -> Problem:
+    """The 429 problem for a refusal. Every 429 of the API is made here."""
+    unit = UNITS.get(refusal.name, "requests")
+    metrics.rate_limited(refusal.name)
+    return Problem(
+        429,
+        "rate-limited",
+        f"Rate limit {refusal.name!r}: at most {refusal.amount} {unit} per "
+        f"{refusal.window_seconds} s. Try again in {refusal.retry_after} s.",
+        headers=headers(refusal),
+        limit=refusal.name,
+    )
 
 
 class RateLimiter:
-    """Moving-window limits in the store of a ``redis://`` or ``memory://`` URL."""
+    """The API's view of the counters: a 429 problem when over, a 503 when the store is
+    unreachable (nothing is accepted without being counted)."""
 
-    def __init__(self, url: str) -> None:
-        options = {"key_prefix": KEY_PREFIX} if url.startswith("redis") else {}
-        self.storage = storage_from_string(url, wrap_exceptions=True, **options)
-        self.window = MovingWindowRateLimiter(self.storage)
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
 
-    def check(self, limit: str, *keys: str) -> None:
-        """Count one hit of ``keys`` against ``limit`` ("5/minute"); a 429 problem with
-        Retry-After when it is over, a 503 when the store cannot be reached."""
-        item = _item(limit)
+    def check(
+        self, limit: str, name: str, *keys: str, cost: int = 1, strategy: str = MOVING
+    ) -> None:
+        """Count ``cost`` hits of (``name``, ``keys``) against ``limit`` ("5/minute")."""
         try:
-            if self.window.hit(item, *keys):
-                return
-            stats = self.window.get_window_stats(item, *keys)
-        except StorageError:
+            refusal = self.limits.hit(limit, name, *keys, cost=cost, strategy=strategy)
+        except LimitsUnavailable:
             raise unavailable("rate limit store") from None
-        wait = max(1, math.ceil(stats.reset_time - time.time()))
-        metrics.rate_limited(keys[0] if keys else limit)  # the scope, never the caller
-        raise Problem(
-            429,
-            "rate-limited",
-            f"Too many requests: at most {item.amount} per {item.get_expiry()} s. "
-            f"Try again in {wait} s.",
-            headers={"Retry-After": str(wait)},
-        )
+        if refusal is not None:
+            raise refuse(refusal)
+
+
+class FailureGate:
+    """Failed authentications per client address, so guessing keys and tokens is slow.
+
+    Only failures are counted: a good key or token never touches the store. An address
+    over the limit gets 429 for its failures, and this process then refuses every request
+    from it that carries credentials, good or bad, until the window lets it in again
+    (``blocked``; without that, a lucky guess would still get through). Other processes
+    learn the same at their own next failure from it.
+    """
+
+    def __init__(self, limiter: RateLimiter, limit: str | None) -> None:
+        self.limiter, self.limit = limiter, limit
+        self._blocked: dict[str, tuple[float, Refusal]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, address: str | None) -> None:
+        """429 while ``address`` is blocked here (no store round trip)."""
+        if not address or not self._blocked:
+            return
+        with self._lock:
+            entry = self._blocked.get(address)
+            if entry is not None and entry[0] <= time.monotonic():
+                del self._blocked[address]
+                entry = None
+        if entry is not None:
+            until, refusal = entry
+            wait = max(1, round(until - time.monotonic()))
+            raise refuse(Refusal(**{**refusal.__dict__, "retry_after": wait}))
+
+    def failed(self, address: str | None) -> None:
+        """Count one failure of ``address``; 429 (and blocked here) when over the limit."""
+        if not address or self.limit is None:
+            return
+        try:
+            refusal = self.limiter.limits.hit(self.limit, AUTH_FAILURES, address)
+        except LimitsUnavailable:
+            return  # the 401 stands: an outage of the store must not turn into 503s here
+        if refusal is None:
+            return
+        with self._lock:
+            if len(self._blocked) > 10_000:
+                self._blocked.clear()
+            self._blocked[address] = (time.monotonic() + refusal.retry_after, refusal)
+        raise refuse(refusal)
+
+
+def client_address(request_or_scope) -> str | None:
+    """The client's address (behind a proxy, what uvicorn's ``--forwarded-allow-ips`` made
+    of ``X-Forwarded-For``)."""
+    scope = getattr(request_or_scope, "scope", request_or_scope)
+    client = scope.get("client")
+    return client[0] if client else None
 
 
 def get_limiter(request: Request) -> RateLimiter:
     return request.app.state.rate_limiter
 
 
+def get_failure_gate(request: Request) -> FailureGate:
+    return request.app.state.failure_gate
+
+
 LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
+FailureGateDep = Annotated[FailureGate, Depends(get_failure_gate)]

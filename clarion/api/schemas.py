@@ -53,7 +53,8 @@ class DeliveryPublic(BaseModel):
             "pending, sending, sent, failed, dead or skipped; deferred (quiet hours: sent once "
             "next_attempt_at comes), held (for a digest due at next_attempt_at) or digested "
             "(sent in a digest). last_error gives the reason: 'opted out', "
-            "'deferred: quiet hours until <UTC>', 'digest: daily'."
+            "'deferred: quiet hours until <UTC>', 'digest: daily', "
+            "'throttled: over <N> per <s> s in <category>', 'throttled; digest: hourly'."
         )
     )
     attempts: int

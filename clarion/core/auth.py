@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clarion.db.models import ApiKey
 from clarion.ids import utcnow
-from clarion.settings import Settings
+from clarion.settings import Settings, valid_rate_limit
 
 SCOPES = ("notify", "admin")
 KEY_PREFIX = "clk_"
@@ -49,6 +49,9 @@ class Principal:
     key_id: int
     name: str
     scopes: frozenset[str]
+    # The key's own limits; None: the settings' defaults (clarion.api.ratelimit).
+    rate_limit: str | None = None
+    daily_quota: int | None = None
 
     def allows(self, scope: str) -> bool:
         # admin can do everything notify can.
@@ -59,11 +62,20 @@ def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_api_key(*, session: Session, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
-    """Store a new key and return it with its secret, which is never stored or shown again."""
+def create_api_key(
+    *,
+    session: Session,
+    name: str,
+    scopes: list[str],
+    rate_limit: str | None = None,
+    daily_quota: int | None = None,
+) -> tuple[ApiKey, str]:
+    """Store a new key and return it with its secret, which is never stored or shown again.
+    ``rate_limit`` / ``daily_quota``: the key's own limits (None: the settings')."""
     unknown = set(scopes) - set(SCOPES)
     if unknown or not scopes:
         raise ValueError(f"scopes must be among {SCOPES}, got {scopes}")
+    _check_limits(rate_limit, daily_quota)
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(
         name=name,
@@ -71,10 +83,42 @@ def create_api_key(*, session: Session, name: str, scopes: list[str]) -> tuple[A
         key_hash=hash_key(secret),
         scopes=sorted(set(scopes)),
         created_at=utcnow(),
+        rate_limit=rate_limit,
+        daily_quota=daily_quota,
     )
     session.add(row)
     session.flush()
     return row, secret
+
+
+def _check_limits(rate_limit: str | None, daily_quota: int | None) -> None:
+    if rate_limit is not None:
+        valid_rate_limit(rate_limit)
+    if daily_quota is not None and daily_quota < 0:
+        raise ValueError("the daily quota must be 0 (none) or more recipients")
+
+
+UNCHANGED: Any = object()
+
+
+def set_api_key_limits(
+    *, session: Session, id: int, rate_limit: Any = UNCHANGED, daily_quota: Any = UNCHANGED
+) -> ApiKey | None:
+    """Change an active key's own limits (None: back to the settings'); None if no such
+    key. API processes see the change within ``api_key_cache_seconds``."""
+    row = session.get(ApiKey, id)
+    if row is None or row.revoked_at is not None:
+        return None
+    _check_limits(
+        None if rate_limit is UNCHANGED else rate_limit,
+        None if daily_quota is UNCHANGED else daily_quota,
+    )
+    if rate_limit is not UNCHANGED:
+        row.rate_limit = rate_limit
+    if daily_quota is not UNCHANGED:
+        row.daily_quota = daily_quota
+    session.flush()
+    return row
 
 
 def revoke_api_key(*, session: Session, id: int) -> bool:
@@ -113,7 +157,13 @@ class ApiKeyVerifier:
             ).scalar_one_or_none()
         if row is None:
             return None
-        return Principal(key_id=row.id, name=row.name, scopes=frozenset(row.scopes))
+        return Principal(
+            key_id=row.id,
+            name=row.name,
+            scopes=frozenset(row.scopes),
+            rate_limit=row.rate_limit,
+            daily_quota=row.daily_quota,
+        )
 
 
 # Clock skew tolerated on exp and iat (HTTP requests; live streams end at exp exactly).

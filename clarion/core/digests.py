@@ -41,9 +41,10 @@ ITEM_BODY_CHARS = 500
 
 
 def _cadence(reason: str) -> str:
-    """``digest: hourly`` → ``hourly`` (the routing decision stored on the held row)."""
-    prefix, _, cadence = reason.partition(":")
-    return cadence.strip() if prefix.strip() == "digest" and cadence.strip() else "digest"
+    """``digest: hourly`` (or ``throttled; digest: hourly``) → ``hourly``: the routing
+    decision stored on the held row."""
+    _, found, cadence = reason.rpartition("digest:")
+    return cadence.strip() if found and cadence.strip() else "digest"
 
 
 def _summary(body: str | None) -> str | None:

@@ -7,8 +7,10 @@ row with the reason. A channel that is not configured, a recipient who switched 
 channel off (``opted out``), or one with no target on it (no email address, no push
 subscription, no webhook endpoint for the category) gets a ``skipped`` delivery with the
 reason; a target held for a digest is ``held`` and one inside the recipient's quiet hours
-``deferred``, each with the reason and the time it is due in ``next_attempt_at``; every
-other target gets a ``pending`` delivery, sent by the deliver step. Which channels are
+``deferred``, each with the reason and the time it is due in ``next_attempt_at``; one over
+the recipient's throttle for its category is ``skipped`` or ``held`` with the reason
+``throttled`` (:mod:`clarion.core.throttle`); every other target gets a ``pending``
+delivery, sent by the deliver step. Which channels are
 candidates and what the recipient chose is decided in :mod:`clarion.core.preferences`.
 """
 
@@ -24,6 +26,7 @@ from sqlalchemy.orm import Session
 from clarion import channels as ch
 from clarion.core import preferences as prefs
 from clarion.core.schemas import NotificationContent
+from clarion.core.throttle import Throttle
 from clarion.db import preferences as store
 from clarion.db import subscribers
 from clarion.ids import new_id
@@ -62,6 +65,7 @@ class Router:
         self.session, self.channels, self.now = session, channels, now
         self.recheck = now + timedelta(seconds=settings.sweeper_stuck_seconds)
         self.policy = prefs.Policy.from_settings(settings)
+        self.throttle = Throttle(settings, self.policy)
         chose = sorted(locked.with_choices)
         self.prefs = prefs.assemble(
             store.switches(session=session, recipients=chose) if chose else (),
@@ -119,6 +123,10 @@ class Router:
     def route(self, nid: uuid.UUID, recipient: str, content: NotificationContent) -> Routed:
         """The delivery rows of one notification to one recipient."""
         plan = self.plan(recipient, content)
+        throttled = self.throttle.over(recipient, content)
+        if throttled is not None:
+            stored = self.prefs.get(recipient) or prefs.EMPTY
+            plan = self.throttle.apply(plan, throttled, stored, self.now)
         rows: list[dict[str, Any]] = []
         for decision in plan.decisions:
             rows += self._rows(nid, recipient, content.category, decision)

@@ -79,7 +79,7 @@ def _run_tool(call_of: Callable[[], Call], name: str, arguments: dict[str, Any])
     Blocking (database, broker): called in a worker thread."""
     tool = TOOLS[name]
     call = call_of()
-    authorize(call.principal, tool.scope)
+    authorize(call.principal, tool.scope, call.runtime)
     try:
         args = tool.model.model_validate(arguments)
     except ValidationError as exc:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from clarion.api import idempotent
 from clarion.api.deps import CoalescerDep, Producer, RuntimeDep, SessionDep
 from clarion.api.problems import BROKER_ERRORS, Problem, template_problem, unavailable
+from clarion.api.ratelimit import DAILY_QUOTA, RateLimiter
 from clarion.api.schemas import (
     AttemptPublic,
     DeliveryPublic,
@@ -22,6 +23,7 @@ from clarion.api.schemas import (
 )
 from clarion.channels import INBOX
 from clarion.core import schedule, send
+from clarion.core.ratelimits import SLIDING, per_day
 from clarion.core.schemas import (
     FanoutMessage,
     NotificationAccepted,
@@ -30,7 +32,7 @@ from clarion.core.schemas import (
 )
 from clarion.core.template_store import TemplatesUnavailable
 from clarion.core.templates import TemplateError
-from clarion.db import deliveries, failed, notifications, scheduled
+from clarion.db import deliveries, failed, notifications, scheduled, topics
 from clarion.ids import utcnow
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ def accept(
         check_template(runtime, body.template, body.data)
 
     def make() -> dict:
+        charge_recipients(runtime, producer, body)
         message = send.prepare(body, producer=f"api-key:{producer.name}#{producer.key_id}")
         try:
             if isinstance(message, FanoutMessage):  # one fan-out task: nothing to coalesce
@@ -92,6 +95,26 @@ def accept(
 
     dumped = body.model_dump(mode="json")
     return idempotent.once(runtime, producer, idempotency_key, dumped, make)
+
+
+def charge_recipients(runtime, producer, body: NotificationCreate) -> None:
+    """429 when the key's daily quota of recipients cannot take this send's: its
+    recipients, or a topic's subscribers at acceptance (one count query; the fan-out
+    itself may reach a few more or fewer). Replays of an Idempotency-Key are not charged."""
+    quota = producer.daily_quota
+    if quota is None:
+        quota = runtime.settings.api_key_daily_quota
+    if not quota:
+        return
+    if body.topic is not None:
+        with runtime.sessions() as session:
+            cost = topics.count(session=session, key=body.topic)
+    else:
+        cost = len(body.recipients or ())
+    if cost:
+        limiter = RateLimiter(runtime.limits)
+        limit = per_day(quota)
+        limiter.check(limit, DAILY_QUOTA, str(producer.key_id), cost=cost, strategy=SLIDING)
 
 
 def check_template(runtime, key: str, data: dict | None) -> None:

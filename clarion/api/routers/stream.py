@@ -19,11 +19,13 @@ import time
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from clarion import metrics
 from clarion.api.problems import Problem, problem_response
+from clarion.api.ratelimit import STREAM_CONNECT, client_address
 from clarion.api.stream import EXPIRED, REFUSED, RESUME, RESYNC, Connection, Hub
 from clarion.core.auth import AuthError, UserToken, verify_user_claims
 from clarion.runtime import Runtime
@@ -69,15 +71,35 @@ def _origin_allowed(runtime: Runtime, origin: str | None) -> bool:
     return origin is None or "*" in allowed or origin in allowed
 
 
-async def _refuse(scope, send, status: int, slug: str, detail: str) -> None:
-    # An HTTP answer on the handshake where the server supports it; otherwise close 1008.
+# The close code of a connect refused by a rate limit, where the server cannot answer the
+# handshake with a 429 (4000-4999: the application's own; 4429 mirrors HTTP's 429).
+RATE_LIMITED = 4429
+
+
+async def _refuse(scope, send, status: int, slug: str, detail: str, headers=None) -> None:
+    # An HTTP answer on the handshake where the server supports it; otherwise close 1008
+    # (4429 for a rate limit).
     if "websocket.http.response" in scope.get("extensions", {}):
-        response = problem_response(status, slug, detail)
+        response = problem_response(status, slug, detail, headers=headers)
         start = {"status": status, "headers": response.raw_headers}
         await send({"type": "websocket.http.response.start", **start})
         await send({"type": "websocket.http.response.body", "body": response.body})
     else:
-        await send({"type": "websocket.close", "code": 1008, "reason": detail})
+        code = RATE_LIMITED if status == 429 else 1008
+        await send({"type": "websocket.close", "code": code, "reason": detail[:120]})
+
+
+async def _admit(app, scope, me: UserToken | None) -> None:
+    """Count a failed authentication of the client's address (``me`` None), or a connect of
+    the user; a 429 :class:`Problem` when either is over its limit."""
+    gate, address = app.state.failure_gate, client_address(scope)
+    if me is None:
+        await anyio.to_thread.run_sync(gate.failed, address)
+        return
+    gate.check(address)
+    limiter, settings = app.state.rate_limiter, app.state.runtime.settings
+    limit = settings.stream_connect_rate_limit
+    await anyio.to_thread.run_sync(limiter.check, limit, STREAM_CONNECT, me.subject)
 
 
 def _handshake(runtime: Runtime, scope) -> tuple[UserToken | None, int | None, tuple | None]:
@@ -111,6 +133,11 @@ async def websocket_stream(app, scope, receive, send) -> None:
     hub: Hub = app.state.hub
     await receive()  # websocket.connect
     me, since, refusal = _handshake(runtime, scope)
+    if refusal is None or refusal[0] == 401:
+        try:
+            await _admit(app, scope, me)
+        except Problem as exc:
+            refusal = (exc.status, exc.slug, exc.detail, exc.headers)
     if refusal is not None:
         await _refuse(scope, send, *refusal)
         return
@@ -191,7 +218,9 @@ async def sse_stream(
     hub: Hub = request.app.state.hub
     me = _subscriber(runtime, token, authorization)
     if me is None or me.expires_at <= time.time():
+        await _admit(request.app, request.scope, None)
         raise Problem(401, "unauthorized", "A valid user token is required.")
+    await _admit(request.app, request.scope, me)
     if last_event_id:
         try:
             since = cursor_of(last_event_id)

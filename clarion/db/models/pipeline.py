@@ -265,6 +265,10 @@ class ApiKey(Base):
     scopes: Mapped[list[str]] = mapped_column(JSONType, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The key's own limits (None: the settings' defaults): requests per window in the
+    # `limits` notation, and recipients per day (0: none).
+    rate_limit: Mapped[str | None] = mapped_column(String(64))
+    daily_quota: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class FailedRequest(Base):
