@@ -5,7 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import pytest
+from pydantic import ValidationError
+
 from clarion.core import retention
+from clarion.core.idempotency import MemoryIdempotencyStore
 from clarion.db.migrate import upgrade
 from clarion.db.models import Delivery, InboxEvent, Notification, Subscriber
 from clarion.db.session import transaction
@@ -65,3 +69,28 @@ def test_old_rows_go_on_sqlite_and_the_rest_stays(tmp_path):
         assert not any(retention.run(sessions=runtime.sessions, settings=settings).deleted.values())
     finally:
         runtime.close()
+
+
+def test_retention_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CLARION_SECRET_KEY", "e" * 40)
+    monkeypatch.setenv("CLARION_RETENTION_DAYS", "90")
+    monkeypatch.setenv("CLARION_RETENTION_CATEGORY_DAYS", '{"security": 730}')
+    monkeypatch.setenv("CLARION_RETENTION_RECORD_DAYS", '{"events": 7}')
+    settings = Settings()
+    assert settings.retention_days == 90
+    assert settings.retention_category_days == {"security": 730}
+    assert settings.record_days("events") == 7 and settings.record_days("rule_runs") == 30
+    monkeypatch.setenv("CLARION_RETENTION_RECORD_DAYS", '{"evnets": 7}')
+    with pytest.raises(ValidationError, match="unknown record kinds"):
+        Settings()
+    monkeypatch.setenv("CLARION_RETENTION_RECORD_DAYS", "{}")
+    monkeypatch.setenv("CLARION_RETENTION_CATEGORY_DAYS", '{"security": -1}')
+    with pytest.raises(ValidationError, match="retention periods"):
+        Settings()
+
+
+def test_the_in_memory_idempotency_store_forgets_expired_keys():
+    store = MemoryIdempotencyStore("memory://", ttl=0)
+    for i in range(store.PRUNE_EVERY * 3):
+        store.claim(f"k{i}", "body")
+    assert len(store._items) < store.PRUNE_EVERY
