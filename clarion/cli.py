@@ -89,6 +89,14 @@ def _flower(args: argparse.Namespace) -> None:
     sys.exit(_celery_app().start(["flower", f"--port={args.port}"]) or 0)
 
 
+def _ping(args: argparse.Namespace) -> None:
+    """Exit 0 when the worker node answers a ping over the broker (a health check)."""
+    replies = _celery_app().control.ping(destination=[args.node], timeout=args.timeout)
+    if not any(args.node in reply for reply in replies):
+        sys.exit(f"clarion: no answer from {args.node} within {args.timeout}s")
+    print(f"{args.node}: pong")
+
+
 def _migrate(args: argparse.Namespace) -> None:
     from clarion.db.migrate import upgrade
 
@@ -314,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int)
     p.add_argument("--pool", choices=["prefork", "threads", "solo", "gevent", "eventlet"])
     p.add_argument("--hostname")
+    p = add("ping", _ping, "ping a worker node over the broker (exit 1: no answer)")
+    p.add_argument("node", help="the worker's node name, e.g. priority@HOSTNAME (--hostname)")
+    p.add_argument("--timeout", type=float, default=5.0)
     p = add("beat", _beat, "run celery-beat (the periodic scheduler)")
     p.add_argument("--schedule", help="beat schedule file")
     p = add("flower", _flower, "run Flower, Celery's monitoring UI (needs the `ops` extra)")
