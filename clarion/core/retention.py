@@ -46,6 +46,7 @@ from clarion.db.models import (
     Fanout,
     InboxEvent,
     Notification,
+    RetentionCursor,
     RuleRun,
     ScheduledNotification,
 )
@@ -229,15 +230,67 @@ def _matches(key: tuple[Column, ...], rows: list[tuple]) -> ColumnElement[bool]:
     return tuple_(*key).in_(rows)
 
 
+def _encode(values: tuple) -> list[str]:
+    return [v.isoformat() if isinstance(v, datetime) else str(v) for v in values]
+
+
+def _decode(order: tuple[Column, ...], position: list[str]) -> tuple:
+    kinds = [c.type.python_type for c in order]
+    return tuple(
+        datetime.fromisoformat(v) if t is datetime else t(v)
+        for t, v in zip(kinds, position, strict=True)
+    )
+
+
+def _cursor(session: Session, p: Pass) -> tuple | None:
+    row = session.get(RetentionCursor, p.kind)
+    if row is None or len(row.position) != len(p.order):
+        return None
+    return _decode(p.order, row.position)
+
+
+def _save_cursor(session: Session, p: Pass, after: tuple | None) -> None:
+    if after is None:
+        session.execute(delete(RetentionCursor).where(RetentionCursor.kind == p.kind))
+        return
+    row = session.get(RetentionCursor, p.kind)
+    if row is None:
+        row = RetentionCursor(kind=p.kind)
+        session.add(row)
+    row.position, row.updated_at = _encode(after), utcnow()
+
+
+class _Limit:
+    """The run's bounds: a time budget, and (tests, benchmarks) a number of batches."""
+
+    def __init__(self, seconds: float, batches: int | None) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.batches = batches
+
+    def another(self) -> bool:
+        if self.batches is not None:
+            if self.batches <= 0:
+                return False
+            self.batches -= 1
+        return time.monotonic() < self.deadline
+
+
 def _run_pass(
-    p: Pass, *, sessions: sessionmaker[Session], batch: int, deadline: float, report: Report
+    p: Pass, *, sessions: sessionmaker[Session], batch: int, limit: _Limit, report: Report
 ) -> bool:
-    """Delete this pass's rows until none is left (True) or the budget is spent (False)."""
+    """Delete this pass's rows until none is left (True) or the run's bounds are reached
+    (False). A walk that keeps rows goes on, in the next run, after the last row it saw:
+    rows it keeps (a longer period, an open delivery) are walked once per cycle, not once
+    per run, so a run always gets further."""
     columns = list(dict.fromkeys((*p.order, *p.key)))
     order_at = [columns.index(c) for c in p.order]
     key_at = [columns.index(c) for c in p.key]
+    resumable = p.doomed is not None and not p.monotonic
     after: tuple | None = None
-    while time.monotonic() < deadline:
+    if resumable:
+        with sessions() as session:
+            after = _cursor(session, p)
+    while limit.another():
         started = time.monotonic()
         try:
             with transaction(sessions) as session:
@@ -246,13 +299,18 @@ def _run_pass(
                 if after is not None:
                     query = query.where(tuple_(*p.order) > tuple_(*after))
                 rows = session.execute(query.order_by(*p.order).limit(batch)).all()
-                if not rows:
-                    return True
-                keys = [tuple(r[i] for i in key_at) for r in rows]
-                stmt = delete(p.table).where(_matches(p.key, keys))
-                if p.doomed is not None:
-                    stmt = stmt.where(p.doomed)
-                gone = session.execute(stmt).rowcount
+                gone = 0
+                if rows:
+                    keys = [tuple(r[i] for i in key_at) for r in rows]
+                    stmt = delete(p.table).where(_matches(p.key, keys))
+                    if p.doomed is not None:
+                        stmt = stmt.where(p.doomed)
+                    gone = session.execute(stmt).rowcount
+                finished = len(rows) < batch or (p.monotonic and gone < len(rows))
+                if p.doomed is not None:  # rows kept stay behind the cursor
+                    after = None if finished else tuple(rows[-1][i] for i in order_at)
+                if resumable:
+                    _save_cursor(session, p, after)
         except OperationalError as exc:  # a lock held longer than LOCK_TIMEOUT_MS
             if "lock timeout" not in str(exc):
                 raise
@@ -260,11 +318,8 @@ def _run_pass(
             return False
         report.longest_batch_seconds = max(report.longest_batch_seconds, time.monotonic() - started)
         report.deleted[p.kind] = report.deleted.get(p.kind, 0) + gone
-        if len(rows) < batch or (p.monotonic and gone < len(rows)):
+        if finished:
             return True
-        if p.doomed is not None:  # rows kept stay behind the cursor
-            last = rows[-1]
-            after = tuple(last[i] for i in order_at)
     return False
 
 
@@ -274,16 +329,18 @@ def run(
     settings: Settings,
     now: datetime | None = None,
     budget_seconds: float | None = None,
+    max_batches: int | None = None,
 ) -> Report:
-    """One retention run: every pass in turn, within the time budget. Idempotent."""
+    """One retention run: every pass in turn, within the time budget (and at most
+    ``max_batches`` statements). Idempotent."""
     started = time.monotonic()
     budget = settings.retention_budget_seconds if budget_seconds is None else budget_seconds
-    deadline = started + budget
+    limit = _Limit(budget, max_batches)
     report = Report()
     for p in _passes(settings, now or utcnow()):
         report.deleted.setdefault(p.kind, 0)
         if not _run_pass(
-            p, sessions=sessions, batch=settings.retention_batch, deadline=deadline, report=report
+            p, sessions=sessions, batch=settings.retention_batch, limit=limit, report=report
         ):
             report.done = False
             break

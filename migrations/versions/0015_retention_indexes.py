@@ -10,6 +10,8 @@ found by an index range instead of a scan of the whole table.
 
 On PostgreSQL the indexes are built CONCURRENTLY (writes go on while they are built).
 
+- ``retention_cursors``: where a retention pass stopped when its time budget ran out.
+
 Revision ID: 0015
 Revises: 0013
 Create Date: 2026-12-06
@@ -17,6 +19,7 @@ Create Date: 2026-12-06
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0015"
 down_revision = "0013"
@@ -32,6 +35,14 @@ INDEXES = (
 
 
 def upgrade() -> None:
+    op.create_table(
+        "retention_cursors",
+        sa.Column("kind", sa.String(32), primary_key=True),
+        sa.Column(
+            "position", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
     postgres = op.get_bind().dialect.name == "postgresql"
     with op.get_context().autocommit_block():
         for name, table, columns, where in INDEXES:
@@ -51,3 +62,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name, table, _, _ in reversed(INDEXES):
         op.drop_index(name, table_name=table)
+    op.drop_table("retention_cursors")

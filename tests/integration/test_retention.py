@@ -266,7 +266,7 @@ def test_a_run_is_bounded_by_its_batch_and_its_budget(clean, pg_url):
     deleted_per_statement: list[int] = []
 
     def count(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("DELETE"):
+        if statement.lstrip().upper().startswith("DELETE FROM NOTIFICATIONS"):
             deleted_per_statement.append(cursor.rowcount)
 
     event.listen(clean.engine, "after_cursor_execute", count)
@@ -293,3 +293,27 @@ def test_the_beat_task_runs_it(clean):
     with clean.engine.connect() as conn:
         assert ids(conn, "SELECT id FROM notifications") == {young}
     assert task.apply().get()["notifications"] == 0
+
+
+def test_a_run_that_stops_goes_on_from_there_not_from_the_oldest_row(clean, pg_url):
+    # 20 old rows kept (a longer period), then 5 old rows due; 5 rows a statement, two
+    # statements a run: walking from the oldest row every run would never reach the 5.
+    settings = server_settings(
+        pg_url, retention_days=30, retention_category_days={"security": 730}, retention_batch=5
+    )
+    with clean.engine.begin() as conn:
+        rows = Rows(conn)
+        kept = [rows.notification(days=60 - i / 100, category="security") for i in range(20)]
+        due = [rows.notification(days=50 - i / 100) for i in range(5)]
+
+    runs = [
+        retention.run(sessions=clean.sessions, settings=settings, max_batches=2) for _ in range(3)
+    ]
+    assert [r.deleted["notifications"] for r in runs] == [0, 0, 5]
+    assert not runs[0].done and not runs[1].done
+    with clean.engine.connect() as conn:
+        assert ids(conn, "SELECT id FROM notifications") == set(kept)
+        # The walk reached the end: the next cycle starts from the oldest row again.
+        assert conn.execute(text("SELECT count(*) FROM retention_cursors")).scalar() == 0
+    again = retention.run(sessions=clean.sessions, settings=settings, max_batches=2)
+    assert again.deleted["notifications"] == 0 and not set(due) & set(kept)
