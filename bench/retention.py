@@ -226,7 +226,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--send-seconds", type=float, default=20.0)
-    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--partitions", action="store_true")
     parser.add_argument("--reuse", action="store_true", help="keep the generated database")
     args = parser.parse_args()

@@ -223,7 +223,7 @@ class Settings(BaseSettings):
     retention_record_days: dict[str, int] = {}
     # How often the task runs, the rows one statement deletes, and one run's time budget.
     retention_interval_seconds: float = Field(default=60.0, gt=0)
-    retention_batch: int = Field(default=2000, ge=1, le=50_000)
+    retention_batch: int = Field(default=1000, ge=1, le=50_000)
     retention_budget_seconds: float = Field(default=10.0, gt=0)
 
     # Rule engine: per pack or rule key, config and {"enabled": bool} (README "Rule engine").
