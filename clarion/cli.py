@@ -98,8 +98,15 @@ def _ping(args: argparse.Namespace) -> None:
 
 
 def _migrate(args: argparse.Namespace) -> None:
-    from clarion.db.migrate import upgrade
+    from clarion.db.migrate import behind, upgrade
 
+    if args.check:
+        gap = behind(Settings().database_url)
+        if gap:
+            current, heads = (", ".join(sorted(r)) or "none" for r in gap)
+            sys.exit(f"clarion: the database is at {current}; this version needs {heads}")
+        print("database is up to date")
+        return
     upgrade(Settings().database_url, args.revision)
     print(f"database migrated to {args.revision}")
 
@@ -335,6 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="the API's public URL (default http://HOST:PORT)")
     p = add("migrate", _migrate, "apply database migrations")
     p.add_argument("revision", nargs="?", default="head")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 1 unless the database is at this version's head "
+        "(an init container waiting for the migrate job)",
+    )
     p = add("keys", _keys, "manage producer API keys")
     keys = p.add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key and print it once")
