@@ -97,6 +97,18 @@ def _ping(args: argparse.Namespace) -> None:
     print(f"{args.node}: pong")
 
 
+def _retention(args: argparse.Namespace) -> None:
+    import json
+
+    from clarion.core import retention
+    from clarion.db.session import make_engine, make_sessionmaker
+
+    settings = Settings()
+    sessions = make_sessionmaker(make_engine(settings.database_url))
+    report = retention.run(sessions=sessions, settings=settings, budget_seconds=args.budget)
+    print(json.dumps({**report.deleted, "done": report.done, "seconds": round(report.seconds, 1)}))
+
+
 def _migrate(args: argparse.Namespace) -> None:
     from clarion.db.migrate import behind, upgrade
 
@@ -340,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("subscriber_id")
     p.add_argument("--ttl", type=int, default=3600, help="seconds the link stays valid")
     p.add_argument("--base", help="the API's public URL (default http://HOST:PORT)")
+    p = add("retention", _retention, "delete now what has outlived its retention period")
+    p.add_argument(
+        "--budget", type=float, help="seconds to go on (default CLARION_RETENTION_BUDGET_SECONDS)"
+    )
     p = add("migrate", _migrate, "apply database migrations")
     p.add_argument("revision", nargs="?", default="head")
     p.add_argument(

@@ -3,6 +3,9 @@ a run is bounded (statement size, time budget) and a second run deletes nothing 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +15,8 @@ from sqlalchemy import event, text
 from clarion.core import retention
 from clarion.ids import derived_id
 from clarion.workers.app import beat_schedule
-from tests.conftest import server_settings
+from tests.conftest import process_env, server_settings
+from tests.e2e.procs import CLARION
 
 NOW = datetime.now(UTC)
 
@@ -317,3 +321,21 @@ def test_a_run_that_stops_goes_on_from_there_not_from_the_oldest_row(clean, pg_u
         assert conn.execute(text("SELECT count(*) FROM retention_cursors")).scalar() == 0
     again = retention.run(sessions=clean.sessions, settings=settings, max_batches=2)
     assert again.deleted["notifications"] == 0 and not set(due) & set(kept)
+
+
+def test_clarion_retention_runs_it_from_the_command_line(clean, pg_url):
+    with clean.engine.begin() as conn:
+        rows = Rows(conn)
+        rows.notification(days=200)
+        young = rows.notification(days=100)
+    done = subprocess.run(
+        [*CLARION, "retention", "--budget", "60"],
+        env={**os.environ, **process_env(pg_url)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["notifications"] == 1 and json.loads(done.stdout)["done"]
+    with clean.engine.connect() as conn:
+        assert ids(conn, "SELECT id FROM notifications") == {young}
