@@ -131,9 +131,36 @@ def _flower(args: argparse.Namespace) -> None:
     sys.exit(_celery_app().start(["flower", f"--port={args.port}"]) or 0)
 
 
-def _migrate(args: argparse.Namespace) -> None:
-    from clarion.db.migrate import upgrade
+def _ping(args: argparse.Namespace) -> None:
+    """Exit 0 when the worker node answers a ping over the broker (a health check)."""
+    replies = _celery_app().control.ping(destination=[args.node], timeout=args.timeout)
+    if not any(args.node in reply for reply in replies):
+        sys.exit(f"clarion: no answer from {args.node} within {args.timeout}s")
+    print(f"{args.node}: pong")
 
+
+def _retention(args: argparse.Namespace) -> None:
+    import json
+
+    from clarion.core import retention
+    from clarion.db.session import make_engine, make_sessionmaker
+
+    settings = Settings()
+    sessions = make_sessionmaker(make_engine(settings.database_url))
+    report = retention.run(sessions=sessions, settings=settings, budget_seconds=args.budget)
+    print(json.dumps({**report.deleted, "done": report.done, "seconds": round(report.seconds, 1)}))
+
+
+def _migrate(args: argparse.Namespace) -> None:
+    from clarion.db.migrate import behind, upgrade
+
+    if args.check:
+        gap = behind(Settings().database_url)
+        if gap:
+            current, heads = (", ".join(sorted(r)) or "none" for r in gap)
+            sys.exit(f"clarion: the database is at {current}; this version needs {heads}")
+        print("database is up to date")
+        return
     upgrade(Settings().database_url, args.revision)
     print(f"database migrated to {args.revision}")
 
@@ -347,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="serve Prometheus metrics (every pool process, and the queues) on this port",
     )
+    p = add("ping", _ping, "ping a worker node over the broker (exit 1: no answer)")
+    p.add_argument("node", help="the worker's node name, e.g. priority@HOSTNAME (--hostname)")
+    p.add_argument("--timeout", type=float, default=5.0)
     p = add("beat", _beat, "run celery-beat (the periodic scheduler)")
     p.add_argument("--schedule", help="beat schedule file")
     p = add("flower", _flower, "run Flower, Celery's monitoring UI (needs the `ops` extra)")
@@ -355,8 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("subscriber_id")
     p.add_argument("--ttl", type=int, default=3600, help="seconds the link stays valid")
     p.add_argument("--base", help="the API's public URL (default http://HOST:PORT)")
+    p = add("retention", _retention, "delete now what has outlived its retention period")
+    p.add_argument(
+        "--budget", type=float, help="seconds to go on (default CLARION_RETENTION_BUDGET_SECONDS)"
+    )
     p = add("migrate", _migrate, "apply database migrations")
     p.add_argument("revision", nargs="?", default="head")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 1 unless the database is at this version's head "
+        "(an init container waiting for the migrate job)",
+    )
     p = add("keys", _keys, "manage producer API keys")
     keys = p.add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key and print it once")

@@ -23,6 +23,18 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Retention of records other than notifications, in days (0 keeps forever): the defaults.
+RETENTION_RECORDS: dict[str, int] = {
+    "deleted": 30,  # soft-deleted and replaced notifications, after their deletion
+    "delivery_attempts": 90,
+    "inbox_events": 90,  # read/archive/delete changes a resuming client replays
+    "events": 30,  # producer events (POST /v1/events)
+    "rule_runs": 30,
+    "failed_requests": 30,
+    "scheduled": 30,  # released or cancelled scheduled sends
+    "fanouts": 30,  # finished topic fan-outs
+}
+
 # Only ever accepted in the embedded dev mode; any other mode refuses to start with it.
 DEV_SECRET_KEY = "clarion-dev-secret-not-for-production-000000"  # noqa: S105
 # What the embedded dev mode lets webhooks and web push reach besides the internet.
@@ -226,6 +238,17 @@ class Settings(BaseSettings):
     ledger_resend_seconds: float = Field(default=300.0, gt=0)
     ledger_max_resends: int = Field(default=5, ge=1)
 
+    # Retention (clarion.core.retention, on beat; docs/operations/retention.md). Days a
+    # notification is kept after it was created, and per category; 0 keeps forever.
+    retention_days: int = Field(default=180, ge=0)
+    retention_category_days: dict[str, int] = {}
+    # Days kept of other records, by kind (RETENTION_RECORDS): the defaults and overrides.
+    retention_record_days: dict[str, int] = {}
+    # How often the task runs, the rows one statement deletes, and one run's time budget.
+    retention_interval_seconds: float = Field(default=60.0, gt=0)
+    retention_batch: int = Field(default=1000, ge=1, le=50_000)
+    retention_budget_seconds: float = Field(default=10.0, gt=0)
+
     # Rule engine: per pack or rule key, config and {"enabled": bool} (docs/rules.md).
     rules: dict[str, dict[str, Any]] = {}
     # Extra modules offering RULES (besides the built-in packs and clarion.rules entry points).
@@ -287,6 +310,24 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+
+    @field_validator("retention_category_days", "retention_record_days")
+    @classmethod
+    def _retention_days(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(days < 0 for days in value.values()):
+            raise ValueError("retention periods are days: 0 (keep forever) or more")
+        return value
+
+    @field_validator("retention_record_days")
+    @classmethod
+    def _retention_kinds(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(RETENTION_RECORDS))
+        if unknown:
+            raise ValueError(f"unknown record kinds {unknown}; known: {sorted(RETENTION_RECORDS)}")
+        return value
+
+    def record_days(self, kind: str) -> int:
+        return self.retention_record_days.get(kind, RETENTION_RECORDS[kind])
 
     @field_validator(
         "test_notification_rate_limit",

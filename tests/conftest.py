@@ -57,6 +57,7 @@ TABLES = (
     "fanouts",
     "schedules",
     "failed_requests",
+    "retention_cursors",
 )
 
 

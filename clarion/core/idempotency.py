@@ -68,14 +68,21 @@ class RedisIdempotencyStore:
 
 
 class MemoryIdempotencyStore:
+    # Expired keys are dropped every this many claims (Redis expires its own).
+    PRUNE_EVERY = 1024
+
     def __init__(self, url: str, ttl: int) -> None:
         self._ttl = ttl
         self._lock = threading.Lock()
         self._items: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._claims = 0
 
     def claim(self, key: str, fingerprint: str) -> Claim:
         now = time.monotonic()
         with self._lock:
+            self._claims += 1
+            if self._claims % self.PRUNE_EVERY == 0:
+                self._items = {k: v for k, v in self._items.items() if v[0] >= now}
             found = self._items.get(key)
             if found is None or found[0] < now:
                 self._items[key] = (now + self._ttl, {"fingerprint": fingerprint})

@@ -72,8 +72,9 @@ def celery_config(settings: Settings) -> dict:
 
 
 def beat_schedule(settings: Settings) -> dict:
-    """The sweeper, scheduled releases, recurring schedules, ended snoozes and digests (on
-    the periodic queue), and every scan rule at its own interval (on the engine queue).
+    """The sweeper, scheduled releases, recurring schedules, ended snoozes, digests and
+    retention (on the periodic queue), and every scan rule at its own interval (on the
+    engine queue).
 
     Rules disabled by settings are scheduled too: an operator's override may enable them
     without a restart, and a disabled rule's run ends at once."""
@@ -101,6 +102,13 @@ def beat_schedule(settings: Settings) -> dict:
             "task": "clarion.snooze.release",
             "schedule": settings.schedule_interval_seconds,
             "options": {"queue": queues.PERIODIC, "expires": settings.schedule_interval_seconds},
+        },
+        # Retention: bounded batches within a time budget, so the periodic queue's other
+        # tasks wait seconds at most (clarion.core.retention).
+        "retention": {
+            "task": "clarion.retention.run",
+            "schedule": settings.retention_interval_seconds,
+            "options": {"queue": queues.PERIODIC, "expires": settings.retention_interval_seconds},
         },
         "send-digests": {
             "task": "clarion.digests.run",

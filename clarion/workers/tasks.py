@@ -20,6 +20,7 @@ from clarion.core import (
     failures,
     ledger,
     recurring,
+    retention,
     schedule,
     send,
     snooze,
@@ -162,6 +163,13 @@ def register(app: Celery) -> None:
         runtime = self.app.clarion
         made = digests.run(**runtime.pipeline)
         return {"digests": made}
+
+    @app.task(name="clarion.retention.run", shared=False, bind=True, **RETRY_TRANSIENT)
+    def run_retention(self) -> dict:
+        """Delete what has outlived its retention period, within a time budget (on beat)."""
+        runtime = self.app.clarion
+        report = retention.run(sessions=runtime.sessions, settings=runtime.settings)
+        return {**report.deleted, "done": report.done}
 
     @app.task(name="clarion.rules.run", shared=False, bind=True, **RETRY_TRANSIENT)
     def run_rule(self, key: str, trigger: str = "beat", as_of: str | None = None) -> dict:

@@ -5,6 +5,7 @@ Categories and types are free text, so a new category or subtype never needs a m
 
 from clarion.db.models.base import Base, BigIntPK, JSONType, UTCDateTime
 from clarion.db.models.engine import Event, RuleRun, RuleSetting
+from clarion.db.models.maintenance import RetentionCursor
 from clarion.db.models.pipeline import (
     ApiKey,
     AuditEntry,
@@ -47,6 +48,7 @@ __all__ = [
     "Notification",
     "Preference",
     "PushSubscription",
+    "RetentionCursor",
     "RuleRun",
     "RuleSetting",
     "Schedule",

@@ -33,7 +33,11 @@ class Event(Base):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
-    __table_args__ = (Index("ix_events_type_time", "type", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_events_type_time", "type", "occurred_at"),
+        # Retention walks events by age (clarion.core.retention).
+        Index("ix_events_received", "received_at"),
+    )
 
 
 class RuleSetting(Base):

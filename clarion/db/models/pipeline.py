@@ -125,6 +125,14 @@ class Notification(Base):
             postgresql_where=text("snoozed_until IS NOT NULL"),
             sqlite_where=text("snoozed_until IS NOT NULL"),
         ),
+        # Soft-deleted rows in deletion order, for retention (clarion.core.retention).
+        Index(
+            "ix_notifications_deleted",
+            "deleted_at",
+            "id",
+            postgresql_where=text("deleted_at IS NOT NULL"),
+            sqlite_where=text("deleted_at IS NOT NULL"),
+        ),
     )
 
 
@@ -144,6 +152,9 @@ class InboxEvent(Base):
     type: Mapped[str] = mapped_column(String(32), nullable=False)
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    # Retention walks inbox events by age (clarion.core.retention).
+    __table_args__ = (Index("ix_inbox_events_created", "created_at"),)
 
 
 class Delivery(Base):
