@@ -7,7 +7,9 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from kombu import Exchange, Queue
 
 from clarion.settings import Settings
-from clarion.workers import queues
+from clarion.workers import heartbeat, queues
+
+RESTORE_INTERVAL_SECONDS = 5
 
 
 def celery_config(settings: Settings) -> dict:
@@ -29,6 +31,10 @@ def celery_config(settings: Settings) -> dict:
     else:
         transport_options = {
             "visibility_timeout": settings.broker_visibility_timeout,
+            # Every worker looks for a dead holder's messages this often (kombu's default
+            # is every 100 s); see clarion.workers.heartbeat.
+            "unacked_restore_interval": RESTORE_INTERVAL_SECONDS,
+            "unacked_restore_throttle": 1,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
         }
@@ -127,6 +133,7 @@ def create_celery(settings: Settings, runtime=None) -> Celery:
     app.config_from_object(celery_config(settings))
     app.clarion = runtime or Runtime(settings, celery=app)
     tasks.register(app)
+    heartbeat.install(app)
 
     @worker_process_init.connect(weak=False)
     def _own_connections(**_: object) -> None:

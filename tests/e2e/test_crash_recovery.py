@@ -1,0 +1,175 @@
+"""A SIGKILLed worker's messages come back within a minute, with default recovery settings.
+
+Real ``clarion api``, ``clarion worker`` and ``clarion beat`` processes on PostgreSQL and
+Redis. No recovery timeout is shortened: the visibility timeout, heartbeat, restore
+interval, lease and sweeper interval are the defaults (docs/concepts/crash-recovery.md).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from clarion.db.models import Delivery, Notification
+from tests.channels.smtp import SENDER, give_email
+from tests.conftest import process_env
+from tests.e2e.procs import Proc, free_port, run, wait_for, wait_ready
+
+pytestmark = pytest.mark.e2e
+
+TOTAL = 200
+# The promise: stored (and sent) within this many seconds of the replacement starting.
+RECOVERY_SECONDS = 60
+
+
+@pytest.fixture
+def env(runtime) -> dict[str, str]:
+    return process_env(runtime.settings.database_url, CLARION_LOG_LEVEL="WARNING")
+
+
+def count(runtime, model, *where) -> int:
+    with runtime.sessions() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where))
+
+
+def post_all(base: str, key: str, recipients: list[str], channels: list[str]) -> list[str]:
+    """One request per notification, eight at a time (the API coalesces some of them)."""
+
+    def one(i: int) -> str:
+        sent = httpx.post(
+            f"{base}/v1/notifications",
+            json={
+                "recipients": [recipients[i]],
+                "category": "crash",
+                "title": f"n{i}",
+                "channels": channels,
+            },
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert sent.status_code == 202, sent.text
+        return sent.json()["notifications"][0]["id"]
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(len(recipients))))
+
+
+def held_unacked(runtime) -> int:
+    """Messages a worker had taken and not acknowledged (kombu's Redis ``unacked`` hash)."""
+    broker = runtime.celery.connection_for_write().default_channel.client
+    return broker.hlen("unacked")
+
+
+@pytest.fixture
+def platform(env, tmp_path):
+    """The API and beat; the workers are each test's own."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    key = run(["keys", "create", "crash", "--scope", "notify"], env).strip().splitlines()[-1]
+    api = Proc(["api", "--port", str(port)], env, tmp_path / "api.log")
+    beat = Proc(["beat", "--schedule", str(tmp_path / "beat-schedule")], env, tmp_path / "b.log")
+    try:
+        wait_ready(base, api)
+        yield base, key
+    finally:
+        api.stop()
+        beat.stop()
+
+
+def test_a_killed_workers_create_messages_are_stored_within_a_minute(
+    env, runtime, platform, tmp_path
+):
+    base, key = platform
+    ids = post_all(base, key, [f"user-{i}" for i in range(TOTAL)], ["in_app"])
+    assert len(set(ids)) == TOTAL
+
+    first = Proc(["worker", "--concurrency", "2"], env, tmp_path / "w1.log")
+    wait_for(lambda: count(runtime, Notification) >= 10, 60, "the first worker to store", first)
+    # Frozen first, so what it holds can be counted, then killed with its children.
+    first.send_signal(signal.SIGSTOP)
+    held = held_unacked(runtime)
+    first.stop(signal.SIGKILL)
+    at_kill = count(runtime, Notification)
+    assert held > 0 and at_kill < TOTAL, f"held {held}, stored {at_kill}: kill it earlier"
+
+    started = time.monotonic()
+    second = Proc(["worker", "--concurrency", "2"], env, tmp_path / "w2.log")
+    try:
+        wait_for(
+            lambda: count(runtime, Notification) == TOTAL,
+            RECOVERY_SECONDS,
+            f"all {TOTAL} stored (stored {at_kill} at the kill, the worker held {held})",
+            second,
+        )
+        took = time.monotonic() - started
+    finally:
+        second.stop()
+
+    with runtime.sessions() as s:
+        stored = s.scalars(select(Notification.id)).all()
+    assert sorted(str(i) for i in stored) == sorted(ids)  # each once, none extra
+    assert took <= RECOVERY_SECONDS
+
+
+def test_a_worker_killed_mid_send_has_every_email_sent_once_within_a_minute(
+    env, runtime, platform, tmp_path, smtp_server
+):
+    base, key = platform
+    env = {
+        **env,
+        "CLARION_SMTP_HOST": "127.0.0.1",
+        "CLARION_SMTP_PORT": str(smtp_server.port),
+        "CLARION_SMTP_FROM": SENDER,
+    }
+    recipients = [f"user-{i}" for i in range(TOTAL)]
+    for r in recipients:
+        give_email(runtime, r)
+    first = Proc(["worker", "--concurrency", "2"], env, tmp_path / "w1.log")
+    held: list[int] = []
+
+    def kill_at_the_60th_mail(seen: int) -> None:
+        # Between MAIL and DATA: the email in flight is claimed, not accepted, so the only
+        # copy the receiver gets is the one sent after the takeover.
+        if seen == 60:
+            smtp_server.handler.on_mail = None
+            first.send_signal(signal.SIGSTOP)
+            held.append(held_unacked(runtime))
+            first.send_signal(signal.SIGKILL)
+
+    smtp_server.handler.on_mail = kill_at_the_60th_mail
+    ids = post_all(base, key, recipients, ["in_app", "email"])
+    wait_for(lambda: first.popen.poll() is not None, 60, "the worker to be killed", None)
+    first.stop()
+    assert held and held[0] > 0, f"the worker held {held} messages at the kill"
+    sending = count(runtime, Delivery, Delivery.status == "sending")
+    assert sending > 0, "no delivery was claimed by the killed worker"
+
+    started = time.monotonic()
+    second = Proc(["worker", "--concurrency", "2"], env, tmp_path / "w2.log")
+    try:
+        wait_for(
+            lambda: (
+                count(runtime, Delivery, Delivery.status == "sent") == TOTAL
+                and count(runtime, Notification) == TOTAL
+            ),
+            RECOVERY_SECONDS,
+            f"all {TOTAL} stored and emailed ({sending} were being sent at the kill)",
+            second,
+        )
+        took = time.monotonic() - started
+    finally:
+        second.stop()
+
+    with runtime.sessions() as s:
+        stored = s.scalars(select(Notification.id)).all()
+        refs = set(s.scalars(select(Delivery.provider_ref)))
+    assert sorted(str(i) for i in stored) == sorted(ids)
+    message_ids = [m.message["Message-ID"] for m in smtp_server.messages]
+    # Every recipient emailed exactly once: as many emails as deliveries, no Message-ID twice.
+    assert len(message_ids) == TOTAL and set(message_ids) == refs
+    assert took <= RECOVERY_SECONDS
