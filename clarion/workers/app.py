@@ -35,6 +35,9 @@ def celery_config(settings: Settings) -> dict:
             # is every 100 s); see clarion.workers.heartbeat.
             "unacked_restore_interval": RESTORE_INTERVAL_SECONDS,
             "unacked_restore_throttle": 1,
+            # A worker killed during a restore holds its lock this long, not kombu's 300 s;
+            # two restores racing on one message put it back once (kombu's WATCH).
+            "unacked_mutex_expire": 10,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
         }

@@ -7,6 +7,8 @@ interval, lease and sweeper interval are the defaults (docs/concepts/crash-recov
 
 from __future__ import annotations
 
+import base64
+import json
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,10 +61,30 @@ def post_all(base: str, key: str, recipients: list[str], channels: list[str]) ->
         return list(pool.map(one, range(len(recipients))))
 
 
-def held_unacked(runtime) -> int:
-    """Messages a worker had taken and not acknowledged (kombu's Redis ``unacked`` hash)."""
+def held(runtime, task: str) -> list[list]:
+    """The arguments of the ``task`` messages a worker has taken and not acknowledged
+    (kombu's Redis ``unacked`` hash: [message, exchange, routing key]; Celery's body is
+    [args, kwargs, embed])."""
     broker = runtime.celery.connection_for_write().default_channel.client
-    return broker.hlen("unacked")
+    messages = [json.loads(raw)[0] for raw in broker.hvals("unacked")]
+    return [
+        json.loads(base64.b64decode(m["body"]))[0] for m in messages if m["headers"]["task"] == task
+    ]
+
+
+def broker_state(runtime) -> str:
+    """Where messages are, for a failure's message: queued, unacked (and how stale)."""
+    broker = runtime.celery.connection_for_write().default_channel.client
+    now = time.time()
+    ages = [
+        round(now - score) for _, score in broker.zrange("unacked_index", 0, -1, withscores=True)
+    ]
+    queues = {q.decode(): broker.llen(q) for q in broker.keys("create*") + broker.keys("deliver*")}
+    return f"queued {queues}, unacked ages {ages}, mutex ttl {broker.ttl('unacked_mutex')}"
+
+
+def held_notification_ids(runtime) -> set[str]:
+    return {nid for args in held(runtime, "clarion.create") for m in args for nid, _ in m["items"]}
 
 
 @pytest.fixture
@@ -81,6 +103,8 @@ def platform(env, tmp_path):
         beat.stop()
 
 
+# The recovery alone may take a minute; the processes start and stop around it.
+@pytest.mark.timeout(240)
 def test_a_killed_workers_create_messages_are_stored_within_a_minute(
     env, runtime, platform, tmp_path
 ):
@@ -92,10 +116,13 @@ def test_a_killed_workers_create_messages_are_stored_within_a_minute(
     wait_for(lambda: count(runtime, Notification) >= 10, 60, "the first worker to store", first)
     # Frozen first, so what it holds can be counted, then killed with its children.
     first.send_signal(signal.SIGSTOP)
-    held = held_unacked(runtime)
     first.stop(signal.SIGKILL)
-    at_kill = count(runtime, Notification)
-    assert held > 0 and at_kill < TOTAL, f"held {held}, stored {at_kill}: kill it earlier"
+    with runtime.sessions() as s:
+        stored_at_kill = {str(i) for i in s.scalars(select(Notification.id))}
+    # Taken by the dead worker and not stored: what only a recovery can bring back.
+    taken = len(held_notification_ids(runtime) - stored_at_kill)
+    at_kill = len(stored_at_kill)
+    assert taken > 0, f"the worker held nothing unstored ({at_kill} stored): kill it earlier"
 
     started = time.monotonic()
     second = Proc(["worker", "--concurrency", "2"], env, tmp_path / "w2.log")
@@ -103,10 +130,13 @@ def test_a_killed_workers_create_messages_are_stored_within_a_minute(
         wait_for(
             lambda: count(runtime, Notification) == TOTAL,
             RECOVERY_SECONDS,
-            f"all {TOTAL} stored (stored {at_kill} at the kill, the worker held {held})",
+            f"all {TOTAL} stored ({at_kill} at the kill, {taken} held by the dead worker)",
             second,
         )
         took = time.monotonic() - started
+        print(f"recovered in {took:.1f} s")
+    except AssertionError as exc:
+        raise AssertionError(f"{broker_state(runtime)}\n{exc}") from None
     finally:
         second.stop()
 
@@ -116,6 +146,7 @@ def test_a_killed_workers_create_messages_are_stored_within_a_minute(
     assert took <= RECOVERY_SECONDS
 
 
+@pytest.mark.timeout(240)
 def test_a_worker_killed_mid_send_has_every_email_sent_once_within_a_minute(
     env, runtime, platform, tmp_path, smtp_server
 ):
@@ -129,8 +160,11 @@ def test_a_worker_killed_mid_send_has_every_email_sent_once_within_a_minute(
     recipients = [f"user-{i}" for i in range(TOTAL)]
     for r in recipients:
         give_email(runtime, r)
-    first = Proc(["worker", "--concurrency", "2"], env, tmp_path / "w1.log")
-    held: list[int] = []
+    # One send at a time: with two, the other process could be past DATA, an email the
+    # server has but whose outcome the killed worker never committed; that one is sent
+    # again after the lease (the documented window, docs/concepts/crash-recovery.md).
+    first = Proc(["worker", "--concurrency", "1"], env, tmp_path / "w1.log")
+    taken: list[int] = []
 
     def kill_at_the_60th_mail(seen: int) -> None:
         # Between MAIL and DATA: the email in flight is claimed, not accepted, so the only
@@ -138,14 +172,14 @@ def test_a_worker_killed_mid_send_has_every_email_sent_once_within_a_minute(
         if seen == 60:
             smtp_server.handler.on_mail = None
             first.send_signal(signal.SIGSTOP)
-            held.append(held_unacked(runtime))
+            taken.append(len(held(runtime, "clarion.deliver")))
             first.send_signal(signal.SIGKILL)
 
     smtp_server.handler.on_mail = kill_at_the_60th_mail
     ids = post_all(base, key, recipients, ["in_app", "email"])
     wait_for(lambda: first.popen.poll() is not None, 60, "the worker to be killed", None)
     first.stop()
-    assert held and held[0] > 0, f"the worker held {held} messages at the kill"
+    assert taken and taken[0] > 0, f"the worker held {taken} deliver messages at the kill"
     sending = count(runtime, Delivery, Delivery.status == "sending")
     assert sending > 0, "no delivery was claimed by the killed worker"
 
@@ -162,6 +196,9 @@ def test_a_worker_killed_mid_send_has_every_email_sent_once_within_a_minute(
             second,
         )
         took = time.monotonic() - started
+        print(f"recovered in {took:.1f} s")
+    except AssertionError as exc:
+        raise AssertionError(f"{broker_state(runtime)}\n{exc}") from None
     finally:
         second.stop()
 
