@@ -212,6 +212,9 @@ class Settings(BaseSettings):
     # Redis broker: an accepted create/fanout message not stored after this long is
     # published again by the sweeper (README "Reliability"); given up after N re-sends.
     ledger_resend_seconds: float = Field(default=300.0, gt=0)
+    # An entry this old that is neither in its queue nor held by a worker (lost at a
+    # worker's kill) is published again at once (docs/concepts/crash-recovery.md).
+    ledger_lost_seconds: float = Field(default=30.0, gt=0)
     ledger_max_resends: int = Field(default=5, ge=1)
 
     # Rule engine: per pack or rule key, config and {"enabled": bool} (README "Rule engine").

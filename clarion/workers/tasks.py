@@ -122,14 +122,17 @@ def register(app: Celery) -> None:
         runtime = self.app.clarion
         settings = runtime.settings
         swept = sweeper.sweep(sessions=runtime.sessions, settings=settings, scheduler=runtime)
-        lost = ledger.resend_overdue(
-            self.app,
-            ledger.for_app(self.app),
-            older_than=settings.ledger_resend_seconds,
-            max_resends=settings.ledger_max_resends,
-            limit=settings.sweeper_batch,
+        book = ledger.for_app(self.app)
+        limits = {"max_resends": settings.ledger_max_resends, "limit": settings.sweeper_batch}
+        gone = ledger.resend_lost(self.app, book, older_than=settings.ledger_lost_seconds, **limits)
+        late = ledger.resend_overdue(
+            self.app, book, older_than=settings.ledger_resend_seconds, **limits
         )
-        return {**swept, **{f"ledger_{k}": n for k, n in lost.items()}}
+        return {
+            **swept,
+            **{f"ledger_{k}": n + gone[k] for k, n in late.items()},
+            "ledger_lost": gone["resent"],
+        }
 
     @app.task(name="clarion.schedule.release", shared=False, bind=True, **RETRY_TRANSIENT)
     def release_scheduled(self) -> dict:
