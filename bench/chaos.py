@@ -306,7 +306,7 @@ class Chaos:
             time.sleep(spacing)
             victim = self.workers.pop(0)
             os.killpg(victim.pid, signal.SIGKILL)
-            victim.wait(10)
+            self.procs.stop(victim)  # reaped and forgotten
             self.workers.append(self.start_worker(i + 2))
 
     def redis_restart(self) -> None:
@@ -324,7 +324,7 @@ class Chaos:
 
     def api_kill(self) -> None:
         os.killpg(self.api.pid, signal.SIGKILL)
-        self.api.wait(10)
+        self.procs.stop(self.api)
         self.start_api()
 
     def run(self) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -61,7 +61,7 @@ class Ledger(Protocol):
 
     def overdue(self, older_than: float, limit: int) -> list[Entry]: ...
 
-    def lost(self, older_than: float, limit: int) -> list[Entry]: ...
+    def lost(self, older_than: float, limit: int, queues: Iterable[str] = ()) -> list[Entry]: ...
 
 
 class NullLedger:
@@ -76,7 +76,7 @@ class NullLedger:
     def overdue(self, older_than: float, limit: int) -> list[Entry]:
         return []
 
-    def lost(self, older_than: float, limit: int) -> list[Entry]:
+    def lost(self, older_than: float, limit: int, queues: Iterable[str] = ()) -> list[Entry]:
         return []
 
 
@@ -103,12 +103,11 @@ class RedisLedger:
         pipe.execute()
 
     def overdue(self, older_than: float, limit: int) -> list[Entry]:
-        return [entry for entry, _ in self._overdue(older_than, limit)]
+        return [entry for entry, _ in self._sent_before(time.time() - older_than, limit)]
 
-    def _overdue(self, older_than: float, limit: int) -> list[tuple[Entry, float]]:
-        scored = self._client.zrangebyscore(
-            SENT_AT, "-inf", time.time() - older_than, 0, limit, withscores=True
-        )
+    def _sent_before(self, until: float, limit: int) -> list[tuple[Entry, float]]:
+        """Entries (re)sent before ``until`` (exclusive), oldest first, with that time."""
+        scored = self._client.zrangebyscore(SENT_AT, "-inf", f"({until}", 0, limit, withscores=True)
         if not scored:
             return []
         ids = [task_id for task_id, _ in scored]
@@ -119,36 +118,38 @@ class RedisLedger:
             entries.append((Entry(task_id=task_id.decode(), **json.loads(raw)), sent_at))
         return entries
 
-    def lost(self, older_than: float, limit: int) -> list[Entry]:
-        """Entries older than ``older_than`` that are neither waiting in their queue nor
-        held by a worker (kombu's ``unacked`` hash, which live workers keep fresh): lost
-        between kombu's ``BRPOP`` and its unacked record, by a worker killed there.
+    def _oldest_waiting(self, queue: str) -> float | None:
+        """The ledger time of the message at the consuming end of ``queue``: inf when the
+        queue is empty, None when that message has no entry (it proves nothing)."""
+        raw = self._client.lindex(queue, -1)
+        if raw is None:
+            return float("inf")
+        try:
+            task_id = json.loads(raw)["headers"]["id"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return self._client.zscore(SENT_AT, task_id)
+
+    def lost(self, older_than: float, limit: int, queues: Iterable[str] = ()) -> list[Entry]:
+        """Entries older than ``older_than`` that are neither waiting in their queue (one of
+        ``queues``) nor held by a worker (kombu's ``unacked`` hash, which live workers keep
+        fresh): lost between kombu's ``BRPOP`` and its unacked record, by a worker killed
+        there.
 
         A queue is consumed oldest first, so an entry sent before the message at the
-        consuming end of its queue is no longer in it; that message's own entry gives its
-        time (a message without one, e.g. restored after it settled, proves nothing, and
-        its queue's entries wait for the ``overdue`` backstop). A long backlog therefore
-        costs one ``LINDEX`` per queue, and re-sends nothing. A message consumed and
-        settled between these reads is sent again as a no-op task."""
-        candidates = self._overdue(older_than, limit)
-        if not candidates:
+        consuming end of its queue is no longer in it. Only entries older than that are
+        read at all, so a long backlog costs one ``LINDEX`` per queue and re-sends
+        nothing. A message consumed and settled between these reads is sent again and
+        runs as a no-op task."""
+        oldest = {queue: self._oldest_waiting(queue) for queue in queues}
+        known = [t for t in oldest.values() if t is not None]
+        if not known:
             return []
-        tail_sent_at: dict[str, float | None] = {}
-        for queue in {entry.queue for entry, _ in candidates}:
-            raw = self._client.lindex(queue, -1)
-            if raw is None:
-                tail_sent_at[queue] = float("inf")
-                continue
-            try:
-                tail_id = json.loads(raw)["headers"]["id"]
-            except (ValueError, KeyError, TypeError):
-                tail_sent_at[queue] = None
-                continue
-            tail_sent_at[queue] = self._client.zscore(SENT_AT, tail_id)
+        until = min(time.time() - older_than, max(known))
         gone = [
             entry
-            for entry, sent_at in candidates
-            if (tail := tail_sent_at[entry.queue]) is not None and sent_at < tail
+            for entry, sent_at in self._sent_before(until, limit)
+            if (tail := oldest.get(entry.queue)) is not None and sent_at < tail
         ]
         if not gone:
             return []
@@ -203,11 +204,17 @@ def resend_overdue(
 
 
 def resend_lost(
-    celery_app: Any, ledger: Ledger, *, older_than: float, max_resends: int, limit: int
+    celery_app: Any,
+    ledger: Ledger,
+    *,
+    older_than: float,
+    max_resends: int,
+    limit: int,
+    queues: Iterable[str],
 ) -> dict[str, int]:
     """Publish again what was recorded ``older_than`` seconds ago and is nowhere in the
-    broker any more (``Ledger.lost``)."""
-    return _resend(celery_app, ledger, ledger.lost(older_than, limit), max_resends)
+    broker any more (``Ledger.lost``; ``queues``: those the ledger's messages go to)."""
+    return _resend(celery_app, ledger, ledger.lost(older_than, limit, queues), max_resends)
 
 
 def _resend(

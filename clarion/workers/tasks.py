@@ -27,8 +27,9 @@ from clarion.core import (
 )
 from clarion.core import deliver as deliver_core
 from clarion.core import fanout as fanout_core
-from clarion.core.lanes import NORMAL
+from clarion.core.lanes import LANES, NORMAL
 from clarion.core.schemas import FanoutMessage
+from clarion.workers import queues
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,10 @@ def register(app: Celery) -> None:
         swept = sweeper.sweep(sessions=runtime.sessions, settings=settings, scheduler=runtime)
         book = ledger.for_app(self.app)
         limits = {"max_resends": settings.ledger_max_resends, "limit": settings.sweeper_batch}
-        gone = ledger.resend_lost(self.app, book, older_than=settings.ledger_lost_seconds, **limits)
+        create_queues = [queues.create_queue(lane) for lane in LANES]
+        gone = ledger.resend_lost(
+            self.app, book, older_than=settings.ledger_lost_seconds, queues=create_queues, **limits
+        )
         late = ledger.resend_overdue(
             self.app, book, older_than=settings.ledger_resend_seconds, **limits
         )

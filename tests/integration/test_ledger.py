@@ -14,6 +14,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import func, select
 
 from clarion.core import ledger, send
+from clarion.core.lanes import LANES
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Notification
 from clarion.workers import queues
@@ -133,6 +134,9 @@ def test_the_embedded_broker_has_no_ledger():
     assert isinstance(ledger.for_broker("redis://127.0.0.1:6379/3"), ledger.RedisLedger)
 
 
+QS = [queues.create_queue(lane) for lane in LANES]
+
+
 def test_a_message_lost_at_a_kill_is_sent_again_at_once_but_not_one_waiting_or_held(runtime):
     """What beat's sweep does every few seconds (``ledger_lost_seconds``, here 0.2 s): a
     message nowhere in the broker comes back long before the 300 s backstop, while one a
@@ -149,9 +153,11 @@ def test_a_message_lost_at_a_kill_is_sent_again_at_once_but_not_one_waiting_or_h
         # The next one: taken off the queue by a worker killed before it recorded it.
         conn.default_channel.client.rpop(queues.CREATE)
         time.sleep(0.3)
-        again = ledger.resend_lost(app, book, older_than=0.2, max_resends=5, limit=100)
+        again = ledger.resend_lost(app, book, older_than=0.2, max_resends=5, limit=100, queues=QS)
         assert again == {"resent": 1, "dropped": 0}
-        assert ledger.resend_lost(app, book, older_than=0.2, max_resends=5, limit=100) == {
+        assert ledger.resend_lost(
+            app, book, older_than=0.2, max_resends=5, limit=100, queues=QS
+        ) == {
             "resent": 0,
             "dropped": 0,
         }  # its clock restarted; the held and the waiting one are still not lost
