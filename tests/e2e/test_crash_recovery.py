@@ -11,6 +11,7 @@ import base64
 import json
 import signal
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -210,3 +211,42 @@ def test_a_worker_killed_mid_send_has_every_email_sent_once_within_a_minute(
     # Every recipient emailed exactly once: as many emails as deliveries, no Message-ID twice.
     assert len(message_ids) == TOTAL and set(message_ids) == refs
     assert took <= RECOVERY_SECONDS
+
+
+@pytest.mark.timeout(180)
+def test_a_live_worker_keeps_a_message_longer_than_the_visibility_timeout(env, runtime, tmp_path):
+    """The short timeout costs live workers nothing: a countdown longer than it stays with
+    the worker that holds it (its heartbeat keeps the message's unacked time fresh) and runs
+    once, instead of being redelivered to run twice."""
+    env = {**env, "CLARION_LOG_LEVEL": "INFO"}
+    worker = Proc(["worker", "--concurrency", "1"], env, tmp_path / "w.log")
+    try:
+        wait_for(lambda: "ready" in worker.output(), 60, "the worker", worker)
+        task_id = str(uuid.uuid4())
+        countdown = runtime.settings.broker_visibility_timeout + 10
+        runtime.celery.send_task(
+            "clarion.deliver",
+            args=["webhook", [str(uuid.uuid4())]],  # no such delivery: a no-op when it runs
+            queue="deliver.webhook",
+            task_id=task_id,
+            countdown=countdown,
+        )
+        broker = runtime.celery.connection_for_write().default_channel.client
+        oldest = 0.0
+        deadline = time.monotonic() + countdown + 30
+        while f"{task_id}] succeeded" not in worker.output():
+            assert time.monotonic() < deadline, worker.output()[-3000:]
+            tags = [
+                tag for tag, raw in broker.hgetall("unacked").items() if task_id in raw.decode()
+            ]
+            assert len(tags) <= 1, "the message was redelivered while its holder lived"
+            for tag in tags:
+                score = broker.zscore("unacked_index", tag)
+                if score is not None:
+                    oldest = max(oldest, time.time() - score)
+            time.sleep(0.5)
+    finally:
+        worker.stop()
+    assert worker.output().count(f"{task_id}] succeeded") == 1
+    # Refreshed every heartbeat (5 s), never near the 30 s after which it would be restored.
+    assert oldest < 12
