@@ -250,6 +250,7 @@ class Chaos:
         self.workers: list[subprocess.Popen] = []
         self.api_port = common.free_port()
         self.rows: list[dict] = []
+        self.notes: list[str] = []
 
     def env(self) -> dict[str, str]:
         s = self.services
@@ -277,8 +278,26 @@ class Chaos:
     def start_api(self) -> subprocess.Popen:
         argv = [str(common.BIN / "clarion"), "api", "--port", str(self.api_port)]
         self.api = self.procs.start(f"api-{time.monotonic():.0f}", argv, self.env())
-        common.wait_http(f"http://127.0.0.1:{self.api_port}/readyz", self.procs, 60)
-        return self.api
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.api_port}/readyz", timeout=2).is_success:
+                    return self.api
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("the API did not become ready")
+
+    def revive(self, during: str) -> None:
+        """What a supervisor does: a worker that exited by itself is started again (and
+        reported: a fault that makes a worker exit is a finding)."""
+        for i, worker in enumerate(self.workers):
+            if worker.poll() is not None:
+                self.notes.append(
+                    f"a worker exited by itself ({worker.returncode}) during {during}"
+                )
+                self.procs.stop(worker)
+                self.workers[i] = self.start_worker(100 + len(self.notes))
 
     def setup(self) -> Load:
         self.services.start()
@@ -345,6 +364,7 @@ class Chaos:
                 began = time.monotonic()
                 faults[name]()
                 ended = time.monotonic()
+                self.revive(name)
                 took = wait_drained(self.db, load, self.services.smtp_log, ended, self.args.limit)
                 self.rows.append({"fault": name, "began": began, "ended": ended, "drained": took})
                 print(f"{name}: drained {took if took is None else round(took, 1)} s", flush=True)
@@ -387,6 +407,7 @@ class Chaos:
             f"{sum(1 for n in ids if got.get(ref_of.get(n, ''), 0))} emailed, {dup_total} "
             f"Message-IDs received more than once; refused/failed POSTs: {dict(load.refused)}"
         )
+        lines += [f"Note: {n}" for n in self.notes]
         print("\n".join(lines), flush=True)
 
 
