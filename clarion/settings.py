@@ -35,6 +35,10 @@ RETENTION_RECORDS: dict[str, int] = {
     "fanouts": 30,  # finished topic fan-outs
 }
 
+# The default lease's room beyond a channel's longest send: the claim, the clock tolerance
+# between workers and the outcome's commit must fit in it.
+LEASE_MARGIN_SECONDS = 5.0
+
 # Only ever accepted in the embedded dev mode; any other mode refuses to start with it.
 DEV_SECRET_KEY = "clarion-dev-secret-not-for-production-000000"  # noqa: S105
 # What the embedded dev mode lets webhooks and web push reach besides the internet.
@@ -175,9 +179,14 @@ class Settings(BaseSettings):
     # Topic fan-out: recipients per create task on the bulk lane.
     fanout_batch: int = Field(default=1000, ge=1, le=10_000)
 
-    # Redis broker: an unacked message is redelivered after this many seconds. It must be
-    # above the longest task; retries longer than half of it go through next_attempt_at.
-    broker_visibility_timeout: int = Field(default=3600, gt=0)
+    # Redis broker: an unacked message whose holder stopped refreshing it is redelivered
+    # after this many seconds. Live workers refresh what they hold every
+    # worker_heartbeat_seconds (clarion.workers.heartbeat), so this bounds how long a dead
+    # worker's messages wait, not how long a task may run. Retries longer than half of it
+    # go through next_attempt_at (docs/concepts/crash-recovery.md).
+    broker_visibility_timeout: int = Field(default=30, gt=0)
+    # How often a worker refreshes the unacked messages it holds; well below the timeout.
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
     # Extra kombu transport options, e.g. {"unacked_restore_interval": 10} (Redis).
     broker_transport_options: dict[str, Any] = {}
     # How long the API waits for the broker before answering 503.
@@ -222,7 +231,9 @@ class Settings(BaseSettings):
     retry_backoff_seconds: float = Field(default=15.0, gt=0)
     retry_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     # A delivery being sent longer than this is taken as interrupted and may be re-sent.
-    delivery_lease_seconds: float = Field(default=300.0, gt=0)
+    # Unset: each channel's longest send (its timeouts) plus a few seconds, so a killed
+    # worker's claimed deliveries come back within a minute (docs/concepts/crash-recovery.md).
+    delivery_lease_seconds: float | None = Field(default=None, gt=0)
     # PostgreSQL's synchronous_commit for the deliver step's claims and outcomes. "off"
     # saves the WAL flush wait at each outcome (docs/benchmarks/code.md); a PostgreSQL crash
     # (not a worker crash) can then lose the last fraction of a second of outcomes, and
@@ -230,12 +241,15 @@ class Settings(BaseSettings):
     delivery_synchronous_commit: Literal["on", "off"] = "on"
     # The sweeper (on beat): how often it runs, how long a pending delivery may wait for
     # its task before it is re-enqueued, and how many rows one run moves at most.
-    sweeper_interval_seconds: float = Field(default=30.0, gt=0)
+    sweeper_interval_seconds: float = Field(default=5.0, gt=0)
     sweeper_stuck_seconds: float = Field(default=300.0, gt=0)
     sweeper_batch: int = Field(default=10_000, ge=1)
     # Redis broker: an accepted create/fanout message not stored after this long is
     # published again by the sweeper (docs/concepts/delivery.md); given up after N re-sends.
     ledger_resend_seconds: float = Field(default=300.0, gt=0)
+    # An entry this old that is neither in its queue nor held by a worker (lost at a
+    # worker's kill) is published again at once (docs/concepts/crash-recovery.md).
+    ledger_lost_seconds: float = Field(default=30.0, gt=0)
     ledger_max_resends: int = Field(default=5, ge=1)
 
     # Retention (clarion.core.retention, on beat; docs/operations/retention.md). Days a
@@ -397,6 +411,12 @@ class Settings(BaseSettings):
 
     def max_attempts(self, channel: str) -> int:
         return self.channel_max_attempts.get(channel, self.delivery_max_attempts)
+
+    def lease_seconds(self, send_timeout: float) -> float:
+        """The claim lease of a channel whose one send takes at most ``send_timeout``."""
+        if self.delivery_lease_seconds is not None:
+            return self.delivery_lease_seconds
+        return send_timeout + LEASE_MARGIN_SECONDS
 
     @property
     def base_url(self) -> str:

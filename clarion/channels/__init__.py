@@ -209,11 +209,12 @@ def build(key: str, settings: Settings) -> Channel:
         raise ChannelNotConfigured(f"channel {key!r} is not available in this deployment")
     module, _, name = spec.sender.partition(":")
     channel = getattr(importlib.import_module(module), name)(settings)
-    if channel.send_timeout > settings.delivery_lease_seconds:
+    lease = settings.lease_seconds(channel.send_timeout)
+    if channel.send_timeout > lease:
         # One send could outlast its claim: another worker would take it and send it again.
         raise ChannelConfigError(
             f"channel {key!r}: one send may take {channel.send_timeout:g} s, longer than "
-            f"CLARION_DELIVERY_LEASE_SECONDS={settings.delivery_lease_seconds:g}; lower the "
+            f"CLARION_DELIVERY_LEASE_SECONDS={lease:g}; lower the "
             "channel's timeout or raise the lease"
         )
     return channel

@@ -302,7 +302,7 @@ class _Run:
         ahead for the send to finish (its timeout, and the clock tolerance another worker's
         claim allows): else the lease of the rows left is renewed first, in one statement,
         and rows another worker has taken over meanwhile are not sent."""
-        lease = timedelta(seconds=self.settings.delivery_lease_seconds)
+        lease = timedelta(seconds=self.settings.lease_seconds(self.sender.send_timeout))
         margin = timedelta(seconds=self.sender.send_timeout) + deliveries.CLOCK_TOLERANCE
         fresh = True  # just claimed or renewed: renewing again would not buy more time
         lost: set[uuid.UUID] = set()
@@ -402,7 +402,7 @@ def deliver(
             )
         metrics.deliveries_skipped(channel, result.skipped)
         return result
-    lease = timedelta(seconds=settings.delivery_lease_seconds)
+    lease = timedelta(seconds=settings.lease_seconds(sender.send_timeout))
     with outcomes.held_session(
         sessions, synchronous_commit=settings.delivery_synchronous_commit
     ) as session:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # The hash holds each message; the sorted set orders task ids by when they were (re)sent.
 MESSAGES, SENT_AT = "clarion:ledger:messages", "clarion:ledger:sent_at"
+# kombu's Redis transport: delivered, unacknowledged messages by delivery tag.
+UNACKED = "unacked"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class Ledger(Protocol):
 
     def overdue(self, older_than: float, limit: int) -> list[Entry]: ...
 
+    def lost(self, older_than: float, limit: int, queues: Iterable[str] = ()) -> list[Entry]: ...
+
 
 class NullLedger:
     """For brokers that do not lose a message between delivering and tracking it."""
@@ -70,6 +74,9 @@ class NullLedger:
         pass
 
     def overdue(self, older_than: float, limit: int) -> list[Entry]:
+        return []
+
+    def lost(self, older_than: float, limit: int, queues: Iterable[str] = ()) -> list[Entry]:
         return []
 
 
@@ -96,16 +103,58 @@ class RedisLedger:
         pipe.execute()
 
     def overdue(self, older_than: float, limit: int) -> list[Entry]:
-        ids = self._client.zrangebyscore(SENT_AT, "-inf", time.time() - older_than, 0, limit)
-        if not ids:
+        return [entry for entry, _ in self._sent_before(time.time() - older_than, limit)]
+
+    def _sent_before(self, until: float, limit: int) -> list[tuple[Entry, float]]:
+        """Entries (re)sent before ``until`` (exclusive), oldest first, with that time."""
+        scored = self._client.zrangebyscore(SENT_AT, "-inf", f"({until}", 0, limit, withscores=True)
+        if not scored:
             return []
+        ids = [task_id for task_id, _ in scored]
         entries = []
-        for task_id, raw in zip(ids, self._client.hmget(MESSAGES, ids), strict=True):
+        for (task_id, sent_at), raw in zip(scored, self._client.hmget(MESSAGES, ids), strict=True):
             if raw is None:  # settled between the two reads
                 continue
-            data = json.loads(raw)
-            entries.append(Entry(task_id=task_id.decode(), **data))
+            entries.append((Entry(task_id=task_id.decode(), **json.loads(raw)), sent_at))
         return entries
+
+    def _oldest_waiting(self, queue: str) -> float | None:
+        """The ledger time of the message at the consuming end of ``queue``: inf when the
+        queue is empty, None when that message has no entry (it proves nothing)."""
+        raw = self._client.lindex(queue, -1)
+        if raw is None:
+            return float("inf")
+        try:
+            task_id = json.loads(raw)["headers"]["id"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return self._client.zscore(SENT_AT, task_id)
+
+    def lost(self, older_than: float, limit: int, queues: Iterable[str] = ()) -> list[Entry]:
+        """Entries older than ``older_than`` that are neither waiting in their queue (one of
+        ``queues``) nor held by a worker (kombu's ``unacked`` hash, which live workers keep
+        fresh): lost between kombu's ``BRPOP`` and its unacked record, by a worker killed
+        there.
+
+        A queue is consumed oldest first, so an entry sent before the message at the
+        consuming end of its queue is no longer in it. Only entries older than that are
+        read at all, so a long backlog costs one ``LINDEX`` per queue and re-sends
+        nothing. A message consumed and settled between these reads is sent again and
+        runs as a no-op task."""
+        oldest = {queue: self._oldest_waiting(queue) for queue in queues}
+        known = [t for t in oldest.values() if t is not None]
+        if not known:
+            return []
+        until = min(time.time() - older_than, max(known))
+        gone = [
+            entry
+            for entry, sent_at in self._sent_before(until, limit)
+            if (tail := oldest.get(entry.queue)) is not None and sent_at < tail
+        ]
+        if not gone:
+            return []
+        held = b"\n".join(self._client.hvals(UNACKED))
+        return [entry for entry in gone if entry.task_id.encode() not in held]
 
 
 BACKENDS: dict[str, Callable[[str, float], Ledger]] = {
@@ -151,8 +200,28 @@ def resend_overdue(
     celery_app: Any, ledger: Ledger, *, older_than: float, max_resends: int, limit: int
 ) -> dict[str, int]:
     """Publish again what was recorded ``older_than`` seconds ago and is still unsettled."""
+    return _resend(celery_app, ledger, ledger.overdue(older_than, limit), max_resends)
+
+
+def resend_lost(
+    celery_app: Any,
+    ledger: Ledger,
+    *,
+    older_than: float,
+    max_resends: int,
+    limit: int,
+    queues: Iterable[str],
+) -> dict[str, int]:
+    """Publish again what was recorded ``older_than`` seconds ago and is nowhere in the
+    broker any more (``Ledger.lost``; ``queues``: those the ledger's messages go to)."""
+    return _resend(celery_app, ledger, ledger.lost(older_than, limit, queues), max_resends)
+
+
+def _resend(
+    celery_app: Any, ledger: Ledger, entries: list[Entry], max_resends: int
+) -> dict[str, int]:
     counts = {"resent": 0, "dropped": 0}
-    for entry in ledger.overdue(older_than, limit):
+    for entry in entries:
         if entry.resends >= max_resends:
             log.error(
                 "task %s (%s) was re-sent %d times and never settled; dropping it from the ledger",

@@ -8,7 +8,9 @@ from kombu import Exchange, Queue
 
 from clarion import exposition, metrics, telemetry
 from clarion.settings import Settings
-from clarion.workers import queue_metrics, queues
+from clarion.workers import heartbeat, queue_metrics, queues
+
+RESTORE_INTERVAL_SECONDS = 5
 
 
 def celery_config(settings: Settings) -> dict:
@@ -30,6 +32,13 @@ def celery_config(settings: Settings) -> dict:
     else:
         transport_options = {
             "visibility_timeout": settings.broker_visibility_timeout,
+            # Every worker looks for a dead holder's messages this often (kombu's default
+            # is every 100 s); see clarion.workers.heartbeat.
+            "unacked_restore_interval": RESTORE_INTERVAL_SECONDS,
+            "unacked_restore_throttle": 1,
+            # A worker killed during a restore holds its lock this long, not kombu's 300 s;
+            # two restores racing on one message put it back once (kombu's WATCH).
+            "unacked_mutex_expire": 10,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
         }
@@ -139,6 +148,7 @@ def create_celery(settings: Settings, runtime=None) -> Celery:
     app.clarion = runtime or Runtime(settings, celery=app)
     tasks.register(app)
     queue_metrics.stamp()  # the publish time, for the oldest message's age
+    heartbeat.install(app)
 
     @worker_process_init.connect(weak=False)
     def _own_connections(**_: object) -> None:

@@ -28,8 +28,9 @@ from clarion.core import (
 )
 from clarion.core import deliver as deliver_core
 from clarion.core import fanout as fanout_core
-from clarion.core.lanes import NORMAL
+from clarion.core.lanes import LANES, NORMAL
 from clarion.core.schemas import FanoutMessage
+from clarion.workers import queues
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +124,20 @@ def register(app: Celery) -> None:
         runtime = self.app.clarion
         settings = runtime.settings
         swept = sweeper.sweep(sessions=runtime.sessions, settings=settings, scheduler=runtime)
-        lost = ledger.resend_overdue(
-            self.app,
-            ledger.for_app(self.app),
-            older_than=settings.ledger_resend_seconds,
-            max_resends=settings.ledger_max_resends,
-            limit=settings.sweeper_batch,
+        book = ledger.for_app(self.app)
+        limits = {"max_resends": settings.ledger_max_resends, "limit": settings.sweeper_batch}
+        create_queues = [queues.create_queue(lane) for lane in LANES]
+        gone = ledger.resend_lost(
+            self.app, book, older_than=settings.ledger_lost_seconds, queues=create_queues, **limits
         )
-        return {**swept, **{f"ledger_{k}": n for k, n in lost.items()}}
+        late = ledger.resend_overdue(
+            self.app, book, older_than=settings.ledger_resend_seconds, **limits
+        )
+        return {
+            **swept,
+            **{f"ledger_{k}": n + gone[k] for k, n in late.items()},
+            "ledger_lost": gone["resent"],
+        }
 
     @app.task(name="clarion.schedule.release", shared=False, bind=True, **RETRY_TRANSIENT)
     def release_scheduled(self) -> dict:

@@ -14,6 +14,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import func, select
 
 from clarion.core import ledger, send
+from clarion.core.lanes import LANES
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Notification
 from clarion.workers import queues
@@ -131,3 +132,36 @@ def test_the_embedded_broker_has_no_ledger():
     assert isinstance(ledger.for_broker("sqla+sqlite:///x.db"), ledger.NullLedger)
     assert isinstance(ledger.for_broker("amqp://guest@localhost//"), ledger.NullLedger)
     assert isinstance(ledger.for_broker("redis://127.0.0.1:6379/3"), ledger.RedisLedger)
+
+
+QS = [queues.create_queue(lane) for lane in LANES]
+
+
+def test_a_message_lost_at_a_kill_is_sent_again_at_once_but_not_one_waiting_or_held(runtime):
+    """What beat's sweep does every few seconds (``ledger_lost_seconds``, here 0.2 s): a
+    message nowhere in the broker comes back long before the 300 s backstop, while one a
+    worker holds (unacked) and one still waiting in the queue are left alone."""
+    app, book = runtime.celery, ledger.for_app(runtime.celery)
+    held, lost, waiting = _message(), _message(), _message()
+    for m in (held, lost, waiting):
+        send.enqueue(app, m)
+    entries = {e.args[0]["request_id"]: e.task_id for e in book.overdue(0, 10)}
+    with app.connection_for_write() as conn:
+        worker = conn.SimpleQueue(queues.CREATE, no_ack=False)
+        taken = worker.get(block=False)  # the oldest: held, unacked, not yet acknowledged
+        assert taken.headers["id"] == entries[str(held.request_id)]
+        # The next one: taken off the queue by a worker killed before it recorded it.
+        conn.default_channel.client.rpop(queues.CREATE)
+        time.sleep(0.3)
+        again = ledger.resend_lost(app, book, older_than=0.2, max_resends=5, limit=100, queues=QS)
+        assert again == {"resent": 1, "dropped": 0}
+        assert ledger.resend_lost(
+            app, book, older_than=0.2, max_resends=5, limit=100, queues=QS
+        ) == {
+            "resent": 0,
+            "dropped": 0,
+        }  # its clock restarted; the held and the waiting one are still not lost
+        worker.close()  # the held one goes back to its queue
+    assert _run_queued(app) == 3
+    assert _stored(runtime) == 6
+    assert book.overdue(0, 10) == []
