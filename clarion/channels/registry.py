@@ -58,6 +58,10 @@ class ChannelSpec:
     prefetch: int | None = None
     # What a recipient needs to be reachable on it (documentation and the contract test).
     needs: str = ""
+    # Every send goes through one provider (an SMTP relay), not one per target: a success
+    # means the provider is back, so the retries parked while it was down are due at once
+    # instead of after their backoff (docs/concepts/crash-recovery.md).
+    one_provider: bool = False
     # Its settings, read from CLARION_<KEY>__<FIELD> (nested sections with "__") when a
     # worker builds it: "module:Class" of a pydantic-settings model, or None.
     settings: str | None = None

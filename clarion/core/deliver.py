@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clarion import channels as ch
 from clarion import logs, metrics, telemetry
+from clarion.core import provider
 from clarion.core.lanes import NORMAL
 from clarion.core.schemas import NotificationPublic
 from clarion.core.templates import Renderer, TemplateError
@@ -351,6 +352,8 @@ class _Run:
             dead_lettered=letter is not None,
             latency=_since_accepted(message) if outcome.status == "sent" else None,
         )
+        if outcome.status == "sent":
+            provider.answered(self.session, self.sender.key, self.settings)
         if letter is not None:
             self.result.dead_letters.append(letter)
             self.scheduler.dead_lettered(letter)

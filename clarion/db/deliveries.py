@@ -187,6 +187,27 @@ def take_due(
     return [tuple(d) for d in due]
 
 
+def bring_forward(*, session: Session, channel: str, now: datetime, limit: int) -> int:
+    """A channel's retries waiting for their backoff → due now (its provider answers again);
+    the sweeper then enqueues them. Returns how many."""
+    waiting = (
+        select(Delivery.id)
+        .where(
+            Delivery.status == "failed",
+            Delivery.next_attempt_at > now,
+            Delivery.channel == channel,
+        )
+        .limit(limit)
+        .scalar_subquery()
+    )
+    done = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(waiting), Delivery.status == "failed")
+        .values(next_attempt_at=now, updated_at=now)
+    )
+    return done.rowcount or 0
+
+
 def get(*, session: Session, id: uuid.UUID) -> Delivery | None:
     return session.get(Delivery, id)
 

@@ -18,6 +18,7 @@ from clarion.channels.email.sender import Outgoing
 from clarion.core import send
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import DeadLetter, Delivery
+from clarion.ids import utcnow
 from clarion.workers import queues
 from tests.broker import drain, queued
 from tests.channels import FAST_RETRY, outcomes
@@ -280,3 +281,27 @@ def test_the_one_click_unsubscribe_link_turns_that_category_off(rt, smtp_server)
     # The critical one went through the priority lane, so its place in line is not asserted.
     subjects = sorted(m.message["Subject"] for m in smtp_server.messages)
     assert subjects == ["Your link expires", "critical", "still wanted"]
+
+
+def test_when_the_relay_answers_again_the_retries_waiting_out_their_backoff_go_at_once(
+    make_runtime, smtp_server
+):
+    from clarion.core import provider, sweeper
+
+    provider._checked.clear()  # another test's success in this process must not count
+    rt = make_runtime(**smtp_server.settings(), retry_backoff_seconds=600)
+    for name in ("ada", "bob", "cy"):
+        give_email(rt, name)
+    smtp_server.stop()
+    waiting = notify(rt, recipients=("ada", "bob"))
+    drain(rt.celery, limit=2)  # create, then the batch's failed attempts: parked for minutes
+    assert {delivery(rt, nid).status for nid in waiting} == {"failed"}
+    assert all(delivery(rt, nid).next_attempt_at > utcnow() for nid in waiting)
+
+    smtp_server.start()
+    notify(rt, recipients=("cy",))
+    drain(rt.celery)  # cy's email is sent: the relay answers again
+    assert sweeper.sweep(sessions=rt.sessions, settings=rt.settings, scheduler=rt) == {"failed": 2}
+    drain(rt.celery)
+    assert {delivery(rt, nid).status for nid in waiting} == {"sent"}
+    assert len(smtp_server.messages) == 3

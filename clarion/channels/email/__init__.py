@@ -6,4 +6,5 @@ CHANNEL = ChannelSpec(
     key="email",
     sender="clarion.channels.email.sender:EmailChannel",
     needs="the subscriber's email address",
+    one_provider=True,
 )
