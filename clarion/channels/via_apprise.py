@@ -1,9 +1,10 @@
 """What the chat and sms channels share: sending through Apprise, safely.
 
 * **Logs.** Apprise logs the URLs it posts to (tokens and all) at DEBUG and an unparseable
-  URL in full at ERROR. A filter on the ``apprise`` logger drops its DEBUG and INFO
-  records and replaces every URL in the others by ``scheme://[redacted]``, so no address
-  reaches a log whatever level the deployment runs at.
+  URL in full at ERROR; urllib3 logs each request's path at DEBUG. A filter on the
+  ``apprise`` logger drops its DEBUG and INFO records and replaces every URL in the others
+  by ``scheme://[redacted]``, and one on urllib3's drops its DEBUG records made during an
+  Apprise send, so no address reaches a log whatever level the deployment runs at.
 * **Outbound policy.** A URL a subscriber gives is checked like a webhook URL: its host
   (for self-hosted services such as ``json://``, ``ntfy://``, ``matrix://``) must not be,
   or resolve to, an address outside the public internet unless
@@ -17,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import socket
@@ -52,11 +54,22 @@ class _QuietApprise(logging.Filter):
         return True
 
 
+_sending = contextvars.ContextVar("apprise_sending", default=False)
+
+
+class _QuietHTTP(logging.Filter):
+    """urllib3's DEBUG lines ("POST /services/T000/B000/XXX") made during an Apprise send."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not _sending.get()
+
+
 def quiet_logs() -> None:
-    """Install the filter once per process (idempotent)."""
-    logger = logging.getLogger("apprise")
-    if not any(isinstance(f, _QuietApprise) for f in logger.filters):
-        logger.addFilter(_QuietApprise())
+    """Install the filters once per process (idempotent)."""
+    for name, kind in (("apprise", _QuietApprise), ("urllib3.connectionpool", _QuietHTTP)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
 
 
 quiet_logs()
@@ -108,10 +121,13 @@ def check_host(policy: OutboundPolicy, plugin: Any) -> None:
 
 def notify(plugin: Any, *, title: str, body: str, label: str) -> None:
     """Send once; RetryableChannelError when Apprise reports failure (it says no more)."""
+    token = _sending.set(True)
     try:
         ok = bool(plugin.notify(body=body, title=title))
     except Exception as exc:  # a plugin bug or a network error it did not catch
         raise RetryableChannelError(f"{label}: {type(exc).__name__}") from None
+    finally:
+        _sending.reset(token)
     if not ok:
         raise RetryableChannelError(
             f"{label}: Apprise reported a failure (it gives no status or Retry-After)"
