@@ -38,6 +38,8 @@ class AppriseReceiver:
     host: str = "127.0.0.1"
     port: int = 0
     status: int = 200
+    # Answer 503 to this many requests first, whatever the status.
+    failures: int = 0
     received: list[dict[str, Any]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -56,7 +58,9 @@ def _handler(receiver: AppriseReceiver) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
-            status = receiver.status
+            with receiver._lock:
+                status = 503 if receiver.failures > 0 else receiver.status
+                receiver.failures = max(receiver.failures - 1, 0)
             if status < 300:
                 with receiver._lock:
                     receiver.received.append(json.loads(body))
