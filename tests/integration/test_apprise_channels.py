@@ -151,3 +151,15 @@ def test_apprise_logs_no_address(rt, caplog, apprise_receiver):
     assert sorted(r.status for r in rows) == ["dead", "dead", "skipped"]
     assert "apprise" in {r.name for r in caplog.records}  # it did log, redacted
     assert "SECRET" not in caplog.text
+
+
+def test_erasing_a_subscriber_erases_their_addresses(api, rt, producer):
+    for channel, address in (("sms", "+447911123456"), ("chat", "slack://T000/B000/XXXX")):
+        put = api.put(
+            f"/v1/subscribers/ada/addresses/{channel}", json={"address": address}, headers=producer
+        )
+        assert put.status_code == 200, put.text
+    assert api.delete("/v1/subscribers/ada", headers=producer).status_code == 204
+    with rt.sessions() as s:
+        assert s.execute(text("SELECT count(*) FROM subscriber_addresses")).scalar() == 0
+    assert api.get("/v1/subscribers/ada/addresses/sms", headers=producer).status_code == 404
