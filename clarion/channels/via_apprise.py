@@ -92,9 +92,16 @@ def scheme(url: str) -> str:
     return url.partition("://")[0].lower()
 
 
-def masked(url: str) -> str:
-    """What the API shows of a chat URL: its service, never a token."""
-    return f"{scheme(url)}://…/****"
+def masked(url: str, plugin: Any = None) -> str:
+    """What the API shows of a chat URL: its service, never a token. A service's own
+    https URL (``https://hooks.slack.com/...``) shows as its Apprise scheme (``slack``)."""
+    shown = scheme(url)
+    if shown in ("http", "https") and plugin is not None:
+        own = getattr(plugin, "secure_protocol", None) or getattr(plugin, "protocol", None)
+        own = own[0] if isinstance(own, tuple | list) and own else own
+        if isinstance(own, str) and own:
+            shown = own
+    return f"{shown}://…/****"
 
 
 def check_host(policy: OutboundPolicy, plugin: Any) -> None:

@@ -41,3 +41,19 @@ def test_twilio_and_vonage_urls_take_the_number(monkeypatch):
     assert channels.build("sms", Settings(secret_key=SECRET)).key == "sms"
     monkeypatch.setenv("CLARION_SMS__URL", "vonage://key:secret@15550001111")
     assert channels.build("sms", Settings(secret_key=SECRET)).key == "sms"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://hooks.slack.com/services/T000/B000/SECRET3SECRET3", "slack://…/****"),
+        ("https://discord.com/api/webhooks/123456789012345678/SECRET3", "discord://…/****"),
+        ("tgram://123456789:SECRET3SECRET3SECRET3SECRET3SECRE/-100123", "tgram://…/****"),
+        ("ntfys://ntfy.example/SECRET3", "ntfys://…/****"),
+    ],
+)
+def test_a_chat_url_is_shown_as_its_service_only(url, shown):
+    from clarion.channels.chat.sender import check_address
+
+    stored, display = check_address(url, Settings(secret_key=SECRET))
+    assert stored == url and display == shown

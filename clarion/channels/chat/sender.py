@@ -70,7 +70,7 @@ def check_address(url: str, settings: Settings) -> tuple[str, str]:
     except via_apprise.UnusableURL as exc:
         raise ValueError(str(exc)) from None
     via_apprise.check_host(OutboundPolicy.from_settings(settings), plugin)
-    return url, via_apprise.masked(url)
+    return url, via_apprise.masked(url, plugin)
 
 
 class ChatChannel(Channel):
