@@ -30,6 +30,7 @@ pytest_plugins = [
     "tests.channels.smtp",
     "tests.channels.pushservice",
     "tests.channels.outbound_peers",
+    "tests.channels.apprise_peer",
 ]
 
 PG_ADMIN = os.environ.get("CLARION_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -47,6 +48,7 @@ TABLES = (
     "subscribers",
     "api_keys",
     "webhook_endpoints",
+    "subscriber_addresses",
     "audit_log",
     "events",
     "rule_settings",

@@ -18,6 +18,7 @@ from clarion.api.deps import storable_params
 from clarion.api.guards import BodyLimit, SecurityHeaders
 from clarion.api.ratelimit import FailureGate, RateLimiter
 from clarion.api.routers import (
+    addresses,
     deadletters,
     events,
     failed_requests,
@@ -199,6 +200,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         templates.router,
         webhooks.router,
         push.router,
+        addresses.router,
         health.router,
         ui.router,
     )

@@ -29,6 +29,8 @@ BUILTIN: tuple[str, ...] = (
     "clarion.channels.email",
     "clarion.channels.push",
     "clarion.channels.webhook",
+    "clarion.channels.chat",
+    "clarion.channels.sms",
 )
 KEY = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
 TEMPLATE_FIELDS = ("subject", "html", "text")
@@ -65,6 +67,11 @@ class ChannelSpec:
     # Its settings, read from CLARION_<KEY>__<FIELD> (nested sections with "__") when a
     # worker builds it: "module:Class" of a pydantic-settings model, or None.
     settings: str | None = None
+    # A subscriber address it sends to (a chat URL, a phone number), set through
+    # /v1/subscribers/{id}/addresses/{key}: "module:function" taking (value, Settings) and
+    # returning (the address to store, its masked form), raising ValueError (422) or
+    # clarion.channels.outbound.AddressNotAllowed. None: the channel needs none.
+    address: str | None = None
 
     def __post_init__(self) -> None:
         if not KEY.match(self.key) or self.key in RESERVED:
@@ -81,6 +88,10 @@ class ChannelSpec:
     @property
     def timed(self) -> bool:
         return self.quiet_hours or self.digestible
+
+    def address_check(self) -> Any:
+        """The channel's address validator, or None."""
+        return _resolve(self.address) if self.address else None
 
     def settings_model(self) -> Any:
         """The channel's settings class, or None."""
@@ -137,6 +148,11 @@ def external() -> tuple[str, ...]:
 def subscriber_channels() -> tuple[str, ...]:
     """The channels a subscriber controls, in the order the API lists them."""
     return tuple(k for k, s in specs().items() if s.subscriber_controlled)
+
+
+def address_channels() -> tuple[str, ...]:
+    """Channels with a subscriber address (/v1/subscribers/{id}/addresses/{channel})."""
+    return tuple(k for k, s in specs().items() if s.address)
 
 
 def quiet_hours_channels() -> frozenset[str]:

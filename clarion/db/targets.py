@@ -10,9 +10,9 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from clarion.db.models import PushSubscription, WebhookEndpoint
+from clarion.db.models import PushSubscription, SubscriberAddress, WebhookEndpoint
 
-Target = type[PushSubscription] | type[WebhookEndpoint]
+Target = type[PushSubscription] | type[WebhookEndpoint] | type[SubscriberAddress]
 MAX_ERROR = 2000
 
 

@@ -103,7 +103,8 @@ def test_defaults_come_from_settings_and_required_categories_are_locked(api, rt)
 
     assert shown["timezone"] is None and shown["quiet_hours"] is None
     assert shown["critical_bypasses"] is True
-    assert set(shown["channels"]) == {"in_app", "email", "push"}  # no webhook
+    # Every subscriber-controlled channel of the registry; no webhook.
+    assert set(shown["channels"]) == {"in_app", "email", "push", "chat", "sms"}
     assert set(shown["categories"]) == {"campaigns", "security", "newsletter"}
     campaigns = shown["categories"]["campaigns"]
     assert campaigns["required"] is False
@@ -112,7 +113,7 @@ def test_defaults_come_from_settings_and_required_categories_are_locked(api, rt)
     security = shown["categories"]["security"]
     assert security["required"] is True
     assert {c: t["locked"] for c, t in security["channels"].items()} == dict.fromkeys(
-        ("in_app", "email", "push"), True
+        ("in_app", "email", "push", "chat", "sms"), True
     )
     assert shown["categories"]["newsletter"]["digest"] == {
         "cadence": "daily",
@@ -167,7 +168,7 @@ def test_put_is_partial_returns_everything_and_null_clears(api, rt):
     ("body", "where"),
     [
         ({"channels": {"webhook": False}}, ["body", "channels", "webhook", "[key]"]),
-        ({"channels": {"sms": True}}, ["body", "channels", "sms", "[key]"]),
+        ({"channels": {"fax": True}}, ["body", "channels", "fax", "[key]"]),
         (
             {"categories": {"links": {"channels": {"fax": True}}}},
             ["body", "categories", "links", "channels", "fax", "[key]"],

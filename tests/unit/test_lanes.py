@@ -34,11 +34,13 @@ def test_lanes_parse_in_priority_order_and_unknown_ones_are_refused():
 def test_a_worker_consumes_every_queue_by_default_priority_lane_first():
     every = worker_queues(None, None)
     assert sorted(every) == sorted(queues.ALL_QUEUES) and len(set(every)) == len(every)
-    assert every[0] == "create.priority" and every[-4:] == [
+    assert every[0] == "create.priority" and every[-6:] == [
         "create.bulk",
         "deliver.email.bulk",
         "deliver.push.bulk",
         "deliver.webhook.bulk",
+        "deliver.chat.bulk",
+        "deliver.sms.bulk",
     ]
     assert every.index("deliver.webhook.priority") < every.index("create")
 
@@ -49,11 +51,20 @@ def test_lanes_select_their_queues_and_queues_add_to_them():
         "deliver.email.priority",
         "deliver.push.priority",
         "deliver.webhook.priority",
+        "deliver.chat.priority",
+        "deliver.sms.priority",
     ]
     normal = worker_queues("normal", "engine,periodic,create")
     # No deliver.in_app: the inbox row is the in-app delivery, nothing is ever sent there.
-    assert normal[:4] == ["create", "deliver.email", "deliver.push", "deliver.webhook"]
-    assert normal[4:] == ["engine", "periodic"]
+    assert normal[:6] == [
+        "create",
+        "deliver.email",
+        "deliver.push",
+        "deliver.webhook",
+        "deliver.chat",
+        "deliver.sms",
+    ]
+    assert normal[6:] == ["engine", "periodic"]
     with pytest.raises(ValueError, match="unknown queues"):
         worker_queues(None, "create,nope")
     # Deploy commands name no channel: deliver.* is every channel's normal-lane queue.
@@ -61,6 +72,8 @@ def test_lanes_select_their_queues_and_queues_add_to_them():
         "deliver.email",
         "deliver.push",
         "deliver.webhook",
+        "deliver.chat",
+        "deliver.sms",
         "dead_letter",
     ]
     args = build_parser().parse_args(["worker", "--lanes", "priority", "--concurrency", "1"])

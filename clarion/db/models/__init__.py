@@ -28,7 +28,7 @@ from clarion.db.models.routing import (
     TopicSubscriber,
 )
 from clarion.db.models.schedules import Schedule
-from clarion.db.models.targets import PushSubscription, WebhookEndpoint
+from clarion.db.models.targets import PushSubscription, SubscriberAddress, WebhookEndpoint
 
 __all__ = [
     "ApiKey",
@@ -54,6 +54,7 @@ __all__ = [
     "Schedule",
     "ScheduledNotification",
     "Subscriber",
+    "SubscriberAddress",
     "Template",
     "Topic",
     "TopicSubscriber",

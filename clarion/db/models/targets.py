@@ -1,4 +1,5 @@
-"""Channel targets a subscriber or producer registers: push subscriptions, webhook endpoints."""
+"""Channel targets a subscriber or producer registers: push subscriptions, webhook endpoints,
+subscriber addresses (chat URLs, phone numbers)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import (
     ForeignKey,
     String,
     Text,
+    UniqueConstraint,
     Uuid,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -48,6 +50,31 @@ class WebhookEndpoint(Base):
     # Empty: every category.
     categories: Mapped[list[str]] = mapped_column(JSONType, nullable=False)
     description: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class SubscriberAddress(Base):
+    """A subscriber's address on a channel that needs one (a chat URL, a phone number).
+
+    ``sealed`` is the address encrypted by the channel (clarion.channels.addresses); only
+    ``display``, a masked form, is ever shown back.
+    """
+
+    __tablename__ = "subscriber_addresses"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "channel", name="uq_subscriber_addresses_channel"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    subscriber_id: Mapped[str] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False
+    )
+    channel: Mapped[str] = mapped_column(String(32), nullable=False)
+    sealed: Mapped[str] = mapped_column(Text, nullable=False)
+    display: Mapped[str] = mapped_column(String(255), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
