@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from graphlib import TopologicalSorter
 
 import psycopg
 import pytest
 import redis as redis_lib
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import Connection, create_engine, text
 
 from clarion.api.app import create_app
 from clarion.core.auth import create_api_key, issue_user_token
@@ -76,6 +77,63 @@ def pg_url() -> Iterator[str]:
     admin.close()
 
 
+# The tables TABLES reaches through foreign keys (what TRUNCATE ... CASCADE would empty too)
+# and the edges between them, for a delete order that never trips a foreign key.
+_REACHED = text(
+    """
+    WITH RECURSIVE reached(rel) AS (
+        SELECT CAST(t AS regclass) FROM unnest(CAST(:tables AS text[])) AS t
+        UNION
+        SELECT c.conrelid FROM pg_constraint c JOIN reached r ON c.confrelid = r.rel
+        WHERE c.contype = 'f'
+    )
+    SELECT CAST(r.rel AS regclass)::text, CAST(c.conrelid AS regclass)::text
+    FROM reached r
+    LEFT JOIN pg_constraint c ON c.confrelid = r.rel AND c.contype = 'f' AND c.conrelid <> r.rel
+    """
+)
+# The sequences those tables own (serial and identity columns).
+_OWNED_SEQUENCES = text(
+    """
+    SELECT CAST(d.objid AS regclass)::text FROM pg_depend d JOIN pg_class s ON s.oid = d.objid
+    WHERE s.relkind = 'S' AND d.deptype IN ('a', 'i')
+      AND d.classid = CAST('pg_class' AS regclass) AND d.refclassid = CAST('pg_class' AS regclass)
+      AND d.refobjid = ANY(CAST(:tables AS regclass[]))
+    """
+)
+
+
+@pytest.fixture(scope="session")
+def clean_database(pg_url: str) -> Callable[[Connection], None]:
+    """clean_database(conn) empties TABLES as ``TRUNCATE ... RESTART IDENTITY CASCADE`` would:
+    every row of those tables and of the tables referencing them, sequences back at their
+    start. DELETE does it in milliseconds where TRUNCATE, creating new files for every table
+    and index, takes about a second: on a thousand tests that was most of the suite's time."""
+    engine = create_engine(pg_url)
+    with engine.connect() as conn:
+        children: dict[str, set[str]] = {}
+        for table, child in conn.execute(_REACHED, {"tables": list(TABLES)}):
+            children.setdefault(table, set())
+            if child is not None:
+                children[table].add(child)
+        # Children first: each table comes after every table that references it.
+        order = list(TopologicalSorter(children).static_order())
+        sequences = conn.scalars(_OWNED_SEQUENCES, {"tables": order}).all()
+    engine.dispose()
+    statements = [text(f"DELETE FROM {table}") for table in order]
+    restart = text(
+        "SELECT setval(seqrelid, seqstart, false) FROM pg_sequence"
+        " WHERE seqrelid = ANY(CAST(:sequences AS regclass[]))"
+    )
+
+    def clean(conn: Connection) -> None:
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute(restart, {"sequences": sequences})
+
+    return clean
+
+
 @pytest.fixture(scope="session")
 def redis_client() -> redis_lib.Redis:
     client = redis_lib.Redis.from_url(f"{REDIS}/{BROKER_DB}")
@@ -118,10 +176,10 @@ def settings(pg_url: str, redis_client: redis_lib.Redis) -> Settings:
 
 
 @pytest.fixture
-def runtime(settings: Settings, redis_client: redis_lib.Redis) -> Iterator[Runtime]:
+def runtime(settings: Settings, redis_client: redis_lib.Redis, clean_database) -> Iterator[Runtime]:
     rt = Runtime(settings)
     with rt.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        clean_database(conn)
     redis_client.flushdb()
     redis_lib.Redis.from_url(settings.redis_url).flushdb()
     yield rt
