@@ -35,8 +35,22 @@ pytest_plugins = [
 
 PG_ADMIN = os.environ.get("CLARION_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("CLARION_TEST_REDIS", "redis://127.0.0.1:6379")
-# Two concurrent runs (say, two checkouts) must not consume each other's broker messages.
-BROKER_DB, PUBSUB_DB = map(int, os.environ.get("CLARION_TEST_REDIS_DBS", "14,15").split(","))
+
+
+def _redis_dbs() -> tuple[int, int]:
+    """The broker and pub/sub DB numbers of this test process. Two concurrent runs (say, two
+    checkouts) must not consume each other's broker messages: each run its own pair
+    (CLARION_TEST_REDIS_DBS), and under pytest-xdist each worker the pair below the previous
+    one's (gw0 14,15; gw1 12,13; ...), as each worker has its own database too."""
+    broker, pubsub = map(int, os.environ.get("CLARION_TEST_REDIS_DBS", "14,15").split(","))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    broker, pubsub = broker - 2 * worker, pubsub - 2 * worker
+    if min(broker, pubsub) < 0:
+        raise pytest.UsageError(f"too many xdist workers for Redis DBs from {broker},{pubsub}")
+    return broker, pubsub
+
+
+BROKER_DB, PUBSUB_DB = _redis_dbs()
 SECRET = "test-secret-" + "x" * 40
 # The channel tests' peers (webhook receiver, push service) listen on loopback, which the
 # outbound policy refuses by default: the tests allow it explicitly, and the tests of the
@@ -59,6 +73,32 @@ TABLES = (
     "schedules",
     "failed_requests",
 )
+
+
+# Files whose tests run on one xdist worker together, one after another: the browser tests
+# share a machine's one Chromium budget (a page per test, each with a live stream) and time
+# toasts and badges, so they do not run beside each other.
+SERIAL_GROUPS = {"tests/browser/": "browser"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` (the Makefile's) with two changes: SERIAL_GROUPS keep their files on
+    one worker, and files go out in collection order rather than most-tests-first, so the few
+    slow process-starting files (browser, e2e) start first and the many quick ones fill in."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            for prefix, group in SERIAL_GROUPS.items():
+                if nodeid.startswith(prefix):
+                    return group
+            return super()._split_scope(nodeid)
+
+    config.option.loadscopereorder = False
+    return Scheduling(config, log)
 
 
 @pytest.fixture(scope="session")
