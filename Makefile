@@ -56,10 +56,13 @@ format: install
 	$(BIN)/ruff check --fix clarion tests bench migrations
 
 # The notification centre's client logic runs under node --test; its elements run in
-# Debian's Chromium (tests/browser), installed here when missing.
+# Debian's Chromium (tests/browser), installed here when missing. pytest runs on
+# TEST_WORKERS xdist workers, a test file per worker at a time (docs/development/testing.md).
+TEST_WORKERS ?= 3
+
 test: install services lint chromium
 	node --test tests/js/
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }

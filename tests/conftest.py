@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from graphlib import TopologicalSorter
 
@@ -99,6 +100,18 @@ def pytest_xdist_make_scheduler(config, log):
 
     config.option.loadscopereorder = False
     return Scheduling(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give Schemathesis's items (``test[GET /v1/x]``, one per operation) ids of their own.
+    Pytest 9.2 builds an item's id from its function name and parametrize ids, which
+    Schemathesis does not use, so all its items shared one id; pytest-xdist schedules by id
+    and ran one operation of seventy (test_api_fuzz's last test catches that)."""
+    ids = Counter(item.nodeid for item in items)
+    for item in items:
+        original = getattr(item, "originalname", item.name)
+        if ids[item.nodeid] > 1 and item.name.startswith(f"{original}["):
+            item._id = item.parent.id.child(original).with_params(item.name[len(original) + 1 : -1])
 
 
 @pytest.fixture(scope="session")
