@@ -58,7 +58,7 @@ format: install
 # The notification centre's client logic runs under node --test; its elements run in
 # Debian's Chromium (tests/browser), installed here when missing. pytest runs on
 # TEST_WORKERS xdist workers, a test file per worker at a time (docs/development/testing.md).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 
 test: install services lint chromium
 	node --test tests/js/
