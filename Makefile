@@ -65,10 +65,13 @@ docs: install
 
 # The notification centre's client logic runs under node --test; its elements run in
 # Debian's Chromium (tests/browser), installed here when missing, as is promtool (Debian's
-# prometheus package), which checks the alert rules in deploy/prometheus.
+# prometheus package), which checks the alert rules in deploy/prometheus. pytest runs on
+# TEST_WORKERS xdist workers, a test file per worker at a time (docs/development/testing.md).
+TEST_WORKERS ?= 2
+
 test: install services lint chromium
 	node --test tests/js/
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }

@@ -316,11 +316,12 @@ class Hub:
         ]
 
     async def stop(self) -> None:
-        # Cancelled until done: redis-py 8.2's pub/sub read can swallow a cancellation.
+        # Cancelled until done: redis-py 8.2's pub/sub read can swallow a cancellation, and
+        # a swallowed one is retried promptly (every stop of an API, every test app, waits it).
         for task in self._tasks:
             while not task.done():
                 task.cancel()
-                await asyncio.wait({task}, timeout=0.5)
+                await asyncio.wait({task}, timeout=0.02)
 
     async def _listen(self) -> None:
         delay = 0.5

@@ -23,7 +23,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from clarion.api.app import create_app
 from clarion.core.auth import issue_user_token
@@ -32,7 +32,7 @@ from clarion.db.models import FailedRequest
 from clarion.runtime import Runtime
 from clarion.settings import Settings
 from clarion.workers import queues
-from tests.conftest import TABLES, make_key, process_env, server_settings
+from tests.conftest import make_key, process_env, server_settings
 from tests.e2e.procs import Proc, free_port, wait_for, wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -76,10 +76,10 @@ class Target:
 
 
 @pytest.fixture(scope="module")
-def target(pg_url, redis_client, tmp_path_factory):
+def target(pg_url, redis_client, clean_database, tmp_path_factory):
     runtime = Runtime(server_settings(pg_url))
     with runtime.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        clean_database(conn)
     redis_client.flushdb()
     redis_lib.Redis.from_url(runtime.settings.redis_url).flushdb()
     started = Target(runtime, tmp_path_factory.mktemp("fuzz"))
