@@ -146,6 +146,7 @@ def test_a_worker_killed_mid_send_leaves_every_email_sent_exactly_once(
         "CLARION_DELIVERY_LEASE_SECONDS": "5",
         "CLARION_SMTP_TIMEOUT": "1",
         "CLARION_WEBHOOK_TIMEOUT_SECONDS": "1",
+        "CLARION_CHAT__TIMEOUT": "1",
         "CLARION_SMTP_HOST": "127.0.0.1",
         "CLARION_SMTP_PORT": str(smtp_server.port),
         "CLARION_SMTP_FROM": SENDER,
