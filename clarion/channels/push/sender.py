@@ -5,10 +5,10 @@ a small JSON document the site's service worker shows as a notification; the pus
 only ever sees it encrypted. A 404/410 from the push service means the browser dropped
 the subscription: it is deactivated and never addressed again.
 
-The payload is encrypted with ``http_ece`` (the library pywebpush encrypts with) and POSTed
-through :class:`clarion.channels.http1.Http1Client` (standard-library keep-alive, no
-redirects, no retries): a POST through ``requests``, as pywebpush's own ``send`` does, costs
-five times the CPU, more than the encryption.
+The payload is encrypted with ``http_ece`` (the library pywebpush encrypts with), signed
+with VAPID (``py_vapid``, a token reused per push service) and POSTed through the channels'
+one HTTP client (:mod:`clarion.channels.httpclient`: keep-alive, no redirects, no retries,
+the SSRF check at connect time), not through pywebpush's own ``send`` over ``requests``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from clarion.channels import (
     TargetGoneError,
     retry_after,
 )
-from clarion.channels.http1 import TRANSPORT_ERRORS, Http1Client, Response
+from clarion.channels.httpclient import TRANSPORT_ERRORS, Answer, OutboundHttp
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy, failure, status_text
 from clarion.core.auth import push_action_token
 from clarion.db import push, targets
@@ -243,7 +243,7 @@ def topic(collapse_key: str | None) -> str | None:
     return b64url_encode(hashlib.sha256(collapse_key.encode()).digest())[:32]
 
 
-def _outcome(response: Response) -> str:
+def _outcome(response: Answer) -> str:
     """The provider reference of an accepted push, or the error its status calls for."""
     status = response.status
     if 200 <= status < 300:
@@ -296,8 +296,8 @@ class WebPushChannel(Channel):
         self._vapid = Vapid02(private_key, conf={"no-strict": True})
         # Where sends may connect (public internet, CLARION_OUTBOUND_*); shared with the client.
         self.policy = OutboundPolicy.from_settings(settings)
-        self._http = Http1Client(
-            connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, policy=self.policy
+        self._http = OutboundHttp(
+            self.policy, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT
         )
         # audience -> (Authorization header, reuse until). Threads racing here both sign,
         # and either token is valid: no lock needed.
@@ -365,7 +365,7 @@ class WebPushChannel(Channel):
             response = self._http.post(endpoint, body, headers)
         except AddressNotAllowed as exc:  # an endpoint that is (now) internal: never call it
             raise PermanentChannelError(f"connect: {exc}") from None
-        # ValueError covers unusable URLs (http.client.InvalidURL is one) and bad keys.
+        # ValueError covers unusable URLs (httpclient.UnusableURL is one) and bad keys.
         except (ValueError, http_ece.ECEException) as exc:
             raise PermanentChannelError(f"unusable push subscription: {exc}") from None
         except TRANSPORT_ERRORS as exc:
