@@ -2,12 +2,13 @@
 
 Every channel gets its :class:`OutboundHttp` from here, so they all behave the same:
 
-* keep-alive pooling (one ``httpx.Client`` per process, built after the worker forked);
+* keep-alive pooling (one httpx transport and its httpcore pool per process, built after
+  the worker forked; HTTP/1.1);
 * separate connect and read timeouts; no redirect is followed (a 3xx is the channel's to
   judge), no retry (a POST that may have arrived is the deliver step's to retry, with
-  backoff);
-* nothing from the environment: no ``*_PROXY``, no ``.netrc``, no ``SSL_CERT_FILE``
-  (``trust_env=False``); certificates are checked against certifi's public CAs;
+  backoff), no cookies kept;
+* nothing from the environment: no ``*_PROXY``, no ``.netrc``, no ``SSL_CERT_FILE``;
+  certificates are checked against certifi's public CAs;
 * an answer's body is read, up to :data:`MAX_ANSWER_BYTES`, only so the connection can
   serve the next call; it is never returned, stored or logged;
 * the SSRF check at connect time: :class:`PinnedBackend` is the httpcore network backend
@@ -143,27 +144,15 @@ class CheckedTransport(httpx.HTTPTransport):
         return super().handle_request(request)
 
 
-def build_client(
-    policy: OutboundPolicy, *, connect_timeout: float, read_timeout: float, verify: Any = None
-) -> httpx.Client:
-    """The httpx client every outbound channel uses (see the module's docstring).
-    ``verify``: an ``ssl.SSLContext`` to trust other CAs (tests); default certifi."""
-    client = httpx.Client(
-        transport=CheckedTransport(policy, verify=verify),
-        timeout=httpx.Timeout(
-            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
-        ),
-        follow_redirects=False,
-        trust_env=False,
-        headers={"User-Agent": USER_AGENT},
-    )
-    del client.headers["Accept-Encoding"]  # answers are drained, never decoded
-    return client
-
-
 class OutboundHttp:
-    """A channel's handle on the shared client: POST, and close. Thread-safe (Celery's
-    thread pool may share a channel between threads); one pool per process."""
+    """A channel's handle on the one HTTP client: POST, and close. Thread-safe (Celery's
+    thread pool may share a channel between threads); one pool per process.
+
+    Requests go straight to the transport (httpx's transport API), not through
+    ``httpx.Client``: a client's redirects, cookies, auth and event hooks are all things
+    an outbound call must not have, and skipping them takes a third off the CPU of a POST
+    (docs/benchmarks/channels.md).
+    """
 
     def __init__(
         self,
@@ -174,42 +163,51 @@ class OutboundHttp:
         verify: Any = None,
     ) -> None:
         self.policy = policy
-        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.verify = verify
-        self._client: httpx.Client | None = None
+        # Writing a request is bounded like reading its answer; waiting for a pooled
+        # connection like opening one.
+        self.timeouts = httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
+        ).as_dict()
+        self._transport: CheckedTransport | None = None
         self._pid = 0
         self._lock = threading.Lock()
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
         """One POST. Raises AddressNotAllowed when the policy refuses the origin,
         UnusableURL when the URL cannot be called, one of TRANSPORT_ERRORS (timeouts are
-        ``httpx.TimeoutException``) when no answer came back."""
-        client = self._http()
+        ``httpx.TimeoutException``) when no answer came back. Never follows a redirect."""
+        transport = self._pool()
         try:
-            with client.stream("POST", url, content=body, headers=headers) as response:
-                _drain(response)
-                return Answer(response.status_code, response.headers)
+            request = httpx.Request(
+                "POST",
+                url,
+                content=body,
+                headers={"User-Agent": USER_AGENT, **headers},
+                extensions={"timeout": self.timeouts},
+            )
+            response = transport.handle_request(request)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise UnusableURL(str(exc)) from None
+        try:
+            _drain(response)
+            return Answer(response.status_code, response.headers)
+        finally:
+            response.close()
 
-    def _http(self) -> httpx.Client:
+    def _pool(self) -> CheckedTransport:
         with self._lock:
-            if self._client is None or self._pid != os.getpid():
+            if self._transport is None or self._pid != os.getpid():
                 # After a fork the parent's connections are not ours to use (or close).
-                self._client = build_client(
-                    self.policy,
-                    connect_timeout=self.connect_timeout,
-                    read_timeout=self.read_timeout,
-                    verify=self.verify,
-                )
+                self._transport = CheckedTransport(self.policy, verify=self.verify)
                 self._pid = os.getpid()
-            return self._client
+            return self._transport
 
     def close(self) -> None:
         with self._lock:
-            client, self._client = self._client, None
-        if client is not None and self._pid == os.getpid():
-            client.close()
+            transport, self._transport = self._transport, None
+        if transport is not None and self._pid == os.getpid():
+            transport.close()
 
 
 def _drain(response: httpx.Response) -> None:
