@@ -1,7 +1,7 @@
-"""The channels' one HTTP client (clarion/channels/httpclient.py) against a real local
-HTTP server: what a peer answers cannot make a worker buffer it, keep its cookies or
-follow it elsewhere, and kept-alive connections are reused. (SSRF, proxies and TLS:
-test_outbound.py.)"""
+"""The channels' one HTTP client (clarion/channels/httpclient.py) and push's fast path
+(fastpost.py) against a real local HTTP server: what a peer answers cannot make a worker
+buffer it, keep its cookies or follow it elsewhere, and kept-alive connections are
+reused. (SSRF, proxies and TLS: test_outbound.py.)"""
 
 from __future__ import annotations
 
@@ -11,11 +11,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from clarion.channels.fastpost import FastPost
 from clarion.channels.httpclient import MAX_ANSWER_BYTES, OutboundHttp
 from clarion.channels.outbound import OutboundPolicy
 from tests.conftest import LOCAL_PEERS
 
 HUGE = 20 * 1024 * 1024
+
+
+@pytest.fixture(params=[OutboundHttp, FastPost], ids=["httpx", "fast-path"])
+def client(request):
+    """The one client, and push's fast path: both must behave alike."""
+    return lambda: request.param(OutboundPolicy(LOCAL_PEERS), connect_timeout=2, read_timeout=5)
 
 
 @pytest.fixture
@@ -61,11 +68,7 @@ def peer():
     server.server_close()
 
 
-def client() -> OutboundHttp:
-    return OutboundHttp(OutboundPolicy(LOCAL_PEERS), connect_timeout=2, read_timeout=5)
-
-
-def test_short_answers_reuse_the_connection_and_cookies_are_never_sent_back(peer):
+def test_short_answers_reuse_the_connection_and_cookies_are_never_sent_back(peer, client):
     base, seen, _ = peer
     http = client()
     try:
@@ -76,7 +79,7 @@ def test_short_answers_reuse_the_connection_and_cookies_are_never_sent_back(peer
     assert [cookie for _, _, cookie in seen] == [None] * 3
 
 
-def test_a_huge_answer_is_not_read_and_its_connection_is_dropped(peer):
+def test_a_huge_answer_is_not_read_and_its_connection_is_dropped(peer, client):
     base, seen, sent = peer
     http = client()
     try:
@@ -92,7 +95,7 @@ def test_a_huge_answer_is_not_read_and_its_connection_is_dropped(peer):
     assert seen[0][1] != seen[1][1]  # a new connection after the cut one
 
 
-def test_a_redirect_is_returned_not_followed(peer):
+def test_a_redirect_is_returned_not_followed(peer, client):
     base, seen, _ = peer
     http = client()
     try:

@@ -6,9 +6,10 @@ only ever sees it encrypted. A 404/410 from the push service means the browser d
 the subscription: it is deactivated and never addressed again.
 
 The payload is encrypted with ``http_ece`` (the library pywebpush encrypts with), signed
-with VAPID (``py_vapid``, a token reused per push service) and POSTed through the channels'
-one HTTP client (:mod:`clarion.channels.httpclient`: keep-alive, no redirects, no retries,
-the SSRF check at connect time), not through pywebpush's own ``send`` over ``requests``.
+with VAPID (``py_vapid``, a token reused per push service) and POSTed through
+:class:`clarion.channels.fastpost.FastPost`: ``http.client`` with the one HTTP client's
+behaviour (keep-alive, no redirects, no retries, the SSRF check at connect time), and that
+client itself (httpx, :mod:`clarion.channels.httpclient`) through a proxy.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from clarion.channels import (
     TargetGoneError,
     retry_after,
 )
-from clarion.channels.httpclient import TRANSPORT_ERRORS, Answer, OutboundHttp
+from clarion.channels.fastpost import FAST_ERRORS, FastPost
+from clarion.channels.httpclient import Answer
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy, failure, status_text
 from clarion.core.auth import push_action_token
 from clarion.db import push, targets
@@ -296,7 +298,7 @@ class WebPushChannel(Channel):
         self._vapid = Vapid02(private_key, conf={"no-strict": True})
         # Where sends may connect (public internet, CLARION_OUTBOUND_*); shared with the client.
         self.policy = OutboundPolicy.from_settings(settings)
-        self._http = OutboundHttp(
+        self._http = FastPost(
             self.policy, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT
         )
         # audience -> (Authorization header, reuse until). Threads racing here both sign,
@@ -368,7 +370,7 @@ class WebPushChannel(Channel):
         # ValueError covers unusable URLs (httpclient.UnusableURL is one) and bad keys.
         except (ValueError, http_ece.ECEException) as exc:
             raise PermanentChannelError(f"unusable push subscription: {exc}") from None
-        except TRANSPORT_ERRORS as exc:
+        except FAST_ERRORS as exc:
             raise RetryableChannelError(f"push service unreachable: {failure(exc)}") from None
         return _outcome(response)
 
