@@ -17,6 +17,8 @@ time:
   the one that removed it) with the ``outbound.py`` of that commit;
 - ``clarion OutboundHttp (httpx)``: the channels' client today
   (``clarion/channels/httpclient.py``: httpx, the pinned-address backend, bounded drain);
+- ``clarion FastPost``: push's fast path (``clarion/channels/fastpost.py``, http.client
+  with the same behaviour);
 - ``plain httpx.Client``: httpx with its own transport, for the cost of ours.
 
 Each round runs every client once, in a rotated order, so load from other processes hits
@@ -48,6 +50,7 @@ import httpx
 
 from bench import _common as common
 from bench.channels_peers import Counters
+from clarion.channels.fastpost import FastPost
 from clarion.channels.httpclient import OutboundHttp
 from clarion.channels.outbound import OutboundPolicy
 
@@ -108,6 +111,7 @@ def clients(url: str, rev: str | None) -> dict[str, tuple[Callable[[], int], Cal
     http1 = removed_http1(rev)
     old = http1.Http1Client(connect_timeout=5, read_timeout=10, policy=http1.OldPolicy(allowed))
     ours = OutboundHttp(OutboundPolicy(allowed), connect_timeout=5, read_timeout=10)
+    fast = FastPost(OutboundPolicy(allowed), connect_timeout=5, read_timeout=10)
     plain = httpx.Client(trust_env=False, timeout=httpx.Timeout(10, connect=5))
     return {
         "http.client (the floor's POST)": (stdlib, conn.close),
@@ -116,6 +120,10 @@ def clients(url: str, rev: str | None) -> dict[str, tuple[Callable[[], int], Cal
             old.close,
         ),
         "clarion OutboundHttp (httpx)": (lambda: ours.post(url, BODY, HEADERS).status, ours.close),
+        "clarion FastPost (push's fast path)": (
+            lambda: fast.post(url, BODY, HEADERS).status,
+            fast.close,
+        ),
         "plain httpx.Client": (
             lambda: plain.post(url, content=BODY, headers=HEADERS).status_code,
             plain.close,
