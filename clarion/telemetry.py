@@ -4,10 +4,10 @@ call (SMTP, web push, webhook).
 
 The official instrumentations make the spans where they exist: FastAPI (the request),
 Celery (each publish and each task run, the trace context travelling in the message
-headers), SQLAlchemy, Redis and requests (the webhook's HTTP call). Clarion adds only what
-no library sees: the coalesced publish of several requests (a span whose parent is the
-first request and which links to all of them) and each channel send (email and web push
-use clients no instrumentation covers).
+headers), SQLAlchemy, Redis and httpx (the HTTP call of webhooks and web push). Clarion
+adds only what no library sees: the coalesced publish of several requests (a span whose
+parent is the first request and which links to all of them) and each channel send (email
+uses a client no instrumentation covers).
 
 On when ``CLARION_OTEL=1`` or an ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` is set (and
 ``OTEL_SDK_DISABLED`` is not true); the exporter is OTLP over HTTP, configured by the
@@ -74,8 +74,8 @@ def setup(service: str) -> bool:
 def _start(service: str) -> None:
     from opentelemetry import trace
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
-    from opentelemetry.instrumentation.requests import RequestsInstrumentor
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -103,7 +103,7 @@ def _start(service: str) -> None:
     _state["tracer"] = trace.get_tracer("clarion")
     CeleryInstrumentor().instrument()
     RedisInstrumentor().instrument()
-    RequestsInstrumentor().instrument()
+    HTTPXClientInstrumentor().instrument()
     # SQLAlchemy 2.1 is past the range the instrumentation declares (< 2.1) though its
     # engine events are unchanged: the check is skipped (tests/e2e/test_traces.py sees the
     # spans). The instrumentor is a singleton, so every engine is given to it at once.

@@ -6,19 +6,18 @@ check either could make a worker call an internal service (server-side request f
 
 * at registration (``check_url``): the URL's host is resolved and refused when it is, or
   resolves to, an address that is not globally routable;
-* at connect time (``create_connection``, the connect hook every HTTP client here uses):
-  the host is resolved once, every address is checked, and the socket connects to those
-  very addresses. The client keeps the original host for ``Host``, SNI and certificate
-  checks, so a DNS answer that changes between the two (rebinding) cannot reach an
-  internal address.
+* at connect time (``resolve``, called by the HTTP client's network backend,
+  :class:`clarion.channels.httpclient.PinnedBackend`): the host is resolved once, every
+  address is checked, and the socket connects to those very addresses. The client keeps
+  the original host for ``Host``, SNI and certificate checks, so a DNS answer that changes
+  between the two (rebinding) cannot reach an internal address.
 
 ``getaddrinfo`` reads every form of an IPv4 address (``2130706433``, ``0177.0.0.1``,
 ``127.1``) and IPv6 literals with zone ids, so checking what it returns covers them all.
 Networks in ``CLARION_OUTBOUND_ALLOWED_NETWORKS`` are let through (tests, private
 deployments; ``clarion dev`` allows loopback).
 
-The client-agnostic part is here: a client adds a connect hook that calls
-:meth:`OutboundPolicy.create_connection` (``http1.py``, the webhook channel's adapter).
+The client-agnostic part is here; the one HTTP client (``httpclient.py``) enforces it.
 """
 
 from __future__ import annotations
@@ -98,7 +97,7 @@ def refusal(ip: IPv4Address | IPv6Address) -> str | None:
 
 
 class OutboundPolicy:
-    """The destinations one process may call, and the connect hook that enforces it.
+    """The destinations one process may call (the HTTP client checks every connection here).
 
     ``allowed``: networks let through even though they are not public. ``proxy``: the
     explicit proxy (``CLARION_OUTBOUND_PROXY``) the clients send through, if any; the
@@ -171,30 +170,6 @@ class OutboundPolicy:
         except (socket.gaierror, UnicodeError):
             return
 
-    def create_connection(
-        self,
-        address: tuple[str, int],
-        timeout: Any = None,
-        source_address: tuple[str, int] | None = None,
-    ) -> socket.socket:
-        """``socket.create_connection``, but only to the addresses checked just now."""
-        host, port = address
-        error: OSError | None = None
-        for family, kind, proto, _, sockaddr in self.resolve(host, port):
-            sock = socket.socket(family, kind, proto)
-            try:
-                if isinstance(timeout, int | float):  # else: a client's "default" sentinel
-                    sock.settimeout(timeout)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if source_address:
-                    sock.bind(source_address)
-                sock.connect(sockaddr)
-                return sock
-            except OSError as exc:
-                error = exc
-                sock.close()
-        raise error or OSError(f"no address for {host}")
-
 
 def status_text(status: int) -> str:
     """``500 Internal Server Error``: the code and its standard phrase, never the peer's
@@ -229,7 +204,8 @@ def failure(exc: BaseException) -> str:
 
 
 def _innermost(exc: BaseException) -> BaseException:
-    """The root cause of a wrapped exception (urllib3 and requests wrap several times)."""
+    """The root cause of a wrapped exception (httpx wraps httpcore's, which wraps the
+    socket's)."""
     seen = {id(exc)}
     while True:
         inner = getattr(exc, "reason", None)

@@ -10,18 +10,21 @@ receiver, the push service, and outbound_peers.py).
 from __future__ import annotations
 
 import logging
+import ssl
 import uuid
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from clarion.api.app import create_app
 from clarion.channels import Message, PermanentChannelError, RetryableChannelError
-from clarion.channels.http1 import Http1Client
+from clarion.channels.fastpost import FastPost
+from clarion.channels.httpclient import OutboundHttp
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy
 from clarion.channels.push.sender import WebPushChannel
-from clarion.channels.webhook.sender import WebhookChannel, checked_session
+from clarion.channels.webhook.sender import WebhookChannel
 from clarion.db.models import DeadLetter, Delivery, DeliveryAttempt
 from tests.broker import drain
 from tests.channels import FAST_RETRY
@@ -209,23 +212,29 @@ def test_a_rebound_name_is_recorded_as_refused_and_the_check_uses_the_connected_
 
 
 def test_tls_keeps_the_urls_name_for_sni_and_the_certificate_while_connecting_to_the_checked_ip(
-    tls_server, monkeypatch
+    tls_server,
 ):
     port, cert, seen = tls_server
     url = f"https://rebind.test:{port}/hook"  # the system cannot resolve it: only the policy
+    trust = ssl.create_default_context(cafile=str(cert))
     policy = OutboundPolicy(LOCAL_PEERS, resolver=answers("127.0.0.1"))
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the stdlib client's trust store
-    session = checked_session(policy)
-    session.verify = str(cert)
-
-    assert session.post(url, data=b"a", timeout=5).status_code == 200
-    assert (
-        Http1Client(connect_timeout=5, read_timeout=5, policy=policy).post(url, b"b", {}).status
-        == 200
-    )
-    assert seen == [("rebind.test", f"rebind.test:{port}")] * 2  # (SNI, Host)
-    with pytest.raises(AddressNotAllowed):
-        checked_session(OutboundPolicy(resolver=answers("127.0.0.1"))).post(url, data=b"c")
+    for cls in (OutboundHttp, FastPost):  # the one client and push's fast path
+        client = cls(policy, connect_timeout=5, read_timeout=5, verify=trust)
+        assert client.post(url, b"a", {}).status == 200
+        assert client.post(url, b"b", {}).status == 200
+        client.close()
+    assert seen == [("rebind.test", f"rebind.test:{port}")] * 4  # (SNI, Host)
+    for cls in (OutboundHttp, FastPost):
+        refusing = cls(
+            OutboundPolicy(resolver=answers("127.0.0.1")), connect_timeout=5, read_timeout=5
+        )
+        with pytest.raises(AddressNotAllowed):
+            refusing.post(url, b"c", {})
+        # The certificate is checked against the URL's name, not the address connected to.
+        wrong = cls(policy, connect_timeout=5, read_timeout=5, verify=trust)
+        with pytest.raises((httpx.ConnectError, ssl.SSLError), match="CERTIFICATE_VERIFY"):
+            wrong.post(f"https://other.test:{port}/hook", b"d", {})
+    assert len(seen) == 4
 
 
 # -- what a failed call leaves behind -------------------------------------------------------
@@ -251,7 +260,7 @@ def test_an_internal_answer_is_never_readable_through_errors_the_api_or_logs(
         stored += [d.error for d in s.scalars(select(DeadLetter))]
     assert sorted(d.status for d in deliveries(rt, nid)) == ["dead", "dead"]
     assert "gave up after 2 attempts: HTTP 500 Internal Server Error" in stored
-    assert "gave up after 2 attempts: BadStatusLine" in stored
+    assert "gave up after 2 attempts: RemoteProtocolError" in stored
     for text in (*stored, shown, letters, caplog.text):
         assert SECRET_BODY not in (text or "")
 

@@ -296,7 +296,7 @@ def test_a_kept_alive_connection_the_server_closed_while_idle_is_reopened_not_lo
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from clarion.channels.http1 import Http1Client
+    from clarion.channels.fastpost import FastPost
     from clarion.channels.outbound import OutboundPolicy
 
     peers = []
@@ -318,7 +318,7 @@ def test_a_kept_alive_connection_the_server_closed_while_idle_is_reopened_not_lo
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    client = Http1Client(connect_timeout=2, read_timeout=2, policy=OutboundPolicy(LOCAL_PEERS))
+    client = FastPost(OutboundPolicy(LOCAL_PEERS), connect_timeout=2, read_timeout=2)
     url = f"http://127.0.0.1:{server.server_address[1]}/push/x"
     try:
         answers = [client.post(url, b"a", {}).status, client.post(url, b"b", {}).status]

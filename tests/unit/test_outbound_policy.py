@@ -10,8 +10,12 @@ import socket
 import ssl
 from ipaddress import ip_address, ip_network
 
+import h11
+import httpcore
+import httpx
 import pytest
 
+from clarion.channels.httpclient import PinnedBackend
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy, failure, refusal
 from clarion.settings import Settings
 
@@ -80,8 +84,10 @@ def test_every_resolved_address_must_pass_not_just_one():
 
 def test_a_name_that_does_not_resolve_is_left_to_the_connect_time_check():
     OutboundPolicy().check_url("https://hooks.example/a")  # .example never resolves
-    with pytest.raises(socket.gaierror):
-        OutboundPolicy().create_connection(("hooks.example", 443), 1)
+    with pytest.raises(httpcore.ConnectError) as raised:
+        PinnedBackend(OutboundPolicy()).connect_tcp("hooks.example", 443, timeout=1)
+    assert isinstance(raised.value.__cause__, socket.gaierror)
+    assert failure(raised.value) == "name does not resolve"
 
 
 def test_allowed_networks_let_chosen_addresses_through_mapped_forms_too():
@@ -120,6 +126,8 @@ def test_a_failure_reason_carries_nothing_the_peer_sent():
     cases = {
         # requests/urllib3 wrap the cause: ConnectionError(ProtocolError(..., cause))
         "BadStatusLine": ConnectionError("Connection aborted.", http.client.BadStatusLine(secret)),
+        # httpx wraps httpcore's error, which wraps h11's, each quoting the peer's line.
+        "RemoteProtocolError": _httpx_error(h11.RemoteProtocolError(f"illegal: {secret}", 400)),
         "LineTooLong": http.client.LineTooLong(secret),
         "Connection refused": ConnectionRefusedError(111, "Connection refused"),
         "timed out": TimeoutError(secret),
@@ -130,6 +138,16 @@ def test_a_failure_reason_carries_nothing_the_peer_sent():
     }
     for expected, exc in cases.items():
         assert failure(exc) == expected
+
+
+def _httpx_error(cause: Exception) -> httpx.HTTPError:
+    try:
+        try:
+            raise httpcore.RemoteProtocolError(cause) from cause
+        except httpcore.RemoteProtocolError as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from exc
+    except httpx.RemoteProtocolError as exc:
+        return exc
 
 
 def _ssl_error(reason: str, text: str) -> ssl.SSLError:

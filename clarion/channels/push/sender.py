@@ -5,10 +5,11 @@ a small JSON document the site's service worker shows as a notification; the pus
 only ever sees it encrypted. A 404/410 from the push service means the browser dropped
 the subscription: it is deactivated and never addressed again.
 
-The payload is encrypted with ``http_ece`` (the library pywebpush encrypts with) and POSTed
-through :class:`clarion.channels.http1.Http1Client` (standard-library keep-alive, no
-redirects, no retries): a POST through ``requests``, as pywebpush's own ``send`` does, costs
-five times the CPU, more than the encryption.
+The payload is encrypted with ``http_ece`` (the library pywebpush encrypts with), signed
+with VAPID (``py_vapid``, a token reused per push service) and POSTed through
+:class:`clarion.channels.fastpost.FastPost`: ``http.client`` with the one HTTP client's
+behaviour (keep-alive, no redirects, no retries, the SSRF check at connect time), and that
+client itself (httpx, :mod:`clarion.channels.httpclient`) through a proxy.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from clarion.channels import (
     TargetGoneError,
     retry_after,
 )
-from clarion.channels.http1 import TRANSPORT_ERRORS, Http1Client, Response
+from clarion.channels.fastpost import FAST_ERRORS, FastPost
+from clarion.channels.httpclient import Answer
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy, failure, status_text
 from clarion.core.auth import push_action_token
 from clarion.db import push, targets
@@ -243,7 +245,7 @@ def topic(collapse_key: str | None) -> str | None:
     return b64url_encode(hashlib.sha256(collapse_key.encode()).digest())[:32]
 
 
-def _outcome(response: Response) -> str:
+def _outcome(response: Answer) -> str:
     """The provider reference of an accepted push, or the error its status calls for."""
     status = response.status
     if 200 <= status < 300:
@@ -296,8 +298,8 @@ class WebPushChannel(Channel):
         self._vapid = Vapid02(private_key, conf={"no-strict": True})
         # Where sends may connect (public internet, CLARION_OUTBOUND_*); shared with the client.
         self.policy = OutboundPolicy.from_settings(settings)
-        self._http = Http1Client(
-            connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT, policy=self.policy
+        self._http = FastPost(
+            self.policy, connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT
         )
         # audience -> (Authorization header, reuse until). Threads racing here both sign,
         # and either token is valid: no lock needed.
@@ -365,10 +367,10 @@ class WebPushChannel(Channel):
             response = self._http.post(endpoint, body, headers)
         except AddressNotAllowed as exc:  # an endpoint that is (now) internal: never call it
             raise PermanentChannelError(f"connect: {exc}") from None
-        # ValueError covers unusable URLs (http.client.InvalidURL is one) and bad keys.
+        # ValueError covers unusable URLs (httpclient.UnusableURL is one) and bad keys.
         except (ValueError, http_ece.ECEException) as exc:
             raise PermanentChannelError(f"unusable push subscription: {exc}") from None
-        except TRANSPORT_ERRORS as exc:
+        except FAST_ERRORS as exc:
             raise RetryableChannelError(f"push service unreachable: {failure(exc)}") from None
         return _outcome(response)
 

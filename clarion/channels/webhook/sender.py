@@ -6,34 +6,26 @@ the delivery id, the same on every retry, so a receiver drops duplicates by it;
 ``webhook-signature`` is ``v1,`` + base64 HMAC-SHA256 of ``{id}.{timestamp}.{body}`` keyed
 by the endpoint's ``whsec_`` secret, so any Standard Webhooks library verifies it.
 
-Requests go only where :class:`~clarion.channels.outbound.OutboundPolicy` allows: the
-session's adapter connects to the addresses the policy checked (urllib3's ``_new_conn``
-is the connect hook), reads no ``.netrc`` and no proxy from the environment, and uses
-``CLARION_OUTBOUND_PROXY`` when it is set.
+Requests go through the channels' one HTTP client (:mod:`clarion.channels.httpclient`):
+only where :class:`~clarion.channels.outbound.OutboundPolicy` allows (checked at connect
+time), no redirects, nothing from the environment, ``CLARION_OUTBOUND_PROXY`` when set.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
+import httpx
 from sqlalchemy.orm import Session
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from clarion import __version__
 from clarion.channels import (
@@ -44,6 +36,7 @@ from clarion.channels import (
     TargetGoneError,
     retry_after,
 )
+from clarion.channels.httpclient import TRANSPORT_ERRORS, Answer, OutboundHttp, UnusableURL
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy, failure, status_text
 from clarion.db import targets, webhooks
 from clarion.db.models import WebhookEndpoint
@@ -55,15 +48,9 @@ EVENT_TYPE = "notification.created"
 # A delivery whose event is "action:<id>": the recipient clicked that action.
 ACTION_EVENT_TYPE, ACTION_PREFIX = "notification.action", "action:"
 USER_AGENT = f"Clarion-Webhooks/{__version__}"
-# Answers are read (and dropped, so the connection can be reused) up to this many bytes: a
-# receiver cannot make a worker buffer a huge body. Nothing of a body is ever stored.
-MAX_ANSWER_BYTES = 4096
 RETRYABLE_STATUS = frozenset({408, 429})
-UNUSABLE_URL = (
-    requests.exceptions.InvalidURL,
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.MissingSchema,
-)
+# The longest a connection may take to open; the read timeout is CLARION_WEBHOOK_TIMEOUT_SECONDS.
+CONNECT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -97,62 +84,6 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def _drain(response: requests.Response) -> None:
-    """Read a short answer to its end, so its keep-alive connection can serve the next
-    send; what it says is not kept."""
-    with contextlib.suppress(requests.RequestException, OSError, ValueError):
-        response.raw.read(MAX_ANSWER_BYTES, decode_content=False)
-
-
-class _CheckedConnect:
-    """urllib3's connect hook: connect only to the addresses the policy just checked."""
-
-    policy: OutboundPolicy  # set on the classes :func:`checked_session` makes
-
-    def _new_conn(self):  # the signature and errors of urllib3's HTTPConnection._new_conn
-        try:
-            return self.policy.create_connection(
-                (self._dns_host, self.port), self.timeout, source_address=self.source_address
-            )
-        except TimeoutError as exc:
-            raise ConnectTimeoutError(self, f"connect timed out ({self.timeout})") from exc
-        except OSError as exc:
-            raise NewConnectionError(self, f"connect: {failure(exc)}") from exc
-
-
-class _CheckedAdapter(HTTPAdapter):
-    """Direct connections through the policy; the proxy's (if set) are requests' own."""
-
-    def __init__(self, policy: OutboundPolicy) -> None:
-        self.policy = policy
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        pools = {}
-        for scheme, pool, conn in (
-            ("http", HTTPConnectionPool, HTTPConnection),
-            ("https", HTTPSConnectionPool, HTTPSConnection),
-        ):
-            checked = type("Checked" + conn.__name__, (_CheckedConnect, conn), {})
-            checked.policy = self.policy
-            pools[scheme] = type("Checked" + pool.__name__, (pool,), {"ConnectionCls": checked})
-        self.poolmanager.pool_classes_by_scheme = pools
-
-
-def checked_session(policy: OutboundPolicy) -> requests.Session:
-    """A requests session that connects only where ``policy`` allows, ignores the
-    environment (``.netrc``, ``*_PROXY``, CA bundle variables) and uses the policy's proxy."""
-    session = requests.Session()
-    session.trust_env = False
-    adapter = _CheckedAdapter(policy)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    if policy.proxy:
-        session.proxies = {"http": policy.proxy, "https": policy.proxy}
-    return session
-
-
 class WebhookChannel(Channel):
     """Signed JSON POSTs to the endpoints registered through ``/v1/webhooks``.
 
@@ -167,11 +98,12 @@ class WebhookChannel(Channel):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.timeout = self.send_timeout = settings.webhook_timeout_seconds
+        self.timeout = settings.webhook_timeout_seconds  # for each read of the answer
+        connect = min(CONNECT_TIMEOUT, self.timeout)
+        self.send_timeout = connect + self.timeout
         # Where sends may connect (public internet, CLARION_OUTBOUND_*).
         self.policy = OutboundPolicy.from_settings(settings)
-        self._session: requests.Session | None = None
-        self._lock = threading.Lock()
+        self._http = OutboundHttp(self.policy, connect_timeout=connect, read_timeout=self.timeout)
 
     # -- addressing --------------------------------------------------------------------
     def targets(
@@ -220,52 +152,28 @@ class WebhookChannel(Channel):
 
     def send(self, payload: WebhookRequest, target: dict[str, Any]) -> str:
         try:
-            if self.policy.proxy:  # the proxy connects; check where it is asked to go
-                _check_origin(self.policy, target["url"])
-            response = self._http().post(
-                target["url"],
-                data=payload.body,
-                headers=payload.headers,
-                timeout=self.timeout,
-                allow_redirects=False,
-                stream=True,  # read at most MAX_ANSWER_BYTES of the answer
-            )
+            answer = self._http.post(target["url"], payload.body, payload.headers)
         except AddressNotAllowed as exc:  # an endpoint that is (now) internal: never call it
             raise PermanentChannelError(f"connect: {exc}") from None
-        except (*UNUSABLE_URL, ValueError) as exc:
+        except UnusableURL as exc:
             raise PermanentChannelError(f"the endpoint URL is not usable: {exc}") from None
-        except requests.Timeout:
+        except httpx.TimeoutException as exc:
+            if isinstance(exc, httpx.ConnectTimeout):
+                raise RetryableChannelError("connect: timed out") from None
             raise RetryableChannelError(f"no answer within {self.timeout:g} s") from None
-        except (requests.RequestException, OSError) as exc:
+        except TRANSPORT_ERRORS as exc:
             # The cause's type or strerror only: exception texts can quote the answer.
             raise RetryableChannelError(failure(exc)) from None
-        with response:
-            return _classify(response)
-
-    def _http(self) -> requests.Session:
-        # Built on first send, after the worker forked: one keep-alive pool per process.
-        with self._lock:
-            if self._session is None:
-                self._session = checked_session(self.policy)
-            return self._session
+        return _classify(answer)
 
     def close(self) -> None:
-        with self._lock:
-            if self._session is not None:
-                self._session.close()
-                self._session = None
+        self._http.close()
 
 
-def _check_origin(policy: OutboundPolicy, url: str) -> None:
-    parts = urlsplit(url)
-    policy.resolve(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
-
-
-def _classify(response: requests.Response) -> str:
+def _classify(response: Answer) -> str:
     """The provider reference of an accepted answer, or the error of a refused one (its
     status, never its body: errors are readable by producers through the API)."""
-    status = response.status_code
-    _drain(response)
+    status = response.status
     if 200 <= status < 300:
         return f"HTTP {status}"
     text = f"HTTP {status_text(status)}"
