@@ -30,6 +30,16 @@ BROKER_DB, PUBSUB_DB = 12, 13  # the only Redis databases benchmarks may touch
 SECRET = "bench-secret-key-not-for-production-0123456789abcdef"
 
 
+# One key and a few users drive each benchmark far past the production rate limits;
+# docs/benchmarks/rate-limits.md measures what the checks cost.
+NO_LIMITS = {
+    "CLARION_API_KEY_RATE_LIMIT": "100000000/minute",
+    "CLARION_API_KEY_DAILY_QUOTA": "0",
+    "CLARION_USER_RATE_LIMIT": "100000000/minute",
+    "CLARION_STREAM_CONNECT_RATE_LIMIT": "100000000/minute",
+}
+
+
 def clarion_env(database: str, log_level: str = "WARNING") -> dict[str, str]:
     """The environment every Clarion process of a benchmark run gets (and this one too)."""
     env = {
@@ -40,12 +50,7 @@ def clarion_env(database: str, log_level: str = "WARNING") -> dict[str, str]:
         "CLARION_LOG_LEVEL": log_level,
         # The benchmarks' push services and receivers listen on loopback.
         "CLARION_OUTBOUND_ALLOWED_NETWORKS": '["127.0.0.0/8"]',
-        # One key and a few users drive each benchmark far past the production defaults;
-        # docs/benchmarks/rate-limits.md measures what the checks cost.
-        "CLARION_API_KEY_RATE_LIMIT": "100000000/minute",
-        "CLARION_API_KEY_DAILY_QUOTA": "0",
-        "CLARION_USER_RATE_LIMIT": "100000000/minute",
-        "CLARION_STREAM_CONNECT_RATE_LIMIT": "100000000/minute",
+        **NO_LIMITS,
     }
     os.environ.update(env)  # so Settings() in this process agrees with the children
     return {**os.environ, "PYTHONPATH": str(ROOT), **env}

@@ -265,6 +265,7 @@ class Chaos:
             "CLARION_SMTP_HOST": "127.0.0.1",
             "CLARION_SMTP_PORT": str(s.smtp_port),
             "CLARION_SMTP_FROM": "chaos@clarion.test",
+            **common.NO_LIMITS,
         }
 
     @property
