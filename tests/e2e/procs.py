@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -102,3 +103,15 @@ def wait_ready(base: str, proc: Proc, timeout: float = 30) -> None:
         "API ready",
         proc,
     )
+
+
+def quiet_hours_now() -> dict:
+    """Preferences whose quiet hours (UTC) are under way: from an hour ago to an hour ahead."""
+    now = datetime.now(UTC)
+    return {
+        "timezone": "UTC",
+        "quiet_hours": {
+            "start": (now - timedelta(hours=1)).strftime("%H:%M"),
+            "end": (now + timedelta(hours=1)).strftime("%H:%M"),
+        },
+    }

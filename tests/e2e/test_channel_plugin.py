@@ -15,7 +15,6 @@ import subprocess
 import threading
 import tomllib
 from collections import deque
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from clarion.channels import registry
 from clarion.db.models import Delivery
 from tests.channels import outcomes
 from tests.conftest import process_env
-from tests.e2e.procs import CLARION, Proc, free_port, run, wait_for, wait_ready
+from tests.e2e.procs import CLARION, Proc, free_port, quiet_hours_now, run, wait_for, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -126,14 +125,7 @@ def test_an_entry_point_channel_goes_through_the_whole_pipeline(env, runtime, pe
         # b switches it off; c is inside quiet hours.
         off = {"channels": {KEY: False}}
         assert httpx.put(f"{base}/v1/me/preferences", json=off, headers=me["b"]).is_success
-        now = datetime.now(UTC)
-        quiet = {
-            "timezone": "UTC",
-            "quiet_hours": {
-                "start": (now - timedelta(hours=1)).strftime("%H:%M"),
-                "end": (now + timedelta(hours=1)).strftime("%H:%M"),
-            },
-        }
+        quiet = quiet_hours_now()
         assert httpx.put(f"{base}/v1/me/preferences", json=quiet, headers=me["c"]).is_success
         # The peer is busy at first: one 503 with Retry-After, then it takes it.
         peer.script.append((503, {"Retry-After": "1"}))

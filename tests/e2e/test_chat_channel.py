@@ -4,8 +4,6 @@ quiet hours, a retry, the outbound policy and the worker's DEBUG log (no URL in 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import httpx
 import pytest
 from sqlalchemy import select
@@ -13,7 +11,7 @@ from sqlalchemy import select
 from clarion.db.models import Delivery
 from tests.channels import outcomes
 from tests.conftest import process_env
-from tests.e2e.procs import Proc, free_port, run, wait_for, wait_ready
+from tests.e2e.procs import Proc, free_port, quiet_hours_now, run, wait_for, wait_ready
 
 pytestmark = pytest.mark.e2e
 KEY = "chat"
@@ -55,14 +53,7 @@ def test_chat_through_a_real_worker(runtime, apprise_receiver, tmp_path):
         # b switches chat off; c is inside quiet hours.
         off = {"channels": {KEY: False}}
         assert httpx.put(f"{base}/v1/me/preferences", json=off, headers=me["b"]).is_success
-        now = datetime.now(UTC)
-        quiet = {
-            "timezone": "UTC",
-            "quiet_hours": {
-                "start": (now - timedelta(hours=1)).strftime("%H:%M"),
-                "end": (now + timedelta(hours=1)).strftime("%H:%M"),
-            },
-        }
+        quiet = quiet_hours_now()
         assert httpx.put(f"{base}/v1/me/preferences", json=quiet, headers=me["c"]).is_success
         apprise_receiver.failures = 1  # busy at first: the send is retried
         sent = httpx.post(

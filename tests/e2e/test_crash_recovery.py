@@ -88,6 +88,21 @@ def held_notification_ids(runtime) -> set[str]:
     return {nid for args in held(runtime, "clarion.create") for m in args for nid, _ in m["items"]}
 
 
+def recovered_by_a_new_worker(runtime, env, log, done, what: str) -> float:
+    """Start a replacement worker and wait until ``done()``; the seconds it took."""
+    started = time.monotonic()
+    second = Proc(["worker", "--concurrency", "2"], env, log)
+    try:
+        wait_for(done, RECOVERY_SECONDS, what, second)
+        took = time.monotonic() - started
+        print(f"recovered in {took:.1f} s")
+        return took
+    except AssertionError as exc:
+        raise AssertionError(f"{broker_state(runtime)}\n{exc}") from None
+    finally:
+        second.stop()
+
+
 @pytest.fixture
 def platform(env, tmp_path):
     """The API and beat; the workers are each test's own."""
@@ -136,21 +151,13 @@ def test_a_killed_workers_create_messages_are_stored_within_a_minute(
     at_kill = len(stored_at_kill)
     assert taken > 0
 
-    started = time.monotonic()
-    second = Proc(["worker", "--concurrency", "2"], env, tmp_path / "w2.log")
-    try:
-        wait_for(
-            lambda: count(runtime, Notification) == TOTAL,
-            RECOVERY_SECONDS,
-            f"all {TOTAL} stored ({at_kill} at the kill, {taken} held by the dead worker)",
-            second,
-        )
-        took = time.monotonic() - started
-        print(f"recovered in {took:.1f} s")
-    except AssertionError as exc:
-        raise AssertionError(f"{broker_state(runtime)}\n{exc}") from None
-    finally:
-        second.stop()
+    took = recovered_by_a_new_worker(
+        runtime,
+        env,
+        tmp_path / "w2.log",
+        lambda: count(runtime, Notification) == TOTAL,
+        f"all {TOTAL} stored ({at_kill} at the kill, {taken} held by the dead worker)",
+    )
 
     with runtime.sessions() as s:
         stored = s.scalars(select(Notification.id)).all()
@@ -195,24 +202,16 @@ def test_a_worker_killed_mid_send_has_every_email_sent_once_within_a_minute(
     sending = count(runtime, Delivery, Delivery.status == "sending")
     assert sending > 0, "no delivery was claimed by the killed worker"
 
-    started = time.monotonic()
-    second = Proc(["worker", "--concurrency", "2"], env, tmp_path / "w2.log")
-    try:
-        wait_for(
-            lambda: (
-                count(runtime, Delivery, Delivery.status == "sent") == TOTAL
-                and count(runtime, Notification) == TOTAL
-            ),
-            RECOVERY_SECONDS,
-            f"all {TOTAL} stored and emailed ({sending} were being sent at the kill)",
-            second,
-        )
-        took = time.monotonic() - started
-        print(f"recovered in {took:.1f} s")
-    except AssertionError as exc:
-        raise AssertionError(f"{broker_state(runtime)}\n{exc}") from None
-    finally:
-        second.stop()
+    took = recovered_by_a_new_worker(
+        runtime,
+        env,
+        tmp_path / "w2.log",
+        lambda: (
+            count(runtime, Delivery, Delivery.status == "sent") == TOTAL
+            and count(runtime, Notification) == TOTAL
+        ),
+        f"all {TOTAL} stored and emailed ({sending} were being sent at the kill)",
+    )
 
     with runtime.sessions() as s:
         stored = s.scalars(select(Notification.id)).all()
