@@ -89,41 +89,27 @@ def beat_schedule(settings: Settings) -> dict:
     without a restart, and a disabled rule's run ends at once."""
     from clarion.engine.registry import Rules
 
+    def periodic(task: str, every: float) -> dict:
+        # A run that could not start before the next one is due is dropped, not queued.
+        return {
+            "task": task,
+            "schedule": every,
+            "options": {"queue": queues.PERIODIC, "expires": every},
+        }
+
     schedule = {
-        "sweep-deliveries": {
-            "task": "clarion.sweep",
-            "schedule": settings.sweeper_interval_seconds,
-            "options": {"queue": queues.PERIODIC, "expires": settings.sweeper_interval_seconds},
-        },
+        "sweep-deliveries": periodic("clarion.sweep", settings.sweeper_interval_seconds),
         # Scheduled sends and digests: the database holds what is due, beat only asks.
-        "release-scheduled": {
-            "task": "clarion.schedule.release",
-            "schedule": settings.schedule_interval_seconds,
-            "options": {"queue": queues.PERIODIC, "expires": settings.schedule_interval_seconds},
-        },
-        "run-schedules": {
-            "task": "clarion.schedules.run",
-            "schedule": settings.schedule_interval_seconds,
-            "options": {"queue": queues.PERIODIC, "expires": settings.schedule_interval_seconds},
-        },
+        "release-scheduled": periodic(
+            "clarion.schedule.release", settings.schedule_interval_seconds
+        ),
+        "run-schedules": periodic("clarion.schedules.run", settings.schedule_interval_seconds),
         # Ended snoozes come back (live) within one interval, like scheduled sends.
-        "release-snoozed": {
-            "task": "clarion.snooze.release",
-            "schedule": settings.schedule_interval_seconds,
-            "options": {"queue": queues.PERIODIC, "expires": settings.schedule_interval_seconds},
-        },
+        "release-snoozed": periodic("clarion.snooze.release", settings.schedule_interval_seconds),
         # Retention: bounded batches within a time budget, so the periodic queue's other
         # tasks wait seconds at most (clarion.core.retention).
-        "retention": {
-            "task": "clarion.retention.run",
-            "schedule": settings.retention_interval_seconds,
-            "options": {"queue": queues.PERIODIC, "expires": settings.retention_interval_seconds},
-        },
-        "send-digests": {
-            "task": "clarion.digests.run",
-            "schedule": settings.digest_interval_seconds,
-            "options": {"queue": queues.PERIODIC, "expires": settings.digest_interval_seconds},
-        },
+        "retention": periodic("clarion.retention.run", settings.retention_interval_seconds),
+        "send-digests": periodic("clarion.digests.run", settings.digest_interval_seconds),
     }
     for key, every in Rules(settings).scan_schedule().items():
         schedule[f"rule:{key}"] = {
