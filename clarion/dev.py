@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import threading
+import time
 from pathlib import Path
 
 import uvicorn
@@ -124,6 +125,11 @@ def run(
     )
     api_thread = threading.Thread(target=server.run, name="clarion-api", daemon=True)
     api_thread.start()
+    # The banner's link is for clicking: print it once the API accepts connections.
+    while not server.started:
+        if not api_thread.is_alive():
+            raise SystemExit(f"clarion dev: the API could not start on {host}:{port}")
+        time.sleep(0.01)
     print(banner(settings, api_key, token), flush=True)
     runtime.celery.conf.beat_schedule = beat_schedule(settings)  # the embedded beat
     try:

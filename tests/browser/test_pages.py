@@ -199,7 +199,7 @@ def test_a_push_delivered_to_the_service_worker_shows_a_notification_with_its_ac
         },
     )
     shown = None
-    for _ in range(50):
+    for _ in range(100):  # up to 10 s: the worker and the browser share two busy cores
         shown = page.evaluate("""async () => {
             const reg = await navigator.serviceWorker.ready;
             return (await reg.getNotifications()).map(n => ({title: n.title, body: n.body,

@@ -46,7 +46,9 @@ def notified(runtime):
 
 def runs(runtime):
     with runtime.sessions() as s:
-        return s.execute(select(RuleRun.rule_key, RuleRun.created, RuleRun.error)).all()
+        return s.execute(
+            select(RuleRun.rule_key, RuleRun.created, RuleRun.error).order_by(RuleRun.id)
+        ).all()
 
 
 def test_member_invited_tells_the_invitee_and_the_admins_once(client, runtime, producer):
