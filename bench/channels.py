@@ -30,7 +30,7 @@ What it does, in one run on one machine (the peer servers run in their own proce
    the database work (attempt rows, row updates, transactions, WAL) per delivery.
 
 Setup is not measured: subscribers are inserted with SQL, and the deliveries come from
-Clarion's own ``create`` step (``send.prepare`` + ``create.persist``, 1,000 recipients per
+Clarion's own ``create`` step (``enqueue.prepare`` + ``create.persist``, 1,000 recipients per
 request) run in this process.
 """
 

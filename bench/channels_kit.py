@@ -233,7 +233,7 @@ def add_push_subscribers(db_url: str, count: int, origin: str) -> list[dict]:
 
 def create_deliveries(runtime, channel: str, recipients: list[str]) -> list[uuid.UUID]:
     """Pending deliveries on ``channel``, one per recipient, from Clarion's create step."""
-    from clarion.core import send
+    from clarion.core import enqueue
     from clarion.core.create import persist
     from clarion.core.schemas import NotificationCreate
     from clarion.db.session import transaction
@@ -252,7 +252,7 @@ def create_deliveries(runtime, channel: str, recipients: list[str]) -> list[uuid
         with transaction(runtime.sessions) as session:
             created = persist(
                 session=session,
-                messages=[send.prepare(request)],
+                messages=[enqueue.prepare(request)],
                 settings=runtime.settings,
                 channels=runtime.channels,
             )

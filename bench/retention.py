@@ -106,13 +106,13 @@ class Sender(threading.Thread):
     def run(self) -> None:
         import random
 
-        from clarion.core import batches, send
+        from clarion.core import batches, enqueue
         from clarion.core.schemas import NotificationCreate
 
         while not self.stop.is_set():
             who = [f"u{i}" for i in random.sample(range(1, SUBSCRIBERS + 1), 10)]
             request = NotificationCreate(recipients=who, category="news", title="hello")
-            message = send.prepare(request).model_dump(mode="json")
+            message = enqueue.prepare(request).model_dump(mode="json")
             started = time.perf_counter()
             batches.create_requests([message], **self.runtime.pipeline)
             self.latencies.append(time.perf_counter() - started)

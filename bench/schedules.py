@@ -120,13 +120,13 @@ def add_schedules(rt, count: int, timezone: str, recipients=None, topic=None) ->
 
 
 def tick(rt, now: datetime):
-    from clarion.core import recurring, send
+    from clarion.core import enqueue, recurring
 
     published = []
 
     def publish(messages):
         published.extend(messages)
-        send.enqueue(rt.celery, *messages)
+        enqueue.enqueue(rt.celery, *messages)
 
     done = recurring.run(sessions=rt.sessions, settings=rt.settings, publish=publish, now=now)
     return done

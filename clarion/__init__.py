@@ -19,9 +19,9 @@ __version__ = "0.1.0"
 
 def enqueue(celery_app: Any, **fields: Any):
     """Validate a notification request and enqueue Clarion's ``create`` task on ``celery_app``."""
-    from clarion.core import send
+    from clarion.core import enqueue
     from clarion.core.schemas import NotificationCreate
 
-    message = send.prepare(NotificationCreate(**fields))
-    send.enqueue(celery_app, message)
-    return send.accepted(message)
+    message = enqueue.prepare(NotificationCreate(**fields))
+    enqueue.enqueue(celery_app, message)
+    return enqueue.accepted(message)

@@ -41,7 +41,7 @@ from clarion.api.routers import (
 )
 from clarion.api.routers.stream import PATH
 from clarion.api.stream import Hub
-from clarion.core import send
+from clarion.core import enqueue
 from clarion.runtime import Runtime
 from clarion.settings import Settings
 
@@ -172,7 +172,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = runtime
     app.state.hub = Hub(runtime)
     app.state.coalescer = Coalescer(
-        lambda messages: send.enqueue(runtime.celery, *messages),
+        lambda messages: enqueue.enqueue(runtime.celery, *messages),
         runtime.settings.api_coalesce_max_notifications,
         runtime.settings.api_coalesce_linger_ms / 1000,
     )

@@ -15,7 +15,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from clarion.api.problems import Problem, unavailable
-from clarion.core import send
+from clarion.core import enqueue
 from clarion.core.auth import Principal
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def once(
     if idempotency_key is None:
         return make(), False
     key = f"{principal.key_id}:{idempotency_key}"
-    fingerprint = send.fingerprint(body)
+    fingerprint = enqueue.fingerprint(body)
     if (replay := _claim(runtime, key, fingerprint)) is not None:
         return replay, True
     try:

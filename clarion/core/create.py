@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clarion import logs, metrics
 from clarion.channels import INBOX, Channels, registry
-from clarion.core import collapse, pubsub, schedule, send
+from clarion.core import collapse, enqueue, pubsub, schedule
 from clarion.core.route import Router
 from clarion.core.schemas import CreateMessage, NotificationContent, NotificationPublic
 from clarion.core.templates import InboxTexts
@@ -130,7 +130,9 @@ def persist(
             if routed.in_inbox:
                 result.notifications.append(row)
         if len(rows) > before:
-            result.counts[(message.content.category, send.lane_of(message))] += len(rows) - before
+            result.counts[(message.content.category, enqueue.lane_of(message))] += (
+                len(rows) - before
+            )
     unused = {r: seqs[r] for r in recipients if seqs[r] != reserved.seqs[r] + counts[r]}
     subscribers.set_seqs(session=session, seqs=unused)
     notifications.insert_many(session=session, rows=rows, deliveries=deliveries)
@@ -177,7 +179,7 @@ def _pending_external(
     by_lane: dict[str, list[uuid.UUID]] = defaultdict(list)
     for m, channels in zip(messages, channels_of, strict=True):
         if set(channels) & external:
-            by_lane[send.lane_of(m)] += [nid for nid, _ in m.items]
+            by_lane[enqueue.lane_of(m)] += [nid for nid, _ in m.items]
     grouped: dict[tuple[str, str], list[uuid.UUID]] = defaultdict(list)
     for lane, ids in by_lane.items():
         for delivery_id, channel in notifications.pending_deliveries(

@@ -7,7 +7,7 @@ schedules whose ``next_at`` has come (``FOR UPDATE SKIP LOCKED``) and, for each:
    earliest any clock reaches a local time), groups the recipients by time zone (one
    GROUP BY, whatever their number) and remembers the zones;
 2. for each zone whose clock has reached an occurrence not handled yet, publishes one
-   request through the one create path (:func:`clarion.core.send.enqueue`): a ``create``
+   request through the one create path (:func:`clarion.core.enqueue.enqueue`): a ``create``
    message for a list of recipients, a ``fanout`` walk of that zone's topic subscribers for
    a topic. Several due at once (downtime, a DST gap) make one: the latest, or none if
    ``catch_up`` is off and it is older than ``schedule_misfire_grace_seconds``;

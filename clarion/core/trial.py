@@ -1,5 +1,5 @@
 """The settings page's test notification: a real one, to the caller only, on the channels
-they pick, through the one send path (``clarion.core.send``).
+they pick, through the one send path (``clarion.core.enqueue``).
 
 Before it is sent, each channel is checked the way routing will see it, so the page can
 say why one would not arrive: the channel is not configured in this deployment or the
@@ -16,8 +16,8 @@ from typing import cast
 from sqlalchemy.orm import Session
 
 from clarion.channels import INBOX, Channels
+from clarion.core import enqueue
 from clarion.core import preferences as prefs
-from clarion.core import send
 from clarion.core.schemas import CreateMessage, NotificationCreate
 
 CATEGORY = "test"
@@ -57,4 +57,4 @@ def message(recipient_id: str, channels: list[str]) -> CreateMessage:
         template=TEMPLATE,
         channels=channels,
     )
-    return cast(CreateMessage, send.prepare(request))  # recipients, not a topic
+    return cast(CreateMessage, enqueue.prepare(request))  # recipients, not a topic

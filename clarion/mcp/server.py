@@ -178,9 +178,9 @@ class DirectSubmit:
         self._celery = celery
 
     def submit(self, message) -> None:
-        from clarion.core import send
+        from clarion.core import enqueue
 
-        send.enqueue(self._celery, message)
+        enqueue.enqueue(self._celery, message)
 
 
 def serve_stdio(runtime, secret: str) -> None:

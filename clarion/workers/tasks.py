@@ -17,12 +17,12 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 from clarion.core import (
     batches,
     digests,
+    enqueue,
     failures,
     ledger,
     recurring,
     retention,
     schedule,
-    send,
     snooze,
     sweeper,
 )
@@ -87,7 +87,7 @@ def register(app: Celery) -> None:
                 FanoutMessage.model_validate(message),
                 sessions=runtime.sessions,
                 settings=runtime.settings,
-                publish=lambda batch: send.enqueue(self.app, batch),
+                publish=lambda batch: enqueue.enqueue(self.app, batch),
             )
 
         result = failures.run_or_record("fanout", message, run, sessions=runtime.sessions)
@@ -153,7 +153,7 @@ def register(app: Celery) -> None:
         tick = recurring.run(
             sessions=runtime.sessions,
             settings=runtime.settings,
-            publish=lambda messages: send.enqueue(self.app, *messages),
+            publish=lambda messages: enqueue.enqueue(self.app, *messages),
         )
         return {"schedules": tick.schedules, "requests": tick.requests, "skipped": tick.skipped}
 

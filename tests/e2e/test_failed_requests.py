@@ -15,7 +15,7 @@ import uuid
 import pytest
 from sqlalchemy import func, select, text
 
-from clarion.core import ledger, send
+from clarion.core import enqueue, ledger
 from clarion.core.schemas import CreateMessage, FanoutMessage, NotificationCreate
 from clarion.db.models import FailedRequest, Notification
 from clarion.workers import queues
@@ -40,7 +40,7 @@ def worker(runtime, tmp_path):
 
 def _good(i: int) -> CreateMessage:
     body = NotificationCreate(recipients=[f"u{i}-a", f"u{i}-b"], category="c", title=f"ok {i}")
-    return send.prepare(body, producer=PRODUCER)
+    return enqueue.prepare(body, producer=PRODUCER)
 
 
 def _bad(i: int, **content) -> CreateMessage:
@@ -72,11 +72,11 @@ def test_unstorable_requests_in_a_batch_are_recorded_and_the_rest_stored(runtime
     nul = _bad(6, title="Invoice\u0000")
     surrogate = _bad(7, metadata={"note": "\ud800"})
     batch = [good[0], nul, *good[1:4], surrogate, *good[4:]]
-    send.enqueue(runtime.celery, *batch)  # one create task: the coalesced shape
-    topic = send.prepare(NotificationCreate(topic="news", category="c", title="t"))
+    enqueue.enqueue(runtime.celery, *batch)  # one create task: the coalesced shape
+    topic = enqueue.prepare(NotificationCreate(topic="news", category="c", title="t"))
     fanout = topic.model_copy(update={"content": topic.content.model_copy(update={"body": "\0"})})
     assert isinstance(fanout, FanoutMessage)
-    send.enqueue(runtime.celery, fanout)
+    enqueue.enqueue(runtime.celery, fanout)
     event_id = uuid.uuid4()
     runtime.celery.send_task(
         "clarion.events.ingest",
@@ -154,7 +154,7 @@ def test_a_batch_the_database_refuses_is_split_and_only_the_bad_requests_fail(
 ):
     good = [_good(i) for i in range(6)]
     data, check = _bad(6, title="poison: data"), _bad(7, title="poison: check")
-    send.enqueue(runtime.celery, good[0], data, *good[1:5], check, good[5])
+    enqueue.enqueue(runtime.celery, good[0], data, *good[1:5], check, good[5])
 
     wait_for(lambda: len(_failed(runtime)) == 2, PROMPTLY, "two failed records", worker)
     wait_for(lambda: _stored_ids(runtime) == _ids(*good), PROMPTLY, "the good requests", worker)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from clarion.core import send
+from clarion.core import enqueue
 from clarion.core.auth import issue_user_token
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Notification, Subscriber
@@ -148,15 +148,15 @@ def test_a_fan_out_to_ten_thousand_redelivered_creates_each_notification_once(
     worker = Proc(["worker", "--concurrency", "2"], env, tmp_path / "worker.log")
     try:
         api.subscribe("members", members)
-        message = send.prepare(NotificationCreate(topic="members", category="news", title="hi"))
+        message = enqueue.prepare(NotificationCreate(topic="members", category="news", title="hi"))
         # Published twice, as a broker redelivers a task whose worker died: the two copies
         # run at the same time on the two worker processes.
-        send.enqueue(runtime.celery, message)
-        send.enqueue(runtime.celery, message)
+        enqueue.enqueue(runtime.celery, message)
+        enqueue.enqueue(runtime.celery, message)
         request_id = str(message.request_id)
         wait_for(lambda: api.progress(request_id)["done"], 60, "the fan-out", worker)
 
-        send.enqueue(runtime.celery, message)  # and once more after it finished
+        enqueue.enqueue(runtime.celery, message)  # and once more after it finished
         wait_for(lambda: broker_idle(runtime), 30, "the broker to drain", worker)
         progress = api.progress(request_id)
         assert (progress["status"], progress["total"], progress["created"]) == (

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from clarion.core import send
+from clarion.core import enqueue
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Notification, ScheduledNotification
 from clarion.ids import as_utc, utcnow
@@ -27,9 +27,9 @@ def env(runtime) -> dict[str, str]:
     )
 
 
-def enqueue(runtime, **fields):
-    msg = send.prepare(NotificationCreate(recipients=["alice"], category="meetings", **fields))
-    send.enqueue(runtime.celery, msg)
+def enqueue_one(runtime, **fields):
+    msg = enqueue.prepare(NotificationCreate(recipients=["alice"], category="meetings", **fields))
+    enqueue.enqueue(runtime.celery, msg)
     return msg.items[0][0]
 
 
@@ -43,11 +43,11 @@ def test_beat_and_a_worker_release_a_scheduled_notification_on_time(env, runtime
                 return s.get(model, nid) is not None
 
         # The worker is up once it has stored an immediate notification.
-        warm = enqueue(runtime, title="warm-up")
+        warm = enqueue_one(runtime, title="warm-up")
         wait_for(lambda: stored(Notification, warm), 60, "the worker to start", worker)
 
         send_at = utcnow() + timedelta(seconds=4)
-        nid = enqueue(runtime, title="Standup in 10 minutes", send_at=send_at)
+        nid = enqueue_one(runtime, title="Standup in 10 minutes", send_at=send_at)
         wait_for(lambda: stored(ScheduledNotification, nid), 10, "the scheduled row", worker)
         assert utcnow() < send_at and not stored(Notification, nid)
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from clarion.core import ledger, send
+from clarion.core import enqueue, ledger
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Delivery, Notification
 from tests.channels.smtp import SENDER, give_email
@@ -66,7 +66,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(env, run
     }
     recipients = [f"user-{i}" for i in range(50)]
     messages = [
-        send.prepare(
+        enqueue.prepare(
             NotificationCreate(
                 recipients=recipients, category="load", title=f"n{i}", channels=["in_app", "email"]
             )
@@ -74,7 +74,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(env, run
         for i in range(120)
     ]
     for m in messages:
-        send.enqueue(runtime.celery, m)
+        enqueue.enqueue(runtime.celery, m)
     total = len(messages) * len(recipients)
 
     def stored() -> int:
@@ -154,10 +154,10 @@ def test_a_worker_killed_mid_send_leaves_every_email_sent_exactly_once(
     recipients = [f"user-{i}" for i in range(60)]
     for r in recipients:
         give_email(runtime, r)
-    msg = send.prepare(
+    msg = enqueue.prepare(
         NotificationCreate(recipients=recipients, category="load", title="hi", channels=["email"])
     )
-    send.enqueue(runtime.celery, msg)
+    enqueue.enqueue(runtime.celery, msg)
 
     first = Proc(["worker", "--concurrency", "2"], env, tmp_path / "w1.log")
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from clarion.api.app import create_app
-from clarion.core import send
+from clarion.core import enqueue
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Delivery
 from clarion.workers import queues
@@ -34,12 +34,12 @@ def api(rt):
 
 def notify(rt, channel, recipients=("ada",), category="orders", **fields) -> list[Delivery]:
     values = {"title": "Order shipped", "body": "It leaves today.", **fields}
-    msg = send.prepare(
+    msg = enqueue.prepare(
         NotificationCreate(
             recipients=list(recipients), category=category, channels=[channel], **values
         )
     )
-    send.enqueue(rt.celery, msg)
+    enqueue.enqueue(rt.celery, msg)
     drain(rt.celery, names=(queues.CREATE, queues.deliver_queue(channel)))
     ids = [nid for nid, _ in msg.items]
     with rt.sessions() as s:

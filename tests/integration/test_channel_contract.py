@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from clarion import channels
-from clarion.core import send
+from clarion.core import enqueue
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import DeadLetter, Delivery
 from clarion.workers import queues
@@ -37,12 +37,12 @@ def rt(harness, make_runtime):
 def send_one(rt, harness, recipient="r1", title="Hello <b>world</b>", limit=10_000):
     """Send one notification to the recipient's target; run at most ``limit`` tasks."""
     harness.add_target(rt, recipient)
-    msg = send.prepare(
+    msg = enqueue.prepare(
         NotificationCreate(
             recipients=[recipient], category="contract", title=title, channels=[harness.key]
         )
     )
-    send.enqueue(rt.celery, msg)
+    enqueue.enqueue(rt.celery, msg)
     drain(rt.celery, names=(queues.CREATE, queues.deliver_queue(harness.key)), limit=limit)
     with rt.sessions() as s:
         return s.scalars(select(Delivery).where(Delivery.notification_id == msg.items[0][0])).all()
@@ -111,12 +111,12 @@ def test_a_gone_target_is_deactivated_and_skipped(rt, harness):
     assert row.status == "skipped" and outcomes(rt, row.id) == ["gone"]
     assert not harness.target_active(rt, "r1")
     harness.respond("ok")
-    msg = send.prepare(
+    msg = enqueue.prepare(
         NotificationCreate(
             recipients=["r1"], category="contract", title="t", channels=[harness.key]
         )
     )
-    send.enqueue(rt.celery, msg)
+    enqueue.enqueue(rt.celery, msg)
     drain(rt.celery)
     with rt.sessions() as s:
         [after] = s.scalars(select(Delivery).where(Delivery.notification_id == msg.items[0][0]))

@@ -328,7 +328,7 @@ class Collected:
 def test_on_sqlite_a_retry_a_dead_letter_and_a_send_are_each_recorded(tmp_path, smtp_server):
     # The embedded profile records an outcome in a plain transaction, not PostgreSQL's
     # one-statement CTE: the rows and the timeline must come out the same.
-    from clarion.core import send
+    from clarion.core import enqueue
     from clarion.core.create import create_notifications
     from clarion.core.schemas import NotificationCreate
     from clarion.db.migrate import upgrade
@@ -347,7 +347,7 @@ def test_on_sqlite_a_retry_a_dead_letter_and_a_send_are_each_recorded(tmp_path, 
         request = NotificationCreate(
             recipients=["ada", "bob"], category="x", title="t", channels=["email"]
         )
-        create_notifications([send.prepare(request)], **rt.pipeline)
+        create_notifications([enqueue.prepare(request)], **rt.pipeline)
         with rt.sessions() as s:
             by_recipient = dict(
                 s.execute(

@@ -59,7 +59,7 @@ def test_the_demo_seed_makes_every_content_rule_fire(make_runtime, tmp_path):
 def test_the_demo_schedule_reminds_the_dev_user_every_minute(make_runtime, tmp_path):
     from datetime import timedelta
 
-    from clarion.core import recurring, send
+    from clarion.core import enqueue, recurring
     from clarion.ids import utcnow
     from tests.broker import drain
 
@@ -71,7 +71,7 @@ def test_the_demo_schedule_reminds_the_dev_user_every_minute(make_runtime, tmp_p
         recurring.run(
             sessions=rt.sessions,
             settings=rt.settings,
-            publish=lambda m: send.enqueue(rt.celery, *m),
+            publish=lambda m: enqueue.enqueue(rt.celery, *m),
             now=start + timedelta(minutes=minutes),
         )
         drain(rt.celery)

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from clarion.core import digests, send
+from clarion.core import digests, enqueue
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Delivery, Notification
 from clarion.ids import as_utc
@@ -28,8 +28,8 @@ def rt(make_runtime, smtp_server, push_harness):
 
 def notify(rt, recipient="ada", category="comments", **fields):
     values = {"title": "t", "channels": ["in_app", "email", "push"], **fields}
-    msg = send.prepare(NotificationCreate(recipients=[recipient], category=category, **values))
-    send.enqueue(rt.celery, msg)
+    msg = enqueue.prepare(NotificationCreate(recipients=[recipient], category=category, **values))
+    enqueue.enqueue(rt.celery, msg)
     drain(rt.celery)
     return msg.items[0][0]
 

@@ -15,7 +15,7 @@ from clarion import channels
 from clarion.api.app import create_app
 from clarion.channels import ChannelConfigError
 from clarion.channels.email.sender import Outgoing
-from clarion.core import send
+from clarion.core import enqueue
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import DeadLetter, Delivery
 from clarion.ids import utcnow
@@ -29,8 +29,8 @@ from tests.e2e.procs import CLARION
 
 def notify(rt, recipients=("ada",), **fields):
     values = {"category": "links", "title": "Your link expires", "channels": ["email"], **fields}
-    msg = send.prepare(NotificationCreate(recipients=list(recipients), **values))
-    send.enqueue(rt.celery, msg)
+    msg = enqueue.prepare(NotificationCreate(recipients=list(recipients), **values))
+    enqueue.enqueue(rt.celery, msg)
     return [nid for nid, _ in msg.items]
 
 

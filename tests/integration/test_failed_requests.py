@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DataError, OperationalError
 
-from clarion.core import schedule, send
+from clarion.core import enqueue, schedule
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import FailedNotification, FailedRequest, Notification
 from clarion.ids import utcnow
@@ -27,11 +27,11 @@ def admin(runtime) -> dict[str, str]:
 
 
 def _messages():
-    good = send.prepare(
+    good = enqueue.prepare(
         NotificationCreate(recipients=["ada", "bob"], category="c", title="ok"),
         producer="api-key:shop#3",
     )
-    bad = send.prepare(
+    bad = enqueue.prepare(
         NotificationCreate(recipients=["cy"], category="c", title="ok"), producer="api-key:shop#3"
     )
     bad = bad.model_copy(update={"content": bad.content.model_copy(update={"title": "\0"})})
@@ -58,7 +58,7 @@ def test_a_rerun_of_the_same_batch_records_the_bad_request_once(runtime):
 
 def test_operators_list_and_inspect_failed_requests(runtime, client, admin, producer):
     good, bad = _messages()
-    send.enqueue(runtime.celery, good, bad)
+    enqueue.enqueue(runtime.celery, good, bad)
     drain(runtime.celery)
 
     page = client.get("/v1/failed-requests", headers=admin).json()

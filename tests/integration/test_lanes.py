@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from clarion.core import send
+from clarion.core import enqueue
 from clarion.core.schemas import NotificationCreate
 from clarion.workers import queues
 from tests.broker import drain, queued
@@ -24,8 +24,8 @@ def rt(make_runtime, smtp_server):
 
 def notify(rt, **fields):
     values = {"category": "links", "title": "t", "channels": ["in_app", "email"], **fields}
-    message = send.prepare(NotificationCreate(**{"recipients": ["ada"], **values}))
-    send.enqueue(rt.celery, message)
+    message = enqueue.prepare(NotificationCreate(**{"recipients": ["ada"], **values}))
+    enqueue.enqueue(rt.celery, message)
     return message
 
 
@@ -73,11 +73,11 @@ def test_a_retry_stays_in_its_lane(rt, smtp_server):
 
 
 def test_requests_published_together_split_by_lane(rt):
-    critical = send.prepare(
+    critical = enqueue.prepare(
         NotificationCreate(recipients=["a"], category="x", title="now", severity="critical")
     )
-    routine = send.prepare(NotificationCreate(recipients=["b"], category="x", title="later"))
-    send.enqueue(rt.celery, critical, routine)  # as the API's coalescer does
+    routine = enqueue.prepare(NotificationCreate(recipients=["b"], category="x", title="later"))
+    enqueue.enqueue(rt.celery, critical, routine)  # as the API's coalescer does
     assert queued(rt.celery, queues.create_queue(PRIORITY)) == 1
     assert queued(rt.celery, queues.CREATE) == 1
 

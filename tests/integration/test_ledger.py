@@ -13,7 +13,7 @@ import pytest
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import func, select
 
-from clarion.core import ledger, send
+from clarion.core import enqueue, ledger
 from clarion.core.lanes import LANES
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Notification
@@ -21,7 +21,7 @@ from clarion.workers import queues
 
 
 def _message(n: int = 2):
-    return send.prepare(
+    return enqueue.prepare(
         NotificationCreate(recipients=[f"u{i}" for i in range(n)], category="c", title="t")
     )
 
@@ -61,9 +61,9 @@ def _lose_queue(app, queue: str = queues.CREATE) -> int:
 
 def test_a_stored_message_leaves_no_entry(runtime):
     book = ledger.for_app(runtime.celery)
-    send.enqueue(runtime.celery, _message())
+    enqueue.enqueue(runtime.celery, _message())
     [entry] = book.overdue(0, 10)
-    assert entry.task == send.CREATE_TASK and entry.queue == queues.CREATE
+    assert entry.task == enqueue.CREATE_TASK and entry.queue == queues.CREATE
 
     assert _run_queued(runtime.celery) == 1
     assert _stored(runtime) == 2
@@ -73,7 +73,7 @@ def test_a_stored_message_leaves_no_entry(runtime):
 def test_a_message_lost_by_the_broker_is_sent_again_and_stored_once(make_runtime):
     rt = make_runtime(ledger_resend_seconds=0.2)
     m = _message(3)
-    send.enqueue(rt.celery, m)
+    enqueue.enqueue(rt.celery, m)
     assert _lose_queue(rt.celery) == 1
 
     sweep = rt.celery.tasks["clarion.sweep"]
@@ -81,7 +81,7 @@ def test_a_message_lost_by_the_broker_is_sent_again_and_stored_once(make_runtime
     time.sleep(0.3)
     assert sweep.apply(throw=True).get()["ledger_resent"] == 1
     # The original was only slow after all: both copies run, one set of rows.
-    send.enqueue(rt.celery, m)
+    enqueue.enqueue(rt.celery, m)
     assert _run_queued(rt.celery) == 2
     assert _stored(rt) == 3
     time.sleep(0.3)
@@ -110,13 +110,13 @@ def test_a_failed_publish_leaves_no_entry(runtime, monkeypatch):
 
     monkeypatch.setattr(runtime.celery, "send_task", refuse)
     with pytest.raises(BrokerError):
-        send.enqueue(runtime.celery, _message())
+        enqueue.enqueue(runtime.celery, _message())
     assert ledger.for_app(runtime.celery).overdue(0, 10) == []
 
 
 def test_an_entry_that_never_settles_is_dropped_after_the_last_resend(make_runtime):
     rt = make_runtime(ledger_resend_seconds=0.05, ledger_max_resends=2)
-    send.enqueue(rt.celery, _message())
+    enqueue.enqueue(rt.celery, _message())
     sweep = rt.celery.tasks["clarion.sweep"]
     counts = []
     for _ in range(3):
@@ -144,7 +144,7 @@ def test_a_message_lost_at_a_kill_is_sent_again_at_once_but_not_one_waiting_or_h
     app, book = runtime.celery, ledger.for_app(runtime.celery)
     held, lost, waiting = _message(), _message(), _message()
     for m in (held, lost, waiting):
-        send.enqueue(app, m)
+        enqueue.enqueue(app, m)
     entries = {e.args[0]["request_id"]: e.task_id for e in book.overdue(0, 10)}
     with app.connection_for_write() as conn:
         worker = conn.SimpleQueue(queues.CREATE, no_ack=False)

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from clarion.core import send, stream, sweeper
+from clarion.core import enqueue, stream, sweeper
 from clarion.core.create import create_notifications
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Delivery, Subscriber
@@ -98,7 +98,7 @@ def test_an_expired_notification_is_sent_on_no_channel_and_the_sweeper_leaves_it
     give_email(rt, "ada")
     push_harness.add_target(rt, "ada")
     expires_at = utcnow() + timedelta(seconds=1)
-    msg = send.prepare(
+    msg = enqueue.prepare(
         NotificationCreate(
             recipients=["ada"],
             category="sales",
@@ -107,7 +107,7 @@ def test_an_expired_notification_is_sent_on_no_channel_and_the_sweeper_leaves_it
             expires_at=expires_at,
         )
     )
-    send.enqueue(rt.celery, msg)
+    enqueue.enqueue(rt.celery, msg)
     drain(rt.celery, names=(queues.CREATE,))  # stored; its sends wait in the broker
     time.sleep(max(0.0, (expires_at - utcnow()).total_seconds()) + 0.1)
     drain(rt.celery)
@@ -157,7 +157,7 @@ def test_two_with_one_key_in_one_batch_leave_only_the_newest_and_events_in_curso
     client, runtime, user
 ):
     first, second = (
-        send.prepare(
+        enqueue.prepare(
             NotificationCreate(
                 recipients=["alice"], category="scores", title=title, collapse_key="match-7"
             )
@@ -193,7 +193,7 @@ def test_the_replaced_notifications_unsent_email_is_skipped_and_only_the_update_
     give_email(rt, "ada")
     ids = []
     for title in ("Order shipped", "Order out for delivery"):
-        msg = send.prepare(
+        msg = enqueue.prepare(
             NotificationCreate(
                 recipients=["ada"],
                 category="orders",
@@ -202,7 +202,7 @@ def test_the_replaced_notifications_unsent_email_is_skipped_and_only_the_update_
                 collapse_key="order-9",
             )
         )
-        send.enqueue(rt.celery, msg)
+        enqueue.enqueue(rt.celery, msg)
         drain(rt.celery, names=(queues.CREATE,))  # the first email is not sent yet
         ids.append(msg.items[0][0])
     drain(rt.celery)
@@ -225,7 +225,7 @@ def test_an_email_deferred_by_quiet_hours_that_expires_meanwhile_is_never_sent(
         ada.quiet_hours_end = f"{now + timedelta(hours=1):%H:%M}"
         s.commit()
     expires_at = utcnow() + timedelta(seconds=1)
-    msg = send.prepare(
+    msg = enqueue.prepare(
         NotificationCreate(
             recipients=["ada"],
             category="sales",
@@ -234,7 +234,7 @@ def test_an_email_deferred_by_quiet_hours_that_expires_meanwhile_is_never_sent(
             expires_at=expires_at,
         )
     )
-    send.enqueue(rt.celery, msg)
+    enqueue.enqueue(rt.celery, msg)
     drain(rt.celery)
     [(nid, _)] = msg.items
     [email] = [d for d in deliveries(rt, nid) if d.channel == "email"]

@@ -26,7 +26,7 @@ from mcp.shared.exceptions import MCPError
 from clarion.api.app import create_app
 from clarion.api.routers.templates import PreviewRequest
 from clarion.api.schedule_schemas import ScheduleFilter
-from clarion.core import recurring, send
+from clarion.core import enqueue, recurring
 from clarion.core.recurrence import Recurrence
 from clarion.core.schemas import NotificationCreate
 from tests.broker import drain
@@ -175,7 +175,7 @@ def test_a_recurring_schedule_from_an_agent_fires_and_can_be_cancelled(
         recurring.run(
             sessions=runtime.sessions,
             settings=runtime.settings,
-            publish=lambda m: send.enqueue(runtime.celery, *m),
+            publish=lambda m: enqueue.enqueue(runtime.celery, *m),
             now=at,
         )
     drain(runtime.celery)

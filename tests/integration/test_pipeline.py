@@ -8,7 +8,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from clarion.core import send
+from clarion.core import enqueue
 from clarion.core.create import create_notifications
 from clarion.core.pubsub import decode
 from clarion.core.schemas import NotificationCreate
@@ -42,7 +42,7 @@ def with_email(runtime: Runtime, *ids: str) -> None:
 
 def message(recipients, **fields):
     request = NotificationCreate(recipients=recipients, category="x", title="t", **fields)
-    return send.prepare(request)
+    return enqueue.prepare(request)
 
 
 def run_create(runtime: Runtime, msg) -> None:
@@ -69,8 +69,8 @@ def counts(runtime: Runtime) -> tuple[int, int]:
 
 def test_the_same_create_message_delivered_twice_creates_nothing_twice(runtime):
     msg = message(["a", "b"], channels=["in_app", "email"])
-    send.enqueue(runtime.celery, msg)
-    send.enqueue(runtime.celery, msg)  # the broker redelivered it, or the producer retried
+    enqueue.enqueue(runtime.celery, msg)
+    enqueue.enqueue(runtime.celery, msg)  # the broker redelivered it, or the producer retried
 
     drain(runtime.celery)
 
@@ -105,7 +105,7 @@ def test_one_task_carrying_several_requests_keeps_dedupe_and_sequences(mail_runt
     a = message(["x", "y"], dedupe_key="k")
     b = message(["x"], dedupe_key="k")  # same key, same recipient, same task: skipped
     c = message(["x"], channels=["in_app", "email"])
-    send.enqueue(runtime.celery, a, b, c)
+    enqueue.enqueue(runtime.celery, a, b, c)
 
     assert drain(runtime.celery, names=("create",)) == 1
     assert queued(runtime.celery, "deliver.email") == 1

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select, update
 
-from clarion.core import recurring, send
+from clarion.core import enqueue, recurring
 from clarion.db.models import Notification, Schedule
 from tests.broker import drain
 from tests.threads import run_concurrently
@@ -23,7 +23,7 @@ def tick(rt, now: datetime, **options) -> recurring.Tick:
     done = recurring.run(
         sessions=rt.sessions,
         settings=rt.settings,
-        publish=lambda messages: send.enqueue(rt.celery, *messages),
+        publish=lambda messages: enqueue.enqueue(rt.celery, *messages),
         now=now,
         **options,
     )
@@ -146,7 +146,7 @@ def test_two_beats_racing_for_many_intervals_send_each_occurrence_once(
             lambda _, at=now: recurring.run(
                 sessions=runtime.sessions,
                 settings=runtime.settings,
-                publish=lambda messages: send.enqueue(runtime.celery, *messages),
+                publish=lambda messages: enqueue.enqueue(runtime.celery, *messages),
                 now=at,
                 limit=1,
             ),
@@ -170,7 +170,7 @@ def test_a_crash_between_publishing_and_committing_sends_nothing_twice(runtime, 
     due = (datetime.now(UTC) + timedelta(hours=2)).replace(minute=5, second=0, microsecond=0)
 
     def publish_then_crash(messages):
-        send.enqueue(runtime.celery, *messages)
+        enqueue.enqueue(runtime.celery, *messages)
         raise ConnectionError("beat died before its commit")
 
     with pytest.raises(ConnectionError):

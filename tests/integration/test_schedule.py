@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from clarion.core import schedule, send, stream
+from clarion.core import enqueue, schedule, stream
 from clarion.core.schemas import CreateMessage, NotificationCreate
 from clarion.db.models import Delivery, Notification, ScheduledNotification
 from clarion.ids import new_id, utcnow
@@ -108,7 +108,7 @@ def test_routing_happens_at_release_so_an_address_added_meanwhile_gets_the_email
 ):
     rt = make_runtime(**smtp_server.settings())
     send_at = utcnow() + timedelta(seconds=5)
-    msg = send.prepare(
+    msg = enqueue.prepare(
         NotificationCreate(
             recipients=["ada"],
             category="meetings",
@@ -117,7 +117,7 @@ def test_routing_happens_at_release_so_an_address_added_meanwhile_gets_the_email
             send_at=send_at,
         )
     )
-    send.enqueue(rt.celery, msg)
+    enqueue.enqueue(rt.celery, msg)
     drain(rt.celery)
     assert count(rt, Delivery) == 0 and count(rt, Notification) == 0
     give_email(rt, "ada", "ada@example.com")  # after the send, before the release
@@ -148,7 +148,7 @@ def test_cancel_before_release_means_it_is_never_delivered(client, runtime, post
     with runtime.sessions() as s:
         stored = s.get(ScheduledNotification, alice).message
     duplicate = CreateMessage.model_validate({**stored, "items": [(alice, "alice")]})
-    send.enqueue(runtime.celery, duplicate)
+    enqueue.enqueue(runtime.celery, duplicate)
     drain(runtime.celery)
     assert inbox_ids(client, user, "alice") == set()
     assert count(runtime, Notification) == 1
@@ -176,13 +176,13 @@ def test_release_and_create_reruns_store_and_send_each_notification_once(
     client, runtime, post, user
 ):
     send_at = utcnow() + timedelta(seconds=10)
-    msg = send.prepare(
+    msg = enqueue.prepare(
         NotificationCreate(
             recipients=[f"u{i}" for i in range(7)], category="m", title="t", send_at=send_at
         )
     )
     for _ in range(2):  # at-least-once: the create task runs twice
-        send.enqueue(runtime.celery, msg)
+        enqueue.enqueue(runtime.celery, msg)
         drain(runtime.celery)
     assert count(runtime, ScheduledNotification) == 7
 

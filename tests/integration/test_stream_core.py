@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from clarion.api.stream import REPLACED, RESUME, RESYNC, Hub
-from clarion.core import send, stream
+from clarion.core import enqueue, stream
 from clarion.core.create import create_notifications
 from clarion.core.pubsub import encode
 from clarion.core.schemas import NotificationCreate
@@ -26,7 +26,9 @@ class Captured:
 def create(runtime, recipient: str, n: int) -> list[dict]:
     captured = Captured()
     for i in range(n):
-        msg = send.prepare(NotificationCreate(recipients=[recipient], category="x", title=f"n{i}"))
+        msg = enqueue.prepare(
+            NotificationCreate(recipients=[recipient], category="x", title=f"n{i}")
+        )
         create_notifications(
             [msg],
             sessions=runtime.sessions,

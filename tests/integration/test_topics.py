@@ -7,7 +7,7 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from clarion.core import fanout, send
+from clarion.core import enqueue, fanout
 from clarion.core.schemas import FanoutMessage, NotificationCreate
 from clarion.db.models import Notification, Subscriber
 from clarion.ids import derived_id
@@ -143,9 +143,9 @@ def test_a_fan_out_walks_in_batches_and_takes_the_audience_as_of_the_send(
 ):
     rt = make_runtime(fanout_batch=4)
     subscribe(client, producer, "t", add=[f"s{i:02d}" for i in range(10)])
-    message = send.prepare(NotificationCreate(topic="t", category="news", title="hi"))
+    message = enqueue.prepare(NotificationCreate(topic="t", category="news", title="hi"))
     subscribe(client, producer, "t", add=["late"])  # after the send was accepted
-    send.enqueue(rt.celery, message)
+    enqueue.enqueue(rt.celery, message)
 
     drain(rt.celery, names=(queues.create_queue("bulk"),), limit=1)  # the fan-out task only
     assert queued(rt.celery, queues.create_queue("bulk")) == 3  # pages of 4, 4 and 2
@@ -161,7 +161,7 @@ def test_a_fan_out_interrupted_mid_walk_and_run_again_creates_nothing_twice(
     rt = make_runtime(fanout_batch=100)
     members = [f"m{i:04d}" for i in range(1000)]
     subscribe(client, producer, "all", add=members)
-    message = send.prepare(NotificationCreate(topic="all", category="news", title="hi"))
+    message = enqueue.prepare(NotificationCreate(topic="all", category="news", title="hi"))
     assert isinstance(message, FanoutMessage)
 
     class BrokerGoneAfter:
@@ -172,7 +172,7 @@ def test_a_fan_out_interrupted_mid_walk_and_run_again_creates_nothing_twice(
             if self.pages == 0:
                 raise ConnectionError("broker unreachable")
             self.pages -= 1
-            send.enqueue(rt.celery, batch)
+            enqueue.enqueue(rt.celery, batch)
 
     with pytest.raises(ConnectionError):
         fanout.fan_out(
@@ -187,7 +187,7 @@ def test_a_fan_out_interrupted_mid_walk_and_run_again_creates_nothing_twice(
         False,
     )
 
-    send.enqueue(rt.celery, message)  # the task again, as the broker redelivers it
+    enqueue.enqueue(rt.celery, message)  # the task again, as the broker redelivers it
     drain(rt.celery)
 
     rows = stored(rt, message.request_id)
@@ -197,7 +197,7 @@ def test_a_fan_out_interrupted_mid_walk_and_run_again_creates_nothing_twice(
     progress = client.get(f"/v1/requests/{message.request_id}", headers=producer).json()
     assert (progress["total"], progress["created"], progress["done"]) == (1000, 1000, True)
 
-    send.enqueue(rt.celery, message)  # once more, after it finished: publishes nothing
+    enqueue.enqueue(rt.celery, message)  # once more, after it finished: publishes nothing
     assert drain(rt.celery) == 1
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from clarion.api.app import create_app
 from clarion.channels.push.sender import MAX_PLAINTEXT, WebPushChannel
 from clarion.cli import main as cli
-from clarion.core import send, sweeper
+from clarion.core import enqueue, sweeper
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import DeadLetter, Delivery, Notification
 from clarion.ids import utcnow
@@ -34,8 +34,8 @@ SUBSCRIPTIONS = "/v1/me/push-subscriptions"
 
 def notify(rt, recipients=("ada",), **fields) -> list:
     values = {"category": "links", "title": "Your link expires", "channels": ["push"], **fields}
-    msg = send.prepare(NotificationCreate(recipients=list(recipients), **values))
-    send.enqueue(rt.celery, msg)
+    msg = enqueue.prepare(NotificationCreate(recipients=list(recipients), **values))
+    enqueue.enqueue(rt.celery, msg)
     return [nid for nid, _ in msg.items]
 
 

@@ -8,13 +8,13 @@ import time
 import pytest
 
 from clarion.api.coalesce import Coalescer
-from clarion.core import send
+from clarion.core import enqueue
 from clarion.core.schemas import NotificationCreate
 from tests.threads import run_concurrently
 
 
 def message(recipients: int = 1):
-    return send.prepare(
+    return enqueue.prepare(
         NotificationCreate(recipients=[f"u{i}" for i in range(recipients)], category="x", title="t")
     )
 

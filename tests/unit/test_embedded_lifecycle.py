@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from clarion.core import schedule, send
+from clarion.core import enqueue, schedule
 from clarion.core.create import create_notifications
 from clarion.core.schemas import NotificationCreate
 from clarion.db import notifications
@@ -29,7 +29,7 @@ def runtime(tmp_path):
 
 def create(runtime, **fields):
     values = {"recipients": ["a"], "category": "x", "title": "t", **fields}
-    msg = send.prepare(NotificationCreate(**values))
+    msg = enqueue.prepare(NotificationCreate(**values))
     create_notifications([msg], **runtime.pipeline)
     return msg.items[0][0]
 

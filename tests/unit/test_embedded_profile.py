@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clarion.api.app import create_app
-from clarion.core import send
+from clarion.core import enqueue
 from clarion.core.auth import create_api_key, issue_user_token
 from clarion.core.create import create_notifications
 from clarion.core.pubsub import decode
@@ -36,14 +36,16 @@ def run_create(runtime, msg):
 
 
 def test_create_is_idempotent_and_dedupes_on_sqlite(runtime):
-    msg = send.prepare(
+    msg = enqueue.prepare(
         NotificationCreate(recipients=["a", "b"], category="x", title="t", dedupe_key="k")
     )
     first = run_create(runtime, msg)
     again = run_create(runtime, msg)
     other = run_create(
         runtime,
-        send.prepare(NotificationCreate(recipients=["a"], category="x", title="t", dedupe_key="k")),
+        enqueue.prepare(
+            NotificationCreate(recipients=["a"], category="x", title="t", dedupe_key="k")
+        ),
     )
 
     assert len(first.notifications) == 2
@@ -61,7 +63,7 @@ def test_memory_pubsub_delivers_created_events_to_a_subscriber(runtime):
         stream = runtime.pubsub.subscribe()
         assert await stream.__anext__() == {"type": "subscribed"}  # live from here on
         first = asyncio.ensure_future(stream.__anext__())
-        msg = send.prepare(NotificationCreate(recipients=["a"], category="x", title="hello"))
+        msg = enqueue.prepare(NotificationCreate(recipients=["a"], category="x", title="hello"))
         await asyncio.to_thread(run_create, runtime, msg)
         [event] = decode(await asyncio.wait_for(first, 2))  # one message per batch
         await stream.aclose()

@@ -17,7 +17,7 @@ import pytest
 from clarion import logs, telemetry
 from clarion.api import requestid
 from clarion.api.coalesce import Coalescer
-from clarion.core import send
+from clarion.core import enqueue
 from clarion.core.schemas import NotificationCreate
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZGEifQ.c2lnbmF0dXJl"
@@ -76,7 +76,7 @@ def test_a_request_id_header_is_taken_only_when_sane(value, kept):
 
 
 def message():
-    return send.prepare(NotificationCreate(recipients=["ada"], category="x", title="t"))
+    return enqueue.prepare(NotificationCreate(recipients=["ada"], category="x", title="t"))
 
 
 def test_the_coalescer_carries_each_requests_id_into_the_publish():

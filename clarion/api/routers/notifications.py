@@ -22,7 +22,7 @@ from clarion.api.schemas import (
     ScheduledStatus,
 )
 from clarion.channels import INBOX
-from clarion.core import schedule, send
+from clarion.core import enqueue, schedule
 from clarion.core.ratelimits import SLIDING, per_day
 from clarion.core.schemas import (
     FanoutMessage,
@@ -82,16 +82,16 @@ def accept(
 
     def make() -> dict:
         charge_recipients(runtime, producer, body)
-        message = send.prepare(body, producer=f"api-key:{producer.name}#{producer.key_id}")
+        message = enqueue.prepare(body, producer=f"api-key:{producer.name}#{producer.key_id}")
         try:
             if isinstance(message, FanoutMessage):  # one fan-out task: nothing to coalesce
-                send.enqueue(runtime.celery, message)
+                enqueue.enqueue(runtime.celery, message)
             else:
                 coalescer.submit(message)
         except BROKER_ERRORS:
             log.warning("broker unreachable; request %s refused", message.request_id)
             raise unavailable("broker") from None
-        return send.accepted(message).model_dump(mode="json")
+        return enqueue.accepted(message).model_dump(mode="json")
 
     dumped = body.model_dump(mode="json")
     return idempotent.once(runtime, producer, idempotency_key, dumped, make)
