@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clarion.db import engine as engine_db
+from clarion.db import rule_runs
 from clarion.db.session import transaction
 from clarion.engine.registry import Rules
 from clarion.engine.rules import EventIn
@@ -17,7 +17,7 @@ def ingest(event: dict[str, Any], *, runtime, rules: Rules) -> list[RunResult]:
     event rule of its type. Running them again for a resend is safe: candidates dedupe."""
     parsed = EventIn.model_validate(event)
     with transaction(runtime.sessions) as session:
-        engine_db.store_event(session=session, event=parsed.model_dump(), now=utcnow())
+        rule_runs.store_event(session=session, event=parsed.model_dump(), now=utcnow())
     results = []
     for key in rules.for_event(parsed.type):
         try:

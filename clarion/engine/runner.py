@@ -16,8 +16,7 @@ from typing import Any
 from clarion import logs, metrics
 from clarion.core.create import create_notifications
 from clarion.core.schemas import CreateMessage, NotificationContent
-from clarion.db import engine as engine_db
-from clarion.db import notifications
+from clarion.db import notifications, rule_runs
 from clarion.db.session import transaction
 from clarion.engine.registry import Rules
 from clarion.engine.rules import Candidate, EventIn, Rule, RunContext
@@ -58,7 +57,7 @@ def build_rule(rules: Rules, key: str, runtime, override=_LOAD) -> Rule:
     ``override`` row (or None) when it is loaded already."""
     if override is _LOAD:
         with runtime.sessions() as session:
-            override = engine_db.overrides(session=session).get(key)
+            override = rule_runs.overrides(session=session).get(key)
     values: dict[str, Any] = {}
     if override is not None:
         values.update(override.config)
@@ -163,7 +162,7 @@ def _run(key, runtime, rules, trigger, as_of, event, dry_run) -> RunResult:
     started = time.perf_counter()
     result = RunResult(key=key, trigger=trigger, as_of=as_of or utcnow())
     with transaction(runtime.sessions) as session:
-        result.run_id = engine_db.start_run(
+        result.run_id = rule_runs.start_run(
             session=session,
             key=key,
             trigger=trigger,
@@ -187,7 +186,7 @@ def _run(key, runtime, rules, trigger, as_of, event, dry_run) -> RunResult:
         log.exception("rule %s failed", key)
         result.error = f"{type(exc).__name__}: {exc}"[:2000]
     with transaction(runtime.sessions) as session:
-        engine_db.finish_run(
+        rule_runs.finish_run(
             session=session,
             id=result.run_id,
             now=utcnow(),

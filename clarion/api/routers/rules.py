@@ -13,7 +13,7 @@ from clarion.api.deps import Admin, RuntimeDep, SessionDep
 from clarion.api.problems import BROKER_ERRORS, Problem, unavailable
 from clarion.core.schemas import UTCDateTime
 from clarion.core.storable import BigInt, Instant, StorableModel
-from clarion.db import engine as engine_db
+from clarion.db import rule_runs as runs_db
 from clarion.engine.registry import RuleError
 from clarion.engine.runner import RuleDisabled, build_rule, run_rule
 from clarion.ids import utcnow
@@ -75,8 +75,8 @@ class DryRun(BaseModel):
 
 def _listed(runtime, session, keys: list[str]) -> list[RulePublic]:
     """The rules with their overrides and last runs, each read once for all of them."""
-    overrides = engine_db.overrides(session=session)
-    last_runs = engine_db.last_runs(session=session)
+    overrides = runs_db.overrides(session=session)
+    last_runs = runs_db.last_runs(session=session)
     return [_public(runtime, key, overrides.get(key), last_runs.get(key)) for key in keys]
 
 
@@ -118,7 +118,7 @@ def patch_rule(
     key: RuleKey, body: RulePatch, runtime: RuntimeDep, session: SessionDep, admin: Admin
 ) -> RulePublic:
     _known(runtime, key)
-    current = engine_db.overrides(session=session).get(key)
+    current = runs_db.overrides(session=session).get(key)
     enabled = body.enabled if body.enabled is not None else (current.enabled if current else None)
     config = body.config if body.config is not None else (current.config if current else {})
     try:  # validated with the rule's own model before anything is stored
@@ -127,7 +127,7 @@ def patch_rule(
         )
     except RuleError as exc:
         raise Problem(422, "invalid-rule-config", str(exc)) from None
-    engine_db.set_override(
+    runs_db.set_override(
         session=session,
         key=key,
         enabled=enabled,
@@ -148,9 +148,7 @@ def rule_runs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: BigInt | None = None,
 ) -> list[RunPublic]:
-    runs = engine_db.runs_of(
-        session=session, key=_known(runtime, key), limit=limit, before_id=cursor
-    )
+    runs = runs_db.runs_of(session=session, key=_known(runtime, key), limit=limit, before_id=cursor)
     return [RunPublic.model_validate(r) for r in runs]
 
 
