@@ -27,9 +27,9 @@ from functools import partial
 from typing import Any
 
 from clarion import metrics
-from clarion.core import inbox, stream
+from clarion.core import inbox, replay
 from clarion.core.pubsub import SUBSCRIBED
-from clarion.core.stream import GAP, SEND
+from clarion.core.replay import GAP, SEND
 from clarion.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ async def _finish(rest: _Rest) -> None:
         await rest
 
 
-class Connection(stream.Sequencer):
+class Connection(replay.Sequencer):
     """One client's stream: its cursor, and the slow path's queue while there is one."""
 
     __slots__ = ("hub", "recipient", "send", "pending", "task", "idle", "closed", "expiry")
@@ -186,7 +186,7 @@ class Connection(stream.Sequencer):
     def fill(self, after: int) -> list[Event] | None:
         runtime = self.hub.runtime
         with runtime.sessions() as session:
-            return stream.replay(
+            return replay.replay(
                 session=session,
                 recipient_id=self.recipient,
                 since=after,
@@ -195,7 +195,7 @@ class Connection(stream.Sequencer):
 
     def head(self) -> int:
         with self.hub.runtime.sessions() as session:
-            return stream.current_cursor(session=session, recipient_id=self.recipient)
+            return replay.current_cursor(session=session, recipient_id=self.recipient)
 
     # --- fast path -------------------------------------------------------------------------
 
@@ -292,7 +292,7 @@ class Connection(stream.Sequencer):
 
 def _begin(runtime: Runtime, recipient: str) -> tuple[int, Event]:
     with runtime.sessions() as session:
-        cursor = stream.current_cursor(session=session, recipient_id=recipient)
+        cursor = replay.current_cursor(session=session, recipient_id=recipient)
         return cursor, inbox.unread_event(session=session, recipient_id=recipient, cursor=cursor)
 
 
@@ -352,7 +352,7 @@ class Hub:
     def dispatch(self, message: str) -> None:
         """Route one pub/sub message to the recipients' connections (see pubsub's format:
         only each line's header is parsed; the event's text is forwarded as is)."""
-        get, scan, unsequenced = self.connections.get, _scan_header, stream.UNSEQUENCED
+        get, scan, unsequenced = self.connections.get, _scan_header, replay.UNSEQUENCED
         offered = 0
         for line in message.split("\n"):
             try:

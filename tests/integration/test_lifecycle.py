@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from clarion.core import enqueue, stream, sweeper
+from clarion.core import enqueue, replay, sweeper
 from clarion.core.create import create_notifications
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Delivery, Subscriber
@@ -76,7 +76,7 @@ def test_an_expired_notification_leaves_the_inbox_counts_and_replay_at_its_time(
     )
     assert client.post(f"{INBOX}/read-all", json={}, headers=user("alice")).json() == {"updated": 1}
     with runtime.sessions() as s:
-        replayed = stream.replay(session=s, recipient_id="alice", since=0, limit=10)
+        replayed = replay.replay(session=s, recipient_id="alice", since=0, limit=10)
     assert [e["data"]["id"] for e in replayed if e["type"] == "notification.created"] == [lasting]
 
 
@@ -87,7 +87,7 @@ def test_a_notification_not_meant_for_the_inbox_is_never_listed_or_counted(
     post(title="email only", channels=["email"])
     assert listed(client, user) == [inbox] and unread(client, user) == 1
     with runtime.sessions() as s:
-        replayed = stream.replay(session=s, recipient_id="alice", since=0, limit=10)
+        replayed = replay.replay(session=s, recipient_id="alice", since=0, limit=10)
     assert [e["data"]["id"] for e in replayed] == [inbox]
 
 
@@ -143,7 +143,7 @@ def test_a_newer_notification_with_the_same_collapse_key_replaces_the_older(
     assert old["replaced_by"] == passed and old["deleted_at"] is not None
     # A client that was offline replays the change in order: the old one is removed.
     with runtime.sessions() as s:
-        replayed = stream.replay(session=s, recipient_id="alice", since=0, limit=10)
+        replayed = replay.replay(session=s, recipient_id="alice", since=0, limit=10)
     assert [(e["type"], e["cursor"]) for e in replayed] == [
         ("notification.created", 1),
         ("notification.created", 2),

@@ -12,7 +12,7 @@ import pytest
 import redis
 from sqlalchemy import update
 
-from clarion.core import snooze, stream
+from clarion.core import replay, snooze
 from clarion.core.pubsub import decode
 from clarion.db.models import Notification
 from tests.broker import drain
@@ -263,7 +263,7 @@ def test_an_ended_snooze_comes_back_new_once_with_one_event_however_often_beat_r
     assert events[1]["data"] == {"total": 1, "by_category": {"links": 1}, "unseen": 1}
     # A tab that was away gets it on resume, in cursor order.
     with runtime.sessions() as s:
-        replayed = stream.replay(session=s, recipient_id="alice", since=events[0]["cursor"] - 1,
+        replayed = replay.replay(session=s, recipient_id="alice", since=events[0]["cursor"] - 1,
                                  limit=10)  # fmt: skip
     assert [(e["type"], e["data"]["id"]) for e in replayed] == [("notification.unsnoozed", nid)]
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from clarion.core import enqueue, schedule, stream
+from clarion.core import enqueue, replay, schedule
 from clarion.core.schemas import CreateMessage, NotificationCreate
 from clarion.db.models import Delivery, Notification, ScheduledNotification
 from clarion.ids import new_id, utcnow
@@ -96,7 +96,7 @@ def test_a_future_send_waits_for_its_time_then_lands_with_the_next_cursor(
     assert event["type"] == "notification.created" and event["data"]["id"] == nid
     assert event["cursor"] == 2  # numbered at release: a client at cursor 1 gets it next
     with runtime.sessions() as s:
-        replayed = stream.replay(session=s, recipient_id="alice", since=1, limit=10)
+        replayed = replay.replay(session=s, recipient_id="alice", since=1, limit=10)
     assert [e["data"]["id"] for e in replayed] == [nid]
     status = client.get(f"/v1/notifications/{nid}", headers=producer).json()
     assert status["state"] == "created" and datetime.fromisoformat(status["send_at"]) == send_at

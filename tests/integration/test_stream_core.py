@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from clarion.api.stream import REPLACED, RESUME, RESYNC, Hub
-from clarion.core import enqueue, stream
+from clarion.core import enqueue, replay
 from clarion.core.create import create_notifications
 from clarion.core.pubsub import encode
 from clarion.core.schemas import NotificationCreate
@@ -151,7 +151,7 @@ def test_replay_merges_creations_and_inbox_changes_by_cursor(runtime, client, us
     client.delete(f"/v1/me/notifications/{nid}", headers=user("u"))
 
     with runtime.sessions() as s:
-        replayed = stream.replay(session=s, recipient_id="u", since=0, limit=10)
+        replayed = replay.replay(session=s, recipient_id="u", since=0, limit=10)
 
     assert [(e["type"], e["cursor"]) for e in replayed] == [
         ("notification.created", 1),
