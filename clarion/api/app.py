@@ -16,6 +16,7 @@ from clarion.api import metrics as api_metrics
 from clarion.api.coalesce import Coalescer
 from clarion.api.deps import storable_params
 from clarion.api.guards import BodyLimit, SecurityHeaders
+from clarion.api.live_hub import Hub
 from clarion.api.ratelimit import FailureGate, RateLimiter
 from clarion.api.routers import (
     addresses,
@@ -40,7 +41,6 @@ from clarion.api.routers import (
     webhooks,
 )
 from clarion.api.routers.stream import PATH
-from clarion.api.stream import Hub
 from clarion.core import enqueue
 from clarion.runtime import Runtime
 from clarion.settings import Settings

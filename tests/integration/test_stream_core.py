@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from clarion.api.stream import REPLACED, RESUME, RESYNC, Hub
+from clarion.api.live_hub import REPLACED, RESUME, RESYNC, Hub
 from clarion.core import enqueue, replay
 from clarion.core.create import create_notifications
 from clarion.core.pubsub import encode

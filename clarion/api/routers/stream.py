@@ -24,9 +24,9 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from clarion import metrics
+from clarion.api.live_hub import EXPIRED, REFUSED, RESUME, RESYNC, Connection, Hub
 from clarion.api.problems import Problem, problem_response
 from clarion.api.ratelimit import STREAM_CONNECT, client_address
-from clarion.api.stream import EXPIRED, REFUSED, RESUME, RESYNC, Connection, Hub
 from clarion.core.auth import AuthError, UserToken, verify_user_claims
 from clarion.runtime import Runtime
 
