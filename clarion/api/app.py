@@ -26,13 +26,13 @@ from clarion.api.routers import (
     health,
     inbox,
     keys,
+    live,
     notifications,
     preferences,
     push,
     requests,
     rules,
     schedules,
-    stream,
     subscribers,
     templates,
     topics,
@@ -40,7 +40,7 @@ from clarion.api.routers import (
     unsubscribe,
     webhooks,
 )
-from clarion.api.routers.stream import PATH
+from clarion.api.routers.live import PATH
 from clarion.core import enqueue
 from clarion.runtime import Runtime
 from clarion.settings import Settings
@@ -104,7 +104,7 @@ class Clarion(FastAPI):
 
     async def _route(self, scope, receive, send) -> None:
         if scope["type"] == "websocket" and scope["path"] == scope.get("root_path", "") + PATH:
-            await stream.websocket_stream(self, scope, receive, send)
+            await live.websocket_stream(self, scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
@@ -189,7 +189,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         topics.router,
         subscribers.router,
         inbox.router,
-        stream.router,
+        live.router,
         unsubscribe.router,
         preferences.router,
         deadletters.router,
