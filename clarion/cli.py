@@ -15,8 +15,8 @@ from clarion import telemetry
 from clarion.cli_keys import keys as _keys
 from clarion.cli_records import dead_letters as _dead_letters
 from clarion.cli_records import failed_requests as _failed_requests
+from clarion.core import queues
 from clarion.settings import LogSettings, Settings
-from clarion.workers import queues
 
 
 def _serve_metrics(settings: Settings, port: int, host: str, app) -> None:

@@ -19,13 +19,13 @@ from sqlalchemy import create_engine, inspect, text
 from clarion import logs
 from clarion.api.app import create_app
 from clarion.api.server import BoundedHttpToolsProtocol
+from clarion.core import queues
 from clarion.core.auth import create_api_key, hash_key, issue_user_token, ui_login_token
 from clarion.db.migrate import upgrade
 from clarion.db.models import ApiKey
 from clarion.db.session import transaction
 from clarion.runtime import Runtime
 from clarion.settings import LogSettings, Settings
-from clarion.workers import queues
 from clarion.workers.app import beat_schedule
 
 DEV_USER = "dev-user"

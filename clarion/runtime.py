@@ -11,11 +11,10 @@ from functools import cached_property
 
 from clarion import logs, telemetry
 from clarion.channels import check_settings
-from clarion.core import idempotency, pubsub
+from clarion.core import idempotency, pubsub, queues
 from clarion.core.lanes import NORMAL
 from clarion.db.session import make_engine, make_sessionmaker
 from clarion.settings import Settings
-from clarion.workers import queues
 
 DELIVER_BATCH = 100
 

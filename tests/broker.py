@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from clarion.workers import queues
+from clarion.core import queues
 
 
 def queued(app: Celery, queue: str = queues.CREATE) -> int:

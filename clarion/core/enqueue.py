@@ -11,7 +11,7 @@ import json
 import uuid
 from typing import Any
 
-from clarion.core import ledger
+from clarion.core import ledger, queues
 from clarion.core.lanes import BULK, lane_for
 from clarion.core.schemas import (
     AcceptedNotification,
@@ -22,7 +22,6 @@ from clarion.core.schemas import (
     NotificationCreate,
 )
 from clarion.ids import new_id, utcnow
-from clarion.workers import queues
 
 CREATE_TASK = "clarion.create"
 FANOUT_TASK = "clarion.fanout"

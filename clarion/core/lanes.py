@@ -1,6 +1,6 @@
 """Lanes: which notifications may wait behind which.
 
-Three lanes, each with its own create and deliver queues (``clarion.workers.queues``), so a
+Three lanes, each with its own create and deliver queues (``clarion.core.queues``), so a
 100,000-recipient broadcast never sits in front of a password reset:
 
 * ``priority``: critical and high severity (a handful of messages, latency matters);

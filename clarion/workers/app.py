@@ -7,8 +7,9 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from kombu import Exchange, Queue
 
 from clarion import exposition, metrics, telemetry
+from clarion.core import queues
 from clarion.settings import Settings
-from clarion.workers import heartbeat, queue_metrics, queues
+from clarion.workers import heartbeat, queue_metrics
 
 RESTORE_INTERVAL_SECONDS = 5
 

@@ -20,7 +20,7 @@ from celery.signals import before_task_publish
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from clarion.workers import queues
+from clarion.core import queues
 
 log = logging.getLogger(__name__)
 HEADER = "clarion_sent_at"

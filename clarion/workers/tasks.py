@@ -20,6 +20,7 @@ from clarion.core import (
     enqueue,
     failures,
     ledger,
+    queues,
     recurring,
     retention,
     schedule,
@@ -30,7 +31,6 @@ from clarion.core import deliver as deliver_core
 from clarion.core import fanout as fanout_core
 from clarion.core.lanes import LANES, NORMAL
 from clarion.core.schemas import FanoutMessage
-from clarion.workers import queues
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ from schemathesis.checks import not_a_server_error
 from sqlalchemy import func, select
 
 from clarion.api.app import create_app
+from clarion.core import queues
 from clarion.core.auth import issue_user_token
 from clarion.core.lanes import LANES
 from clarion.db.models import FailedRequest
 from clarion.runtime import Runtime
 from clarion.settings import Settings
-from clarion.workers import queues
 from tests.conftest import make_key, process_env, server_settings
 from tests.e2e.procs import Proc, free_port, wait_for, wait_ready
 

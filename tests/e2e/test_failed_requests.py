@@ -15,10 +15,9 @@ import uuid
 import pytest
 from sqlalchemy import func, select, text
 
-from clarion.core import enqueue, ledger
+from clarion.core import enqueue, ledger, queues
 from clarion.core.schemas import CreateMessage, FanoutMessage, NotificationCreate
 from clarion.db.models import FailedRequest, Notification
-from clarion.workers import queues
 from tests.conftest import make_key, process_env
 from tests.e2e.procs import Proc, wait_for
 

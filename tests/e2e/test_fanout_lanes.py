@@ -9,11 +9,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from clarion.core import enqueue
+from clarion.core import enqueue, queues
 from clarion.core.auth import issue_user_token
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Notification, Subscriber
-from clarion.workers import queues
 from tests.channels.smtp import SENDER, give_email
 from tests.conftest import process_env
 from tests.e2e.procs import Proc, free_port, run, wait_for, wait_ready

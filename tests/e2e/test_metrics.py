@@ -11,8 +11,8 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
+from clarion.core import queues
 from clarion.core.auth import issue_user_token
-from clarion.workers import queues
 from tests.channels.receiver import WebhookHarness
 from tests.channels.smtp import SENDER, give_email
 from tests.conftest import process_env

@@ -10,10 +10,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from clarion.api.app import create_app
-from clarion.core import enqueue
+from clarion.core import enqueue, queues
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Delivery
-from clarion.workers import queues
 from tests.broker import drain
 from tests.channels import FAST_RETRY
 from tests.channels.apprise_peer import set_address

@@ -9,10 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from clarion import channels
-from clarion.core import enqueue
+from clarion.core import enqueue, queues
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import DeadLetter, Delivery
-from clarion.workers import queues
 from tests.broker import drain, queued
 from tests.channels import FAST_RETRY, outcomes
 from tests.conftest import server_settings

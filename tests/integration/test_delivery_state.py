@@ -10,11 +10,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from clarion.core import deliver, sweeper
+from clarion.core import deliver, queues, sweeper
 from clarion.db import outcomes
 from clarion.db.models import AuditEntry, DeadLetter, Delivery, Notification
 from clarion.ids import utcnow
-from clarion.workers import queues
 from tests.broker import drain, queued
 from tests.channels import FAST_RETRY
 from tests.channels.smtp import give_email

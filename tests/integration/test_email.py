@@ -15,11 +15,10 @@ from clarion import channels
 from clarion.api.app import create_app
 from clarion.channels import ChannelConfigError
 from clarion.channels.email.sender import Outgoing
-from clarion.core import enqueue
+from clarion.core import enqueue, queues
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import DeadLetter, Delivery
 from clarion.ids import utcnow
-from clarion.workers import queues
 from tests.broker import drain, queued
 from tests.channels import FAST_RETRY, outcomes
 from tests.channels.smtp import PASSWORD, SENDER, USER, SmtpServer, give_email

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from clarion.core import enqueue
+from clarion.core import enqueue, queues
 from clarion.core.schemas import NotificationCreate
-from clarion.workers import queues
 from tests.broker import drain, queued
 from tests.channels import FAST_RETRY
 from tests.channels.smtp import give_email

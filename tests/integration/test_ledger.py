@@ -13,11 +13,10 @@ import pytest
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import func, select
 
-from clarion.core import enqueue, ledger
+from clarion.core import enqueue, ledger, queues
 from clarion.core.lanes import LANES
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Notification
-from clarion.workers import queues
 
 
 def _message(n: int = 2):

@@ -9,12 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from clarion.core import enqueue, replay, sweeper
+from clarion.core import enqueue, queues, replay, sweeper
 from clarion.core.create import create_notifications
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import Delivery, Subscriber
 from clarion.ids import as_utc, utcnow
-from clarion.workers import queues
 from tests.broker import drain, queued
 from tests.channels import outcomes
 from tests.channels.smtp import give_email

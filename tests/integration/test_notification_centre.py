@@ -296,7 +296,7 @@ def test_two_beats_releasing_at_once_bring_each_snooze_back_once(client, runtime
 
 
 def test_the_beat_schedule_releases_snoozes_on_the_periodic_queue(settings):
-    from clarion.workers import queues
+    from clarion.core import queues
     from clarion.workers.app import beat_schedule
 
     entry = beat_schedule(settings)["release-snoozed"]

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from clarion.core import queues
 from clarion.db.models import (
     DeadLetter,
     Delivery,
@@ -21,7 +22,6 @@ from clarion.engine import canary
 from clarion.engine.packs import system
 from clarion.engine.runner import run_rule
 from clarion.ids import utcnow
-from clarion.workers import queues
 from tests.broker import drain, queued
 from tests.conftest import process_env
 from tests.e2e.procs import Proc, wait_for

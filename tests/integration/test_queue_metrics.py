@@ -7,7 +7,7 @@ import time
 
 from celery import Celery
 
-from clarion.workers import queues
+from clarion.core import queues
 from clarion.workers.app import celery_config
 from clarion.workers.queue_metrics import HEADER, QueueCollector
 from tests.conftest import server_settings

@@ -11,10 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
 from clarion.api.app import create_app
-from clarion.core import template_store
+from clarion.core import queues, template_store
 from clarion.db import templates as templates_db
 from clarion.db.models import DeadLetter, Delivery, Notification
-from clarion.workers import queues
 from tests.broker import drain, queued
 from tests.channels import FAST_RETRY
 from tests.conftest import make_key

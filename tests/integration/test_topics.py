@@ -7,11 +7,10 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from clarion.core import enqueue, fanout
+from clarion.core import enqueue, fanout, queues
 from clarion.core.schemas import FanoutMessage, NotificationCreate
 from clarion.db.models import Notification, Subscriber
 from clarion.ids import derived_id
-from clarion.workers import queues
 from tests.broker import drain, queued
 
 SEND = "/v1/notifications"

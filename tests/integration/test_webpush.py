@@ -17,12 +17,11 @@ from sqlalchemy import select
 from clarion.api.app import create_app
 from clarion.channels.push.sender import MAX_PLAINTEXT, WebPushChannel
 from clarion.cli import main as cli
-from clarion.core import enqueue, sweeper
+from clarion.core import enqueue, queues, sweeper
 from clarion.core.schemas import NotificationCreate
 from clarion.db.models import DeadLetter, Delivery, Notification
 from clarion.ids import utcnow
 from clarion.settings import Settings
-from clarion.workers import queues
 from tests.broker import drain
 from tests.channels import FAST_RETRY, outcomes
 from tests.channels.pushservice import unb64

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from clarion.cli import build_parser, worker_queues
-from clarion.workers import queues
+from clarion.core import queues
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -12,9 +12,9 @@ import uuid6
 import yaml
 
 from clarion.cli import build_parser, worker_queues
+from clarion.core import queues
 from clarion.core.lanes import lane_for, parse_lanes
 from clarion.ids import derived_id, new_id
-from clarion.workers import queues
 
 
 def test_severity_and_type_pick_the_lane():

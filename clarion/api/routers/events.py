@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from clarion.api.deps import Producer, RuntimeDep
 from clarion.api.problems import BROKER_ERRORS, unavailable
+from clarion.core import queues
 from clarion.core.schemas import JsonObject, SubscriberId, UTCDateTime
 from clarion.core.storable import StorableModel
 from clarion.ids import new_id, utcnow
-from clarion.workers import queues
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 EventType = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]

@@ -11,13 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clarion.api.deps import Admin, RuntimeDep, SessionDep
 from clarion.api.problems import BROKER_ERRORS, Problem, unavailable
+from clarion.core import queues
 from clarion.core.schemas import UTCDateTime
 from clarion.core.storable import BigInt, Instant, StorableModel
 from clarion.db import rule_runs as runs_db
 from clarion.engine.registry import RuleError
 from clarion.engine.runner import RuleDisabled, build_rule, run_rule
 from clarion.ids import utcnow
-from clarion.workers import queues
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 RuleKey = Annotated[str, Path(max_length=128)]

@@ -25,11 +25,11 @@ from datetime import UTC, datetime, timedelta
 from pydantic import Field, field_validator
 from sqlalchemy import func, select
 
+from clarion.core import queues
 from clarion.core.schemas import SubscriberId
 from clarion.db.models import DeadLetter, Delivery, DeliveryAttempt
 from clarion.engine import canary
 from clarion.engine.rules import Candidate, Rule, RuleConfig, RunContext
-from clarion.workers import queues
 
 CATEGORY = "system"
 
