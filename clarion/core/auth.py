@@ -16,8 +16,6 @@ so the secret can be rotated: CLARION_PREVIOUS_SECRET_KEYS still verify until th
 
 from __future__ import annotations
 
-import base64
-import functools
 import hashlib
 import secrets
 import threading
@@ -30,6 +28,12 @@ import jwt
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from clarion.channels.links import (
+    PUSH_ACTION_AUDIENCE,
+    UNSUBSCRIBE_AUDIENCE,
+    key_id,
+    signing_key,
+)
 from clarion.db.models import ApiKey
 from clarion.ids import utcnow
 from clarion.settings import Settings, valid_rate_limit
@@ -185,18 +189,6 @@ class UserToken:
     expires_at: float
 
 
-@functools.lru_cache(maxsize=16)
-def key_id(secret: str) -> str:
-    """The ``kid`` of an HS256 signing secret: names the key without revealing it."""
-    digest = hashlib.sha256(b"clarion-kid\x00" + secret.encode()).digest()
-    return base64.urlsafe_b64encode(digest[:9]).decode()
-
-
-def _signing_key(settings: Settings) -> tuple[str, dict[str, str]]:
-    secret = settings.secret_key.get_secret_value()
-    return secret, {"kid": key_id(secret)}
-
-
 def _verification_keys(settings: Settings, kid: object) -> list[str]:
     """The secrets that may have signed an HS256 token: the one its ``kid`` names, else all
     (tokens and links made before kids, or by producers signing with the shared secret)."""
@@ -234,7 +226,7 @@ def issue_user_token(settings: Settings, subscriber_id: str, ttl_seconds: int | 
     }
     if settings.jwt_issuer:
         claims["iss"] = settings.jwt_issuer
-    secret, header = _signing_key(settings)
+    secret, header = signing_key(settings)
     return jwt.encode(claims, secret, algorithm="HS256", headers=header)
 
 
@@ -292,19 +284,6 @@ def _expires_at(settings: Settings, claims: dict) -> float:
     if now > iat + limit + LEEWAY_SECONDS:
         raise AuthError("the token is older than the maximum lifetime")
     return float(min(exp, iat + limit))
-
-
-# One-click unsubscribe links (RFC 8058) carry a signed (subscriber, category, channel).
-# They do not expire: an old email's link must still work (with a previous key too, until
-# its time). A distinct audience keeps them from ever being accepted as user tokens, and
-# user tokens from being accepted here.
-UNSUBSCRIBE_AUDIENCE = "clarion:unsubscribe"
-
-
-def unsubscribe_token(settings: Settings, subscriber_id: str, category: str, channel: str) -> str:
-    claims = {"sub": subscriber_id, "cat": category, "ch": channel, "aud": UNSUBSCRIBE_AUDIENCE}
-    secret, header = _signing_key(settings)
-    return jwt.encode(claims, secret, algorithm="HS256", headers=header)
 
 
 def verify_unsubscribe_token(settings: Settings, token: str) -> tuple[str, str, str]:
@@ -377,27 +356,6 @@ def ui_session_token(settings: Settings, subscriber_id: str, ttl_seconds: int) -
 def verify_ui_session(settings: Settings, token: str) -> str:
     """The subscriber of a valid session cookie; AuthError otherwise."""
     return _verify_scoped(settings, token, UI_SESSION_AUDIENCE)
-
-
-# A push notification carries a token for itself: the site's service worker, which has no
-# user token when the user clicks a push with no tab open, marks that one notification read
-# or records a click on one of its actions with it, and can do nothing else. The payload
-# is encrypted end to end to the browser; the token expires a week after the push can.
-PUSH_ACTION_AUDIENCE = "clarion:push-action"
-PUSH_ACTION_GRACE = timedelta(days=7)
-
-
-def push_action_token(
-    settings: Settings, subscriber_id: str, notification_id: str, ttl: timedelta
-) -> str:
-    """The token a push payload carries for its own notification."""
-    claims = {
-        "sub": subscriber_id,
-        "nid": notification_id,
-        "aud": PUSH_ACTION_AUDIENCE,
-        "exp": utcnow() + ttl + PUSH_ACTION_GRACE,
-    }
-    return jwt.encode(claims, settings.secret_key.get_secret_value(), algorithm="HS256")
 
 
 def verify_push_action_token(settings: Settings, token: str) -> tuple[str, str]:

@@ -18,7 +18,6 @@ from clarion.core.templates import (
     TemplateError,
     TemplateVersion,
     builtins,
-    canonical_locale,
     check_version,
     exists,
     index,
@@ -28,6 +27,7 @@ from clarion.core.templates import (
 from clarion.db import templates as templates_db
 from clarion.db.session import transaction
 from clarion.ids import utcnow
+from clarion.locales import canonical_locale
 
 SAVE_ATTEMPTS = 3
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from clarion.channels.registry import inbox
 from clarion.core.sandbox import FIELDS, TemplateError, check, render_field
 from clarion.db import templates as templates_db
+from clarion.locales import locale_chain
 
 log = logging.getLogger(__name__)
 INBOX = inbox()
@@ -41,7 +42,6 @@ __all__ = [
     "TemplateVersion",
     "builtins",
     "check_version",
-    "locale_chain",
     "pick",
     "render",
     "resolve",
@@ -94,38 +94,6 @@ class Rendered:
 
     def as_dict(self) -> dict[str, str | None]:
         return {"subject": self.subject, "html": self.html, "text": self.text}
-
-
-# -- locales ------------------------------------------------------------------------------
-def canonical_locale(locale: str) -> str:
-    """``ru_ru`` → ``ru-RU``: BCP 47 casing (language lower, region upper, script title)."""
-    parts = [p for p in locale.replace("_", "-").split("-") if p]
-    if not parts:
-        return ""
-    out = [parts[0].lower()]
-    for part in parts[1:]:
-        if len(part) == 2 or (len(part) == 3 and part.isdigit()):
-            out.append(part.upper())
-        elif len(part) == 4 and part.isalpha():
-            out.append(part.title())
-        else:
-            out.append(part.lower())
-    return "-".join(out)
-
-
-def locale_chain(locale: str | None, default_locale: str) -> list[str]:
-    """The locales to try, most specific first: ``ru-RU → ru → en``."""
-    chain: list[str] = []
-    for value in (locale, default_locale):
-        if not value:
-            continue
-        tag = canonical_locale(value)
-        parts = tag.split("-")
-        for i in range(len(parts), 0, -1):
-            candidate = "-".join(parts[:i])
-            if candidate and candidate not in chain:
-                chain.append(candidate)
-    return chain
 
 
 # -- versions -----------------------------------------------------------------------------

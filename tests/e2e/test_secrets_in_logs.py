@@ -19,7 +19,8 @@ from sqlalchemy import func, select, text
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from clarion.core.auth import issue_user_token, unsubscribe_token
+from clarion.channels.links import unsubscribe_token
+from clarion.core.auth import issue_user_token
 from clarion.db.models import DeadLetter
 from tests.conftest import process_env
 from tests.e2e.procs import Proc, free_port, run, wait_for, wait_ready

@@ -10,7 +10,7 @@ from datetime import timedelta
 import jwt
 
 from clarion.api.app import create_app
-from clarion.core.auth import unsubscribe_token
+from clarion.channels.links import unsubscribe_token
 from clarion.ids import utcnow
 from tests.broker import queued
 

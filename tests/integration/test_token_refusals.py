@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from clarion.api.app import create_app
-from clarion.core.auth import issue_user_token, unsubscribe_token
+from clarion.channels.links import unsubscribe_token
+from clarion.core.auth import issue_user_token
 from tests.conftest import SECRET, server_settings
 
 

@@ -10,12 +10,11 @@ from clarion.core.sandbox import MAX_ITERATIONS, TemplateError, check, number, p
 from clarion.core.templates import (
     TemplateVersion,
     builtins,
-    canonical_locale,
-    locale_chain,
     pick,
     render,
 )
 from clarion.engine.packs import activities, insight, lifecycle, system
+from clarion.locales import canonical_locale, locale_chain
 
 # Reach Python from a template: each must be refused when saved, by the save-time scan.
 SAVE_REFUSED = [

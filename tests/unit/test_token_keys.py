@@ -9,14 +9,12 @@ import jwt
 import pytest
 from pydantic import ValidationError
 
+from clarion.channels.links import UNSUBSCRIBE_AUDIENCE, key_id, unsubscribe_token
 from clarion.cli import main
 from clarion.core.auth import (
-    UNSUBSCRIBE_AUDIENCE,
     AuthError,
     TokenLifetimeError,
     issue_user_token,
-    key_id,
-    unsubscribe_token,
     verify_unsubscribe_token,
     verify_user_claims,
     verify_user_token,

@@ -50,9 +50,9 @@ from clarion.channels import (
 )
 from clarion.channels.aio import LoopThread
 from clarion.channels.email import mime
-from clarion.core.auth import unsubscribe_token
-from clarion.core.templates import locale_chain
+from clarion.channels.links import unsubscribe_token
 from clarion.db.models import Subscriber
+from clarion.locales import locale_chain
 from clarion.settings import Settings, SmtpSettings
 
 # The layout's fixed words by language (footer, unsubscribe, the "Open" button).

@@ -42,8 +42,8 @@ from clarion.channels import (
 )
 from clarion.channels.fastpost import FAST_ERRORS, FastPost
 from clarion.channels.httpclient import Answer
+from clarion.channels.links import push_action_token
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy, failure, status_text
-from clarion.core.auth import push_action_token
 from clarion.db import push, targets
 from clarion.db.models import PushSubscription
 from clarion.ids import utcnow
@@ -343,7 +343,7 @@ class WebPushChannel(Channel):
             shown["actions"] = push_actions(n["actions"])
         ttl = self.settings.push_ttl_seconds
         # For the service worker: mark this one read, or record a click on one of its
-        # actions, without the user's token (clarion.core.auth.push_action_token).
+        # actions, without the user's token (clarion.channels.links.push_action_token).
         shown["token"] = push_action_token(
             self.settings, message.recipient["id"], n["id"], timedelta(seconds=ttl)
         )
