@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from clarion.version import __version__
+
+__all__ = ["__version__", "enqueue"]
 
 
 def enqueue(celery_app: Any, **fields: Any):

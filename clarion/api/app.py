@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from clarion import __version__, exposition, telemetry
+from clarion import exposition, telemetry
 from clarion import mcp as mcp_server
 from clarion.api import cors, problems, requestid
 from clarion.api import metrics as api_metrics
@@ -44,6 +44,7 @@ from clarion.api.routers.live import PATH
 from clarion.core import enqueue
 from clarion.runtime import Runtime
 from clarion.settings import Settings
+from clarion.version import __version__
 
 MAX_BODY_BYTES = 1024 * 1024
 

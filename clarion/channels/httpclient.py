@@ -37,8 +37,8 @@ from typing import Any
 import httpcore
 import httpx
 
-from clarion import __version__
 from clarion.channels.outbound import OutboundPolicy
+from clarion.version import __version__
 
 USER_AGENT = f"Clarion/{__version__}"
 # A peer cannot make a worker buffer a large answer: past this, the connection is dropped.

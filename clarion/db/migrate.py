@@ -7,12 +7,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-import clarion
-
 
 def migrations_dir() -> Path:
     """Inside an installed wheel the migrations ship in the package; in a checkout, at the root."""
-    package = Path(clarion.__file__).parent
+    package = Path(__file__).resolve().parent.parent  # clarion/, without importing it
     for candidate in (package / "_migrations", package.parent / "migrations"):
         if (candidate / "env.py").exists():
             return candidate

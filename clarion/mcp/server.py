@@ -22,12 +22,12 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
-from clarion import __version__
 from clarion.api.deps import authorize
 from clarion.api.problems import Problem
 from clarion.api.routers import rules, templates
 from clarion.core.auth import AuthError, Principal
 from clarion.mcp.tools import TOOLS, Call
+from clarion.version import __version__
 
 log = logging.getLogger(__name__)
 PrincipalOf = Callable[[Any], Principal]  # (request context) -> the caller, or Problem 401

@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import Session
 
-from clarion import __version__
 from clarion.channels import (
     Channel,
     Message,
@@ -42,6 +41,7 @@ from clarion.db import targets, webhooks
 from clarion.db.models import WebhookEndpoint
 from clarion.ids import utcnow
 from clarion.settings import Settings
+from clarion.version import __version__
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 EVENT_TYPE = "notification.created"
