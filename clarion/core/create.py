@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clarion import logs, metrics
 from clarion.channels import INBOX, Channels, registry
-from clarion.core import collapse, enqueue, pubsub, schedule
+from clarion.core import collapse, enqueue, hold, pubsub
 from clarion.core.route import Router
 from clarion.core.schemas import CreateMessage, NotificationContent, NotificationPublic
 from clarion.core.templates import InboxTexts
@@ -53,7 +53,7 @@ class Created:
     notifications: list[dict[str, Any]] = field(default_factory=list)
     skipped_existing: int = 0
     skipped_dedupe: int = 0
-    # Items with a future send_at, stored for the release task instead (clarion.core.schedule).
+    # Items with a future send_at, stored for the release task instead (clarion.core.hold).
     scheduled: int = 0
     # (channel, lane) → pending delivery ids: each request's deliveries go out on its lane.
     to_dispatch: dict[tuple[str, str], list[uuid.UUID]] = field(default_factory=dict)
@@ -313,7 +313,7 @@ def create_notifications(
     Items whose ``send_at`` is still ahead are stored as scheduled instead; the release
     task persists them through :func:`persist` when they are due."""
     with transaction(sessions) as session:
-        held = schedule.hold(session=session, messages=messages, now=utcnow())
+        held = hold.hold(session=session, messages=messages, now=utcnow())
         result = (
             persist(session=session, messages=held.due, settings=settings, channels=channels)
             if held.due
