@@ -114,7 +114,7 @@ class Sender(threading.Thread):
             request = NotificationCreate(recipients=who, category="news", title="hello")
             message = enqueue.prepare(request).model_dump(mode="json")
             started = time.perf_counter()
-            batches.create_requests([message], **self.runtime.pipeline)
+            batches.create_requests([message], **self.runtime.pipeline.kwargs())
             self.latencies.append(time.perf_counter() - started)
             self.n += 10
 

@@ -56,9 +56,9 @@ def _api(args: argparse.Namespace) -> None:
 
 
 def _celery_app():
-    from clarion.workers.app import create_celery
+    from clarion.runtime import Runtime
 
-    return create_celery(Settings())
+    return Runtime(Settings()).celery
 
 
 def worker_queues(lanes: str | None, explicit: str | None) -> list[str]:

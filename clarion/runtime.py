@@ -9,10 +9,13 @@ from __future__ import annotations
 import uuid
 from functools import cached_property
 
+from celery import Celery
+
 from clarion import logs, telemetry
 from clarion.channels import check_settings
 from clarion.core import idempotency, pubsub, queues
 from clarion.core.lanes import NORMAL
+from clarion.core.pipeline import Pipeline
 from clarion.db.session import make_engine, make_sessionmaker
 from clarion.settings import Settings
 
@@ -20,7 +23,7 @@ DELIVER_BATCH = 100
 
 
 class Runtime:
-    def __init__(self, settings: Settings, celery=None) -> None:
+    def __init__(self, settings: Settings, celery: Celery | None = None) -> None:
         logs.install()  # every Clarion process has a runtime: none logs a secret
         check_settings(settings)  # unknown channel names, a channel's own wrong settings
         self.settings = settings
@@ -30,7 +33,7 @@ class Runtime:
         self._celery = celery
 
     @cached_property
-    def celery(self):
+    def celery(self) -> Celery:
         if self._celery is None:
             from clarion.workers.app import create_celery
 
@@ -80,16 +83,16 @@ class Runtime:
         return Channels(self.settings)
 
     @property
-    def pipeline(self) -> dict:
-        """The create step's collaborators, as keyword arguments of ``create_notifications``
-        and of the tasks that feed ``persist`` (scheduled release, digests)."""
-        return {
-            "sessions": self.sessions,
-            "settings": self.settings,
-            "publisher": self.pubsub,
-            "dispatcher": self,
-            "channels": self.channels,
-        }
+    def pipeline(self) -> Pipeline:
+        """The create step's collaborators (``create_notifications`` and the tasks that
+        feed ``persist``: scheduled release, digests, rules)."""
+        return Pipeline(
+            sessions=self.sessions,
+            settings=self.settings,
+            publisher=self.pubsub,
+            dispatcher=self,
+            channels=self.channels,
+        )
 
     def deliver(
         self,

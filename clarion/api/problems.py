@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clarion.core import storable
 from clarion.core.sandbox import TemplateError
+from clarion.core.template_store import TemplatesUnavailable
 
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
@@ -70,6 +71,18 @@ def template_problem(exc: TemplateError, status: int = 422) -> Problem:
     template-render) and its members where (channel, locale, field, line, variable)."""
     slug = "unknown-template" if exc.kind == "unknown" else f"template-{exc.kind}"
     return Problem(status, slug, str(exc), **exc.details())
+
+
+def check_template(runtime, key: str, data: dict | None) -> None:
+    """422 unless the template exists and renders with ``data`` in the default locale on
+    each of its channels; read from the process's cache of active versions, not the
+    database."""
+    try:
+        runtime.templates.validate(key, data)
+    except TemplateError as exc:
+        raise template_problem(exc) from None
+    except TemplatesUnavailable:
+        raise unavailable("template store") from None
 
 
 def problem_response(

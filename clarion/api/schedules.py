@@ -18,8 +18,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from clarion.api import idempotent
-from clarion.api.problems import Problem
-from clarion.api.routers.notifications import check_template
+from clarion.api.problems import Problem, check_template
 from clarion.api.schedule_schemas import (
     Occurrence,
     ScheduleCreate,

@@ -36,8 +36,8 @@ from jinja2.sandbox import (
 
 from clarion.core import template_limits as limits
 from clarion.core.template_limits import MAX_ITERATIONS
+from clarion.templates import FIELDS
 
-FIELDS = ("subject", "html", "text")
 # What one render may cost besides template_limits' budgets: the length of a string or list
 # made with ``*``, an exponent, and the characters of one rendered field.
 MAX_REPEAT = 10_000

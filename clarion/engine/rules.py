@@ -8,14 +8,33 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Protocol
 
+from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
+from clarion.core.pipeline import Pipeline
 from clarion.core.schemas import NotificationContent, SubscriberId
+from clarion.settings import Settings
 
-if TYPE_CHECKING:
-    from clarion.runtime import Runtime
+
+class RuleRuntime(Protocol):
+    """What a rule may use of its process (``ctx.runtime``): a :class:`clarion.runtime.Runtime`
+    satisfies it. A protocol, not the Runtime itself, because the runtime sits above the
+    engine (it builds the rules, and the Celery app whose tasks run them)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+    @property
+    def celery(self) -> Celery: ...
+    @property
+    def pipeline(self) -> Pipeline: ...
 
 
 class RuleConfig(BaseModel):
@@ -54,7 +73,7 @@ class RunContext:
     """What a rule may use while it runs. ``now`` is the rule's clock (injectable)."""
 
     now: datetime
-    runtime: Runtime
+    runtime: RuleRuntime
     event: EventIn | None = None
     # A dry run must have no side effects either (no probes sent, nothing written).
     dry_run: bool = False

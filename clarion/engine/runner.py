@@ -100,7 +100,7 @@ class _Persist:
         rt = self.runtime
         fresh = self._not_yet_notified()
         if fresh:
-            created = create_notifications(fresh, **rt.pipeline)
+            created = create_notifications(fresh, **rt.pipeline.kwargs())
             size = sum(len(m.items) for m in fresh)
             self.result.created += size - created.skipped_existing - created.skipped_dedupe
             self.result.duplicates += created.skipped_dedupe

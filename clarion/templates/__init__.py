@@ -17,7 +17,9 @@ from importlib import resources
 from typing import Any
 
 from clarion.channels import registry
-from clarion.core.sandbox import FIELDS
+
+# The fields of a template version (clarion.core.sandbox renders them).
+FIELDS = ("subject", "html", "text")
 
 
 @functools.cache

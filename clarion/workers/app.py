@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown
 from kombu import Exchange, Queue
@@ -123,16 +125,17 @@ def beat_schedule(settings: Settings) -> dict:
     return schedule
 
 
-def create_celery(settings: Settings, runtime=None) -> Celery:
-    """Build the Celery app; tasks reach the database through ``app.clarion`` (a Runtime)."""
-    from clarion.runtime import Runtime
+def create_celery(settings: Settings, runtime: Any) -> Celery:
+    """Build the Celery app; tasks reach the database through ``app.clarion``, the
+    :class:`clarion.runtime.Runtime` that builds it (``Runtime(settings).celery``): the
+    runtime sits above the workers, so they never import it."""
     from clarion.settings import LogSettings
     from clarion.workers import logcontext, tasks
 
     logcontext.connect(LogSettings().log_format)
     app = Celery("clarion", set_as_current=False)
     app.config_from_object(celery_config(settings))
-    app.clarion = runtime or Runtime(settings, celery=app)
+    app.clarion = runtime
     tasks.register(app)
     queue_metrics.stamp()  # the publish time, for the oldest message's age
     heartbeat.install(app)

@@ -73,7 +73,7 @@ def register(app: Celery) -> None:
     def create(self, *messages: dict) -> dict:
         """One or more requests (the API coalesces concurrent ones), one transaction; a
         request that cannot be stored is recorded as failed, the others are stored."""
-        counts = batches.create_requests(list(messages), **self.app.clarion.pipeline)
+        counts = batches.create_requests(list(messages), **self.app.clarion.pipeline.kwargs())
         _settle(self)
         return counts
 
@@ -143,7 +143,7 @@ def register(app: Celery) -> None:
     def release_scheduled(self) -> dict:
         """Persist and send the scheduled notifications that are due (on beat)."""
         runtime = self.app.clarion
-        released = schedule.release(**runtime.pipeline)
+        released = schedule.release(**runtime.pipeline.kwargs())
         return {"released": released}
 
     @app.task(name="clarion.schedules.run", shared=False, bind=True, **RETRY_FANOUT)
@@ -168,7 +168,7 @@ def register(app: Celery) -> None:
     def run_digests(self) -> dict:
         """Send one digest per subscriber, category and ended period (on beat)."""
         runtime = self.app.clarion
-        made = digests.run(**runtime.pipeline)
+        made = digests.run(**runtime.pipeline.kwargs())
         return {"digests": made}
 
     @app.task(name="clarion.retention.run", shared=False, bind=True, **RETRY_TRANSIENT)

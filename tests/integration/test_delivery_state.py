@@ -346,7 +346,7 @@ def test_on_sqlite_a_retry_a_dead_letter_and_a_send_are_each_recorded(tmp_path, 
         request = NotificationCreate(
             recipients=["ada", "bob"], category="x", title="t", channels=["email"]
         )
-        create_notifications([enqueue.prepare(request)], **rt.pipeline)
+        create_notifications([enqueue.prepare(request)], **rt.pipeline.kwargs())
         with rt.sessions() as s:
             by_recipient = dict(
                 s.execute(

@@ -36,7 +36,7 @@ def notify(rt, recipient="ada", category="comments", **fields):
 
 def run(rt, now) -> int:
     made = digests.run(
-        **rt.pipeline,
+        **rt.pipeline.kwargs(),
         now=now,
     )
     drain(rt.celery)

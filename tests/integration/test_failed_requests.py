@@ -117,7 +117,7 @@ def test_a_scheduled_request_stored_before_a_stricter_rule_fails_alone_at_releas
             )
         ).one()
 
-    released = schedule.release(**runtime.pipeline, now=send_at + timedelta(seconds=1))
+    released = schedule.release(**runtime.pipeline.kwargs(), now=send_at + timedelta(seconds=1))
     assert released == 1  # persist_due counts the messages it stored
     with runtime.sessions() as s:
         assert s.scalars(select(Notification.title)).all() == ["fine"]

@@ -46,7 +46,7 @@ def message(recipients, **fields):
 
 
 def run_create(runtime: Runtime, msg) -> None:
-    create_notifications([msg], **runtime.pipeline)
+    create_notifications([msg], **runtime.pipeline.kwargs())
 
 
 def create_concurrently(runtime: Runtime, batches: list[list]) -> list[BaseException]:

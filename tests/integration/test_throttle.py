@@ -85,7 +85,7 @@ def test_with_digest_the_excess_is_held_and_sent_as_one_digest(
     status = client.get(f"/v1/notifications/{ids[2]}", headers=producer).json()
     [email] = [d for d in status["deliveries"] if d["channel"] == "email"]
     due = datetime.fromisoformat(email["next_attempt_at"])
-    assert digests.run(**rt.pipeline, now=due) == 1
+    assert digests.run(**rt.pipeline.kwargs(), now=due) == 1
     drain(rt.celery)
     [digest] = smtp_server.messages[2:]
     text = digest.message.get_body(("plain",)).get_content()

@@ -11,7 +11,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from clarion import metrics
 from clarion.engine.packs import system
-from clarion.workers.app import create_celery
+from clarion.runtime import Runtime
 from clarion.workers.queue_metrics import QueueCollector
 from tests.monitoring import (
     ALERTS,
@@ -61,7 +61,7 @@ def test_every_alarm_of_the_system_pack_has_an_alert_rule():
 
 
 def test_dashboard_and_alerts_query_only_metrics_clarion_exports(settings, redis_client):
-    app = create_celery(settings)
+    app = Runtime(settings).celery
     families = list(QueueCollector(app).collect())  # read from the real test broker
     queue_names = {s.name for f in families for s in f.samples}
     assert "clarion_queue_messages" in queue_names

@@ -30,7 +30,7 @@ def runtime(tmp_path):
 def create(runtime, **fields):
     values = {"recipients": ["a"], "category": "x", "title": "t", **fields}
     msg = enqueue.prepare(NotificationCreate(**values))
-    create_notifications([msg], **runtime.pipeline)
+    create_notifications([msg], **runtime.pipeline.kwargs())
     return msg.items[0][0]
 
 
@@ -53,7 +53,7 @@ def test_schedule_collapse_and_expiry_work_on_sqlite(runtime):
     assert listed(runtime, now=utcnow() + timedelta(hours=2)) == [second]
 
     released = schedule.release(
-        **runtime.pipeline,
+        **runtime.pipeline.kwargs(),
         now=send_at,
     )
     assert released == 1 and listed(runtime) == [scheduled, second]

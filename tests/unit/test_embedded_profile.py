@@ -32,7 +32,7 @@ def runtime(tmp_path):
 
 
 def run_create(runtime, msg):
-    return create_notifications([msg], **runtime.pipeline)
+    return create_notifications([msg], **runtime.pipeline.kwargs())
 
 
 def test_create_is_idempotent_and_dedupes_on_sqlite(runtime):

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 
 from clarion.api import idempotent
 from clarion.api.deps import CoalescerDep, Producer, RuntimeDep, SessionDep
-from clarion.api.problems import BROKER_ERRORS, Problem, template_problem, unavailable
+from clarion.api.problems import BROKER_ERRORS, Problem, check_template, unavailable
 from clarion.api.ratelimit import DAILY_QUOTA, RateLimiter
 from clarion.api.schemas import (
     AttemptPublic,
@@ -30,8 +30,6 @@ from clarion.core.schemas import (
     NotificationCreate,
     NotificationPublic,
 )
-from clarion.core.template_store import TemplatesUnavailable
-from clarion.core.templates import TemplateError
 from clarion.db import deliveries, failed, notifications, scheduled, topics
 from clarion.ids import utcnow
 
@@ -115,18 +113,6 @@ def charge_recipients(runtime, producer, body: NotificationCreate) -> None:
         limiter = RateLimiter(runtime.limits)
         limit = per_day(quota)
         limiter.check(limit, DAILY_QUOTA, str(producer.key_id), cost=cost, strategy=SLIDING)
-
-
-def check_template(runtime, key: str, data: dict | None) -> None:
-    """422 unless the template exists and renders with ``data`` in the default locale on
-    each of its channels; read from the process's cache of active versions, not the
-    database."""
-    try:
-        runtime.templates.validate(key, data)
-    except TemplateError as exc:
-        raise template_problem(exc) from None
-    except TemplatesUnavailable:
-        raise unavailable("template store") from None
 
 
 def _not_found() -> Problem:
