@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
-from celery import Celery
+from celery import Celery, Task
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
+from clarion.channels import Channels
 from clarion.core import (
     batches,
     digests,
@@ -30,7 +33,16 @@ from clarion.core import (
 from clarion.core import deliver as deliver_core
 from clarion.core import fanout as fanout_core
 from clarion.core.lanes import LANES, NORMAL
+from clarion.core.pubsub import PubSub
 from clarion.core.schemas import FanoutMessage
+from clarion.engine import canary
+from clarion.engine.events import ingest
+from clarion.engine.registry import Rules
+from clarion.engine.rules import RuleRuntime
+from clarion.engine.runner import RuleDisabled
+from clarion.engine.runner import run_rule as run
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +65,22 @@ RETRY_TRANSIENT = {
 RETRY_FANOUT = {**RETRY_TRANSIENT, "autoretry_for": (*TRANSIENT, BrokerError)}
 
 
-def _settle(task) -> None:
+class TaskRuntime(RuleRuntime, Protocol):
+    """What the tasks use of ``app.clarion`` (a :class:`clarion.runtime.Runtime`, which
+    sits above the workers and is never imported here)."""
+
+    @property
+    def pubsub(self) -> PubSub: ...
+    @property
+    def channels(self) -> Channels: ...
+    @property
+    def rules(self) -> Rules: ...
+    def deliver(
+        self, channel: str, delivery_ids: list[uuid.UUID], countdown: float = 0, lane: str = NORMAL
+    ) -> None: ...
+
+
+def _settle(task: Task) -> None:
     """The task's message is stored for good: clear it from the ledger. A failure here
     only means the sweeper re-publishes it later, which the task ignores."""
     if not task.request.id:  # called as a plain function (tests)
@@ -64,154 +91,181 @@ def _settle(task) -> None:
         log.warning("could not settle ledger entry %s", task.request.id, exc_info=True)
 
 
+# Every task, declared at module level and bound to each Celery app by register(): the app
+# is built per Runtime (tests build several), and each task reaches its own app's runtime.
+_TASKS: list[tuple[Callable[..., Any], dict[str, Any]]] = []
+
+
+def task(name: str, **options: Any) -> Callable[[F], F]:
+    """Declare a task under ``name`` (the name producers and queued messages use)."""
+
+    def declare(fun: F) -> F:
+        _TASKS.append((fun, {"name": name, "shared": False, **options}))
+        return fun
+
+    return declare
+
+
 def register(app: Celery) -> None:
-    from clarion.engine import canary
+    """Bind every task, and the system pack's queue-delay probe, to ``app``."""
+    canary.register(app)
+    for fun, options in _TASKS:
+        app.task(**options)(fun)
 
-    canary.register(app)  # the system pack's queue-delay probe
 
-    @app.task(name="clarion.create", shared=False, bind=True, **RETRY_TRANSIENT)
-    def create(self, *messages: dict) -> dict:
-        """One or more requests (the API coalesces concurrent ones), one transaction; a
-        request that cannot be stored is recorded as failed, the others are stored."""
-        counts = batches.create_requests(list(messages), **self.app.clarion.pipeline.kwargs())
-        _settle(self)
-        return counts
+def _runtime(task: Task) -> TaskRuntime:
+    return task.app.clarion  # type: ignore[attr-defined]  # set by create_celery
 
-    @app.task(name="clarion.fanout", shared=False, bind=True, **RETRY_FANOUT)
-    def fanout(self, message: dict) -> dict:
-        """A request to a topic: one create task per page of its subscribers (bulk lane)."""
-        runtime = self.app.clarion
 
-        def run() -> fanout_core.FanoutResult:
-            return fanout_core.fan_out(
-                FanoutMessage.model_validate(message),
-                sessions=runtime.sessions,
-                settings=runtime.settings,
-                publish=lambda batch: enqueue.enqueue(self.app, batch),
-            )
+@task("clarion.create", bind=True, **RETRY_TRANSIENT)
+def create(self: Task, *messages: dict) -> dict:
+    """One or more requests (the API coalesces concurrent ones), one transaction; a
+    request that cannot be stored is recorded as failed, the others are stored."""
+    counts = batches.create_requests(list(messages), **_runtime(self).pipeline.kwargs())
+    _settle(self)
+    return counts
 
-        result = failures.run_or_record("fanout", message, run, sessions=runtime.sessions)
-        _settle(self)
-        if result is None:
-            return {"failed": 1}
-        return {"recipients": result.recipients, "batches": result.batches}
 
-    @app.task(name="clarion.deliver", shared=False, bind=True, **RETRY_TRANSIENT)
-    def deliver(self, channel: str, delivery_ids: list[str], lane: str = NORMAL) -> dict:
-        """Send one channel's deliveries; retries and dead letters go through the rows."""
-        runtime = self.app.clarion
-        result = deliver_core.deliver(
-            [uuid.UUID(i) for i in delivery_ids],
-            channel=channel,
+@task("clarion.fanout", bind=True, **RETRY_FANOUT)
+def fanout(self: Task, message: dict) -> dict:
+    """A request to a topic: one create task per page of its subscribers (bulk lane)."""
+    runtime = _runtime(self)
+
+    def run() -> fanout_core.FanoutResult:
+        return fanout_core.fan_out(
+            FanoutMessage.model_validate(message),
             sessions=runtime.sessions,
             settings=runtime.settings,
-            channels=runtime.channels,
-            scheduler=runtime,
-            lane=lane,
+            publish=lambda batch: enqueue.enqueue(self.app, batch),
         )
-        return {
-            "sent": result.sent,
-            "retried": result.retried,
-            "parked": result.parked,
-            "dead": result.dead,
-            "skipped": result.skipped,
-        }
 
-    @app.task(name="clarion.sweep", shared=False, bind=True, **RETRY_TRANSIENT)
-    def sweep(self) -> dict:
-        """Re-enqueue deliveries left open past their deadline, and re-publish accepted
-        requests the broker lost before they were stored (on beat)."""
-        runtime = self.app.clarion
-        settings = runtime.settings
-        swept = sweeper.sweep(sessions=runtime.sessions, settings=settings, scheduler=runtime)
-        book = ledger.for_app(self.app)
-        limits = {"max_resends": settings.ledger_max_resends, "limit": settings.sweeper_batch}
-        create_queues = [queues.create_queue(lane) for lane in LANES]
-        gone = ledger.resend_lost(
-            self.app, book, older_than=settings.ledger_lost_seconds, queues=create_queues, **limits
-        )
-        late = ledger.resend_overdue(
-            self.app, book, older_than=settings.ledger_resend_seconds, **limits
-        )
-        return {
-            **swept,
-            **{f"ledger_{k}": n + gone[k] for k, n in late.items()},
-            "ledger_lost": gone["resent"],
-        }
+    result = failures.run_or_record("fanout", message, run, sessions=runtime.sessions)
+    _settle(self)
+    if result is None:
+        return {"failed": 1}
+    return {"recipients": result.recipients, "batches": result.batches}
 
-    @app.task(name="clarion.schedule.release", shared=False, bind=True, **RETRY_TRANSIENT)
-    def release_scheduled(self) -> dict:
-        """Persist and send the scheduled notifications that are due (on beat)."""
-        runtime = self.app.clarion
-        released = schedule.release(**runtime.pipeline.kwargs())
-        return {"released": released}
 
-    @app.task(name="clarion.schedules.run", shared=False, bind=True, **RETRY_FANOUT)
-    def run_schedules(self) -> dict:
-        """Publish the occurrences of recurring schedules that are due (on beat)."""
-        runtime = self.app.clarion
-        tick = recurring.run(
-            sessions=runtime.sessions,
-            settings=runtime.settings,
-            publish=lambda messages: enqueue.enqueue(self.app, *messages),
-        )
-        return {"schedules": tick.schedules, "requests": tick.requests, "skipped": tick.skipped}
+@task("clarion.deliver", bind=True, **RETRY_TRANSIENT)
+def deliver(self: Task, channel: str, delivery_ids: list[str], lane: str = NORMAL) -> dict:
+    """Send one channel's deliveries; retries and dead letters go through the rows."""
+    runtime = _runtime(self)
+    result = deliver_core.deliver(
+        [uuid.UUID(i) for i in delivery_ids],
+        channel=channel,
+        sessions=runtime.sessions,
+        settings=runtime.settings,
+        channels=runtime.channels,
+        scheduler=runtime,
+        lane=lane,
+    )
+    return {
+        "sent": result.sent,
+        "retried": result.retried,
+        "parked": result.parked,
+        "dead": result.dead,
+        "skipped": result.skipped,
+    }
 
-    @app.task(name="clarion.snooze.release", shared=False, bind=True, **RETRY_TRANSIENT)
-    def release_snoozed(self) -> dict:
-        """Bring back the notifications whose snooze has ended, live (on beat)."""
-        runtime = self.app.clarion
-        released = snooze.release(sessions=runtime.sessions, publisher=runtime.pubsub)
-        return {"released": released}
 
-    @app.task(name="clarion.digests.run", shared=False, bind=True, **RETRY_TRANSIENT)
-    def run_digests(self) -> dict:
-        """Send one digest per subscriber, category and ended period (on beat)."""
-        runtime = self.app.clarion
-        made = digests.run(**runtime.pipeline.kwargs())
-        return {"digests": made}
+@task("clarion.sweep", bind=True, **RETRY_TRANSIENT)
+def sweep(self: Task) -> dict:
+    """Re-enqueue deliveries left open past their deadline, and re-publish accepted
+    requests the broker lost before they were stored (on beat)."""
+    runtime = _runtime(self)
+    settings = runtime.settings
+    swept = sweeper.sweep(sessions=runtime.sessions, settings=settings, scheduler=runtime)
+    book = ledger.for_app(self.app)
+    limits = {"max_resends": settings.ledger_max_resends, "limit": settings.sweeper_batch}
+    create_queues = [queues.create_queue(lane) for lane in LANES]
+    gone = ledger.resend_lost(
+        self.app, book, older_than=settings.ledger_lost_seconds, queues=create_queues, **limits
+    )
+    late = ledger.resend_overdue(
+        self.app, book, older_than=settings.ledger_resend_seconds, **limits
+    )
+    return {
+        **swept,
+        **{f"ledger_{k}": n + gone[k] for k, n in late.items()},
+        "ledger_lost": gone["resent"],
+    }
 
-    @app.task(name="clarion.retention.run", shared=False, bind=True, **RETRY_TRANSIENT)
-    def run_retention(self) -> dict:
-        """Delete what has outlived its retention period, within a time budget (on beat)."""
-        runtime = self.app.clarion
-        report = retention.run(sessions=runtime.sessions, settings=runtime.settings)
-        return {**report.deleted, "done": report.done}
 
-    @app.task(name="clarion.rules.run", shared=False, bind=True, **RETRY_TRANSIENT)
-    def run_rule(self, key: str, trigger: str = "beat", as_of: str | None = None) -> dict:
-        """One run of one rule (beat, or an operator's POST /v1/rules/{key}/run)."""
-        from clarion.engine.runner import RuleDisabled
-        from clarion.engine.runner import run_rule as run
+@task("clarion.schedule.release", bind=True, **RETRY_TRANSIENT)
+def release_scheduled(self: Task) -> dict:
+    """Persist and send the scheduled notifications that are due (on beat)."""
+    runtime = _runtime(self)
+    released = schedule.release(**runtime.pipeline.kwargs())
+    return {"released": released}
 
-        runtime = self.app.clarion
-        when = datetime.fromisoformat(as_of) if as_of else None
-        try:
-            result = run(key, runtime=runtime, rules=runtime.rules, trigger=trigger, as_of=when)
-        except RuleDisabled:
-            return {"disabled": True}
-        return {"created": result.created, "duplicates": result.duplicates, "error": result.error}
 
-    @app.task(name="clarion.events.ingest", shared=False, bind=True, **RETRY_TRANSIENT)
-    def ingest_event(self, event: dict) -> dict:
-        """Store a producer's event and run the event rules of its type."""
-        from clarion.engine.events import ingest
+@task("clarion.schedules.run", bind=True, **RETRY_FANOUT)
+def run_schedules(self: Task) -> dict:
+    """Publish the occurrences of recurring schedules that are due (on beat)."""
+    runtime = _runtime(self)
+    tick = recurring.run(
+        sessions=runtime.sessions,
+        settings=runtime.settings,
+        publish=lambda messages: enqueue.enqueue(self.app, *messages),
+    )
+    return {"schedules": tick.schedules, "requests": tick.requests, "skipped": tick.skipped}
 
-        runtime = self.app.clarion
-        results = failures.run_or_record(
-            "event",
-            event,
-            lambda: ingest(event, runtime=runtime, rules=runtime.rules),
-            sessions=runtime.sessions,
-        )
-        if results is None:
-            return {"failed": 1}
-        return {r.key: r.created for r in results}
 
-    @app.task(name="clarion.dead_letter", shared=False)
-    def dead_letter(letter: dict) -> None:
-        """The default consumer of the dead_letter queue: a log line for operators.
+@task("clarion.snooze.release", bind=True, **RETRY_TRANSIENT)
+def release_snoozed(self: Task) -> dict:
+    """Bring back the notifications whose snooze has ended, live (on beat)."""
+    runtime = _runtime(self)
+    released = snooze.release(sessions=runtime.sessions, publisher=runtime.pubsub)
+    return {"released": released}
 
-        Run workers with ``-X dead_letter`` to consume the queue with your own tooling.
-        """
-        log.warning("dead letter: %s", letter, extra={"dead_letter": letter})
+
+@task("clarion.digests.run", bind=True, **RETRY_TRANSIENT)
+def run_digests(self: Task) -> dict:
+    """Send one digest per subscriber, category and ended period (on beat)."""
+    runtime = _runtime(self)
+    made = digests.run(**runtime.pipeline.kwargs())
+    return {"digests": made}
+
+
+@task("clarion.retention.run", bind=True, **RETRY_TRANSIENT)
+def run_retention(self: Task) -> dict:
+    """Delete what has outlived its retention period, within a time budget (on beat)."""
+    runtime = _runtime(self)
+    report = retention.run(sessions=runtime.sessions, settings=runtime.settings)
+    return {**report.deleted, "done": report.done}
+
+
+@task("clarion.rules.run", bind=True, **RETRY_TRANSIENT)
+def run_rule(self: Task, key: str, trigger: str = "beat", as_of: str | None = None) -> dict:
+    """One run of one rule (beat, or an operator's POST /v1/rules/{key}/run)."""
+    runtime = _runtime(self)
+    when = datetime.fromisoformat(as_of) if as_of else None
+    try:
+        result = run(key, runtime=runtime, rules=runtime.rules, trigger=trigger, as_of=when)
+    except RuleDisabled:
+        return {"disabled": True}
+    return {"created": result.created, "duplicates": result.duplicates, "error": result.error}
+
+
+@task("clarion.events.ingest", bind=True, **RETRY_TRANSIENT)
+def ingest_event(self: Task, event: dict) -> dict:
+    """Store a producer's event and run the event rules of its type."""
+    runtime = _runtime(self)
+    results = failures.run_or_record(
+        "event",
+        event,
+        lambda: ingest(event, runtime=runtime, rules=runtime.rules),
+        sessions=runtime.sessions,
+    )
+    if results is None:
+        return {"failed": 1}
+    return {r.key: r.created for r in results}
+
+
+@task("clarion.dead_letter")
+def dead_letter(letter: dict) -> None:
+    """The default consumer of the dead_letter queue: a log line for operators.
+
+    Run workers with ``-X dead_letter`` to consume the queue with your own tooling.
+    """
+    log.warning("dead letter: %s", letter, extra={"dead_letter": letter})
