@@ -423,10 +423,10 @@ class Settings(BaseSettings):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @classmethod
-    def embedded(cls, data_dir: Path | str = ".clarion", **overrides: object) -> Settings:
+    def embedded(cls, data_dir: Path | str = ".clarion", **overrides: Any) -> Settings:
         """Settings of the one-process embedded platform: SQLite, SQLite broker, memory pub/sub."""
         data = Path(data_dir).resolve()
-        values: dict[str, object] = {
+        values: dict[str, Any] = {
             "mode": "embedded",
             "data_dir": data,
             "database_url": f"sqlite:///{data / 'clarion.db'}",

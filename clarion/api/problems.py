@@ -42,6 +42,10 @@ class Problem(Exception):
 BROKER_ERRORS = (BrokerError, RedisError, OSError)
 
 
+# An endpoint's documented error responses (FastAPI's ``responses=``).
+Responses = dict[int | str, dict[str, Any]]
+
+
 def unavailable(what: str) -> Problem:
     """The 503 for an unreachable broker or idempotency store: nothing was accepted."""
     return Problem(

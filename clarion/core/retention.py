@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -36,7 +37,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.schema import Column, Table
+from sqlalchemy.sql.expression import FromClause
+from sqlalchemy.sql.schema import Column
 
 from clarion.db.models import (
     Delivery,
@@ -66,9 +68,9 @@ LOCK_TIMEOUT_MS = 1000
 @dataclass(frozen=True)
 class Pass:
     kind: str
-    table: Table
-    key: tuple[Column, ...]  # the primary key: what the DELETE names
-    order: tuple[Column, ...]  # the walk's order, unique and served by an index
+    table: FromClause
+    key: tuple[ColumnElement[Any], ...]  # the primary key: what the DELETE names
+    order: tuple[ColumnElement[Any], ...]  # the walk's order, unique and served by an index
     scan: ColumnElement[bool]  # the index range walked
     doomed: ColumnElement[bool] | None = None  # of those, the rows that go (None: all)
     monotonic: bool = False  # age follows ``order``: the first row kept ends the pass

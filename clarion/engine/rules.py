@@ -79,6 +79,12 @@ class RunContext:
     dry_run: bool = False
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("clarion.engine"))
 
+    def trigger(self) -> EventIn:
+        """The event an event rule runs on (a scan rule has none)."""
+        if self.event is None:
+            raise TypeError("a scan rule has no event")
+        return self.event
+
 
 class Rule(ABC):
     """A rule. Subclasses set ``key``, ``description``, ``pack``, ``Config`` and either

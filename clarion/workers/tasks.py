@@ -32,6 +32,7 @@ from clarion.core import (
 )
 from clarion.core import deliver as deliver_core
 from clarion.core import fanout as fanout_core
+from clarion.core.deliver import Scheduler
 from clarion.core.lanes import LANES, NORMAL
 from clarion.core.pubsub import PubSub
 from clarion.core.schemas import FanoutMessage
@@ -65,7 +66,7 @@ RETRY_TRANSIENT = {
 RETRY_FANOUT = {**RETRY_TRANSIENT, "autoretry_for": (*TRANSIENT, BrokerError)}
 
 
-class TaskRuntime(RuleRuntime, Protocol):
+class TaskRuntime(RuleRuntime, Scheduler, Protocol):
     """What the tasks use of ``app.clarion`` (a :class:`clarion.runtime.Runtime`, which
     sits above the workers and is never imported here)."""
 
@@ -75,9 +76,6 @@ class TaskRuntime(RuleRuntime, Protocol):
     def channels(self) -> Channels: ...
     @property
     def rules(self) -> Rules: ...
-    def deliver(
-        self, channel: str, delivery_ids: list[uuid.UUID], countdown: float = 0, lane: str = NORMAL
-    ) -> None: ...
 
 
 def _settle(task: Task) -> None:

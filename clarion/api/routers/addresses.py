@@ -8,7 +8,7 @@ a signed-in subscriber under ``/v1/me/addresses``. Addresses are sealed at rest
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,9 +26,12 @@ from clarion.settings import Settings
 
 router = APIRouter(tags=["subscribers"])
 SubscriberPath = Annotated[str, Path(min_length=1, max_length=255)]
+if TYPE_CHECKING:  # a Literal of the registry's address channels, built at import time
+    AddressChannel: TypeAlias = str
+else:
+    AddressChannel = registry.literal(*registry.address_channels())
 ChannelPath = Annotated[
-    registry.literal(*registry.address_channels()),
-    Path(description="A channel that sends to a subscriber address."),
+    AddressChannel, Path(description="A channel that sends to a subscriber address.")
 ]
 
 

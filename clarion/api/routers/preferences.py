@@ -8,7 +8,7 @@ Both take the same bodies. What the fields mean for routing is in
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeAlias
 
 from fastapi import APIRouter, Path
 from pydantic import (
@@ -22,7 +22,7 @@ from pydantic import (
 from sqlalchemy.orm import Session
 
 from clarion.api.deps import Admin, CurrentSubscriber, RuntimeDep, SessionDep
-from clarion.api.problems import Problem
+from clarion.api.problems import Problem, Responses
 from clarion.channels import registry
 from clarion.core import preferences as prefs
 from clarion.core import wallclock
@@ -36,7 +36,10 @@ router = APIRouter(tags=["preferences"])
 
 # The channels a subscriber controls (webhooks are the producer's endpoints: not a
 # preference), from the channel registry.
-SubscriberChannel = registry.literal(*prefs.SUBSCRIBER_CHANNELS)
+if TYPE_CHECKING:  # a Literal of the registry's channels, built at import time
+    SubscriberChannel: TypeAlias = str
+else:
+    SubscriberChannel = registry.literal(*prefs.SUBSCRIBER_CHANNELS)
 Cadence = Literal["instant", "hourly", "daily", "weekly"]
 Hhmm = Annotated[str, StringConstraints(pattern=wallclock.HHMM.pattern)]
 SubscriberPath = Annotated[str, Path(min_length=1, max_length=255)]
@@ -180,7 +183,7 @@ class PreferencesPublic(BaseModel):
     categories: dict[str, CategoryPreferences]
 
 
-LOCKED = {409: {"description": "A locked toggle of a required category (problem+json)"}}
+LOCKED: Responses = {409: {"description": "A locked toggle of a required category (problem+json)"}}
 
 
 def _read(session: Session, policy: prefs.Policy, subscriber_id: str) -> PreferencesPublic:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from clarion.api import schedules
 from clarion.api.deps import Producer, RuntimeDep, SessionDep
+from clarion.api.problems import Responses
 from clarion.api.schedule_schemas import (
     ScheduleCreate,
     ScheduleFilter,
@@ -19,8 +20,8 @@ from clarion.api.schedule_schemas import (
 )
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
-NOT_FOUND = {404: {"description": "No such schedule (problem+json)"}}
-ENDED = {409: {"description": "The schedule has ended: change its recurrence instead"}}
+NOT_FOUND: Responses = {404: {"description": "No such schedule (problem+json)"}}
+ENDED: Responses = {409: {"description": "The schedule has ended: change its recurrence instead"}}
 
 
 @router.post(

@@ -7,13 +7,13 @@ first); deactivating leaves the slot to the locale fallback and the built-in tem
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from clarion.api.deps import Admin, RuntimeDep, SessionDep
-from clarion.api.problems import Problem, template_problem
+from clarion.api.problems import Problem, Responses, template_problem
 from clarion.channels import registry
 from clarion.core import template_store
 from clarion.core.schemas import JsonObject, Key, Locale, UTCDateTime
@@ -30,12 +30,18 @@ from clarion.db import templates as templates_db
 router = APIRouter(prefix="/v1/templates", tags=["templates"])
 
 KeyPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
-ChannelKey = registry.literal(*registry.names())
-TemplateChannel = registry.literal("*", *registry.names())
+if TYPE_CHECKING:  # Literals of the registry's channels, built at import time
+    ChannelKey: TypeAlias = str
+    TemplateChannel: TypeAlias = str
+else:
+    ChannelKey = registry.literal(*registry.names())
+    TemplateChannel = registry.literal("*", *registry.names())
 Subject = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 Body = Annotated[str, StringConstraints(max_length=100_000)]
-NOT_FOUND = {404: {"description": "No such template or version (problem+json)"}}
-INVALID = {422: {"description": "Does not compile or reaches for internals: field and line"}}
+NOT_FOUND: Responses = {404: {"description": "No such template or version (problem+json)"}}
+INVALID: Responses = {
+    422: {"description": "Does not compile or reaches for internals: field and line"}
+}
 
 
 class TemplateCreate(StorableModel):

@@ -24,7 +24,7 @@ from pydantic import (
 from sqlalchemy.orm import Session
 
 from clarion.api.deps import Admin, RuntimeDep, SessionDep
-from clarion.api.problems import Problem, url_not_allowed
+from clarion.api.problems import Problem, Responses, url_not_allowed
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy
 from clarion.channels.webhook.sender import new_secret
 from clarion.core.schemas import Slug, UTCDateTime
@@ -38,7 +38,7 @@ router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
 Description = Annotated[str, StringConstraints(max_length=255)]
 Categories = Annotated[list[Slug], Field(max_length=100)]
-NOT_FOUND = {404: {"description": "No such endpoint (problem+json)"}}
+NOT_FOUND: Responses = {404: {"description": "No such endpoint (problem+json)"}}
 
 
 def _check_url(value: str) -> str:

@@ -131,7 +131,7 @@ class MemberInvited(_ActivityRule):
     Data = InviteData
 
     def candidates(self, ctx: RunContext) -> Iterable[Candidate]:
-        event = ctx.event
+        event = ctx.trigger()
         data: InviteData = self.data(event)
         key = _key("activities", self.key, event.id)
         meta = {"workspace": event.subject, "invitee": data.invitee, "role": data.role}
@@ -173,7 +173,7 @@ class NewSignup(_ActivityRule):
     Data = SignupData
 
     def candidates(self, ctx: RunContext) -> Iterable[Candidate]:
-        event = ctx.event
+        event = ctx.trigger()
         data: SignupData = self.data(event)
         recipients = [*data.owners, *self.config.signup_recipients]
         if not recipients:
@@ -230,7 +230,7 @@ class IntegrationConnected(_IntegrationRule):
     event_type = "integration.connected"
 
     def candidates(self, ctx: RunContext) -> Iterable[Candidate]:
-        event = ctx.event
+        event = ctx.trigger()
         data, integration, owners = self.target(event)
         name = data.name or integration
         yield self.notify(
@@ -260,7 +260,7 @@ class IntegrationFailing(_IntegrationRule):
     event_type = "integration.failed"
 
     def candidates(self, ctx: RunContext) -> Iterable[Candidate]:
-        event = ctx.event
+        event = ctx.trigger()
         data, integration, owners = self.target(event)
         name = data.name or integration
         window = self.config.renotify_seconds
