@@ -48,11 +48,15 @@ services:
 	    --appendonly no || true
 
 # The docs site builds strictly: a broken link, a missing page or a stale reference fails lint.
+# The layers hold (import-linter's contracts) and clarion/ type-checks (mypy): both
+# configured in pyproject.toml, described in docs/development/layers.md.
 # NO_MKDOCS_2_WARNING: Material prints a banner about its successor on every build.
 lint: install
 	$(BIN)/ruff check clarion tests bench migrations docs/hooks
 	$(BIN)/ruff format --check clarion tests bench migrations docs/hooks
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format clarion tests bench migrations docs/hooks

@@ -166,7 +166,7 @@ def digest_channels() -> tuple[str, ...]:
 
 def literal(*keys_: str) -> Any:
     """A ``Literal`` of these keys (API schemas and OpenAPI enums)."""
-    return Literal[keys_]  # type: ignore[valid-type]
+    return Literal[keys_]
 
 
 def unknown(names: object) -> list[str]:

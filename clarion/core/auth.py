@@ -34,6 +34,7 @@ from clarion.channels.links import (
     key_id,
     signing_key,
 )
+from clarion.db.dialect import dml
 from clarion.db.models import ApiKey
 from clarion.ids import utcnow
 from clarion.settings import Settings, valid_rate_limit
@@ -127,7 +128,7 @@ def set_api_key_limits(
 
 def revoke_api_key(*, session: Session, id: int) -> bool:
     stmt = update(ApiKey).where(ApiKey.id == id, ApiKey.revoked_at.is_(None))
-    return session.execute(stmt.values(revoked_at=utcnow())).rowcount > 0
+    return dml(session.execute(stmt.values(revoked_at=utcnow()))).rowcount > 0
 
 
 class ApiKeyVerifier:

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import FromClause
 from sqlalchemy.sql.schema import Column
 
+from clarion.db.dialect import dml
 from clarion.db.models import (
     Delivery,
     DeliveryAttempt,
@@ -307,7 +308,7 @@ def _run_pass(
                     stmt = delete(p.table).where(_matches(p.key, keys))
                     if p.doomed is not None:
                         stmt = stmt.where(p.doomed)
-                    gone = session.execute(stmt).rowcount
+                    gone = dml(session.execute(stmt)).rowcount
                 finished = len(rows) < batch or (p.monotonic and gone < len(rows))
                 if p.doomed is not None:  # rows kept stay behind the cursor
                     after = None if finished else tuple(rows[-1][i] for i in order_at)

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from clarion.db.dialect import dml
 from clarion.db.models import SubscriberAddress
 from clarion.ids import new_id
 
@@ -46,7 +47,7 @@ def remove(*, session: Session, subscriber_id: str, channel: str) -> bool:
             SubscriberAddress.subscriber_id == subscriber_id, SubscriberAddress.channel == channel
         )
     )
-    return result.rowcount > 0
+    return dml(result).rowcount > 0
 
 
 def active_for(*, session: Session, channel: str, subscribers: Iterable[str]) -> dict[str, str]:

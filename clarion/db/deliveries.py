@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from clarion.db.dialect import dml
 from clarion.db.models import (
     AuditEntry,
     DeadLetter,
@@ -133,10 +134,12 @@ def insert_many(*, session: Session, rows: list[dict[str, Any]]) -> None:
 
 def skip_pending(*, session: Session, ids: Sequence[uuid.UUID], reason: str, now) -> int:
     """Move pending deliveries to skipped with the reason; others are left alone."""
-    return session.execute(
-        update(Delivery)
-        .where(Delivery.id.in_(ids), Delivery.status == "pending")
-        .values(status="skipped", last_error=reason, next_attempt_at=None, updated_at=now)
+    return dml(
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids), Delivery.status == "pending")
+            .values(status="skipped", last_error=reason, next_attempt_at=None, updated_at=now)
+        )
     ).rowcount
 
 
@@ -205,7 +208,7 @@ def bring_forward(*, session: Session, channel: str, now: datetime, limit: int) 
         .where(Delivery.id.in_(waiting), Delivery.status == "failed")
         .values(next_attempt_at=now, updated_at=now)
     )
-    return done.rowcount or 0
+    return dml(done).rowcount or 0
 
 
 def get(*, session: Session, id: uuid.UUID) -> Delivery | None:
@@ -301,7 +304,7 @@ def revive(
 
 
 def purge_dead_letters(*, session: Session, where: DeadLetterFilter) -> int:
-    return session.execute(delete(DeadLetter).where(*where.where())).rowcount
+    return dml(session.execute(delete(DeadLetter).where(*where.where()))).rowcount
 
 
 def audit(

@@ -4,8 +4,9 @@ conflicts", "one of these many keys")."""
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any, cast
 
-from sqlalchemy import String, any_, bindparam, func, select
+from sqlalchemy import CursorResult, Result, String, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -40,3 +41,9 @@ def lock_name(session: Session, name: str) -> None:
     serialises writers anyway."""
     if is_postgres(session):
         session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(name, 0))))
+
+
+def dml(result: Result[Any]) -> CursorResult[Any]:
+    """The result of an INSERT, UPDATE or DELETE, as what it is: ``Session.execute`` types
+    every result as ``Result``, which has no ``rowcount`` nor ``inserted_primary_key``."""
+    return cast(CursorResult[Any], result)

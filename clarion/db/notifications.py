@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, upd
 from sqlalchemy.orm import Session
 
 from clarion.db import bulk, roundtrip
-from clarion.db.dialect import is_postgres
+from clarion.db.dialect import dml, is_postgres
 from clarion.db.models import Delivery, InboxEvent, Notification, ScheduledNotification
 from clarion.ids import utcnow
 
@@ -268,7 +268,7 @@ def mark_all_read(
     if category:
         stmt = stmt.where(Notification.category == category)
     seen = func.coalesce(Notification.seen_at, now)
-    return session.execute(stmt.values(read_at=now, seen_at=seen)).rowcount
+    return dml(session.execute(stmt.values(read_at=now, seen_at=seen))).rowcount
 
 
 def mark_seen(
@@ -300,7 +300,7 @@ def delete_read(*, session: Session, recipient_id: str, category: str | None, no
     )
     if category:
         stmt = stmt.where(Notification.category == category)
-    return session.execute(stmt.values(deleted_at=now)).rowcount
+    return dml(session.execute(stmt.values(deleted_at=now))).rowcount
 
 
 def unsnooze_due(*, session: Session, now: datetime, limit: int) -> list[Notification]:
@@ -327,7 +327,7 @@ def unsnooze_due(*, session: Session, now: datetime, limit: int) -> list[Notific
 
 def soft_delete(*, session: Session, recipient_id: str, id: uuid.UUID, now: datetime) -> bool:
     stmt = update(Notification).where(Notification.id == id, *_visible(recipient_id, now))
-    return session.execute(stmt.values(deleted_at=now)).rowcount > 0
+    return dml(session.execute(stmt.values(deleted_at=now))).rowcount > 0
 
 
 def created_after(

@@ -17,6 +17,7 @@ from sqlalchemy import Boolean, Connection, Uuid, bindparam, insert, text, updat
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion.db.deliveries import Claimed
+from clarion.db.dialect import dml
 from clarion.db.models import DeadLetter, Delivery, DeliveryAttempt
 from clarion.db.models.base import UTCDateTime
 
@@ -181,13 +182,13 @@ def finish(
         row = driver.execute(_finish_sql(session.get_bind().dialect), params).fetchone()
         return (row is not None, row[0] if row is not None else None)
     with session.begin():
-        if not session.execute(_FINISH, params).rowcount:
+        if not dml(session.execute(_FINISH, params)).rowcount:
             return False, None
         session.execute(_ADD_ATTEMPT, params)
         if outcome.status != "dead":
             return True, None
         params.update(p_notification_id=claimed.notification_id, p_letter_error=outcome.error or "")
-        return True, session.execute(_ADD_LETTER, params).inserted_primary_key[0]
+        return True, dml(session.execute(_ADD_LETTER, params)).inserted_primary_key[0]
 
 
 @functools.cache

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from clarion.db.dialect import insert_for
+from clarion.db.dialect import dml, insert_for
 from clarion.db.models import PushSubscription, Subscriber
 from clarion.ids import new_id
 
@@ -108,7 +108,7 @@ def remove(*, session: Session, subscriber_id: str, endpoint: str) -> bool:
             PushSubscription.endpoint == endpoint,
         )
     )
-    return result.rowcount > 0
+    return dml(result).rowcount > 0
 
 
 def cap(*, session: Session, subscriber_id: str, keep: int) -> int:
@@ -129,4 +129,4 @@ def cap(*, session: Session, subscriber_id: str, keep: int) -> int:
         .limit(keep)
     )
     stale = delete(PushSubscription).where(*active, PushSubscription.id.not_in(newest))
-    return session.execute(stale).rowcount
+    return dml(session.execute(stale)).rowcount

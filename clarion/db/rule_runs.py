@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from clarion.db.dialect import insert_for
+from clarion.db.dialect import dml, insert_for
 from clarion.db.models import Event, RuleRun, RuleSetting
 
 
@@ -70,7 +70,7 @@ def store_event(*, session: Session, event: dict[str, Any], now: datetime) -> bo
     """Insert the event once; False when its id was stored already (a resend)."""
     statement = insert_for(session, Event).values(received_at=now, **event)
     result = session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
-    return bool(result.rowcount)
+    return bool(dml(result).rowcount)
 
 
 def get_event(*, session: Session, id: uuid.UUID) -> Event | None:

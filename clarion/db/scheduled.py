@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from clarion.db.dialect import insert_for
+from clarion.db.dialect import dml, insert_for
 from clarion.db.models import ScheduledNotification
 
 SCHEDULED, RELEASED, CANCELLED = "scheduled", "released", "cancelled"
@@ -55,20 +55,24 @@ def take_due(*, session: Session, now: datetime, limit: int) -> list[ScheduledNo
 
 
 def mark_released(*, session: Session, ids: Sequence[uuid.UUID], now: datetime) -> int:
-    return session.execute(
-        update(ScheduledNotification)
-        .where(ScheduledNotification.id.in_(ids), ScheduledNotification.status == SCHEDULED)
-        .values(status=RELEASED, updated_at=now)
+    return dml(
+        session.execute(
+            update(ScheduledNotification)
+            .where(ScheduledNotification.id.in_(ids), ScheduledNotification.status == SCHEDULED)
+            .values(status=RELEASED, updated_at=now)
+        )
     ).rowcount
 
 
 def cancel(*, session: Session, id: uuid.UUID, now: datetime) -> bool:
     """scheduled → cancelled; False when it is not (or no longer) scheduled."""
     return (
-        session.execute(
-            update(ScheduledNotification)
-            .where(ScheduledNotification.id == id, ScheduledNotification.status == SCHEDULED)
-            .values(status=CANCELLED, updated_at=now)
+        dml(
+            session.execute(
+                update(ScheduledNotification)
+                .where(ScheduledNotification.id == id, ScheduledNotification.status == SCHEDULED)
+                .values(status=CANCELLED, updated_at=now)
+            )
         ).rowcount
         > 0
     )

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from clarion.db.dialect import one_of
+from clarion.db.dialect import dml, one_of
 from clarion.db.models import Schedule, Subscriber, TopicSubscriber
 
 ACTIVE, PAUSED, ENDED = "active", "paused", "ended"
@@ -54,7 +54,7 @@ def page(
 
 
 def remove(*, session: Session, id: uuid.UUID) -> bool:
-    return session.execute(delete(Schedule).where(Schedule.id == id)).rowcount > 0
+    return dml(session.execute(delete(Schedule).where(Schedule.id == id))).rowcount > 0
 
 
 def take_due(*, session: Session, now: datetime, limit: int) -> list[Schedule]:

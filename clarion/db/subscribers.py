@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from clarion.db import roundtrip
-from clarion.db.dialect import insert_for, is_postgres
+from clarion.db.dialect import dml, insert_for, is_postgres
 from clarion.db.models import Subscriber
 from clarion.db.notifications import erase_for_recipient
 
@@ -186,4 +186,4 @@ def upsert(*, session: Session, id: str, profile: dict[str, Any], now: datetime)
 def erase(*, session: Session, id: str) -> bool:
     """Delete a subscriber with every notification and delivery of theirs (GDPR erasure)."""
     erase_for_recipient(session=session, recipient_id=id)
-    return session.execute(delete(Subscriber).where(Subscriber.id == id)).rowcount > 0
+    return dml(session.execute(delete(Subscriber).where(Subscriber.id == id))).rowcount > 0

@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from clarion.db.dialect import dml
 from clarion.db.models import PushSubscription, SubscriberAddress, WebhookEndpoint
 
 Target = type[PushSubscription] | type[WebhookEndpoint] | type[SubscriberAddress]
@@ -46,4 +47,4 @@ def deactivate(*, session: Session, model: Target, id: str, reason: str, now: da
         .where(model.id == ids[0], model.deactivated_at.is_(None))
         .values(deactivated_at=now, last_error=reason[:MAX_ERROR], updated_at=now)
     )
-    return result.rowcount > 0
+    return dml(result).rowcount > 0

@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from clarion.db import schedules, subscribers
-from clarion.db.dialect import insert_for
+from clarion.db.dialect import dml, insert_for
 from clarion.db.models import Fanout, Notification, Subscriber, Topic, TopicSubscriber
 
 FANNING_OUT, ENQUEUED = "fanning_out", "enqueued"
@@ -54,7 +54,7 @@ def remove(*, session: Session, key: str, ids: Sequence[str]) -> int:
     stmt = delete(TopicSubscriber).where(
         TopicSubscriber.topic_key == key, TopicSubscriber.subscriber_id.in_(sorted(set(ids)))
     )
-    return session.execute(stmt).rowcount
+    return dml(session.execute(stmt)).rowcount
 
 
 def _members(key: str, as_of: datetime | None, zone: str | None = None):

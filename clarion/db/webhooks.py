@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from clarion.db.dialect import dml
 from clarion.db.models import WebhookEndpoint
 from clarion.ids import new_id
 
@@ -63,7 +64,9 @@ def change(
 
 def remove(*, session: Session, id: uuid.UUID) -> bool:
     """Delete an endpoint; its open deliveries are skipped as "target removed" when due."""
-    return session.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id == id)).rowcount > 0
+    return (
+        dml(session.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id == id))).rowcount > 0
+    )
 
 
 def active_for_category(*, session: Session, category: str) -> list[uuid.UUID]:

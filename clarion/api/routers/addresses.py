@@ -8,7 +8,7 @@ a signed-in subscriber under ``/v1/me/addresses``. Addresses are sealed at rest
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -117,7 +117,7 @@ def _delete(session: Session, who: str, channel: str) -> Response:
     return Response(status_code=204)
 
 
-PUT_DOC = {
+PUT_DOC: dict[str, Any] = {
     "response_model": AddressPublic,
     "responses": {422: {"description": "Not a valid address, or one Clarion does not call"}},
 }

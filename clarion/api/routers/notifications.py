@@ -141,9 +141,9 @@ def get_notification(
             reason=failure.reason,
             failed_at=failure.created_at,
         )
-    if row is None and plan is None:
-        raise _not_found()
     if row is None:
+        if plan is None:
+            raise _not_found()
         return ScheduledStatus.model_validate(
             {
                 "state": plan.status,

@@ -135,7 +135,7 @@ class LifecycleRule(Rule):
             recipients=[recipient],
             category=self.category,
             type=self.key,
-            severity=self.severity,  # type: ignore[arg-type]
+            severity=self.severity,
             template=self.key,
             data=data,
             url=url if url and len(url) <= MAX_URL else None,
