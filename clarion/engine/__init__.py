@@ -15,6 +15,6 @@ producer's own package) and in ``CLARION_RULE_MODULES``; they are configured (on
 thresholds) by ``CLARION_RULES`` and by operators through the API, without code changes.
 """
 
-from clarion.engine.rules import Candidate, Rule, RuleConfig, RunContext
+from clarion.engine.rules import Candidate, Rule, RuleConfig, RuleRuntime, RunContext
 
-__all__ = ["Candidate", "Rule", "RuleConfig", "RunContext"]
+__all__ = ["Candidate", "Rule", "RuleConfig", "RuleRuntime", "RunContext"]
