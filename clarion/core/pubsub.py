@@ -124,7 +124,10 @@ class MemoryPubSub:
                 loop.call_soon_threadsafe(queue.put_nowait, message)
 
     async def subscribe(self) -> AsyncIterator[str | dict[str, Any]]:
-        entry = (asyncio.get_running_loop(), asyncio.Queue())
+        entry: tuple[asyncio.AbstractEventLoop, asyncio.Queue[str | dict[str, Any]]] = (
+            asyncio.get_running_loop(),
+            asyncio.Queue(),
+        )
         with self._lock:
             self._subscribers.append(entry)
         try:

@@ -38,7 +38,6 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.expression import FromClause
-from sqlalchemy.sql.schema import Column
 
 from clarion.db.dialect import dml
 from clarion.db.models import (
@@ -227,7 +226,7 @@ def _short_locks(session: Session) -> None:
         session.execute(text(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"))
 
 
-def _matches(key: tuple[Column, ...], rows: list[tuple]) -> ColumnElement[bool]:
+def _matches(key: tuple[ColumnElement[Any], ...], rows: list[tuple]) -> ColumnElement[bool]:
     if len(key) == 1:
         return key[0].in_([r[0] for r in rows])
     return tuple_(*key).in_(rows)
@@ -237,7 +236,7 @@ def _encode(values: tuple) -> list[str]:
     return [v.isoformat() if isinstance(v, datetime) else str(v) for v in values]
 
 
-def _decode(order: tuple[Column, ...], position: list[str]) -> tuple:
+def _decode(order: tuple[ColumnElement[Any], ...], position: list[str]) -> tuple:
     kinds = [c.type.python_type for c in order]
     return tuple(
         datetime.fromisoformat(v) if t is datetime else t(v)

@@ -39,7 +39,7 @@ def create(
 
 def count(*, session: Session) -> int:
     """How many endpoints are registered, active or not."""
-    return session.scalar(select(func.count()).select_from(WebhookEndpoint))
+    return session.scalar(select(func.count()).select_from(WebhookEndpoint)) or 0
 
 
 def get(*, session: Session, id: uuid.UUID, for_update: bool = False) -> WebhookEndpoint | None:

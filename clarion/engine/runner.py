@@ -19,7 +19,7 @@ from clarion.core.schemas import CreateMessage, NotificationContent
 from clarion.db import notifications, rule_runs
 from clarion.db.session import transaction
 from clarion.engine.registry import Rules
-from clarion.engine.rules import Candidate, EventIn, Rule, RunContext
+from clarion.engine.rules import Candidate, EventIn, Rule, RuleRuntime, RunContext
 from clarion.ids import new_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,9 @@ def _messages(candidate: Candidate) -> list[CreateMessage]:
 class _Persist:
     """Candidates → create calls of about BATCH notifications."""
 
-    def __init__(self, runtime, result: RunResult) -> None:
-        self.runtime, self.result, self.pending, self.size = runtime, result, [], 0
+    def __init__(self, runtime: RuleRuntime, result: RunResult) -> None:
+        self.runtime, self.result, self.size = runtime, result, 0
+        self.pending: list[CreateMessage] = []
 
     def add(self, candidate: Candidate) -> None:
         for message in _messages(candidate):
@@ -110,7 +111,7 @@ class _Persist:
         """Drop the (recipient, key) pairs stored already, before create takes row locks
         for them: a rerun then costs one read. Create checks again under the locks, so a
         concurrent engine still cannot make a duplicate."""
-        keys = {m.content.dedupe_key for m in self.pending}
+        keys = {m.content.dedupe_key for m in self.pending if m.content.dedupe_key}
         recipients = {r for m in self.pending for _, r in m.items}
         with self.runtime.sessions() as session:
             taken = notifications.dedupe_pairs(session=session, keys=keys, recipients=recipients)

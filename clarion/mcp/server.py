@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from mcp.server import Server
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from clarion.api.deps import authorize
 from clarion.api.problems import Problem
@@ -90,10 +90,11 @@ def _run_tool(call_of: Callable[[], Call], name: str, arguments: dict[str, Any])
 def _read(call: Call, uri: str) -> Any:
     authorize(call.principal, "admin")  # as GET /v1/templates and GET /v1/rules
     with call.session() as session:
-        if uri == "clarion://templates":
-            listed = templates.list_templates(session, call.principal)
-        else:
-            listed = rules.list_rules(call.runtime, session, call.principal)
+        listed: Sequence[BaseModel] = (
+            templates.list_templates(session, call.principal)
+            if uri == "clarion://templates"
+            else rules.list_rules(call.runtime, session, call.principal)
+        )
     return [item.model_dump(mode="json") for item in listed]
 
 

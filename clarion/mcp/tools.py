@@ -85,9 +85,9 @@ def schedule_notification(call: Call, args: ScheduleNotification) -> dict[str, A
         return {"schedule": answer, "replayed": replayed}
     if args.name is not None:
         raise Problem(422, "validation-error", "name goes with recurrence (a schedule).")
-    body = NotificationCreate.model_validate(fields)
+    request = NotificationCreate.model_validate(fields)
     answer, replayed = notifications.accept(
-        call.runtime, call.submitter, call.principal, body, args.idempotency_key
+        call.runtime, call.submitter, call.principal, request, args.idempotency_key
     )
     return {"accepted": answer, "replayed": replayed}
 
