@@ -43,10 +43,13 @@ _user_token = HTTPBearer(
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def storable_params(request: Request) -> None:
+async def storable_params(request: Request) -> None:
     """Refuse (422) a path or query parameter the database could not store (a NUL): every
     route gets this check from the app, so no parameter has to remember it. Bodies are
-    checked by their models (``clarion.core.storable.StorableModel``)."""
+    checked by their models (``clarion.core.storable.StorableModel``).
+
+    This one and the getters below are ``async`` because they never block: FastAPI runs a
+    plain ``def`` dependency on the thread pool, a hop per dependency per request."""
     params = [("path", k, v) for k, v in request.path_params.items()]
     params += [("query", k, v) for k, v in request.query_params.multi_items()]
     errors = [
@@ -58,14 +61,14 @@ def storable_params(request: Request) -> None:
         raise RequestValidationError(errors)
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_coalescer(request: Request) -> Coalescer:
+async def get_coalescer(request: Request) -> Coalescer:
     return request.app.state.coalescer
 
 
