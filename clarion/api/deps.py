@@ -117,10 +117,15 @@ def authorize(principal: Principal, scope: str, runtime: Runtime | None = None) 
 
 
 def require_scope(scope: str):
+    # One dependency, not the key's lookup and the checks as two: FastAPI runs each plain
+    # ``def`` dependency in its own hop to the thread pool.
     def check(
-        runtime: RuntimeDep, principal: Annotated[Principal, Depends(_principal)]
+        request: Request,
+        runtime: RuntimeDep,
+        gate: FailureGateDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
     ) -> Principal:
-        return authorize(principal, scope, runtime)
+        return authorize(_principal(request, runtime, gate, credentials), scope, runtime)
 
     return check
 
