@@ -24,6 +24,7 @@ from clarion.core.schemas import (
 from clarion.ids import new_id, utcnow
 from clarion.workers import queues
 
+_CONTENT_FIELDS = frozenset(NotificationContent.model_fields)
 CREATE_TASK = "clarion.create"
 FANOUT_TASK = "clarion.fanout"
 
@@ -37,8 +38,12 @@ def prepare(
     to the database, so the fan-out task assigns their ids (``clarion.core.fanout``).
     ``producer`` names the sender in the record of a request that cannot be stored.
     """
-    fields = request.model_dump(exclude={"recipients", "topic"})
-    content = NotificationContent.model_validate(fields)
+    # The request is a NotificationContent (a subclass, checked by the same validators):
+    # its content fields are taken as they are, not validated a second time.
+    content = NotificationContent.model_construct(
+        request.model_fields_set & _CONTENT_FIELDS,
+        **{name: getattr(request, name) for name in _CONTENT_FIELDS},
+    )
     if request.topic is not None:
         return FanoutMessage(
             request_id=new_id(),
@@ -47,7 +52,7 @@ def prepare(
             content=content,
             producer=producer,
         )
-    return CreateMessage(
+    return CreateMessage.model_construct(  # generated ids, and values validated above
         request_id=new_id(),
         accepted_at=utcnow(),
         items=[(new_id(), recipient) for recipient in request.recipients or ()],
