@@ -27,6 +27,9 @@ from clarion.workers import queues
 _CONTENT_FIELDS = frozenset(NotificationContent.model_fields)
 CREATE_TASK = "clarion.create"
 FANOUT_TASK = "clarion.fanout"
+# The task message's own summary of its arguments (logs, events, Flower): without one,
+# Celery writes a repr of the requests, their content included, on every publish.
+_ARGSREPR = "(<%d requests>)"
 
 
 def prepare(
@@ -105,9 +108,9 @@ def enqueue(celery_app, *messages: CreateMessage | FanoutMessage, **options: Any
                 [m.model_dump(mode="json")],
                 queues.create_queue(BULK),
             )
-            ledger.publish(celery_app, book, entry, **options)
+            ledger.publish(celery_app, book, entry, argsrepr=_ARGSREPR % 1, **options)
         else:
             by_lane.setdefault(lane_of(m), []).append(m.model_dump(mode="json"))
     for lane, dumped in by_lane.items():
         entry = ledger.Entry(str(uuid.uuid4()), CREATE_TASK, dumped, queues.create_queue(lane))
-        ledger.publish(celery_app, book, entry, **options)
+        ledger.publish(celery_app, book, entry, argsrepr=_ARGSREPR % len(dumped), **options)
