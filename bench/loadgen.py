@@ -48,6 +48,7 @@ class Load:
     done: float = 0.0  # end of the CPU accounting: this phase's events all received
     last_row: float = 0.0  # time of this phase's last event (the last row persisted)
     cpu: str = ""
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group
     wrk: dict | None = None  # wrk phases: post.lua's counts and wrk's figures
     rows: int = 0  # wrk phases: rows created in the phase (SQL count after - before)
     events: int = 0  # wrk phases: events received in the phase

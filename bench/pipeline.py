@@ -71,18 +71,28 @@ def noop_baseline(procs: common.Processes, env: dict, args: argparse.Namespace) 
     worker_args += f" --concurrency {args.worker_concurrency} --loglevel {args.log_level}"
     worker = procs.start("noop-worker", [sys.executable, *worker_args.split()], env)
     deadline = time.monotonic() + args.timeout
+    groups = {"worker": worker.pid}
+    cpu_first = done_first = None  # the worker's CPU and the count when the first task ran
     while client.get(noop_app.LAST) is None:
         procs.check_alive()
         if time.monotonic() > deadline:
             raise TimeoutError(f"no-op worker did {client.get(noop_app.COUNTER)} of {total}")
+        if cpu_first is None and client.get(noop_app.FIRST) is not None:
+            cpu_first = common.cpu_snapshot(groups)["worker"]
+            done_first = int(client.get(noop_app.COUNTER))
         time.sleep(0.05)
+    cpu_last = common.cpu_snapshot(groups)["worker"]
     first, last = float(client.get(noop_app.FIRST)), float(client.get(noop_app.LAST))
     procs.stop(worker)
     rate = (total - 1) / (last - first)
+    # CPU from the poll that saw the first task (start-up excluded) to the one that saw the
+    # last: the worker's main process and its prefork children, per task run in between.
+    per_task = (cpu_last - (cpu_first or 0.0)) / max(1, total - (done_first or 0))
     print(
         f"no-op baseline: {total} tasks enqueued at {enqueue_rate:,.0f}/s, drained by "
         f"prefork x{args.worker_concurrency} at {rate:,.0f} tasks/s "
-        f"(completion signal: one Redis INCR per task; first->last task)"
+        f"(completion signal: one Redis INCR per task; first->last task); "
+        f"worker CPU {per_task * 1000:.2f} ms per task"
     )
     return rate
 
@@ -155,6 +165,12 @@ def report_wrk(load: Load, noop_rate: float) -> tuple:
     if not rate:
         return False, False
     print(f"  CPU, % of one core (2 cores = 200%): {load.cpu}")
+    if load.rows:
+        api, worker = (load.cpu_s.get(k, 0.0) * 1000 / load.rows for k in ("api", "worker"))
+        print(
+            f"  CPU per notification: api {api:.3f} ms, worker {worker:.3f} ms, "
+            f"api + worker {api + worker:.3f} ms"
+        )
     return ok, targets(load, rate, noop_rate)
 
 
@@ -278,6 +294,7 @@ class Pipeline:
         after["harness"] -= wrk_cpu  # reaped, so counted in this process's children's time
         before["wrk"], after["wrk"] = 0.0, wrk_cpu
         load.cpu = common.cpu_report(before, after, load.done - load.start)
+        load.cpu_s = {k: after[k] - before[k] for k in self.groups}
         load.rows = self.settle() - rows
         # POSTs in flight when wrk stopped may add rows beyond the 202s: their events too.
         wait_for_events(self.counter, events + load.rows, self.procs, 5)

@@ -169,6 +169,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         description=DESCRIPTION,
         lifespan=lifespan,
         dependencies=[Depends(storable_params)],
+        # FastAPI's own OpenTelemetry hooks asked the global providers on every request
+        # whether to trace; Clarion traces through clarion.telemetry when asked to.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
     app.state.hub = Hub(runtime)

@@ -43,10 +43,13 @@ _user_token = HTTPBearer(
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def storable_params(request: Request) -> None:
+async def storable_params(request: Request) -> None:
     """Refuse (422) a path or query parameter the database could not store (a NUL): every
     route gets this check from the app, so no parameter has to remember it. Bodies are
-    checked by their models (``clarion.core.storable.StorableModel``)."""
+    checked by their models (``clarion.core.storable.StorableModel``).
+
+    This one and the getters below are ``async`` because they never block: FastAPI runs a
+    plain ``def`` dependency on the thread pool, a hop per dependency per request."""
     params = [("path", k, v) for k, v in request.path_params.items()]
     params += [("query", k, v) for k, v in request.query_params.multi_items()]
     errors = [
@@ -58,14 +61,14 @@ def storable_params(request: Request) -> None:
         raise RequestValidationError(errors)
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_coalescer(request: Request) -> Coalescer:
+async def get_coalescer(request: Request) -> Coalescer:
     return request.app.state.coalescer
 
 
@@ -114,10 +117,15 @@ def authorize(principal: Principal, scope: str, runtime: Runtime | None = None) 
 
 
 def require_scope(scope: str):
+    # One dependency, not the key's lookup and the checks as two: FastAPI runs each plain
+    # ``def`` dependency in its own hop to the thread pool.
     def check(
-        runtime: RuntimeDep, principal: Annotated[Principal, Depends(_principal)]
+        request: Request,
+        runtime: RuntimeDep,
+        gate: FailureGateDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
     ) -> Principal:
-        return authorize(principal, scope, runtime)
+        return authorize(_principal(request, runtime, gate, credentials), scope, runtime)
 
     return check
 

@@ -133,11 +133,11 @@ def client_address(request_or_scope) -> str | None:
     return client[0] if client else None
 
 
-def get_limiter(request: Request) -> RateLimiter:
+async def get_limiter(request: Request) -> RateLimiter:  # async: no thread hop (deps.py)
     return request.app.state.rate_limiter
 
 
-def get_failure_gate(request: Request) -> FailureGate:
+async def get_failure_gate(request: Request) -> FailureGate:
     return request.app.state.failure_gate
 
 

@@ -164,3 +164,21 @@ def test_a_message_lost_at_a_kill_is_sent_again_at_once_but_not_one_waiting_or_h
     assert _run_queued(app) == 3
     assert _stored(runtime) == 6
     assert book.overdue(0, 10) == []
+
+
+def test_a_create_message_keeps_the_content_out_of_its_headers(runtime):
+    # Celery's argsrepr header is what worker logs, task events and Flower show of a task:
+    # a count of requests, not the recipients, titles and bodies.
+    message = send.prepare(
+        NotificationCreate(recipients=["secret-user"], category="c", title="secret title")
+    )
+    send.enqueue(runtime.celery, message, message)
+    with runtime.celery.connection_for_read() as conn:
+        simple = conn.SimpleQueue(queues.CREATE, no_ack=False)
+        received = simple.get(block=False)
+        args, _, _ = received.decode()
+        received.ack()
+        simple.close()
+    assert [a["request_id"] for a in args] == [str(message.request_id)] * 2
+    assert received.headers["argsrepr"] == "(<2 requests>)"
+    assert "secret" not in repr(received.headers)
