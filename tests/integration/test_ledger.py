@@ -169,10 +169,10 @@ def test_a_message_lost_at_a_kill_is_sent_again_at_once_but_not_one_waiting_or_h
 def test_a_create_message_keeps_the_content_out_of_its_headers(runtime):
     # Celery's argsrepr header is what worker logs, task events and Flower show of a task:
     # a count of requests, not the recipients, titles and bodies.
-    message = send.prepare(
+    message = enqueue.prepare(
         NotificationCreate(recipients=["secret-user"], category="c", title="secret title")
     )
-    send.enqueue(runtime.celery, message, message)
+    enqueue.enqueue(runtime.celery, message, message)
     with runtime.celery.connection_for_read() as conn:
         simple = conn.SimpleQueue(queues.CREATE, no_ack=False)
         received = simple.get(block=False)
