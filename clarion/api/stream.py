@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from clarion import metrics
-from clarion.api.starts import Starts
+from clarion.api.batch import Batcher
 from clarion.core import inbox, stream
 from clarion.core.pubsub import SUBSCRIBED
 from clarion.core.stream import GAP, SEND
@@ -262,8 +262,8 @@ class Connection(stream.Sequencer):
 
     async def _start(self, since: int | None) -> None:
         """The replay after ``since`` (if given), then the unread count: read together with
-        the other connections starting now (:mod:`clarion.api.starts`)."""
-        start = await self.hub.starts.get(self.recipient, since)
+        the other connections starting now (:mod:`clarion.api.batch`)."""
+        start = await self.hub.starts.get((self.recipient, since))
         resume = since is not None and since <= start.head
         self.cursor = since if resume else start.head
         if since is not None and not resume:  # a cursor from the future (a reset database)
@@ -296,6 +296,14 @@ class Connection(stream.Sequencer):
             await self._put(text_of(event))
 
 
+def _starts(runtime: Runtime, asks: list[tuple[str, int | None]]) -> list[stream.Start]:
+    """The starts of a batch of connections: one session, one statement per question."""
+    limit = runtime.settings.stream_max_replay
+    with runtime.sessions() as session:
+        found = stream.starts(session=session, asks=asks, limit=limit)
+    return [found[ask] for ask in asks]
+
+
 def _resync(cursor: int) -> Event:
     return {"type": "resync", "reason": "gap too large: refetch the inbox", "cursor": cursor}
 
@@ -304,7 +312,7 @@ class Hub:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.buffer = runtime.settings.stream_buffer_events
-        self.starts = Starts(runtime)
+        self.starts = Batcher(partial(_starts, runtime))
         self.connections: dict[str, list[Connection]] = {}
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
