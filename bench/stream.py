@@ -360,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
                 found = bench.pipeline(port, groups, latency_ids, path)
                 lines += summary_3(args, *found, met)
             if "4" in phases:
-                lines += stream_restart.phase(bench, DATABASE)
+                lines += stream_restart.phase(bench, DATABASE, met)
         finally:
             pool.shutdown()
     print("\n".join(lines))

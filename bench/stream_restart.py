@@ -35,6 +35,7 @@ import psycopg
 from bench import _common as common
 from bench.stream_peers import ClientPool
 from bench.stream_peers import run as run_loop
+from bench.stream_report import verdict
 
 LIVE, CREATED = "unread_count", "notification.created"
 CLOSE_FRAME = bytes([0x88, 0x82]) + b"\0\0\0\0" + b"\x03\xe8"
@@ -375,7 +376,7 @@ def report(result: dict, n: int) -> list[str]:
     return lines
 
 
-def phase(run, database: str) -> list[str]:
+def phase(run, database: str, met: list) -> list[str]:
     """Phase 4: the storm against the raw ASGI app, then against Clarion; summary lines."""
     args, n = run.args, run.args.connections
     with psycopg.connect(common.pg_url(database)) as conn:
@@ -411,16 +412,20 @@ def phase(run, database: str) -> list[str]:
     span = result["all_live"] - result["closed"]
     storm_span = result["all_live"] - result["accepting"]
     rate = n / storm_span
+    ok = result["live"] == n and span <= 5 and rate >= 2000 and not missing and not twice
+    met.append(ok)
     lines = [
         f"  4. reconnect storm: all {result['live']:,} of {n:,} live {span:.2f} s after the 1012"
         f" (target <= 5 s), {rate:,.0f} connections/s (target >= 2,000),"
         f" {result['cpu_per_connect'] * 1000:.2f} ms API CPU per connect;"
-        f" missed {missing}, twice {twice}"
+        f" missed {missing}, twice {twice}: {verdict(ok)}"
     ]
     if floor:
         floor_rate = n / (floor["all_live"] - floor["accepting"])
+        met.append(rate >= 0.65 * floor_rate)
         lines.append(
             f"     raw ASGI: {floor_rate:,.0f} connections/s: {rate / floor_rate:.2f} x"
-            f" (target >= 0.65 x), {floor['cpu_per_connect'] * 1000:.2f} ms CPU per connect"
+            f" (target >= 0.65 x): {verdict(met[-1])};"
+            f" {floor['cpu_per_connect'] * 1000:.2f} ms CPU per connect"
         )
     return lines
