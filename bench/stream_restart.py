@@ -337,9 +337,12 @@ def head_seqs(database: str) -> dict[str, int]:
 
 
 def check(result: dict, heads: dict[str, int]) -> tuple[int, int, int]:
-    """(clients missing something, clients with a duplicate, notifications expected)."""
+    """(clients missing something, clients with a duplicate, notifications expected), of
+    the clients live again (one still reconnecting at the timeout is not counted)."""
     missing = twice = expected = 0
-    for rid, seqs, *_ in result["clients"]:
+    for rid, seqs, _, live_after, *_ in result["clients"]:
+        if live_after is None:
+            continue
         head = heads.get(rid, 0)
         expected += head
         if any(seqs.get(s, 0) == 0 for s in range(1, head + 1)):
