@@ -27,8 +27,14 @@ Each figure has its baseline measured in the same run (DESIGN.md "Throughput", "
    open loop at ``--max-fraction`` (0.5) of that maximum. Latency per notification id =
    client receive time - the time its POST was sent (or was due, if it went out late).
 
+4. Reconnect storm (bench/stream_restart.py): ``--connections`` clients with cursors, the
+   API restarted under them (SIGTERM: 1012), every client resumes; the same storm against
+   the raw ASGI app is the reference.
+
 Targets: >= 10,000 connections per process at <= 1.5 x the bare RSS per connection;
-fan-out >= 0.5 x the bare broadcast rate; p99 create -> client <= 50 ms at 200/s.
+fan-out >= 0.5 x the bare broadcast rate; p99 create -> client <= 50 ms at 200/s; all
+clients live again <= 5 s after a 1012 restart, >= 2,000 connections/s and >= 0.65 x the
+raw ASGI app's rate, nothing missed and nothing twice.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from websockets.sync.client import connect as ws_connect
 from bench import _common as common
 from bench import pipeline as pipeline_bench
 from bench import stream_peers as peers
+from bench import stream_restart
 from bench.loadgen import Load
 from bench.stream_report import summary_3, summary_12
 from clarion.core.auth import issue_user_token
@@ -90,9 +97,9 @@ def received_rate(phase: dict) -> float:
 class Run:
     """One benchmark run: the processes, the client pool, and the phases."""
 
-    def __init__(self, procs, pool: peers.ClientPool, args, env: dict, targets, warm) -> None:
+    def __init__(self, procs, pool, args, env: dict, targets, warm, path) -> None:
         self.procs, self.pool, self.args, self.env = procs, pool, args, env
-        self.targets, self.warm = targets, warm
+        self.targets, self.warm, self.path = targets, warm, path
         self.clarion = str(common.BIN / "clarion")
 
     def wait_frames(self, expected: int) -> None:
@@ -340,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
             rounds = synthetic_rounds([f"s-{i}" for i in range(b)], args.rounds)
             frame = encode(rounds[0][:1])[0].partition("\t")[2]  # one event, as clients get it
             print(f"frame: {len(frame)} bytes of JSON; {args.rounds} rounds x {b:,}")
-            bench = Run(procs, pool, args, env, targets, warm)
+            bench = Run(procs, pool, args, env, targets, warm, path)
             port, groups = None, None
             if phases & {"1", "2"}:
                 bare_per, bare_rate = bench.bare(frame, args.rounds, b)
@@ -352,6 +359,8 @@ def run(args: argparse.Namespace) -> int:
                 port, groups = (port, groups) if port else bench.api()
                 found = bench.pipeline(port, groups, latency_ids, path)
                 lines += summary_3(args, *found, met)
+            if "4" in phases:
+                lines += stream_restart.phase(bench, DATABASE, met)
         finally:
             pool.shutdown()
     print("\n".join(lines))
@@ -379,7 +388,12 @@ def main() -> None:
     add("--log-level", default="WARNING", help="CLARION_LOG_LEVEL")
     add("--stall", type=float, default=20, help="give up after s without frames")
     add("--strict", action="store_true", help="exit 1 when a target is not met")
-    add("--phases", default="1,2,3", help="which phases to run, e.g. 1,2 (1 and 2 run together)")
+    add("--phases", default="1,2,3,4", help="which phases, e.g. 1,2 (1 and 2 run together)")
+    add("--storm-rate", type=float, default=200, help="phase 4: notifications/s meanwhile")
+    add("--backoff-base", type=float, default=0.1, help="phase 4: client backoff base, s")
+    add("--backoff-cap", type=float, default=1.0, help="phase 4: client backoff cap, s")
+    add("--storm-timeout", type=float, default=120, help="phase 4: give up after s")
+    add("--skip-floor", action="store_true", help="phase 4: no raw ASGI reference storm")
     sys.exit(run(parser.parse_args()))
 
 

@@ -214,13 +214,13 @@ def client_main(pipe, counter, deflate: bool) -> None:
 class ClientPool:
     """The harness's side of the client processes (one process group: "clients")."""
 
-    def __init__(self, n: int, deflate: bool) -> None:
+    def __init__(self, n: int, deflate: bool, main=client_main) -> None:
         ctx = mp.get_context("fork")
         self.counters, self.pipes, self.procs = [], [], []
         for _ in range(n):
             mine, theirs = ctx.Pipe()
             counter = ctx.RawValue("q", 0)
-            proc = ctx.Process(target=client_main, args=(theirs, counter, deflate), daemon=True)
+            proc = ctx.Process(target=main, args=(theirs, counter, deflate), daemon=True)
             proc.start()
             self.counters.append(counter)
             self.pipes.append(mine)

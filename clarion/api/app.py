@@ -6,6 +6,7 @@ import gc
 import signal
 import threading
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 from fastapi import Depends, FastAPI
 
@@ -13,6 +14,7 @@ from clarion import exposition, telemetry
 from clarion import mcp as mcp_server
 from clarion.api import cors, problems, requestid
 from clarion.api import metrics as api_metrics
+from clarion.api.batch import Batcher
 from clarion.api.coalesce import Coalescer
 from clarion.api.deps import storable_params
 from clarion.api.guards import BodyLimit, SecurityHeaders
@@ -184,6 +186,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.failure_gate = FailureGate(
         app.state.rate_limiter, runtime.settings.auth_failure_rate_limit
     )
+    app.state.stream_connects = Batcher(partial(live.count_connects, app.state.rate_limiter))
     problems.install(app)
 
     routers = (

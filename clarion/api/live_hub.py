@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any
 
 from clarion import metrics
+from clarion.api.batch import Batcher
 from clarion.core import inbox, replay
 from clarion.core.pubsub import SUBSCRIBED
 from clarion.core.replay import GAP, SEND
@@ -260,16 +261,21 @@ class Connection(replay.Sequencer):
         await self.send({"type": "websocket.send", "text": text})
 
     async def _start(self, since: int | None) -> None:
-        """The replay after ``since`` (if given), then the unread count."""
-        current, unread = await asyncio.to_thread(_begin, self.hub.runtime, self.recipient)
-        resume = since is not None and since <= current
-        self.cursor = since if resume else current
+        """The replay after ``since`` (if given), then the unread count: read together with
+        the other connections starting now (:mod:`clarion.api.batch`)."""
+        start = await self.hub.starts.get((self.recipient, since))
+        resume = since is not None and since <= start.head
+        self.cursor = since if resume else start.head
         if since is not None and not resume:  # a cursor from the future (a reset database)
-            await self._put(text_of(_resync(current)))
-        if resume:
-            await self._catch_up()
-        if unread is not None:
-            await self._put(text_of({**unread, "cursor": self.cursor}))
+            await self._put(text_of(_resync(start.head)))
+        elif resume and start.replay is None:  # too much missed to replay
+            self.cursor = start.head
+            await self._put(text_of(_resync(self.cursor)))
+        elif resume:
+            for event in self.take(start.replay):
+                await self._put(text_of(event))
+        unread = inbox.unread_count_event(self.recipient, self.cursor, start.counts)
+        await self._put(text_of(unread))
 
     async def _resume(self, cursor: int) -> None:
         """Replay after ``cursor``; one from the future (a reset database) gets a resync."""
@@ -290,10 +296,12 @@ class Connection(replay.Sequencer):
             await self._put(text_of(event))
 
 
-def _begin(runtime: Runtime, recipient: str) -> tuple[int, Event]:
+def _starts(runtime: Runtime, asks: list[tuple[str, int | None]]) -> list[replay.Start]:
+    """The starts of a batch of connections: one session, one statement per question."""
+    limit = runtime.settings.stream_max_replay
     with runtime.sessions() as session:
-        cursor = replay.current_cursor(session=session, recipient_id=recipient)
-        return cursor, inbox.unread_event(session=session, recipient_id=recipient, cursor=cursor)
+        found = replay.starts(session=session, asks=asks, limit=limit)
+    return [found[ask] for ask in asks]
 
 
 def _resync(cursor: int) -> Event:
@@ -304,6 +312,7 @@ class Hub:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.buffer = runtime.settings.stream_buffer_events
+        self.starts = Batcher(partial(_starts, runtime))
         self.connections: dict[str, list[Connection]] = {}
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -9,13 +9,16 @@ lost; :class:`Sequencer` delivers them in order and fills any gap from the datab
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from clarion.core.schemas import NotificationPublic
-from clarion.db import notifications, subscribers
+from clarion.db import notifications, resume, subscribers
 from clarion.db.models import Notification
+from clarion.db.notifications import Counts
 
 Event = dict[str, Any]
 # Event types with no place in the sequence: they pass straight through (their cursor is
@@ -44,6 +47,10 @@ def replay(*, session: Session, recipient_id: str, since: int, limit: int) -> li
     changed = notifications.events_after(
         session=session, recipient_id=recipient_id, since=since, limit=limit + 1
     )
+    return _merged(recipient_id, created, changed, limit)
+
+
+def _merged(recipient_id: str, created, changed, limit: int) -> list[Event] | None:
     events = [created_event_of(row) for row in created] + [
         {"type": row.type, "recipient": recipient_id, "cursor": row.seq, "data": row.data}
         for row in changed
@@ -51,6 +58,39 @@ def replay(*, session: Session, recipient_id: str, since: int, limit: int) -> li
     if len(events) > limit:
         return None
     return sorted(events, key=lambda e: e["cursor"])
+
+
+@dataclass(slots=True)
+class Start:
+    """What a connection starts with: the recipient's head (current cursor), unread counts,
+    and the replay after its cursor (None: more than the limit, or a cursor past the head)."""
+
+    head: int
+    counts: Counts
+    replay: list[Event] | None
+
+
+def starts(
+    *, session: Session, asks: Collection[tuple[str, int | None]], limit: int
+) -> dict[tuple[str, int | None], Start]:
+    """:class:`Start` of each (recipient, cursor or None) asked, for a batch of connections
+    that start together: one statement per question for the whole batch."""
+    ids = sorted({rid for rid, _ in asks})
+    heads = resume.seqs_of(session=session, ids=ids)
+    counts = notifications.unread_counts_of(session=session, recipient_ids=ids)
+    replays = [(rid, since) for rid, since in asks if since is not None and since <= heads[rid]]
+    created = resume.created_after_each(session=session, asks=replays, limit=limit + 1)
+    changed = resume.events_after_each(session=session, asks=replays, limit=limit + 1)
+    return {
+        (rid, since): Start(
+            heads[rid],
+            counts.get(rid, Counts()),
+            _merged(rid, created[rid, since], changed[rid, since], limit)
+            if since is not None and (rid, since) in created
+            else None,
+        )
+        for rid, since in asks
+    }
 
 
 # What to do with a live event (Sequencer.step).
@@ -97,6 +137,10 @@ class Sequencer:
         if events is None:
             self.cursor = self.head()
             return None
+        return self.take(events)
+
+    def take(self, events: list[Event]) -> list[Event]:
+        """Of stored ``events`` in cursor order, those after the cursor, which moves past them."""
         events = [e for e in events if e["cursor"] > self.cursor]
         if events:
             self.cursor = events[-1]["cursor"]

@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, delete, func, insert, or_, select, tuple_, upd
 from sqlalchemy.orm import Session
 
 from clarion.db import bulk, roundtrip
-from clarion.db.dialect import dml, is_postgres
+from clarion.db.dialect import dml, is_postgres, one_of
 from clarion.db.models import Delivery, InboxEvent, Notification, ScheduledNotification
 from clarion.ids import utcnow
 
@@ -242,7 +242,7 @@ def unread_counts_of(
             func.count().filter(Notification.seen_at.is_(None)),
         )
         .where(
-            Notification.recipient_id.in_(list(recipient_ids)),
+            one_of(session, Notification.recipient_id, recipient_ids),
             *_shown(now),
             Notification.read_at.is_(None),
             Notification.archived_at.is_(None),

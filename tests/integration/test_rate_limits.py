@@ -9,6 +9,8 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from clarion.api.app import create_app
+from clarion.api.ratelimit import RateLimiter
+from clarion.api.routers.live import count_connects
 from clarion.core.auth import issue_user_token
 from tests.conftest import make_key
 
@@ -120,6 +122,18 @@ def test_stream_connects_are_limited_per_user_websocket_and_sse_alike(app_of, ru
     other = issue_user_token(runtime.settings, "bob")
     with api.websocket_connect(f"/v1/me/stream?token={other}") as ws:
         assert ws.receive_json()["type"] == "unread_count"
+
+
+def test_connects_counted_in_one_batch_are_each_counted(runtime):
+    limiter = RateLimiter(runtime.limits)
+    asks = [("2/minute", "ada")] * 3 + [("2/minute", "bob")]
+
+    refused = count_connects(limiter, asks)
+
+    assert refused[:2] == [None, None] and refused[3] is None
+    assert refused[2].status == 429 and refused[2].headers["RateLimit"].startswith(
+        '"stream-connect";r=0;t='
+    )
 
 
 def test_failed_authentications_are_limited_per_address_and_good_ones_never_count(

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -26,7 +27,7 @@ from fastapi.responses import StreamingResponse
 from clarion import metrics
 from clarion.api.live_hub import EXPIRED, REFUSED, RESUME, RESYNC, Connection, Hub
 from clarion.api.problems import Problem, problem_response
-from clarion.api.ratelimit import STREAM_CONNECT, client_address
+from clarion.api.ratelimit import STREAM_CONNECT, RateLimiter, client_address
 from clarion.core.auth import AuthError, UserToken, verify_user_claims
 from clarion.runtime import Runtime
 
@@ -97,9 +98,21 @@ async def _admit(app, scope, me: UserToken | None) -> None:
         await anyio.to_thread.run_sync(gate.failed, address)
         return
     gate.check(address)
-    limiter, settings = app.state.rate_limiter, app.state.runtime.settings
-    limit = settings.stream_connect_rate_limit
-    await anyio.to_thread.run_sync(limiter.check, limit, STREAM_CONNECT, me.subject)
+    limit = app.state.runtime.settings.stream_connect_rate_limit
+    await app.state.stream_connects.get((limit, me.subject))
+
+
+def count_connects(limiter: RateLimiter, asks: Sequence[tuple[str, str]]) -> list[Problem | None]:
+    """Count a batch of connects (limit, user) against their limits, in one thread: a
+    herd after a restart would otherwise queue one thread hop per connect."""
+    refused: list[Problem | None] = []
+    for limit, subject in asks:
+        try:
+            limiter.check(limit, STREAM_CONNECT, subject)
+            refused.append(None)
+        except Problem as exc:
+            refused.append(exc)
+    return refused
 
 
 def _handshake(runtime: Runtime, scope) -> tuple[UserToken | None, int | None, tuple | None]:

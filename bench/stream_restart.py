@@ -1,0 +1,434 @@
+"""bench.stream's phase 4: a reconnect storm after a 1012 restart, resumed with cursors.
+
+``--connections`` (10,000) clients, each its own recipient ``r-*`` (seq 0), connect to
+``clarion api`` and go live (their ``unread_count`` arrived). Then the API gets SIGTERM: it
+closes every socket with 1012 and exits, and a new API process starts on the same port.
+Each client reconnects the way ``clarion/web/live.js`` does: at once after a 1012, then
+with full-jitter backoff (a uniform delay in [0, min(cap, base x 2^attempt)]) while
+connects fail, with ``since`` = the cursor of the last event it saw. Meanwhile a notifier
+thread stores notifications for random recipients through ``create_notifications`` (the
+worker's create step, publishing to Redis after commit) from just before the SIGTERM until
+every client is live again, so each resume has events to replay and live events race the
+replay. Reported: close -> the new API accepting, close -> all live (each client's
+``unread_count`` after its replay), connections/s, the API's CPU per connect, p50/p99 of
+each client's gap (close -> first frame after reconnecting); and the check: each client
+received every stored notification of its recipient exactly once (``seq`` 1..head).
+
+The same storm against the raw ASGI app on uvicorn (``asgi_floor``, which uvicorn closes
+with 1012 on SIGTERM too; no resume, no notifications) is the reference for the rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import random
+import sys
+import threading
+import time
+from collections import Counter
+
+import psycopg
+
+from bench import _common as common
+from bench.stream_peers import ClientPool
+from bench.stream_peers import run as run_loop
+from bench.stream_report import verdict
+
+LIVE, CREATED = "unread_count", "notification.created"
+CLOSE_FRAME = bytes([0x88, 0x82]) + b"\0\0\0\0" + b"\x03\xe8"
+
+
+class Resuming(asyncio.Protocol):
+    """One client of one recipient: reconnects with its cursor until told to stop."""
+
+    def __init__(self, owner: Storm, rid: str, path: str) -> None:
+        self.owner, self.rid, self.path = owner, rid, path
+        self.cursor: int | None = None
+        self.seqs: Counter = Counter()  # notification.created cursors received
+        self.transport = None
+        self.buf, self.open, self.attempt = bytearray(), False, 0
+        self.closed_at: float | None = None  # the 1012 (or the drop) of the restart
+        self.first_after = self.live_after = None  # after reconnecting
+        self.live_at: float | None = None
+        self.connects = self.resyncs = 0
+
+    # --- connecting ---------------------------------------------------------------------
+
+    def start(self, delay: float) -> None:
+        self.owner.loop.call_later(delay, lambda: asyncio.ensure_future(self._connect()))
+
+    async def _connect(self) -> None:
+        if self.owner.stopping:
+            return
+        path = self.path if self.cursor is None else f"{self.path}&since={self.cursor}"
+        key = base64.b64encode(os.urandom(16))
+        self.request = (
+            b"GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            % (path.encode(), self.owner.port, key)
+        )
+        self.buf, self.open = bytearray(), False
+        self.connects += 1
+        try:
+            await self.owner.loop.create_connection(lambda: self, "127.0.0.1", self.owner.port)
+        except OSError:
+            self._retry()
+
+    def _retry(self) -> None:
+        """live.js's backoff: full jitter, growing while connects fail."""
+        base, cap = self.owner.backoff
+        self.start(random.uniform(0, min(cap, base * 2**self.attempt)))
+        self.attempt += 1
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        if self.owner.stopping:
+            return
+        if self.closed_at is None and self.live_at is not None:
+            self.closed_at = time.time()  # dropped without a close frame
+        if self.open:
+            self.start(0)  # as after a 1012: at once
+        else:
+            self._retry()
+
+    # --- frames -------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        now, buf = time.time(), self.buf
+        buf += data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            ok = buf[:12].lower() == b"http/1.1 101"
+            del buf[: end + 4]
+            if not ok:  # refused (a rate limit, the server stopping): retry later
+                self.transport.close()
+                return
+            self.open, self.attempt = True, 0
+        pos, n = 0, len(buf)
+        while n - pos >= 2:
+            b0, size, head = buf[pos], buf[pos + 1] & 0x7F, 2
+            if size >= 126:
+                head = 4 if size == 126 else 10
+                if n - pos < head:
+                    break
+                size = int.from_bytes(buf[pos + 2 : pos + head], "big")
+            if n - pos < head + size:
+                break
+            payload = bytes(buf[pos + head : pos + head + size])
+            pos += head + size
+            self.frame(b0 & 0x0F, payload, now)
+        if pos:
+            del buf[:pos]
+
+    def frame(self, opcode: int, payload: bytes, now: float) -> None:
+        if opcode == 9:  # ping: a masked pong (the all-zero mask leaves the payload as is)
+            self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            return
+        if opcode == 8:
+            code = int.from_bytes(payload[:2], "big") if payload else 1005
+            self.owner.closes[code] += 1
+            if self.closed_at is None and self.live_at is not None:
+                self.closed_at = now
+            self.transport.close()
+            return
+        event = json.loads(payload)
+        if self.closed_at is not None and self.first_after is None:
+            self.first_after = now - self.closed_at
+        kind, cursor = event.get("type"), event.get("cursor")
+        if kind == CREATED:
+            self.seqs[cursor] += 1
+        elif kind == "resync":
+            self.resyncs += 1
+        if cursor is not None and kind != "resync":
+            self.cursor = cursor
+        if kind == LIVE:
+            if self.live_at is None:
+                self.live_at = now
+                self.owner.went_live()
+            elif self.closed_at is not None and self.live_after is None:
+                self.live_after = now - self.closed_at
+                self.owner.went_live()
+
+    def stop(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(CLOSE_FRAME)
+            self.transport.close()
+
+
+class Storm:
+    """One client process's clients; commands from the harness over a pipe."""
+
+    def __init__(self, pipe, counter) -> None:
+        self.pipe, self.counter = pipe, counter
+        self.loop = asyncio.get_running_loop()
+        self.clients: list[Resuming] = []
+        self.closes: Counter = Counter()
+        self.stopping, self.port, self.backoff = False, 0, (0.1, 1.0)
+        self.live = 0
+
+    def went_live(self) -> None:  # the pool reads the count as "frames"
+        self.live += 1
+        self.counter.value = self.live
+
+    async def connect(self, port: int, backoff: list, paths: list, parallel: int) -> None:
+        """The first connects, ``parallel`` handshakes in flight, until all are live."""
+        self.port, self.backoff = port, tuple(backoff)
+        self.clients = [Resuming(self, rid, path) for rid, path in paths]
+        gate = asyncio.Semaphore(parallel)
+
+        async def one(client: Resuming) -> None:
+            async with gate:
+                await client._connect()
+                while client.live_at is None:
+                    await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(one(c) for c in self.clients))
+
+    async def serve(self) -> None:
+        while True:
+            try:
+                command, kw = await asyncio.to_thread(self.pipe.recv)
+            except EOFError:
+                return
+            answer = None
+            if command == "connect":
+                await self.connect(**kw)
+            elif command == "reset":
+                self.live, self.counter.value = 0, 0
+            elif command == "stats":
+                answer = {
+                    "clients": [
+                        (c.rid, dict(c.seqs), c.first_after, c.live_after, c.connects, c.resyncs)
+                        for c in self.clients
+                    ],
+                    "closes": dict(self.closes),
+                }
+            elif command == "stop":
+                self.stopping = True
+                for client in self.clients:
+                    client.stop()
+                await asyncio.sleep(0.2)
+            elif command == "exit":
+                return
+            self.pipe.send(answer)
+
+
+def storm_main(pipe, counter, _deflate: bool) -> None:
+    common.raise_fd_limit()
+
+    async def main() -> None:
+        await Storm(pipe, counter).serve()
+
+    run_loop(main())
+
+
+class Notifier(threading.Thread):
+    """Stores notifications for random recipients at ``rate``/s (``batch`` per create), as
+    the worker's create step does, publishing each batch to Redis after its commit."""
+
+    def __init__(self, recipients: list[str], rate: float, batch: int = 10) -> None:
+        super().__init__(daemon=True)
+        self.recipients, self.rate, self.batch = recipients, rate, batch
+        self.done, self.created, self.errors = threading.Event(), 0, 0
+
+    def run(self) -> None:
+        from clarion.core import send
+        from clarion.core.create import create_notifications
+        from clarion.core.schemas import NotificationCreate
+        from clarion.runtime import Runtime
+        from clarion.settings import Settings
+
+        runtime = Runtime(Settings())
+        pipeline = {**runtime.pipeline, "dispatcher": _NoDispatch()}
+        start, k = time.monotonic(), 0
+        while not self.done.is_set():
+            due = start + k * self.batch / self.rate
+            time.sleep(max(0.0, due - time.monotonic()))
+            who = random.sample(self.recipients, self.batch)
+            request = NotificationCreate(recipients=who, category="bench", title=f"storm {k}")
+            try:
+                create_notifications([send.prepare(request)], **pipeline)
+                self.created += self.batch
+            except Exception:  # noqa: BLE001 - counted; the check shows what it cost
+                self.errors += 1
+            k += 1
+        runtime.close()
+
+
+class _NoDispatch:
+    def deliver(self, channel, delivery_ids, *, lane) -> None:
+        pass
+
+
+def storm(run, label: str, argv: list[str], ready, recipients: list[str] | None) -> dict:
+    """Connect every client, restart the server (argv) under them, wait for all to be live
+    again. ``recipients``: notify them during the restart and check the resumes."""
+    args, procs, env = run.args, run.procs, run.env
+    port = common.free_port()
+    argv = [*argv, "--port", str(port)]
+    server = procs.start(label, argv, env)
+    ready(port)
+    n = args.connections
+    pool = ClientPool(args.client_procs, False, storm_main)
+    try:
+        paths = [(f"r-{i}", run.path(f"r-{i}")) for i in range(n)]
+        backoff = [args.backoff_base, args.backoff_cap]
+        kw = {"port": port, "parallel": args.parallel, "backoff": backoff}
+        t = time.time()
+        k = len(pool.pipes)
+        pool.ask("connect", [{**kw, "paths": paths[i::k]} for i in range(k)])
+        print(f"\n{label}: {n:,} clients live in {time.time() - t:.1f} s; restarting the server")
+        pool.each("reset")
+        notifier = Notifier(recipients, args.storm_rate) if recipients else None
+        if notifier:
+            notifier.start()
+            time.sleep(0.5)
+        closed = time.time()
+        procs.stop(server)  # SIGTERM, then wait for it to exit
+        exited = time.time()
+        server = procs.start(label, argv, env)
+        ready(port)
+        accepting = time.time()
+        groups = {"server": server.pid, "clients": pool.pgid}
+        before = common.cpu_snapshot(groups)
+        while pool.frames() < n and time.time() - closed < args.storm_timeout:
+            procs.check_alive()
+            time.sleep(0.005)
+        all_live = time.time()
+        after = common.cpu_snapshot(groups)
+        if notifier:
+            time.sleep(0.5)  # live events after the last client went live
+            notifier.done.set()
+            notifier.join()
+            time.sleep(args.settle)  # the last batch's events reach their clients
+        answers = pool.each("stats")
+        pool.each("stop")
+        procs.stop(server)
+    finally:
+        pool.shutdown()
+    clients = [c for a in answers for c in a["clients"]]
+    closes = sum((Counter(a["closes"]) for a in answers), Counter())
+    cpu_api = after["server"] - before["server"]
+    cpu = common.cpu_report(before, after, all_live - accepting)
+    return {
+        "label": label, "closed": closed, "exited": exited, "accepting": accepting,
+        "all_live": all_live, "live": pool_live(clients), "clients": clients, "closes": closes,
+        "cpu_per_connect": cpu_api / n, "cpu": cpu, "notifier": notifier,
+    }  # fmt: skip
+
+
+def pool_live(clients: list) -> int:
+    return sum(1 for c in clients if c[3] is not None)
+
+
+def head_seqs(database: str) -> dict[str, int]:
+    with psycopg.connect(common.pg_url(database)) as conn:
+        rows = conn.execute("SELECT id, seq FROM subscribers WHERE id LIKE 'r-%%'").fetchall()
+    return dict(rows)
+
+
+def check(result: dict, heads: dict[str, int]) -> tuple[int, int, int]:
+    """(clients missing something, clients with a duplicate, notifications expected), of
+    the clients live again (one still reconnecting at the timeout is not counted)."""
+    missing = twice = expected = 0
+    for rid, seqs, _, live_after, *_ in result["clients"]:
+        if live_after is None:
+            continue
+        head = heads.get(rid, 0)
+        expected += head
+        if any(seqs.get(s, 0) == 0 for s in range(1, head + 1)):
+            missing += 1
+        if any(count > 1 for count in seqs.values()):
+            twice += 1
+    return missing, twice, expected
+
+
+def report(result: dict, n: int) -> list[str]:
+    gaps = [c[2] for c in result["clients"] if c[2] is not None]
+    lives = [c[3] for c in result["clients"] if c[3] is not None]
+    span = result["all_live"] - result["closed"]
+    storm_span = result["all_live"] - result["accepting"]
+    connects = sum(c[4] for c in result["clients"]) - n
+    pct, ms = common.percentile, common.ms
+    lines = [
+        f"\n{result['label']}: {len(lives):,} of {n:,} clients live again"
+        f" {span:.2f} s after the close (server exited after "
+        f"{result['exited'] - result['closed']:.2f} s, accepting again after "
+        f"{result['accepting'] - result['closed']:.2f} s); closes: {dict(result['closes'])}",
+        f"  accepting -> all live {storm_span:.2f} s = {n / storm_span:,.0f} connections/s;"
+        f" {connects:,} connection attempts after the close",
+        f"  server CPU per connect {result['cpu_per_connect'] * 1000:.2f} ms"
+        f" (while the clients reconnected)",
+    ]
+    if gaps:
+        lines.append(
+            f"  gap (close -> first frame after reconnecting): p50 {ms(pct(gaps, 50))},"
+            f" p99 {ms(pct(gaps, 99))}, max {ms(max(gaps))}; close -> live again (after the"
+            f" replay): p50 {ms(pct(lives, 50))}, p99 {ms(pct(lives, 99))}"
+        )
+    lines.append(f"  CPU, % of one core, accepting -> all live: {result['cpu']}")
+    return lines
+
+
+def phase(run, database: str, met: list) -> list[str]:
+    """Phase 4: the storm against the raw ASGI app, then against Clarion; summary lines."""
+    args, n = run.args, run.args.connections
+    with psycopg.connect(common.pg_url(database)) as conn:
+        conn.execute(
+            "INSERT INTO subscribers (id, data, seq, created_at, updated_at) SELECT id, '{}', 0,"
+            " now(), now() FROM unnest(%s::text[]) id ON CONFLICT DO NOTHING",
+            [[f"r-{i}" for i in range(n)]],
+        )
+    floor = None
+    if not args.skip_floor:
+        argv = [sys.executable, "-m", "uvicorn", "bench.stream_peers:asgi_floor"]
+        argv += ["--lifespan", "off", "--log-level", "warning"]
+        floor = storm(run, "reference: raw ASGI app on uvicorn", argv,
+                      lambda port: common.wait_port(port, run.procs), None)  # fmt: skip
+        for line in report(floor, n):
+            print(line)
+    argv = [run.clarion, "api", "--host", "127.0.0.1"]
+
+    def ready(port: int) -> None:
+        common.wait_http(f"http://127.0.0.1:{port}/readyz", run.procs, timeout=60)
+
+    result = storm(run, "clarion api", argv, ready, [f"r-{i}" for i in range(n)])
+    for line in report(result, n):
+        print(line)
+    missing, twice, expected = check(result, head_seqs(database))
+    notifier = result["notifier"]
+    resyncs = sum(c[5] for c in result["clients"])
+    print(
+        f"  notifications stored during the restart: {notifier.created:,}"
+        f" ({notifier.errors} failed creates); owed to the clients {expected:,}:"
+        f" {missing:,} clients missed some, {twice:,} got one twice, {resyncs} resyncs"
+    )
+    span = result["all_live"] - result["closed"]
+    storm_span = result["all_live"] - result["accepting"]
+    rate = n / storm_span
+    ok = result["live"] == n and span <= 5 and rate >= 2000 and not missing and not twice
+    met.append(ok)
+    lines = [
+        f"  4. reconnect storm: all {result['live']:,} of {n:,} live {span:.2f} s after the 1012"
+        f" (target <= 5 s), {rate:,.0f} connections/s (target >= 2,000),"
+        f" {result['cpu_per_connect'] * 1000:.2f} ms API CPU per connect;"
+        f" missed {missing}, twice {twice}: {verdict(ok)}"
+    ]
+    if floor:
+        floor_rate = n / (floor["all_live"] - floor["accepting"])
+        met.append(rate >= 0.65 * floor_rate)
+        lines.append(
+            f"     raw ASGI: {floor_rate:,.0f} connections/s: {rate / floor_rate:.2f} x"
+            f" (target >= 0.65 x): {verdict(met[-1])};"
+            f" {floor['cpu_per_connect'] * 1000:.2f} ms CPU per connect"
+        )
+    return lines
