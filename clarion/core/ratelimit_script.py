@@ -34,11 +34,18 @@ end
 -- Moving window: a list of hit times, newest first, at most amount long.
 local function moving(c)
   local since = now - c.expiry
-  local low, high, count = 0, math.min(redis.call('llen', c.key), c.amount) - 1, 0
-  while low <= high do
-    local mid = math.floor((low + high) / 2)
-    local v = tonumber(redis.call('lindex', c.key, mid))
-    if v and v >= since then count = mid + 1; low = mid + 1 else high = mid - 1 end
+  local len = math.min(redis.call('llen', c.key), c.amount)
+  local count = 0
+  local last = tonumber(redis.call('lindex', c.key, len - 1))
+  if len > 0 and last >= since then
+    count = len  -- the usual case, whole list in the window: one look at its tail
+  else  -- else a binary search for the oldest hit in the window (as limits' moving_window.lua)
+    local low, high = 0, len - 2
+    while low <= high do
+      local mid = math.floor((low + high) / 2)
+      local v = tonumber(redis.call('lindex', c.key, mid))
+      if v and v >= since then count = mid + 1; low = mid + 1 else high = mid - 1 end
+    end
   end
   c.remaining = c.amount - count
   if c.cost > c.amount then
@@ -48,7 +55,11 @@ local function moving(c)
     c.fits, c.ms = false, math.ceil((entry + c.expiry - now) * 1000)
   else
     local oldest = now
-    if count > 0 then oldest = tonumber(redis.call('lindex', c.key, count - 1)) end
+    if count == len and count > 0 then
+      oldest = last
+    elseif count > 0 then
+      oldest = tonumber(redis.call('lindex', c.key, count - 1))
+    end
     c.fits, c.ms = true, math.ceil((oldest + c.expiry - now) * 1000)
   end
 end

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
@@ -132,3 +133,20 @@ def test_successful_answers_say_where_their_limits_stand(make_runtime, runtime, 
     assert inbox.status_code == 200
     assert fields(inbox)[0] == '"user";q=4;w=60'
     assert fields(inbox)[1].startswith('"user";r=3;t=')
+
+
+def test_hits_older_than_the_window_are_not_counted(runtime):
+    limits = Limits(runtime.settings.redis_url)
+    key = limits.storage.prefixed_key(item("3/minute").key_for("api-key", "9"))
+    now = time.time()
+    # Newest first, as the library stores them: two in the window, two expired.
+    redis.Redis.from_url(runtime.settings.redis_url).rpush(
+        key, now - 10, now - 40, now - 100, now - 200
+    )
+
+    fits, [standing] = limits.hit_all(Check("3/minute", "api-key", ("9",)))
+    refused, _ = limits.hit_all(Check("3/minute", "api-key", ("9",)))
+
+    assert fits is None and standing.remaining == 0
+    assert standing.reset in (20, 21)  # when the hit 40 s ago leaves the window
+    assert refused is not None and refused.retry_after in (20, 21)
