@@ -52,7 +52,7 @@ def test_a_worker_survives_a_redis_restart_and_nothing_accepted_is_lost(
         CLARION_SWEEPER_INTERVAL_SECONDS="1",
     )
     worker = Proc(["worker", "--concurrency", "2"], env, tmp_path / "worker.log")
-    beat = Proc(["beat"], env, tmp_path / "beat.log")
+    beat = Proc(["beat", "--schedule", str(tmp_path / "beat-schedule")], env, tmp_path / "beat.log")
     key = {"Authorization": f"Bearer {make_key(runtime, 'notify')}"}
     # One message per send (no coalescing), so that the worker holds several at the stop.
     rt = make_runtime(**urls, api_coalesce_max_notifications=1)
