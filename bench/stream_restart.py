@@ -241,14 +241,14 @@ class Notifier(threading.Thread):
         self.done, self.created, self.errors = threading.Event(), 0, 0
 
     def run(self) -> None:
-        from clarion.core import send
+        from clarion.core import enqueue
         from clarion.core.create import create_notifications
         from clarion.core.schemas import NotificationCreate
         from clarion.runtime import Runtime
         from clarion.settings import Settings
 
         runtime = Runtime(Settings())
-        pipeline = {**runtime.pipeline, "dispatcher": _NoDispatch()}
+        pipeline = {**runtime.pipeline.kwargs(), "dispatcher": _NoDispatch()}
         start, k = time.monotonic(), 0
         while not self.done.is_set():
             due = start + k * self.batch / self.rate
@@ -256,7 +256,7 @@ class Notifier(threading.Thread):
             who = random.sample(self.recipients, self.batch)
             request = NotificationCreate(recipients=who, category="bench", title=f"storm {k}")
             try:
-                create_notifications([send.prepare(request)], **pipeline)
+                create_notifications([enqueue.prepare(request)], **pipeline)
                 self.created += self.batch
             except Exception:  # noqa: BLE001 - counted; the check shows what it cost
                 self.errors += 1

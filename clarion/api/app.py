@@ -19,7 +19,7 @@ from clarion.api.coalesce import Coalescer
 from clarion.api.deps import storable_params
 from clarion.api.guards import BodyLimit, SecurityHeaders
 from clarion.api.live_hub import Hub
-from clarion.api.ratelimit import FailureGate, RateLimiter
+from clarion.api.ratelimit import FailureGate, RateLimiter, RateLimitHeaders
 from clarion.api.routers import (
     addresses,
     deadletters,
@@ -222,6 +222,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     routes = [route for router in routers for route in router.routes]
     # Outermost last: every answer, the guards' own 401/413 and CORS preflights included,
     # gets the security headers; every answer a browser reads gets the CORS headers.
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, routes=routes)
     cors.install(app, runtime.settings.cors_origins)
     app.add_middleware(SecurityHeaders)

@@ -15,7 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"]
 # What a page may read of an answer besides the CORS-safelisted headers.
-EXPOSED = ["Retry-After", "Idempotent-Replayed", "Location"]
+EXPOSED = ["Retry-After", "Idempotent-Replayed", "Location", "RateLimit", "RateLimit-Policy"]
 PREFLIGHT_CACHE_SECONDS = 600
 
 

@@ -28,6 +28,7 @@ from clarion.core.auth import (
     verify_push_action_token,
     verify_user_token,
 )
+from clarion.core.ratelimits import Check
 from clarion.runtime import Runtime
 
 _api_key = HTTPBearer(
@@ -104,19 +105,32 @@ def _principal(
         raise _unauthorized("The API key is not valid.") from None
 
 
-def authorize(principal: Principal, scope: str, runtime: Runtime | None = None) -> Principal:
+def key_rate(runtime: Runtime, principal: Principal) -> Check:
+    """The key's request rate: its own limit, else ``api_key_rate_limit``."""
+    limit = principal.rate_limit or runtime.settings.api_key_rate_limit
+    return Check(limit, API_KEY, (str(principal.key_id),))
+
+
+def authorize(
+    principal: Principal,
+    scope: str,
+    runtime: Runtime | None = None,
+    request: Request | None = None,
+) -> Principal:
     """403 unless the key has the scope, 429 over its rate limit (counted when ``runtime``
     is given). Every producer call goes through here, the REST routes and the MCP tools
-    alike: the one place for per-key checks and limits."""
+    alike: the one place for per-key checks and limits (but the send route, which counts
+    the rate with the quota in one round trip: ``notifications.accept``)."""
     if not principal.allows(scope):
         raise Problem(403, "forbidden", f"This API key lacks the {scope!r} scope.")
     if runtime is not None:
-        limit = principal.rate_limit or runtime.settings.api_key_rate_limit
-        RateLimiter(runtime.limits).check(limit, API_KEY, str(principal.key_id))
+        RateLimiter(runtime.limits).check_all(key_rate(runtime, principal), request=request)
     return principal
 
 
-def require_scope(scope: str):
+def require_scope(scope: str, counted: bool = True):
+    """The key with ``scope``; its rate counted here unless the route counts it itself."""
+
     # One dependency, not the key's lookup and the checks as two: FastAPI runs each plain
     # ``def`` dependency in its own hop to the thread pool.
     def check(
@@ -125,19 +139,24 @@ def require_scope(scope: str):
         gate: FailureGateDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
     ) -> Principal:
-        return authorize(_principal(request, runtime, gate, credentials), scope, runtime)
+        principal = _principal(request, runtime, gate, credentials)
+        if not counted:
+            return authorize(principal, scope)
+        return authorize(principal, scope, runtime, request)
 
     return check
 
 
 Producer = Annotated[Principal, Depends(require_scope("notify"))]
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
+# The send route: the rate is counted with the daily quota, in one round trip.
+Sender = Annotated[Principal, Depends(require_scope("notify", counted=False))]
 
 
-def _user_limit(runtime: Runtime, subscriber: str) -> str:
+def _user_limit(runtime: Runtime, subscriber: str, request: Request) -> str:
     """429 when the end user is over ``user_rate_limit`` (every route of a user token)."""
     limiter = RateLimiter(runtime.limits)
-    limiter.check(runtime.settings.user_rate_limit, USER, subscriber)
+    limiter.check(runtime.settings.user_rate_limit, USER, subscriber, request=request)
     return subscriber
 
 
@@ -156,7 +175,7 @@ def current_subscriber(
     except AuthError:
         gate.failed(address)
         raise _unauthorized("The user token is not valid.") from None
-    return _user_limit(runtime, subscriber)
+    return _user_limit(runtime, subscriber, request)
 
 
 CurrentSubscriber = Annotated[str, Depends(current_subscriber)]
@@ -195,7 +214,7 @@ def notification_caller(
     gate.check(address)
     token = credentials.credentials
     try:
-        return Caller(_user_limit(runtime, verify_user_token(runtime.settings, token)))
+        return Caller(_user_limit(runtime, verify_user_token(runtime.settings, token), request))
     except AuthError:
         pass
     try:
@@ -205,7 +224,7 @@ def notification_caller(
         raise _unauthorized("The user token is not valid.") from None
     if nid != str(notification_id):
         raise _unauthorized("This token is for another notification.")
-    return Caller(_user_limit(runtime, subscriber), push=True)
+    return Caller(_user_limit(runtime, subscriber, request), push=True)
 
 
 NotificationCaller = Annotated[Caller, Depends(notification_caller)]

@@ -10,7 +10,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as BrokerError
+from psycopg import OperationalError as PsycopgOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clarion.core import storable
@@ -44,6 +48,19 @@ BROKER_ERRORS = (BrokerError, RedisError, OSError)
 
 # An endpoint's documented error responses (FastAPI's ``responses=``).
 Responses = dict[int | str, dict[str, Any]]
+
+# What an outage of a service raises on a request path, wherever it happens (a key's
+# lookup, a session, a publish): 503 with Retry-After, which clients retry, never a 500.
+# Handled once for the whole app (install), so no route has to remember it.
+OUTAGES: dict[str, tuple[type[Exception], ...]] = {
+    "database": (
+        sa.OperationalError,
+        sa.InterfaceError,
+        sa.TimeoutError,  # no pooled connection came free in time
+        PsycopgOperationalError,
+    ),
+    "broker": (BrokerError, RedisConnectionError, RedisTimeoutError, ConnectionError),
+}
 
 
 def unavailable(what: str) -> Problem:
@@ -175,6 +192,29 @@ def install(app: FastAPI) -> None:
             instance=request.url.path,
             headers=getattr(exc, "headers", None),
         )
+
+    async def _outage(request: Request, exc: Exception) -> JSONResponse:
+        what = next(name for name, kinds in OUTAGES.items() if isinstance(exc, kinds))
+        # The class only: a driver's message may name hosts and users.
+        log.warning(
+            "%s unreachable on %s %s (%s)",
+            what,
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+        )
+        slug = "database-unavailable" if what == "database" else "broker-unavailable"
+        return problem_response(
+            503,
+            slug,
+            f"The {what} is unreachable. Retry later.",
+            instance=request.url.path,
+            headers={"Retry-After": "5"},
+        )
+
+    for kinds in OUTAGES.values():
+        for kind in kinds:
+            app.add_exception_handler(kind, _outage)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

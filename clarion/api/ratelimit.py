@@ -28,12 +28,29 @@ from fastapi import Depends, Request
 
 from clarion import metrics
 from clarion.api.problems import Problem, unavailable
-from clarion.core.ratelimits import MOVING, Limits, LimitsUnavailable, Refusal
+from clarion.core.ratelimits import (
+    MOVING,
+    Check,
+    Limits,
+    LimitsUnavailable,
+    Refusal,
+    Standing,
+)
 
 API_KEY, DAILY_QUOTA, USER, STREAM_CONNECT = "api-key", "daily-quota", "user", "stream-connect"
 AUTH_FAILURES = "auth-failures"
 # What the refused limit counts, for the problem's detail.
 UNITS = {DAILY_QUOTA: "recipients"}
+
+
+def standing_headers(standings: list[Standing]) -> dict[str, str]:
+    """The draft-10 fields of a request that fitted: one list item per limit it passed."""
+    return {
+        "RateLimit-Policy": ", ".join(
+            f'"{s.name}";q={s.amount};w={s.window_seconds}' for s in standings
+        ),
+        "RateLimit": ", ".join(f'"{s.name}";r={s.remaining};t={s.reset}' for s in standings),
+    }
 
 
 def headers(refusal: Refusal) -> dict[str, str]:
@@ -68,15 +85,60 @@ class RateLimiter:
         self.limits = limits
 
     def check(
-        self, limit: str, name: str, *keys: str, cost: int = 1, strategy: str = MOVING
+        self,
+        limit: str,
+        name: str,
+        *keys: str,
+        cost: int = 1,
+        strategy: str = MOVING,
+        request: Request | None = None,
     ) -> None:
         """Count ``cost`` hits of (``name``, ``keys``) against ``limit`` ("5/minute")."""
+        self.check_all(Check(limit, name, keys, cost, strategy), request=request)
+
+    def check_all(self, *checks: Check, request: Request | None = None) -> None:
+        """Count every check's hit in one round trip, all or nothing; where each stands is
+        noted on ``request`` for the response's ``RateLimit`` fields."""
+        if not checks:
+            return
         try:
-            refusal = self.limits.hit(limit, name, *keys, cost=cost, strategy=strategy)
+            refusal, standings = self.limits.hit_all(*checks)
         except LimitsUnavailable:
             raise unavailable("rate limit store") from None
         if refusal is not None:
             raise refuse(refusal)
+        if request is not None:
+            noted = request.scope.setdefault("state", {}).setdefault(STATE, {})
+            noted.update((s.name, s) for s in standings)
+
+
+STATE = "clarion.ratelimit"
+
+
+class RateLimitHeaders:
+    """Adds the ``RateLimit`` / ``RateLimit-Policy`` fields of the limits a request passed
+    (noted by :meth:`RateLimiter.check_all`) to its response, unless it has its own (a
+    429's). Pure ASGI: it only touches the response start."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+
+        async def start(message) -> None:
+            if message["type"] == "http.response.start" and state.get(STATE):
+                names = {name.lower() for name, _ in message.get("headers", ())}
+                if b"ratelimit" not in names:
+                    fields = standing_headers(list(state[STATE].values()))
+                    extra = [(k.lower().encode(), v.encode()) for k, v in fields.items()]
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, start)
 
 
 class FailureGate:

@@ -1,10 +1,12 @@
 """Counting against rate limits and quotas, with the ``limits`` library.
 
 One store per process, where ``CLARION_REDIS_URL`` points: with Redis every API process
-and worker counts the same hits (each check is one atomic script, so concurrent callers
-never both take the last unit), and with ``memory://`` (the embedded mode) the one
-process counts them. Nothing here speaks HTTP: :mod:`clarion.api.ratelimit` turns a
-:class:`Refusal` into a 429, and routing (:mod:`clarion.core.throttle`) into a decision.
+and worker counts the same hits (one atomic script per request, whatever the number of
+limits it passes, so concurrent callers never both take the last unit; see
+:mod:`clarion.core.ratelimit_script` for why that script is ours), and with ``memory://``
+(the embedded mode) the one process counts them with the library's own calls. Nothing
+here speaks HTTP: :mod:`clarion.api.ratelimit` turns a :class:`Refusal` into a 429, and
+routing (:mod:`clarion.core.throttle`) into a decision.
 
 Two strategies, both check-then-consume (a refused hit costs nothing):
 
@@ -18,13 +20,18 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
-from limits.storage import storage_from_string
+from limits.storage import RedisStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+from redis.exceptions import RedisError
+
+from clarion.core.ratelimit_script import SCRIPT
 
 KEY_PREFIX = "clarion:ratelimit"
 MOVING, SLIDING = "moving", "sliding"
@@ -56,6 +63,30 @@ class Refusal:
     remaining: int
 
 
+@dataclass(frozen=True)
+class Check:
+    """One limit to count a hit against: ``limit`` ("5/minute"), the counter's ``name`` and
+    ``keys``, the ``cost`` in units, and the ``strategy``."""
+
+    limit: str
+    name: str
+    keys: tuple[str, ...]
+    cost: int = 1
+    strategy: str = MOVING
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where a limit stands after a hit that fitted: ``remaining`` units in the window,
+    and ``reset`` seconds until it resets (the ``RateLimit`` field's ``t``)."""
+
+    name: str
+    amount: int
+    window_seconds: int
+    remaining: int
+    reset: int
+
+
 class Limits:
     """The counters in the store of a ``redis://`` or ``memory://`` URL."""
 
@@ -66,21 +97,84 @@ class Limits:
             MOVING: MovingWindowRateLimiter(self.storage),
             SLIDING: SlidingWindowCounterRateLimiter(self.storage),
         }
+        self._script: Any = None
+        if isinstance(self.storage, RedisStorage):
+            # EVALSHA, loaded again by redis-py after a Redis restart (NOSCRIPT).
+            self._redis_storage = self.storage
+            self._script = self.storage.get_connection().register_script(SCRIPT.encode())
+        self._lock = threading.Lock()  # memory:// only: test-then-hit of several limits
 
     def hit(
         self, limit: str, name: str, *keys: str, cost: int = 1, strategy: str = MOVING
     ) -> Refusal | None:
         """Count ``cost`` hits of (``name``, ``keys``) against ``limit``; None when they fit,
-        else a :class:`Refusal` (nothing counted). One round trip when they fit."""
-        parsed, window = item(limit), self._strategies[strategy]
+        else a :class:`Refusal` (nothing counted). One round trip."""
+        refusal, _ = self.hit_all(Check(limit, name, keys, cost, strategy))
+        return refusal
+
+    def hit_all(self, *checks: Check) -> tuple[Refusal | None, list[Standing]]:
+        """Count every check's hit, all or nothing: (None, where each stands) when they all
+        fit, else (the first refusal, []) and nothing counted. One round trip to Redis
+        whatever the number of checks, atomic under concurrency."""
         try:
-            if window.hit(parsed, name, *keys, cost=cost):
-                return None
-            stats = window.get_window_stats(parsed, name, *keys)
-        except StorageError:
-            raise LimitsUnavailable(name) from None
-        wait = max(1, math.ceil(stats.reset_time - time.time()))
-        return Refusal(name, parsed.amount, parsed.get_expiry(), wait, max(0, stats.remaining))
+            if self._script is not None:
+                return self._redis(checks)
+            with self._lock:
+                return self._memory(checks)
+        except (StorageError, RedisError, OSError):
+            raise LimitsUnavailable(checks[0].name if checks else "") from None
+
+    def _redis(self, checks) -> tuple[Refusal | None, list[Standing]]:
+        prefixed = self._redis_storage.prefixed_key
+        keys: list[str] = []
+        args: list[Any] = [time.time()]
+        for check in checks:
+            parsed = item(check.limit)
+            key = parsed.key_for(check.name, *check.keys)
+            if check.strategy == MOVING:
+                keys.append(prefixed(key))
+            else:  # the limits layout: "{key}/-1" and "{key}" (one Redis Cluster slot)
+                keys.append(prefixed(f"{{{key}}}/-1"))
+                keys.append(prefixed(f"{{{key}}}"))
+            kind = "m" if check.strategy == MOVING else "s"
+            args += [kind, parsed.amount, parsed.get_expiry(), check.cost]
+        refused, *rest = self._script(keys=keys, args=args)
+        if refused:
+            check = checks[refused - 1]
+            remaining, ms = rest[2 * refused - 2 : 2 * refused]
+            parsed = item(check.limit)
+            wait = max(1, math.ceil(int(ms) / 1000))
+            return Refusal(check.name, parsed.amount, parsed.get_expiry(), wait, int(remaining)), []
+        return None, [
+            Standing(
+                c.name,
+                item(c.limit).amount,
+                item(c.limit).get_expiry(),
+                max(0, int(rest[2 * i]) - c.cost),
+                max(0, math.ceil(int(rest[2 * i + 1]) / 1000)),
+            )
+            for i, c in enumerate(checks)
+        ]
+
+    def _memory(self, checks) -> tuple[Refusal | None, list[Standing]]:
+        # One process, no round trips: the library's calls, under a lock for all or nothing.
+        for check in checks:
+            parsed, window = item(check.limit), self._strategies[check.strategy]
+            if not window.test(parsed, check.name, *check.keys, cost=check.cost):
+                stats = window.get_window_stats(parsed, check.name, *check.keys)
+                wait = max(1, math.ceil(stats.reset_time - time.time()))
+                remaining = max(0, stats.remaining)
+                return Refusal(check.name, parsed.amount, parsed.get_expiry(), wait, remaining), []
+        standings = []
+        for check in checks:
+            parsed, window = item(check.limit), self._strategies[check.strategy]
+            window.hit(parsed, check.name, *check.keys, cost=check.cost)
+            stats = window.get_window_stats(parsed, check.name, *check.keys)
+            reset = max(0, math.ceil(stats.reset_time - time.time()))
+            standings.append(
+                Standing(check.name, parsed.amount, parsed.get_expiry(), stats.remaining, reset)
+            )
+        return None, standings
 
     def clear(self, limit: str, name: str, *keys: str, strategy: str = MOVING) -> None:
         self._strategies[strategy].clear(item(limit), name, *keys)

@@ -2,7 +2,8 @@
 
 Stateless and with JSON answers: every POST carries its own ``Authorization: Bearer
 <API key>`` and is served by whichever API process gets it, like any REST call. A request
-without a valid key is a 401 problem+json before the MCP layer sees it.
+without a valid key is a 401 problem+json before the MCP layer sees it, and a bad key
+counts against its address's failures like a REST call's (429 over the limit).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import anyio
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.routing import Route
 
-from clarion.api.problems import problem_response
+from clarion.api.problems import Problem, problem_response
+from clarion.api.ratelimit import client_address
 from clarion.core.auth import AuthError
 from clarion.mcp.server import build_server
 
@@ -23,18 +25,23 @@ class ApiKeyGate:
     """Checks the API key (pure ASGI), then hands the request to the MCP transport with
     the caller in its scope."""
 
-    def __init__(self, app, runtime) -> None:
-        self.app, self.runtime = app, runtime
+    def __init__(self, app, runtime, gate) -> None:
+        self.app, self.runtime, self.gate = app, runtime, gate
 
     async def __call__(self, scope, receive, send) -> None:
-        header = dict(scope.get("headers") or ()).get(b"authorization", b"").decode("latin-1")
-        kind, _, secret = header.partition(" ")
-        principal = None
-        if kind.lower() == "bearer" and secret:
-            try:
-                principal = await anyio.to_thread.run_sync(self.runtime.api_keys.verify, secret)
-            except AuthError:
-                principal = None
+        try:
+            principal = await self._principal(scope)
+        except Problem as refused:  # 429: too many failures from this address
+            response = problem_response(
+                refused.status,
+                refused.slug,
+                refused.detail,
+                instance=scope["path"],
+                headers=refused.headers,
+                **refused.extra,
+            )
+            await response(scope, receive, send)
+            return
         if principal is None:
             response = problem_response(
                 401,
@@ -46,6 +53,20 @@ class ApiKeyGate:
             return
         await self.app({**scope, PRINCIPAL: principal}, receive, send)
 
+    async def _principal(self, scope):
+        """The key's principal; None without a valid one (a bad key counted as a failure)."""
+        header = dict(scope.get("headers") or ()).get(b"authorization", b"").decode("latin-1")
+        kind, _, secret = header.partition(" ")
+        if kind.lower() != "bearer" or not secret:
+            return None
+        address = client_address(scope)
+        self.gate.check(address)
+        try:
+            return await anyio.to_thread.run_sync(self.runtime.api_keys.verify, secret)
+        except AuthError:
+            await anyio.to_thread.run_sync(self.gate.failed, address)
+            return None
+
 
 def _principal_of(ctx):
     return ctx.request.scope[PRINCIPAL]
@@ -56,6 +77,6 @@ def mount(app, runtime, submitter) -> StreamableHTTPSessionManager:
     the app's lifespan (``async with manager.run()``)."""
     server = build_server(runtime, submitter, _principal_of)
     manager = StreamableHTTPSessionManager(app=server, stateless=True, json_response=True)
-    gate = ApiKeyGate(manager.handle_request, runtime)
+    gate = ApiKeyGate(manager.handle_request, runtime, app.state.failure_gate)
     app.router.routes.append(Route(PATH, endpoint=gate, methods=["GET", "POST", "DELETE"]))
     return manager

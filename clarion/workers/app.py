@@ -33,6 +33,9 @@ def celery_config(settings: Settings) -> dict:
             "broker_transport": "clarion.workers.sqlbroker:Transport",
         }
     else:
+        if settings.broker_url.startswith("redis://"):
+            # A worker that survives a Redis restart (clarion.workers.redisbroker).
+            broker["broker_transport"] = "clarion.workers.redisbroker:Transport"
         transport_options = {
             "visibility_timeout": settings.broker_visibility_timeout,
             # Every worker looks for a dead holder's messages this often (kombu's default

@@ -12,7 +12,7 @@ import logging
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from clarion.api.deps import (
@@ -153,6 +153,7 @@ def delete_read(
 )
 def send_test(
     body: TestRequest,
+    request: Request,
     session: SessionDep,
     runtime: RuntimeDep,
     coalescer: CoalescerDep,
@@ -161,7 +162,8 @@ def send_test(
 ) -> TestSent:
     """A real notification to me on one channel (or each of mine, ``all``), rate-limited
     per user (``CLARION_TEST_NOTIFICATION_RATE_LIMIT``)."""
-    limiter.check(runtime.settings.test_notification_rate_limit, "test-notification", me)
+    limit = runtime.settings.test_notification_rate_limit
+    limiter.check(limit, "test-notification", me, request=request)
     wanted = list(trial.CHANNELS) if body.channel == "all" else [body.channel]
     usable, refused = trial.check(
         session=session, channels=runtime.channels, recipient_id=me, wanted=wanted

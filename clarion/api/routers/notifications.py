@@ -7,11 +7,11 @@ import uuid
 from collections import defaultdict
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
 from clarion.api import idempotent
-from clarion.api.deps import CoalescerDep, Producer, RuntimeDep, SessionDep
+from clarion.api.deps import CoalescerDep, Producer, RuntimeDep, Sender, SessionDep, key_rate
 from clarion.api.problems import BROKER_ERRORS, Problem, check_template, unavailable
 from clarion.api.ratelimit import DAILY_QUOTA, RateLimiter
 from clarion.api.schemas import (
@@ -23,7 +23,7 @@ from clarion.api.schemas import (
 )
 from clarion.channels import INBOX
 from clarion.core import enqueue, schedule
-from clarion.core.ratelimits import SLIDING, per_day
+from clarion.core.ratelimits import SLIDING, Check, per_day
 from clarion.core.schemas import (
     FanoutMessage,
     NotificationAccepted,
@@ -50,9 +50,10 @@ router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 )
 def send_notification(
     body: NotificationCreate,
+    request: Request,
     runtime: RuntimeDep,
     coalescer: CoalescerDep,
-    producer: Producer,
+    producer: Sender,
     idempotency_key: Annotated[
         str | None,
         Header(max_length=255, description="Same key + same body within 24 h = same answer."),
@@ -65,21 +66,36 @@ def send_notification(
     send does not touch); follow ``progress``. A 202 means the request is in the broker;
     the worker persists it shortly after.
     """
-    answer, replayed = accept(runtime, coalescer, producer, body, idempotency_key)
+    answer, replayed = accept(runtime, coalescer, producer, body, idempotency_key, request)
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return JSONResponse(answer, status_code=202, headers=headers)
 
 
 def accept(
-    runtime, coalescer, producer, body: NotificationCreate, idempotency_key: str | None
+    runtime,
+    coalescer,
+    producer,
+    body: NotificationCreate,
+    idempotency_key: str | None,
+    request: Request | None = None,
 ) -> tuple[dict, bool]:
     """The send itself, for the API and the MCP tools: the 202 body, and whether it is the
-    replay of an earlier request with the same ``Idempotency-Key``."""
+    replay of an earlier request with the same ``Idempotency-Key``.
+
+    With ``request`` (the REST route), the key's request rate is counted here, together
+    with its daily quota: one Redis round trip, all or nothing (a send refused by either
+    limit counts against neither). The MCP tools counted the rate in ``authorize``."""
+    limiter = RateLimiter(runtime.limits)
+    rate = [key_rate(runtime, producer)] if request is not None else []
     if body.template is not None:
-        check_template(runtime, body.template, body.data)
+        try:
+            check_template(runtime, body.template, body.data)
+        except Problem:
+            limiter.check_all(*rate, request=request)  # still a request of the key
+            raise
 
     def make() -> dict:
-        charge_recipients(runtime, producer, body)
+        limiter.check_all(*rate, *quota(runtime, producer, body), request=request)
         message = enqueue.prepare(body, producer=f"api-key:{producer.name}#{producer.key_id}")
         try:
             if isinstance(message, FanoutMessage):  # one fan-out task: nothing to coalesce
@@ -92,27 +108,29 @@ def accept(
         return enqueue.accepted(message).model_dump(mode="json")
 
     dumped = body.model_dump(mode="json")
-    return idempotent.once(runtime, producer, idempotency_key, dumped, make)
+    answer, replayed = idempotent.once(runtime, producer, idempotency_key, dumped, make)
+    if replayed:  # a request all the same, but its recipients are not charged again
+        limiter.check_all(*rate, request=request)
+    return answer, replayed
 
 
-def charge_recipients(runtime, producer, body: NotificationCreate) -> None:
-    """429 when the key's daily quota of recipients cannot take this send's: its
-    recipients, or a topic's subscribers at acceptance (one count query; the fan-out
-    itself may reach a few more or fewer). Replays of an Idempotency-Key are not charged."""
-    quota = producer.daily_quota
-    if quota is None:
-        quota = runtime.settings.api_key_daily_quota
-    if not quota:
-        return
+def quota(runtime, producer, body: NotificationCreate) -> list[Check]:
+    """The key's daily quota of recipients, charged this send's: its recipients, or a
+    topic's subscribers at acceptance (one count query; the fan-out itself may reach a few
+    more or fewer). None when the key has no quota."""
+    amount = producer.daily_quota
+    if amount is None:
+        amount = runtime.settings.api_key_daily_quota
+    if not amount:
+        return []
     if body.topic is not None:
         with runtime.sessions() as session:
             cost = topics.count(session=session, key=body.topic)
     else:
         cost = len(body.recipients or ())
-    if cost:
-        limiter = RateLimiter(runtime.limits)
-        limit = per_day(quota)
-        limiter.check(limit, DAILY_QUOTA, str(producer.key_id), cost=cost, strategy=SLIDING)
+    if not cost:
+        return []
+    return [Check(per_day(amount), DAILY_QUOTA, (str(producer.key_id),), cost, SLIDING)]
 
 
 def _not_found() -> Problem:

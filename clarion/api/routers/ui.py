@@ -27,6 +27,7 @@ from starlette.types import Scope
 
 from clarion.api.deps import RuntimeDep
 from clarion.api.problems import Problem
+from clarion.api.ratelimit import FailureGateDep, client_address
 from clarion.core.auth import (
     AuthError,
     issue_user_token,
@@ -107,12 +108,19 @@ def _token(runtime, subscriber: str) -> UiToken:
     responses={401: {"description": "The link is not valid or has expired"}},
 )
 def start_session(
-    body: SessionStart, request: Request, response: Response, runtime: RuntimeDep
+    body: SessionStart,
+    request: Request,
+    response: Response,
+    runtime: RuntimeDep,
+    gate: FailureGateDep,
 ) -> UiToken:
     _same_origin(request)
+    address = client_address(request)
+    gate.check(address)
     try:
         subscriber = verify_ui_login(runtime.settings, body.login)
     except AuthError:
+        gate.failed(address)  # guessing sign-in tokens is as slow as guessing API keys
         raise Problem(401, "link-expired", "This sign-in link is not valid any more.") from None
     response.set_cookie(
         COOKIE,
@@ -135,12 +143,18 @@ def start_session(
 def session_token(
     request: Request,
     runtime: RuntimeDep,
+    gate: FailureGateDep,
     session: Annotated[str | None, Cookie(alias=COOKIE)] = None,
 ) -> UiToken:
     _same_origin(request)
+    if session is None:  # a page that is not signed in asks this on load: not a failure
+        raise Problem(401, "unauthorized", "Not signed in.")
+    address = client_address(request)
+    gate.check(address)
     try:
-        subscriber = verify_ui_session(runtime.settings, session or "")
+        subscriber = verify_ui_session(runtime.settings, session)
     except AuthError:
+        gate.failed(address)
         raise Problem(401, "unauthorized", "Not signed in.") from None
     return _token(runtime, subscriber)
 
