@@ -5,7 +5,7 @@ ASGI, that is a message dict, uvicorn's ``send`` coroutine with its ``Event.wait
 ``websockets``' frame object serialized for the one frame: about half of the hub's
 Python per frame (docs/benchmarks/stream.md). When the connection is uvicorn's
 ``websockets-sansio`` protocol (uvicorn's default) with no extension negotiated, a server
-text frame is two or four header bytes and the UTF-8 payload (RFC 6455, section 5.2:
+text frame is a 2-, 4- or 10-byte header and the UTF-8 payload (RFC 6455, section 5.2:
 server frames are not masked), so it is written to the transport directly. Everything
 else goes through ASGI as before: another server or protocol, a transport that paused
 writing (a slow client), a connection closing, or compression negotiated (its deflate
