@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench import _common as common
 
-TARGET_CONNECTIONS, TARGET_RSS_RATIO, TARGET_FANOUT, TARGET_P99 = 10_000, 1.5, 0.5, 0.050
+TARGET_CONNECTIONS, TARGET_RSS_RATIO, TARGET_FANOUT, TARGET_P99 = 10_000, 1.5, 0.7, 0.050
 
 
 def verdict(ok: bool) -> str:

@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any
 
 from clarion import metrics
+from clarion.api import frames
 from clarion.api.batch import Batcher
 from clarion.core import inbox, replay
 from clarion.core.pubsub import SUBSCRIBED
@@ -109,11 +110,12 @@ async def _finish(rest: _Rest) -> None:
 class Connection(replay.Sequencer):
     """One client's stream: its cursor, and the slow path's queue while there is one."""
 
-    __slots__ = ("hub", "recipient", "send", "pending", "task", "idle", "closed", "expiry")
+    __slots__ = ("hub", "recipient", "send", "proto", "pending", "task", "idle", "closed", "expiry")
 
     def __init__(self, hub: Hub, recipient: str, send: Send) -> None:
         super().__init__()
         self.hub, self.recipient, self.send = hub, recipient, send
+        self.proto = frames.protocol_of(send)  # not None: frames may skip ASGI (frames.py)
         self.pending: deque | None = None  # not None: the slow path is on
         self.task: asyncio.Task | None = None
         self.idle = False  # nothing sent since the last heartbeat tick
@@ -202,6 +204,8 @@ class Connection(replay.Sequencer):
 
     def _write(self, text: str) -> None:
         self.idle = False
+        if self.proto is not None and frames.write_text(self.proto, text):
+            return
         try:
             rest = send_now(self.send, {"type": "websocket.send", "text": text})
         except Exception:  # noqa: BLE001 - the client is gone; its receive loop cleans up

@@ -13,6 +13,7 @@ are dispatched again (the deliver step ignores what is no longer pending).
 from __future__ import annotations
 
 import logging
+import operator
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -247,16 +248,19 @@ def created_events(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     events = []
     for row in rows:
         # The dict-valued fields by identity: a batch's rows share its content's objects.
-        key = tuple(id(row.get(k)) if k in _BY_IDENTITY else row.get(k) for k in _SHARED)
-        if key not in shared:
+        key = (_shared_values(row), *map(id, _identity_values(row)))
+        found = shared.get(key)
+        if found is None:
             public = _public(row)
             rest = pubsub.compact({k: v for k, v in public.items() if k not in _OWN})[1:-1]
-            shared[key] = public, "," + rest if rest else ""
-        public, rest = shared[key]
-        nid, seq = str(row["id"]), row["seq"]
-        event = _event(row, {**public, "id": nid, "seq": seq})
+            found = shared[key] = public, "," + rest if rest else ""
+        public, rest = found
+        nid, seq, recipient = str(row["id"]), row["seq"], row["recipient_id"]
+        data = public.copy()
+        data["id"], data["seq"] = nid, seq
+        event = {"type": CREATED, "recipient": recipient, "cursor": seq, "data": data}
         text = (
-            f'{{"type":"notification.created","recipient":{_quote(row["recipient_id"])},'
+            f'{{"type":"notification.created","recipient":{_quote(recipient)},'
             f'"cursor":{seq},"data":{{"id":"{nid}","seq":{seq}{rest}}}}}'
         )
         events.append(pubsub.Encoded(event, text))
@@ -278,9 +282,13 @@ _SHARED = (
     "created_at",
     "actions",
 )
-_BY_IDENTITY = frozenset({"meta", "actions"})
+_BY_IDENTITY = ("meta", "actions")
+# A batch's key per row, read in C (a generator over the fields cost ~1 µs per row).
+_shared_values = operator.itemgetter(*(k for k in _SHARED if k not in _BY_IDENTITY))
+_identity_values = operator.itemgetter(*_BY_IDENTITY)
 # The public fields each row has its own value of.
 _OWN = frozenset({"id", "seq"})
+CREATED = "notification.created"
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
@@ -292,7 +300,7 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 def _event(row: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     return {
-        "type": "notification.created",
+        "type": CREATED,
         "recipient": row["recipient_id"],
         "cursor": row["seq"],
         "data": data,

@@ -39,8 +39,13 @@ class FanoutResult:
 
 
 def batch_message(message: FanoutMessage, recipients: list[str]) -> CreateMessage:
-    """The create message of one page of recipients, with their derived ids."""
-    return CreateMessage(
+    """The create message of one page of recipients, with their derived ids.
+
+    Built without validation: its parts are valid already (the fan-out message was
+    validated, the ids are UUIDs, the recipients are stored subscriber ids), and create
+    validates the message it receives. Validating 1,000 items here cost ~2 µs per
+    recipient of the walk (docs/benchmarks/fanout.md)."""
+    return CreateMessage.model_construct(
         request_id=message.request_id,
         accepted_at=message.accepted_at,
         items=list(

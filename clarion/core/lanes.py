@@ -14,10 +14,12 @@ deliver step its retries, on the same lane's deliver queues.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
-PRIORITY, NORMAL, BULK = "priority", "normal", "bulk"
 Lane = Literal["priority", "normal", "bulk"]
+PRIORITY: Final = "priority"
+NORMAL: Final = "normal"
+BULK: Final = "bulk"
 # Highest first: the order a worker that consumes every lane lists its queues in.
 LANES: tuple[str, ...] = (PRIORITY, NORMAL, BULK)
 PRIORITY_SEVERITIES = frozenset({"critical", "high"})

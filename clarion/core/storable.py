@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Annotated, Any, ClassVar, get_args
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator
@@ -76,7 +77,9 @@ def find(value: Any, *, max_depth: int = MAX_DEPTH) -> str | None:
                     if isinstance(key, str) and (bad := _UNSTORABLE.search(key)):
                         return _at((entry, key, key, 0), f"(a key) {_describe(bad.group())}")
                     stack.append((entry, key, inner, depth + 1))
-            elif not _all_storable_strings(item):
+            elif not _all_storable_strings(item) and not (
+                depth + 1 < max_depth and _all_storable_rows(item)
+            ):
                 stack.extend((entry, i, inner, depth + 1) for i, inner in enumerate(item))
     return None
 
@@ -86,6 +89,17 @@ def _all_storable_strings(items: list | tuple) -> bool:
     create message's thousand recipients)."""
     try:
         return not _UNSTORABLE.search("".join(items))
+    except TypeError:  # not all strings: walk them one by one
+        return False
+
+
+def _all_storable_rows(items: list | tuple) -> bool:
+    """A list of lists (or tuples) of strings only, none unstorable: one scan in C (a create
+    message's thousand ``[id, recipient]`` items; walking them was ~0.8 µs per item)."""
+    if not all(type(row) is list or type(row) is tuple for row in items):
+        return False  # a dict would be joined by its keys alone: walk it
+    try:
+        return not _UNSTORABLE.search("".join(chain.from_iterable(items)))
     except TypeError:  # not all strings: walk them one by one
         return False
 
