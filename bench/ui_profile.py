@@ -165,14 +165,31 @@ def post_path(browser, run: Run, rate: float, count: int, api: Path, worker: Pat
         print(stats(name, values))
 
 
-def page_path(browser, run: Run, user: str, loads: int, detail: bool = False) -> None:
+def page_path(
+    browser, run: Run, user: str, loads: int, detail: bool = False, cold: bool = False
+) -> None:
+    """Reloads (the browser's cache warm), or with ``cold`` first visits: a new context
+    (an empty cache) with the session cookie each time."""
     context = browser.new_context()
     context.add_init_script(OBSERVE)
     context.add_init_script(WATCH)
     page = open_signed_in(context, run, user)
+    cookies = context.cookies()
     steps: dict[str, list[float]] = defaultdict(list)
     for _ in range(loads):
-        page.reload()
+        if cold:
+            if page.context is not context:
+                page.context.close()
+            else:
+                page.close()
+            fresh = browser.new_context()
+            fresh.add_cookies(cookies)
+            fresh.add_init_script(OBSERVE)
+            fresh.add_init_script(WATCH)
+            page = fresh.new_page()
+            page.goto(f"{run.base}/ui/")
+        else:
+            page.reload()
         page.wait_for_function("() => window.__counts.some(c => c[0] > 0)")
         data = page.evaluate("""() => ({
             nav: performance.getEntriesByType('navigation')[0].toJSON(),
@@ -204,8 +221,11 @@ def page_path(browser, run: Run, user: str, loads: int, detail: bool = False) ->
                 seen.add(kind)
                 steps[f"websocket {kind}"].append(at)
         steps["badge shows the count"].append(next(c[2] for c in data["counts"] if c[0] > 0))
-    context.close()
-    print(f"page load -> count, {loads} reloads (ms from navigation start, tracing on):")
+    page.context.close()
+    if page.context is not context:
+        context.close()
+    kind = "first visits (empty cache)" if cold else "reloads"
+    print(f"page load -> count, {loads} {kind} (ms from navigation start):")
     for name, values in sorted(steps.items(), key=lambda kv: percentile(kv[1], 50)):
         print(stats(name, values))
 
@@ -235,6 +255,7 @@ def main() -> None:
         if not args.skip_post:
             post_path(browser, run, args.rate, args.sends, api, worker)
         page_path(browser, run, "profile-load", args.loads, args.detail)
+        page_path(browser, run, "profile-load", args.loads, args.detail, cold=True)
         browser.close()
         print(f"spans and logs: {procs.logdir}")
 
