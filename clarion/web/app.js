@@ -3,38 +3,14 @@
 // sign-in link (#login=...), which it removes from the address bar at once and trades for a
 // session cookie (HttpOnly) and short user tokens kept in memory only (ui.py says how).
 
-import { configure } from './clarion.js';
+import { firstCounts, getToken, signedIn } from './boot.js';
+import { configure } from './elements/base.js';
+import './elements/bell.js';
+import './elements/inbox.js';
+import './elements/toasts.js';
 import { translator } from './i18n.js';
 
 const $ = (id) => document.getElementById(id);
-
-async function postSession(path, body) {
-  const answer = await fetch(path, {
-    method: 'POST',
-    credentials: 'same-origin',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify(body || {}),
-  });
-  if (!answer.ok) {
-    const problem = await answer.json().catch(() => ({}));
-    const err = new Error(problem.detail || `HTTP ${answer.status}`);
-    err.kind = String(problem.type || '').replace('urn:clarion:problem:', '');
-    throw err;
-  }
-  return answer.json();
-}
-
-/** The first user token: from the sign-in link if there is one, else from the cookie. */
-async function signIn() {
-  const match = /(?:^#|&)login=([^&]+)/.exec(location.hash);
-  if (match) {
-    history.replaceState(null, '', `${location.pathname}${location.search}#/inbox`);
-    return postSession('session', { login: decodeURIComponent(match[1]) });
-  }
-  return postSession('session/token');
-}
-
-const getToken = async () => (await postSession('session/token')).token;
 
 function chooseLocale() {
   const asked = new URLSearchParams(location.search).get('lang');
@@ -58,6 +34,8 @@ function show(view) {
     if (a.dataset.view === name) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
+  // Its module loads the first time the page is opened (the element upgrades then).
+  if (name === 'preferences') import('./elements/preferences.js');
   const tag = `clarion-${name}`;
   const main = $('main');
   if (main.firstElementChild?.localName !== tag) {
@@ -71,15 +49,18 @@ function route() {
 
 async function start() {
   let locale = chooseLocale();
+  // The sign-in (boot.js) started before this module loaded; the catalogue comes meanwhile.
   let i18n = await translatePage(locale);
   let first;
   try {
-    first = await signIn();
+    first = await signedIn;
   } catch (err) {
     $('message').textContent = i18n.t(err.kind === 'link-expired' ? 'app.expired' : 'app.signin');
     return;
   }
   const client = configure({ apiUrl: location.origin, token: first.token, getToken });
+  // The count boot.js fetched shows until the stream's own first count replaces it.
+  firstCounts.then((counts) => client.offerCounts(counts));
   if ('serviceWorker' in navigator) {
     navigator.serviceWorker.register('sw.js').then(() => client.useServiceWorker(), () => {});
   }

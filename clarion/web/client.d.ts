@@ -127,6 +127,8 @@ export class ClarionClient {
   deleteRead(category?: string): Promise<{ updated: number }>;
   action(id: string, actionId: string): Promise<{ url: string | null }>;
   unreadCount(): Promise<Counts>;
+  /** Show counts had elsewhere until the stream's own arrive (false: it has some already). */
+  offerCounts(counts: Counts | null): boolean;
   preferences(): Promise<any>;
   savePreferences(body: any): Promise<any>;
   vapidKey(): Promise<string>;

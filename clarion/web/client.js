@@ -365,6 +365,19 @@ export class ClarionClient extends Emitter {
     );
   }
 
+  /**
+   * Counts had elsewhere while the stream connects (a page that fetched them during its
+   * own boot): shown only if the stream (or the leader tab) has not sent any yet, and then
+   * replaced by the stream's own, which comes with the cursor the events follow from.
+   * @param {{total: number, by_category: Object<string, number>, unseen?: number}|null} counts
+   * @returns {boolean} whether they were taken
+   */
+  offerCounts(counts) {
+    if (this.counts || !counts || typeof counts.total !== 'number') return false;
+    this._counts(counts);
+    return true;
+  }
+
   /** Counts from the API (the stream keeps `counts` current once connected). */
   async unreadCount() {
     this._counts(await this.request('GET', '/v1/me/notifications/unread-count'));

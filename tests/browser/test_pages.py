@@ -63,6 +63,68 @@ def test_static_files_have_module_types_csp_and_cors(stack):
     assert again.status_code == 304
 
 
+def test_the_page_loads_its_files_by_version_and_a_reload_fetches_none_again(context, stack):
+    import re
+
+    import httpx
+
+    page = httpx.get(f"{stack.base}/ui/")
+    version = re.search(r'src="v/([0-9a-f]+)/app\.js"', page.text)[1]
+    assert f'href="v/{version}/elements/bell.js"' in page.text
+    assert 'href="#/inbox"' in page.text  # links within the page stay as they are
+    kept = httpx.get(f"{stack.base}/ui/v/{version}/elements/bell.js")
+    assert kept.status_code == 200 and kept.headers["content-type"].startswith("text/javascript")
+    assert "immutable" in kept.headers["cache-control"]
+    assert kept.text == httpx.get(f"{stack.base}/ui/elements/bell.js").text
+    # Another version (a page from before an upgrade) gets today's file, not kept.
+    old = httpx.get(f"{stack.base}/ui/v/0123abcd/elements/bell.js")
+    assert old.status_code == 200 and old.headers["cache-control"] == "no-cache"
+    assert httpx.get(f"{stack.base}/ui/v/{version}/nope.js").status_code == 404
+    same = httpx.get(f"{stack.base}/ui/", headers={"If-None-Match": page.headers["etag"]})
+    assert same.status_code == 304
+    assert httpx.get(f"{stack.base}/ui", follow_redirects=True).text == page.text
+
+    me = new_user()
+    stack.send(me, "one")
+    browser_page = open_ui(context, stack, me)
+    browser_page.reload()
+    wait_badge(browser_page, "1")
+    # (name, bytes over the network): 0 for what came from the browser's cache.
+    modules = browser_page.evaluate("""() => performance.getEntriesByType('resource')
+        .filter((r) => r.name.endsWith('.js')).map((r) => [r.name, r.transferSize])""")
+    assert len(modules) >= 10 and all(f"/ui/v/{version}/" in name for name, _ in modules)
+    assert [m for m in modules if m[1] != 0] == []
+
+
+def test_the_count_shows_before_the_stream_connects(context, stack):
+    me = new_user()
+    stack.send(me, "one")
+    stack.send(me, "two")
+    open_ui(context, stack, me).close()  # signed in (the session cookie)
+    # A stream that never opens: the count the page fetched while it booted shows anyway.
+    context.add_init_script("""
+        window.WebSocket = class extends EventTarget {
+          constructor(url) { super(); this.url = url; this.readyState = 0; }
+          send() {}
+          close() {}
+        };
+        window.EventSource = undefined;
+        window.__counts = [];
+        new MutationObserver(() => {
+          const bell = document.querySelector('clarion-bell[data-count]');
+          if (bell) window.__counts.push([bell.dataset.count, performance.now()]);
+        }).observe(document, { attributes: true, subtree: true, attributeFilter: ['data-count'] });
+    """)
+    page = context.new_page()
+    page.goto(f"{stack.base}/ui/")
+    wait_badge(page, "2")
+    assert page.evaluate("() => document.querySelector('clarion-bell').client.status") != "live"
+    # At once, not from the bell's own fallback (it asks the API 1.5 s after it is set up).
+    counts = page.evaluate("() => window.__counts")
+    shown = next(at for count, at in counts if count == "2")
+    assert shown - counts[0][1] < 1000, counts
+
+
 def test_a_locked_toggle_cannot_be_changed(context, stack):
     me = new_user()
     stack.send(me, "make a subscriber", category=REQUIRED)

@@ -126,3 +126,22 @@ test('pauseWhenHidden: the stream closes while no tab is visible and resumes fro
   assert.equal(b.sockets.length, 2);
   assert.equal(b.sockets[1].url.searchParams.get('since'), '3');
 });
+
+test('counts offered while the stream connects show until the stream sends its own', async (t) => {
+  const b = browser();
+  t.after(b.close);
+  const one = b.open();
+  assert.equal(one.client.offerCounts({ total: 3, by_category: { x: 3 } }), true);
+  assert.deepEqual(one.seen.counts, [3]);
+  await b.settle();
+  const ws = b.sockets[0];
+  ws.open();
+  // The stream's count is the truth (the offered one may be older); new items count on it.
+  ws.deliver({ type: 'unread_count', cursor: 5, data: { total: 4, by_category: { x: 4 } } });
+  ws.deliver({ type: 'notification.created', cursor: 6, data: { id: 'a', category: 'x' } });
+  await b.settle();
+  assert.deepEqual(one.seen.counts, [3, 4, 5]);
+  // A late offer (a slow prefetch) never goes over what the stream said.
+  assert.equal(one.client.offerCounts({ total: 3, by_category: { x: 3 } }), false);
+  assert.equal(one.client.counts.total, 5);
+});

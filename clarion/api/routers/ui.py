@@ -15,13 +15,17 @@ signed in; ``DELETE /ui/session`` signs out.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Cookie, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -46,12 +50,70 @@ CSP = (
     "form-action 'self'; frame-ancestors 'none'"
 )
 TYPES = {".js": "text/javascript; charset=utf-8", ".json": "application/json; charset=utf-8"}
+PAGE_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "content-security-policy": CSP,
+    "referrer-policy": "no-referrer",
+}
 
 router = APIRouter(tags=["notification centre"])
 
 
+# The page's own files under /ui/v/<version>/: a name that changes whenever any file does,
+# so the browser may keep them (a reload fetches none of them again) and a page always gets
+# one consistent set (their relative imports stay under the same version).
+VERSIONED = re.compile(r"v/([0-9a-f]{1,32})/(.+)")
+IMMUTABLE = "public, max-age=31536000, immutable"
+# The index page's relative file references (not "#/inbox", not absolute URLs).
+PAGE_REFS = re.compile(r'(src|href)="(?![a-z]+:|/|#)([^"]+)"')
+
+
+def web_version() -> str:
+    """A short hash of every file's name, size and modification time (cheap enough to take
+    on each page load, so an edited file gets new names at once)."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(WEB_DIR):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root, name)
+            stat = path.stat()
+            digest.update(
+                f"{path.relative_to(WEB_DIR)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode()
+            )
+    return digest.hexdigest()[:16]
+
+
+def _page(version: str) -> str:
+    html = (WEB_DIR / "index.html").read_text()
+    return PAGE_REFS.sub(lambda m: f'{m[1]}="v/{version}/{m[2]}"', html)
+
+
 class UiFiles(StaticFiles):
-    """``clarion/web`` as static files: right types, revalidated on every use (ETag), CORS."""
+    """``clarion/web`` as static files: right types, revalidated on every use (ETag), CORS;
+    under ``v/<version>/`` kept by the browser; the index page pointing there."""
+
+    version = ""  # the last one the page was made with
+
+    async def get_response(self, path: str, scope: Scope):
+        if path in (".", "index.html") and scope["method"] in ("GET", "HEAD"):
+            return await self._page(scope)
+        versioned = VERSIONED.fullmatch(path)
+        if versioned is None:
+            return await super().get_response(path, scope)
+        response = await super().get_response(versioned[2], scope)
+        if versioned[1] == (self.version or await run_in_threadpool(web_version)):
+            response.headers["cache-control"] = IMMUTABLE
+        return response  # an older page's version: the current file, revalidated
+
+    async def _page(self, scope: Scope):
+        version = await run_in_threadpool(web_version)
+        UiFiles.version = version
+        etag = f'"page-{version}"'
+        headers = {"etag": etag, "cache-control": "no-cache", **PAGE_HEADERS}
+        asked = dict(scope["headers"]).get(b"if-none-match", b"").decode("latin-1")
+        if etag in [tag.strip().removeprefix("W/") for tag in asked.split(",")]:
+            return Response(status_code=304, headers=headers)
+        return HTMLResponse(await run_in_threadpool(_page, version), headers=headers)
 
     def file_response(self, full_path, stat_result, scope: Scope, status_code: int = 200):
         response = super().file_response(full_path, stat_result, scope, status_code)
@@ -59,12 +121,10 @@ class UiFiles(StaticFiles):
         if suffix in TYPES:
             response.headers["content-type"] = TYPES[suffix]
         # No hashed file names without a build step: revalidate (304s) so an upgrade is
-        # never half applied.
+        # never half applied (the page's own references are versioned: see above).
         response.headers["cache-control"] = "no-cache"
+        response.headers.update(PAGE_HEADERS)
         response.headers["access-control-allow-origin"] = "*"
-        response.headers["x-content-type-options"] = "nosniff"
-        response.headers["content-security-policy"] = CSP
-        response.headers["referrer-policy"] = "no-referrer"
         return response
 
 
