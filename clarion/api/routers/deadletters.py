@@ -110,9 +110,10 @@ def list_dead_letters(
 @router.get("/{letter_id}", response_model=DeadLetterDetail, summary="One dead letter")
 def get_dead_letter(letter_id: BigInt, session: SessionDep, admin: Admin) -> DeadLetterDetail:
     letter = deliveries.dead_letter(session=session, id=letter_id)
-    if letter is None:
+    # The delivery can be purged (with its letter, by cascade) between the two reads.
+    delivery = letter and deliveries.get(session=session, id=letter.delivery_id)
+    if letter is None or delivery is None:
         raise Problem(404, "not-found", "No such dead letter.")
-    delivery = deliveries.get(session=session, id=letter.delivery_id)
     timeline = deliveries.attempts_of(session=session, ids=[letter.delivery_id])
     return DeadLetterDetail.model_validate(
         {
