@@ -252,24 +252,30 @@ def test_a_push_delivered_to_the_service_worker_shows_a_notification_with_its_ac
             {"id": "logs", "label": "Logs", "url": "https://ci.example/1"},
         ],
     }
-    cdp.send(
-        "ServiceWorker.deliverPushMessage",
-        {
-            "origin": stack.base,
-            "registrationId": registration["registrationId"],
-            "data": json.dumps(payload),
-        },
-    )
     shown = None
-    for _ in range(100):  # up to 10 s: the worker and the browser share two busy cores
-        shown = page.evaluate("""async () => {
-            const reg = await navigator.serviceWorker.ready;
-            return (await reg.getNotifications()).map(n => ({title: n.title, body: n.body,
-                tag: n.tag, actions: n.actions.map(a => [a.action, a.title]), data: n.data}));
-        }""")
+    # A push service redelivers what the browser did not take; so does this test: on two
+    # busy cores Chromium can drop a push whose worker it could not start in time (the
+    # same tag replaces, so a second delivery cannot show two notifications).
+    for _ in range(3):
+        cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {
+                "origin": stack.base,
+                "registrationId": registration["registrationId"],
+                "data": json.dumps(payload),
+            },
+        )
+        for _ in range(50):  # up to 5 s
+            shown = page.evaluate("""async () => {
+                const reg = await navigator.serviceWorker.ready;
+                return (await reg.getNotifications()).map(n => ({title: n.title, body: n.body,
+                    tag: n.tag, actions: n.actions.map(a => [a.action, a.title]), data: n.data}));
+            }""")
+            if shown:
+                break
+            page.wait_for_timeout(100)
         if shown:
             break
-        page.wait_for_timeout(100)
     assert shown == [
         {
             "title": "Build <b>failed</b>",
