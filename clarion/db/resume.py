@@ -8,6 +8,7 @@ of one statement per connection (docs/benchmarks/stream.md, "Reconnect storm").
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import BigInteger, String, bindparam, func, select, true
 from sqlalchemy.dialects import postgresql
@@ -39,65 +40,42 @@ def _wanted(asks: Sequence[Ask]):
     return func.unnest(ids, since).table_valued("id", "since").render_derived(name="wanted")
 
 
-def created_after_each(
-    *, session: Session, asks: Sequence[Ask], limit: int
-) -> dict[Ask, list[Notification]]:
-    """:func:`notifications.created_after` of each (recipient, cursor) asked, in one
-    statement on PostgreSQL: a LATERAL join keeps each one's LIMIT on the (recipient_id,
-    seq) index."""
-    found: dict[Ask, list[Notification]] = {ask: [] for ask in asks}
-    if not is_postgres(session):  # SQLite (embedded mode): no arrays; one query each
-        for rid, after in found:
-            found[rid, after] = notifications.created_after(
-                session=session, recipient_id=rid, since=after, limit=limit
-            )
-        return found
-    if not found:
-        return found
-    wanted, now = _wanted(list(found)), utcnow()
-    each = (
-        select(Notification)
-        .where(
-            Notification.recipient_id == wanted.c.id,
-            Notification.seq > wanted.c.since,
-            Notification.in_inbox.is_(True),
-            notifications._unexpired(now),
-        )
-        .order_by(Notification.seq)
-        .limit(limit)
-        .lateral("hit")
-    )
-    row = aliased(Notification, each)
-    query = select(wanted.c.since, row).select_from(wanted).join(each, true())
-    for since, notification in session.execute(query):
-        found[notification.recipient_id, since].append(notification)
-    return found
-
-
-def events_after_each(
-    *, session: Session, asks: Sequence[Ask], limit: int
-) -> dict[Ask, list[InboxEvent]]:
-    """:func:`notifications.events_after` of each (recipient, cursor) asked, in one
-    statement on PostgreSQL."""
-    found: dict[Ask, list[InboxEvent]] = {ask: [] for ask in asks}
+def _after_each(session: Session, asks: Sequence[Ask], limit: int, model: Any, one, *where):
+    """Rows of ``model`` after each (recipient, cursor) asked, oldest first, at most
+    ``limit`` each: one statement on PostgreSQL (a LATERAL join keeps each one's LIMIT on
+    the (recipient_id, seq) index); on SQLite (embedded mode, no arrays) ``one`` per ask."""
+    found: dict[Ask, list] = {ask: [] for ask in asks}
     if not is_postgres(session):
         for rid, after in found:
-            found[rid, after] = notifications.events_after(
-                session=session, recipient_id=rid, since=after, limit=limit
-            )
+            found[rid, after] = one(session=session, recipient_id=rid, since=after, limit=limit)
         return found
     if not found:
         return found
     wanted = _wanted(list(found))
     each = (
-        select(InboxEvent)
-        .where(InboxEvent.recipient_id == wanted.c.id, InboxEvent.seq > wanted.c.since)
-        .order_by(InboxEvent.seq)
+        select(model)
+        .where(model.recipient_id == wanted.c.id, model.seq > wanted.c.since, *where)
+        .order_by(model.seq)
         .limit(limit)
         .lateral("hit")
     )
-    row = aliased(InboxEvent, each)
+    row = aliased(model, each)
     query = select(wanted.c.since, row).select_from(wanted).join(each, true())
-    for since, event in session.execute(query):
-        found[event.recipient_id, since].append(event)
+    for since, hit in session.execute(query):
+        found[hit.recipient_id, since].append(hit)
     return found
+
+
+def created_after_each(
+    *, session: Session, asks: Sequence[Ask], limit: int
+) -> dict[Ask, list[Notification]]:
+    """:func:`notifications.created_after` of each (recipient, cursor) asked."""
+    shown = (Notification.in_inbox.is_(True), notifications._unexpired(utcnow()))
+    return _after_each(session, asks, limit, Notification, notifications.created_after, *shown)
+
+
+def events_after_each(
+    *, session: Session, asks: Sequence[Ask], limit: int
+) -> dict[Ask, list[InboxEvent]]:
+    """:func:`notifications.events_after` of each (recipient, cursor) asked."""
+    return _after_each(session, asks, limit, InboxEvent, notifications.events_after)
