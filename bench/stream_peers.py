@@ -46,6 +46,26 @@ def run(coro):
     return uvloop.run(coro)
 
 
+def take_frames(buf: bytearray) -> list[tuple[int, bytes]]:
+    """The whole frames at the start of ``buf`` (first byte, payload), removed from it; a
+    partial frame stays for the next read."""
+    frames, pos, n = [], 0, len(buf)
+    while n - pos >= 2:
+        b0, size, head = buf[pos], buf[pos + 1] & 0x7F, 2
+        if size >= 126:
+            head = 4 if size == 126 else 10
+            if n - pos < head:
+                break
+            size = int.from_bytes(buf[pos + 2 : pos + head], "big")
+        if n - pos < head + size:
+            break
+        frames.append((b0, bytes(buf[pos + head : pos + head + size])))
+        pos += head + size
+    if pos:
+        del buf[:pos]
+    return frames
+
+
 class Client(asyncio.Protocol):
     """One WebSocket connection; frames are reported to its :class:`Clients`."""
 
@@ -89,21 +109,8 @@ class Client(asyncio.Protocol):
                 self.inflate = zlib.decompressobj(-15)
             if self.first_seen and not self.ready.done():
                 self.ready.set_result(now)
-        pos, n = 0, len(buf)
-        while n - pos >= 2:
-            b0, size, head = buf[pos], buf[pos + 1] & 0x7F, 2
-            if size >= 126:
-                head = 4 if size == 126 else 10
-                if n - pos < head:
-                    break
-                size = int.from_bytes(buf[pos + 2 : pos + head], "big")
-            if n - pos < head + size:
-                break
-            payload = bytes(buf[pos + head : pos + head + size])
-            pos += head + size
+        for b0, payload in take_frames(buf):
             self.frame(b0, payload, now)
-        if pos:
-            del buf[:pos]
 
     def frame(self, b0: int, payload: bytes, now: float) -> None:
         opcode = b0 & 0x0F

@@ -33,7 +33,7 @@ from collections import Counter
 import psycopg
 
 from bench import _common as common
-from bench.stream_peers import ClientPool
+from bench.stream_peers import ClientPool, take_frames
 from bench.stream_peers import run as run_loop
 from bench.stream_report import verdict
 
@@ -113,21 +113,8 @@ class Resuming(asyncio.Protocol):
                 self.transport.close()
                 return
             self.open, self.attempt = True, 0
-        pos, n = 0, len(buf)
-        while n - pos >= 2:
-            b0, size, head = buf[pos], buf[pos + 1] & 0x7F, 2
-            if size >= 126:
-                head = 4 if size == 126 else 10
-                if n - pos < head:
-                    break
-                size = int.from_bytes(buf[pos + 2 : pos + head], "big")
-            if n - pos < head + size:
-                break
-            payload = bytes(buf[pos + head : pos + head + size])
-            pos += head + size
+        for b0, payload in take_frames(buf):
             self.frame(b0 & 0x0F, payload, now)
-        if pos:
-            del buf[:pos]
 
     def frame(self, opcode: int, payload: bytes, now: float) -> None:
         if opcode == 9:  # ping: a masked pong (the all-zero mask leaves the payload as is)
