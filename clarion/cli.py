@@ -112,15 +112,15 @@ def _vapid(args: argparse.Namespace) -> None:
 
 
 def _mcp(args: argparse.Namespace) -> None:
-    from clarion import mcp
+    from clarion.api import mcp
 
     if not mcp.available():
         sys.exit("clarion: the MCP server needs the mcp extra: pip install 'clarion[mcp]'")
     settings = Settings()
     if settings.mcp_api_key is None:
         sys.exit("clarion: set CLARION_MCP_API_KEY to an API key (clarion keys create NAME)")
+    from clarion.api.mcp.server import serve_stdio
     from clarion.core.auth import AuthError
-    from clarion.mcp.server import serve_stdio
     from clarion.runtime import Runtime
 
     runtime = Runtime(settings)
