@@ -96,21 +96,6 @@ def deliveries_of(*, session: Session, notification: Notification, inbox: str) -
     return sorted(rows, key=lambda d: d.channel)
 
 
-def get_of_recipient(
-    *, session: Session, recipient_id: str, id: uuid.UUID, for_update: bool = False
-) -> Notification | None:
-    """The recipient's notification unless deleted, in the inbox or not (a push-only one
-    can be clicked too); ``for_update`` locks its row until commit."""
-    query = select(Notification).where(
-        Notification.id == id,
-        Notification.recipient_id == recipient_id,
-        Notification.deleted_at.is_(None),
-    )
-    if for_update:
-        query = query.with_for_update()
-    return session.execute(query).scalar_one_or_none()
-
-
 def collapsible(*, session: Session, pairs: list[tuple[str, str]]) -> list[Any]:
     """Undeleted notifications with these (recipient, collapse_key) pairs, in seq order."""
     return list(

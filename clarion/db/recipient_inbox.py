@@ -76,6 +76,21 @@ def get_for_recipient(
     return session.execute(query).scalar_one_or_none()
 
 
+def get_of_recipient(
+    *, session: Session, recipient_id: str, id: uuid.UUID, for_update: bool = False
+) -> Notification | None:
+    """The recipient's notification unless deleted, in the inbox or not (a push-only one
+    can be clicked too); ``for_update`` locks its row until commit."""
+    query = select(Notification).where(
+        Notification.id == id,
+        Notification.recipient_id == recipient_id,
+        Notification.deleted_at.is_(None),
+    )
+    if for_update:
+        query = query.with_for_update()
+    return session.execute(query).scalar_one_or_none()
+
+
 def page(
     *,
     session: Session,
