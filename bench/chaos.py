@@ -2,10 +2,9 @@
 
     python -m bench.chaos [--quick] [--rate 200] [--only worker-kills,redis-restart,...]
 
-It starts its OWN PostgreSQL cluster (initdb in a temporary directory, run as the
-``postgres`` user when started as root) and its own Redis (``appendonly yes``), so it may
-restart them, plus an SMTP sink (aiosmtpd, one line per received Message-ID), ``clarion
-api``, two ``clarion worker`` processes and ``clarion beat``, all with default settings.
+It starts its OWN PostgreSQL cluster, Redis (``appendonly yes``) and SMTP sink
+(bench/chaos_services.py), so it may restart them, plus ``clarion api``, two ``clarion
+worker`` processes and ``clarion beat``, all with default settings.
 A load generator sends ``--rate`` notifications a second (in-app + email, five recipients a
 request) for the whole run, and the faults come one at a time:
 
@@ -26,13 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -43,108 +38,11 @@ import httpx
 import psycopg
 
 from bench import _common as common
+from bench.chaos_services import Services
 
 RECIPIENTS_PER_POST = 5
 POOL = 1000
 SECRET = common.SECRET
-
-
-# --- the SMTP sink (a subprocess: ``python -m bench.chaos smtp PORT FILE``) -----------------
-
-
-def smtp_main(port: int, path: str) -> None:
-    from aiosmtpd.controller import Controller
-
-    out = open(path, "a", buffering=1)  # noqa: SIM115 - one line per email, flushed
-
-    class Sink:
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd)
-            for line in envelope.content.decode(errors="replace").splitlines():
-                if line.lower().startswith("message-id:"):
-                    out.write(line.split(":", 1)[1].strip() + "\n")
-                    break
-            return "250 OK"
-
-    Controller(Sink(), hostname="127.0.0.1", port=port, server_hostname="chaos").start()
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
-
-
-# --- private services ----------------------------------------------------------------------
-
-
-def _as_postgres(argv: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
-
-
-class Services:
-    """A private PostgreSQL cluster, Redis and SMTP sink under one temporary directory."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="clarion-chaos-"))
-        os.chmod(self.dir, 0o777)  # noqa: S103 - initdb runs as postgres when we are root
-        bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
-        self.pg_ctl, self.initdb = f"{bindir}/pg_ctl", f"{bindir}/initdb"
-        self.pg_port, self.redis_port, self.smtp_port = (common.free_port() for _ in range(3))
-        self.pgdata = self.dir / "pg"
-        self.smtp_log = self.dir / "smtp.log"
-        self.smtp: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        subprocess.run(
-            _as_postgres([self.initdb, "-D", str(self.pgdata), "-A", "trust", "-U", "postgres"]),
-            check=True,
-            capture_output=True,
-        )
-        self.start_postgres()
-        with psycopg.connect(self.pg_admin, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE chaos")
-        self.start_redis()
-        self.start_smtp()
-
-    @property
-    def pg_admin(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/postgres"
-
-    def pg(self, *args: str) -> None:
-        opts = f"-p {self.pg_port} -k {self.dir} -c listen_addresses=127.0.0.1"
-        cmd = [self.pg_ctl, "-D", str(self.pgdata), "-l", str(self.dir / "pg.log"), "-w"]
-        subprocess.run(_as_postgres([*cmd, "-o", opts, *args]), check=True, capture_output=True)
-
-    def start_postgres(self) -> None:
-        self.pg("start")
-
-    def start_redis(self) -> None:
-        subprocess.run(
-            ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1"]
-            + ["--port", str(self.redis_port), "--dir", str(self.dir), "--save", ""]
-            + ["--appendonly", "yes", "--logfile", str(self.dir / "redis.log")]
-            + ["--pidfile", str(self.dir / "redis.pid")],
-            check=True,
-        )
-        common.wait_port(self.redis_port, common.Processes(), 15)
-
-    def stop_redis(self) -> None:
-        subprocess.run(["redis-cli", "-p", str(self.redis_port), "shutdown"], check=False)
-        deadline = time.monotonic() + 15
-        while (self.dir / "redis.pid").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-    def start_smtp(self) -> None:
-        argv = [sys.executable, "-m", "bench.chaos", "smtp", str(self.smtp_port)]
-        self.smtp = subprocess.Popen([*argv, str(self.smtp_log)], cwd=common.ROOT)
-        common.wait_port(self.smtp_port, common.Processes(), 15)
-
-    def stop_smtp(self) -> None:
-        if self.smtp is not None:
-            self.smtp.kill()
-            self.smtp.wait(5)
-
-    def close(self) -> None:
-        self.stop_smtp()
-        self.stop_redis()
-        stop = [self.pg_ctl, "-D", str(self.pgdata), "stop", "-m", "immediate"]
-        subprocess.run(_as_postgres(stop), check=False, capture_output=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --- the load ----------------------------------------------------------------------------------
@@ -279,15 +177,9 @@ class Chaos:
     def start_api(self) -> subprocess.Popen:
         argv = [str(common.BIN / "clarion"), "api", "--port", str(self.api_port)]
         self.api = self.procs.start(f"api-{time.monotonic():.0f}", argv, self.env())
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.api_port}/readyz", timeout=2).is_success:
-                    return self.api
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("the API did not become ready")
+        # Not self.procs: a worker that exited by itself is revived and reported, not fatal.
+        common.wait_http(f"http://127.0.0.1:{self.api_port}/readyz", common.Processes(), 60)
+        return self.api
 
     def revive(self, during: str) -> None:
         """What a supervisor does: a worker that exited by itself is started again (and
@@ -413,9 +305,6 @@ class Chaos:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "smtp":
-        smtp_main(int(sys.argv[2]), sys.argv[3])
-        return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="shorter fault durations")
     p.add_argument("--rate", type=float, default=200.0, help="notifications a second")

@@ -18,7 +18,7 @@ Steps:
    the same with ``status=unread``, the second page through ``cursor``, and
    ``GET /v1/me/notifications/unread-count``, plus ``GET /healthz`` as the floor of HTTP +
    framework cost (no auth, no database). p50/p99 of each.
-3. The same four queries through ``clarion.db.notifications`` in this process (the SQL
+3. The same four queries through ``clarion.db.recipient_inbox`` in this process (the SQL
    level, session already connected), and the EXPLAIN (ANALYZE, BUFFERS) plan of each,
    captured from the statement Clarion actually sends.
 
@@ -171,8 +171,8 @@ def http_bench(port: int, subs: list[str], args: argparse.Namespace) -> dict[str
 
 
 def sql_bench(db_url: str, subs: list[str], args: argparse.Namespace) -> None:
-    from clarion.db import notifications as repo
-    from clarion.db.notifications import InboxFilter
+    from clarion.db import recipient_inbox as repo
+    from clarion.db.recipient_inbox import InboxFilter
     from clarion.db.session import make_engine, make_sessionmaker
 
     engine = make_engine(db_url)
@@ -184,18 +184,18 @@ def sql_bench(db_url: str, subs: list[str], args: argparse.Namespace) -> None:
         last[:] = [statement, parameters]
 
     def second_page_cursor(session, sub: str):
-        rows = repo.inbox(session=session, recipient_id=sub, limit=21, before=None,
-                          filters=InboxFilter())  # fmt: skip
+        rows = repo.page(session=session, recipient_id=sub, limit=21, before=None,
+                         filters=InboxFilter())  # fmt: skip
         return rows[19].id
 
     queries: dict[str, Callable] = {
-        "inbox(limit=21)": lambda s, sub, cur: repo.inbox(
+        "inbox(limit=21)": lambda s, sub, cur: repo.page(
             session=s, recipient_id=sub, limit=21, before=None, filters=InboxFilter()
         ),
-        "inbox(limit=21, status=unread)": lambda s, sub, cur: repo.inbox(
+        "inbox(limit=21, status=unread)": lambda s, sub, cur: repo.page(
             session=s, recipient_id=sub, limit=21, before=None, filters=InboxFilter(status="unread")
         ),
-        "inbox(limit=21, before=cursor)": lambda s, sub, cur: repo.inbox(
+        "inbox(limit=21, before=cursor)": lambda s, sub, cur: repo.page(
             session=s, recipient_id=sub, limit=21, before=cur, filters=InboxFilter()
         ),
         "unread_counts()": lambda s, sub, cur: repo.unread_counts(session=s, recipient_id=sub),
@@ -218,7 +218,7 @@ def sql_bench(db_url: str, subs: list[str], args: argparse.Namespace) -> None:
                     )
                     plans[name] = "\n".join(f"    {row[0]}" for row in result)
             session.rollback()
-    summarize("SQL level (clarion.db.notifications, connection already checked out):", samples)
+    summarize("SQL level (clarion.db.recipient_inbox, connection already checked out):", samples)
     for name, plan in plans.items():
         verdict = "index scan" if "Index" in plan and "Seq Scan" not in plan else "CHECK PLAN"
         print(f"\nEXPLAIN {name}: {verdict}\n{plan}")

@@ -11,134 +11,11 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 
-from clarion import telemetry
+from clarion import cli_processes as processes
 from clarion.cli_keys import keys as _keys
 from clarion.cli_records import dead_letters as _dead_letters
 from clarion.cli_records import failed_requests as _failed_requests
-from clarion.core import queues
 from clarion.settings import LogSettings, Settings
-
-
-def _serve_metrics(settings: Settings, port: int, host: str, app) -> None:
-    """The metrics of this process (and of the processes it forks) on a port of their own."""
-    from clarion import exposition
-    from clarion.workers.queue_metrics import QueueCollector
-
-    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    exposition.serve(host, port, exposition.registry(QueueCollector(app)), token)
-    logging.getLogger("clarion").info("metrics on http://%s:%d/metrics", host, port)
-
-
-def _api(args: argparse.Namespace) -> None:
-    import uvicorn
-
-    from clarion import exposition, logs
-    from clarion.api.server import BoundedHttpToolsProtocol
-
-    if args.metrics_port:  # the app factory reads it too: no /metrics on the API's port
-        os.environ["CLARION_METRICS_PORT"] = str(args.metrics_port)
-    settings = Settings()
-    if args.workers > 1:  # uvicorn's worker processes write their metrics side by side
-        exposition.enable_multiprocess()
-    if settings.metrics_port:
-        host = settings.metrics_host or args.host or settings.host
-        _serve_metrics(settings, settings.metrics_port, host, _celery_app())
-    uvicorn.run(
-        "clarion.api.app:create_app",
-        factory=True,
-        http=BoundedHttpToolsProtocol,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers,
-        log_level=settings.log_level.lower(),
-        log_config=logs.uvicorn_config(LogSettings().log_format),
-    )
-
-
-def _celery_app():
-    from clarion.runtime import Runtime
-
-    return Runtime(Settings()).celery
-
-
-def worker_queues(lanes: str | None, explicit: str | None) -> list[str]:
-    """The queues of ``--lanes`` (highest lane first) plus ``--queues``; neither: all."""
-    from clarion.core.lanes import parse_lanes
-
-    if lanes is None and explicit is None:
-        return list(queues.ALL_QUEUES)
-    chosen = list(queues.queues_of(parse_lanes(lanes))) if lanes else []
-    extra = queues.expand(q.strip() for q in (explicit or "").split(",") if q.strip())
-    unknown = sorted(set(extra) - set(queues.ALL_QUEUES))
-    if unknown:
-        raise ValueError(f"unknown queues {unknown}")
-    return chosen + [q for q in extra if q not in chosen]
-
-
-def _worker(args: argparse.Namespace) -> None:
-    from clarion import exposition
-
-    consumed = worker_queues(args.lanes, args.queues)
-    metrics_port = args.metrics_port or Settings().worker_metrics_port
-    if metrics_port:  # before anything imports prometheus_client: prefork children add up
-        exposition.enable_multiprocess()
-    app = _celery_app()
-    if metrics_port:
-        settings = app.clarion.settings
-        _serve_metrics(settings, metrics_port, settings.metrics_host or settings.host, app)
-    if args.pool and args.pool != "prefork":  # no pool children: this process runs tasks
-        from clarion import metrics
-
-        metrics.WORKER_PROCESSES.inc()
-    # Wrong channel settings stop the worker here, not at its first send (ValueError).
-    states = app.clarion.channels.check()
-    app.clarion.channels.close()  # each worker process builds its own after the fork
-    logging.getLogger("clarion").info("channels: %s; queues: %s", states, ",".join(consumed))
-    argv = ["worker", "--loglevel", Settings().log_level, "-Q", ",".join(consumed)]
-    if LogSettings().log_format == "json":
-        argv.insert(0, "--quiet")  # no banner: it is printed, not logged, so it is not JSON
-    if queues.BULK_QUEUES & set(consumed):
-        # A bulk task is a whole page of a broadcast: a worker that prefetched several
-        # would sit on them while other workers idle, and a priority or normal task this
-        # worker also consumes would wait behind all of them.
-        argv += ["--prefetch-multiplier", "1"]
-    elif prefetch := queues.prefetch_of(consumed):  # a channel's own (its ChannelSpec)
-        argv += ["--prefetch-multiplier", str(prefetch)]
-    if args.concurrency:
-        argv += ["--concurrency", str(args.concurrency)]
-    if args.pool:
-        argv += ["--pool", args.pool]
-        if args.pool != "prefork":  # no child processes: tracing starts here
-            telemetry.setup("clarion-worker")
-    if args.hostname:
-        argv += ["--hostname", args.hostname]
-    sys.exit(app.worker_main(argv) or 0)
-
-
-def _beat(args: argparse.Namespace) -> None:
-    from clarion.workers.app import beat_schedule
-
-    argv = ["beat", "--loglevel", Settings().log_level]
-    if LogSettings().log_format == "json":
-        argv.insert(0, "--quiet")
-    if args.schedule:
-        argv += ["--schedule", args.schedule]
-    app = _celery_app()
-    telemetry.setup("clarion-beat")
-    app.conf.beat_schedule = beat_schedule(app.clarion.settings)
-    sys.exit(app.start(argv) or 0)
-
-
-def _flower(args: argparse.Namespace) -> None:
-    sys.exit(_celery_app().start(["flower", f"--port={args.port}"]) or 0)
-
-
-def _ping(args: argparse.Namespace) -> None:
-    """Exit 0 when the worker node answers a ping over the broker (a health check)."""
-    replies = _celery_app().control.ping(destination=[args.node], timeout=args.timeout)
-    if not any(args.node in reply for reply in replies):
-        sys.exit(f"clarion: no answer from {args.node} within {args.timeout}s")
-    print(f"{args.node}: pong")
 
 
 def _retention(args: argparse.Namespace) -> None:
@@ -235,15 +112,15 @@ def _vapid(args: argparse.Namespace) -> None:
 
 
 def _mcp(args: argparse.Namespace) -> None:
-    from clarion import mcp
+    from clarion.api import mcp
 
     if not mcp.available():
         sys.exit("clarion: the MCP server needs the mcp extra: pip install 'clarion[mcp]'")
     settings = Settings()
     if settings.mcp_api_key is None:
         sys.exit("clarion: set CLARION_MCP_API_KEY to an API key (clarion keys create NAME)")
+    from clarion.api.mcp.server import serve_stdio
     from clarion.core.auth import AuthError
-    from clarion.mcp.server import serve_stdio
     from clarion.runtime import Runtime
 
     runtime = Runtime(settings)
@@ -272,14 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("api", _api, "run the HTTP API (uvicorn)")
+    p = add("api", processes.api, "run the HTTP API (uvicorn)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument(
         "--metrics-port", type=int, help="serve /metrics on this port instead of the API's"
     )
-    p = add("worker", _worker, "run a Celery worker")
+    p = add("worker", processes.worker, "run a Celery worker")
     p.add_argument(
         "--lanes",
         help="consume only these lanes' create and deliver queues: priority,normal,bulk "
@@ -297,12 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="serve Prometheus metrics (every pool process, and the queues) on this port",
     )
-    p = add("ping", _ping, "ping a worker node over the broker (exit 1: no answer)")
+    p = add("ping", processes.ping, "ping a worker node over the broker (exit 1: no answer)")
     p.add_argument("node", help="the worker's node name, e.g. priority@HOSTNAME (--hostname)")
     p.add_argument("--timeout", type=float, default=5.0)
-    p = add("beat", _beat, "run celery-beat (the periodic scheduler)")
+    p = add("beat", processes.beat, "run celery-beat (the periodic scheduler)")
     p.add_argument("--schedule", help="beat schedule file")
-    p = add("flower", _flower, "run Flower, Celery's monitoring UI (needs the `ops` extra)")
+    p = add(
+        "flower", processes.flower, "run Flower, Celery's monitoring UI (needs the `ops` extra)"
+    )
     p.add_argument("--port", type=int, default=5555)
     p = add("ui-link", _ui_link, "print a sign-in link to the notification centre (/ui/)")
     p.add_argument("subscriber_id")

@@ -11,8 +11,8 @@ from functools import partial
 from fastapi import Depends, FastAPI
 
 from clarion import exposition, telemetry
-from clarion import mcp as mcp_server
 from clarion.api import cors, problems, requestid
+from clarion.api import mcp as mcp_server
 from clarion.api import metrics as api_metrics
 from clarion.api.batch import Batcher
 from clarion.api.coalesce import Coalescer
@@ -214,8 +214,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for router in routers:
         app.include_router(router)
     app.state.mcp = None
-    if mcp_server.available():  # the `mcp` extra: AI agents at /mcp (clarion.mcp)
-        from clarion.mcp import http as mcp_http
+    if mcp_server.available():  # the `mcp` extra: AI agents at /mcp (clarion.api.mcp)
+        from clarion.api.mcp import http as mcp_http
 
         app.state.mcp = mcp_http.mount(app, runtime, app.state.coalescer)
     app.mount("/ui", ui.static_files(), name="ui")  # after the routes: /ui/session wins

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from clarion.channels import Channels, webhook
 from clarion.core import inbox
 from clarion.core.lanes import NORMAL, lane_for
-from clarion.db import deliveries, notifications
+from clarion.db import deliveries, recipient_inbox
 from clarion.db.models import Notification
 from clarion.ids import new_id
 from clarion.settings import Settings
@@ -90,7 +90,7 @@ def click(
     included; one sent only by push counts, its actions are on the device).
 
     The row is locked first, so of two clicks at once exactly one is the first."""
-    row = notifications.get_of_recipient(
+    row = recipient_inbox.get_of_recipient(
         session=session, recipient_id=recipient_id, id=id, for_update=True
     )
     if row is None:

@@ -22,8 +22,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from clarion.core.inbox import unread_count_event, updated_event
-from clarion.db import deliveries, notifications, subscribers
-from clarion.db.notifications import Counts
+from clarion.db import deliveries, notifications, recipient_inbox, subscribers
+from clarion.db.recipient_inbox import Counts
 
 
 def _newest(rows: list[dict[str, Any]]) -> dict[tuple[str, str], uuid.UUID]:
@@ -68,7 +68,7 @@ def replace_older(
         reasons={old: f"replaced by {new}" for old, new in replaced.items()},
         now=now,
     )
-    notifications.record_events(
+    recipient_inbox.record_events(
         session=session,
         rows=[
             {
@@ -84,7 +84,7 @@ def replace_older(
     subscribers.set_seqs(session=session, seqs={r: seqs[r] for r in touched})
     # A replaced notification may have been unread: the bell gets the new count, as after
     # a delete by the user (counted in this transaction, so it includes the new rows).
-    counts = notifications.unread_counts_of(session=session, recipient_ids=sorted(touched))
+    counts = recipient_inbox.unread_counts_of(session=session, recipient_ids=sorted(touched))
     return events + [
         unread_count_event(r, seqs[r], counts.get(r, Counts())) for r in sorted(touched)
     ]

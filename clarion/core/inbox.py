@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from clarion.core.schemas import NotificationPublic
-from clarion.db import notifications, subscribers
+from clarion.db import recipient_inbox, subscribers
 from clarion.db.models import Notification
-from clarion.db.notifications import Counts
+from clarion.db.recipient_inbox import Counts
 
 UPDATED, UNSNOOZED = "notification.updated", "notification.unsnoozed"
 
@@ -27,7 +27,7 @@ def _record(
     session: Session, recipient_id: str, data: dict[str, Any], now: datetime, type: str = UPDATED
 ) -> dict:
     seq = subscribers.bump_seq(session=session, id=recipient_id)
-    notifications.record_event(
+    recipient_inbox.record_event(
         session=session, recipient_id=recipient_id, seq=seq, type=type, data=data, now=now
     )
     return {"type": type, "recipient": recipient_id, "cursor": seq, "data": data}
@@ -68,7 +68,7 @@ def set_flags(
     """Apply a PATCH; None when the notification is not in this recipient's inbox. The event
     is None when nothing changed, ``notification.unsnoozed`` (the item) when the snooze
     was lifted, else ``notification.updated`` with every flag."""
-    row = notifications.get_for_recipient(session=session, recipient_id=recipient_id, id=id)
+    row = recipient_inbox.get_for_recipient(session=session, recipient_id=recipient_id, id=id)
     if row is None:
         return None
     before = _flags(row)
@@ -107,7 +107,7 @@ def mark_seen(
     now: datetime,
 ) -> tuple[int, dict | None]:
     """Seen: these ids (the event lists the ones that changed) or all up to a cursor."""
-    changed = notifications.mark_seen(
+    changed = recipient_inbox.mark_seen(
         session=session, recipient_id=recipient_id, ids=ids, up_to=up_to, now=now
     )
     if not changed:
@@ -122,7 +122,7 @@ def mark_seen(
 def read_all(
     *, session: Session, recipient_id: str, category: str | None, now: datetime
 ) -> tuple[int, dict | None]:
-    count = notifications.mark_all_read(
+    count = recipient_inbox.mark_all_read(
         session=session, recipient_id=recipient_id, category=category, now=now
     )
     if not count:
@@ -133,7 +133,7 @@ def read_all(
 
 def delete(*, session: Session, recipient_id: str, id: uuid.UUID, now: datetime) -> dict | None:
     """Soft-delete; None when there was nothing of this recipient's to delete."""
-    if not notifications.soft_delete(session=session, recipient_id=recipient_id, id=id, now=now):
+    if not recipient_inbox.soft_delete(session=session, recipient_id=recipient_id, id=id, now=now):
         return None
     return _record(session, recipient_id, {"ids": [str(id)], "deleted": True}, now)
 
@@ -142,7 +142,7 @@ def delete_read(
     *, session: Session, recipient_id: str, category: str | None, now: datetime
 ) -> tuple[int, dict | None]:
     """Soft-delete every read notification the inbox shows (of one category, if given)."""
-    count = notifications.delete_read(
+    count = recipient_inbox.delete_read(
         session=session, recipient_id=recipient_id, category=category, now=now
     )
     if not count:
@@ -152,7 +152,7 @@ def delete_read(
 
 
 def unread_event(*, session: Session, recipient_id: str, cursor: int) -> dict[str, Any]:
-    counts = notifications.unread_counts(session=session, recipient_id=recipient_id)
+    counts = recipient_inbox.unread_counts(session=session, recipient_id=recipient_id)
     return unread_count_event(recipient_id, cursor, counts)
 
 

@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from clarion.core.schemas import NotificationPublic
-from clarion.db import notifications, resume, subscribers
+from clarion.db import recipient_inbox, resume, subscribers
 from clarion.db.models import Notification
-from clarion.db.notifications import Counts
+from clarion.db.recipient_inbox import Counts
 
 Event = dict[str, Any]
 # Event types with no place in the sequence: they pass straight through (their cursor is
@@ -41,10 +41,10 @@ def created_event_of(row: Notification) -> Event:
 
 def replay(*, session: Session, recipient_id: str, since: int, limit: int) -> list[Event] | None:
     """Events after ``since`` in cursor order, or None when there are more than ``limit``."""
-    created = notifications.created_after(
+    created = recipient_inbox.created_after(
         session=session, recipient_id=recipient_id, since=since, limit=limit + 1
     )
-    changed = notifications.events_after(
+    changed = recipient_inbox.events_after(
         session=session, recipient_id=recipient_id, since=since, limit=limit + 1
     )
     return _merged(recipient_id, created, changed, limit)
@@ -77,7 +77,7 @@ def starts(
     that start together: one statement per question for the whole batch."""
     ids = sorted({rid for rid, _ in asks})
     heads = resume.seqs_of(session=session, ids=ids)
-    counts = notifications.unread_counts_of(session=session, recipient_ids=ids)
+    counts = recipient_inbox.unread_counts_of(session=session, recipient_ids=ids)
     replays = [(rid, since) for rid, since in asks if since is not None and since <= heads[rid]]
     created = resume.created_after_each(session=session, asks=replays, limit=limit + 1)
     changed = resume.events_after_each(session=session, asks=replays, limit=limit + 1)

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clarion.core.create import Publisher
 from clarion.core.inbox import UNSNOOZED, public, unread_count_event
-from clarion.db import notifications, subscribers
+from clarion.db import recipient_inbox, subscribers
 from clarion.db.models import Notification
-from clarion.db.notifications import Counts
+from clarion.db.recipient_inbox import Counts
 from clarion.db.session import transaction
 from clarion.ids import as_utc, utcnow
 
@@ -52,8 +52,10 @@ def _events(session: Session, rows: list[Notification], now: datetime) -> list[d
             {"recipient_id": recipient, "seq": seqs[recipient], "type": UNSNOOZED, "data": data}
         )
         stored[-1]["created_at"] = now
-    notifications.record_events(session=session, rows=stored)
-    unread = notifications.unread_counts_of(session=session, recipient_ids=sorted(counts), now=now)
+    recipient_inbox.record_events(session=session, rows=stored)
+    unread = recipient_inbox.unread_counts_of(
+        session=session, recipient_ids=sorted(counts), now=now
+    )
     return events + [
         unread_count_event(r, seqs[r], unread.get(r, Counts())) for r in sorted(counts)
     ]
@@ -67,7 +69,7 @@ def release(
     while True:
         at = now or utcnow()
         with transaction(sessions) as session:
-            rows = notifications.unsnooze_due(session=session, now=at, limit=BATCH)
+            rows = recipient_inbox.unsnooze_due(session=session, now=at, limit=BATCH)
             events = _events(session, [r for r in rows if _shown(r, at)], at)
         if events:
             publisher.publish_many(events)

@@ -14,7 +14,7 @@ from sqlalchemy import BigInteger, String, bindparam, func, select, true
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, aliased
 
-from clarion.db import notifications
+from clarion.db import recipient_inbox
 from clarion.db.dialect import is_postgres, one_of
 from clarion.db.models import InboxEvent, Notification, Subscriber
 from clarion.ids import utcnow
@@ -69,13 +69,13 @@ def _after_each(session: Session, asks: Sequence[Ask], limit: int, model: Any, o
 def created_after_each(
     *, session: Session, asks: Sequence[Ask], limit: int
 ) -> dict[Ask, list[Notification]]:
-    """:func:`notifications.created_after` of each (recipient, cursor) asked."""
-    shown = (Notification.in_inbox.is_(True), notifications._unexpired(utcnow()))
-    return _after_each(session, asks, limit, Notification, notifications.created_after, *shown)
+    """:func:`recipient_inbox.created_after` of each (recipient, cursor) asked."""
+    shown = (Notification.in_inbox.is_(True), recipient_inbox.unexpired(utcnow()))
+    return _after_each(session, asks, limit, Notification, recipient_inbox.created_after, *shown)
 
 
 def events_after_each(
     *, session: Session, asks: Sequence[Ask], limit: int
 ) -> dict[Ask, list[InboxEvent]]:
-    """:func:`notifications.events_after` of each (recipient, cursor) asked."""
-    return _after_each(session, asks, limit, InboxEvent, notifications.events_after)
+    """:func:`recipient_inbox.events_after` of each (recipient, cursor) asked."""
+    return _after_each(session, asks, limit, InboxEvent, recipient_inbox.events_after)

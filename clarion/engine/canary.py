@@ -6,9 +6,10 @@ The ``queue_delay`` rule (system pack) calls :func:`probe` for each queue it wat
    ``clarion:canary:<queue>:pending`` (SET NX) and sends the ``clarion.engine.canary``
    task to that queue with the same token and send time. At most one canary per queue is
    ever in flight, so a stuck queue does not fill up with canaries.
-2. A worker consuming the queue runs the task: it stores the wait it observed (its clock
-   minus ``sent_at``) under ``clarion:canary:<queue>:last`` and clears ``pending`` if it
-   still holds this canary's token.
+2. A worker consuming the queue runs the task (``clarion.workers.tasks.canary_task``,
+   which calls :func:`observe`): it stores the wait it observed (its clock minus
+   ``sent_at``) under ``clarion:canary:<queue>:last`` and clears ``pending`` if it still
+   holds this canary's token.
 3. The rule reads both keys: a canary still pending for longer than the threshold, or a
    last observed wait above it, means messages wait too long in that queue.
 
@@ -101,12 +102,3 @@ def observe(client, queue: str, sent_at: float, token: str, now: float | None = 
     client.set(last_key, f"{delay!r} {observed!r}", ex=LAST_TTL_SECONDS)
     client.eval(_CLEAR_PENDING, 1, pending_key, token)
     return delay
-
-
-def register(app: Celery) -> None:
-    @app.task(name=TASK, shared=False, bind=True)
-    def canary(self, queue: str, sent_at: float, token: str) -> float | None:
-        """Measure how long this message waited in ``queue`` (see clarion.engine.canary)."""
-        with self.app.pool.acquire(block=True) as conn:
-            client = redis_of(conn)
-            return None if client is None else observe(client, queue, sent_at, token)

@@ -1,14 +1,16 @@
-// The headless client: REST calls, the live stream (one per origin, shared by its tabs),
-// and the state the elements render from. Usable alone:
+// The headless client: REST calls (rest.js), the live stream (one per origin, shared by
+// its tabs), and the state the elements render from. Usable alone:
 //   import { ClarionClient } from 'https://clarion.example/ui/client.js';
 //   const c = new ClarionClient({ apiUrl: 'https://clarion.example', getToken });
 //   c.on('count', ({ total }) => ...); c.connect();
 
-import { LiveConnection, TokenSource } from './live.js';
+import { LiveConnection } from './live.js';
+import { RestClient } from './rest.js';
 import { bridgeServiceWorker } from './swbridge.js';
-import { Emitter, Feed } from './store.js';
+import { Feed } from './store.js';
 import { TabGroup } from './tabs.js';
 
+export { ClarionError } from './rest.js';
 export { Feed } from './store.js';
 
 /**
@@ -20,18 +22,6 @@ export { Feed } from './store.js';
  * @property {boolean} [snoozed]
  */
 
-/** An error answer of the API (RFC 9457 problem+json). */
-export class ClarionError extends Error {
-  constructor(status, problem = {}, headers = null) {
-    super(problem.detail || problem.title || `HTTP ${status}`);
-    this.status = status;
-    this.problem = problem;
-    /** The problem's slug: 'preference-locked', 'no-target', ... (or '' when none). */
-    this.kind = String(problem.type || '').replace('urn:clarion:problem:', '');
-    this.retryAfter = Number(headers?.get?.('Retry-After')) || null;
-  }
-}
-
 const DEFAULT_API = (() => {
   try {
     return new URL('../', import.meta.url).href.replace(/\/$/, '');
@@ -40,7 +30,7 @@ const DEFAULT_API = (() => {
   }
 })();
 
-export class ClarionClient extends Emitter {
+export class ClarionClient extends RestClient {
   /**
    * @param {object} [o]
    * @param {string} [o.apiUrl] default: the origin this module was loaded from
@@ -56,12 +46,7 @@ export class ClarionClient extends Emitter {
     apiUrl = DEFAULT_API, token, getToken, transport = 'auto', shareAcrossTabs = true,
     pauseWhenHidden = false, env = globalThis,
   } = {}) {
-    super();
-    this.apiUrl = apiUrl.replace(/\/$/, '');
-    this.env = env;
-    this.tokens = new TokenSource({ token, getToken });
-    /** @type {{total: number, by_category: Object<string, number>, unseen?: number}|null} */
-    this.counts = null;
+    super({ apiUrl, token, getToken, env });
     this.status = 'idle';
     this.shareAcrossTabs = shareAcrossTabs;
     this.pauseAfter = pauseWhenHidden === true ? 5000 : Number(pauseWhenHidden) || 0;
@@ -197,11 +182,6 @@ export class ClarionClient extends Emitter {
     this._counts(counts);
   }
 
-  _counts(counts) {
-    this.counts = counts;
-    this.emit('count', counts);
-  }
-
   _status(status, mine) {
     if (mine && this.tabs) this.tabs.post({ t: 'status', status });
     if (status === this.status) return;
@@ -262,152 +242,8 @@ export class ClarionClient extends Emitter {
     return this;
   }
 
-  // --- REST -----------------------------------------------------------------------------
-
-  /**
-   * One API call with the user token; a 401 gets one retry with a fresh token.
-   * @returns {Promise<any>} the JSON answer (null for 204)
-   */
-  async request(method, path, { query, body } = {}) {
-    const url = new URL(this.apiUrl + path, this.env.location?.href);
-    for (const [k, v] of Object.entries(query || {})) {
-      if (v !== undefined && v !== null && v !== '') url.searchParams.set(k, String(v));
-    }
-    for (let attempt = 0; ; attempt += 1) {
-      const token = await this.tokens.get(attempt > 0);
-      const headers = { Accept: 'application/json' };
-      if (token) headers.Authorization = `Bearer ${token}`;
-      if (body !== undefined) headers['Content-Type'] = 'application/json';
-      const answer = await this.env.fetch(url, {
-        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      if (answer.status === 401 && attempt === 0 && this.tokens.getToken) {
-        this.tokens.invalidate();
-        continue;
-      }
-      if (answer.status === 204) return null;
-      const data = await answer.json().catch(() => ({}));
-      if (!answer.ok) throw new ClarionError(answer.status, data, answer.headers);
-      return data;
-    }
-  }
-
-  /** @param {FeedFilter & {limit?: number, cursor?: string}} [filter] */
-  list(filter = {}) {
-    return this.request('GET', '/v1/me/notifications', { query: filter });
-  }
-
   /** A Feed: one list kept up to date by the live events. */
   feed(filter = {}, pageSize = 20) {
     return new Feed(this, filter, pageSize);
-  }
-
-  get(id) {
-    return this.request('GET', `/v1/me/notifications/${encodeURIComponent(id)}`);
-  }
-
-  /** PATCH {read?, archived?, seen?, snoozed_until?}; the change shows at once locally. */
-  async update(id, patch) {
-    const now = new Date().toISOString();
-    const local = { ids: [id] };
-    if ('read' in patch) local.read_at = patch.read ? now : null;
-    if ('archived' in patch) local.archived_at = patch.archived ? now : null;
-    if ('seen' in patch) local.seen_at = patch.seen ? now : null;
-    if ('snoozed_until' in patch) local.snoozed_until = patch.snoozed_until;
-    this.emit('event', { type: 'notification.updated', data: local, local: true });
-    return this.request('PATCH', `/v1/me/notifications/${encodeURIComponent(id)}`, { body: patch });
-  }
-
-  markRead(id, read = true) { return this.update(id, { read }); }
-
-  archive(id, archived = true) { return this.update(id, { archived }); }
-
-  /** @param {string|Date|null} until */
-  snooze(id, until) {
-    const value = until instanceof Date ? until.toISOString() : until;
-    return this.update(id, { snoozed_until: value });
-  }
-
-  async remove(id) {
-    this.emit('event', { type: 'notification.updated', data: { ids: [id], deleted: true }, local: true });
-    return this.request('DELETE', `/v1/me/notifications/${encodeURIComponent(id)}`);
-  }
-
-  /** Mark these ids (at most 100) seen. */
-  markSeen(ids) {
-    if (!ids.length) return Promise.resolve({ updated: 0 });
-    const local = { ids: ids.slice(0, 100), seen_at: new Date().toISOString() };
-    this.emit('event', { type: 'notification.updated', data: local, local: true });
-    return this.request('POST', '/v1/me/notifications/seen', { body: { ids: ids.slice(0, 100) } });
-  }
-
-  /** Mark everything up to this cursor seen. */
-  markSeenUpTo(cursor) {
-    return this.request('POST', '/v1/me/notifications/seen', { body: { up_to: cursor } });
-  }
-
-  readAll(category) {
-    const at = new Date().toISOString();
-    this.emit('event', {
-      type: 'notification.updated', data: { all: true, category: category || null, read_at: at }, local: true,
-    });
-    return this.request('POST', '/v1/me/notifications/read-all', { body: category ? { category } : {} });
-  }
-
-  deleteRead(category) {
-    return this.request('POST', '/v1/me/notifications/delete-read', { body: category ? { category } : {} });
-  }
-
-  /** Click an action button: recorded, the notification marked read; gives its url. */
-  action(id, actionId) {
-    return this.request(
-      'POST', `/v1/me/notifications/${encodeURIComponent(id)}/actions/${encodeURIComponent(actionId)}`,
-    );
-  }
-
-  /**
-   * Counts had elsewhere while the stream connects (a page that fetched them during its
-   * own boot): shown only if the stream (or the leader tab) has not sent any yet, and then
-   * replaced by the stream's own, which comes with the cursor the events follow from.
-   * @param {{total: number, by_category: Object<string, number>, unseen?: number}|null} counts
-   * @returns {boolean} whether they were taken
-   */
-  offerCounts(counts) {
-    if (this.counts || !counts || typeof counts.total !== 'number') return false;
-    this._counts(counts);
-    return true;
-  }
-
-  /** Counts from the API (the stream keeps `counts` current once connected). */
-  async unreadCount() {
-    this._counts(await this.request('GET', '/v1/me/notifications/unread-count'));
-    return this.counts;
-  }
-
-  preferences() { return this.request('GET', '/v1/me/preferences'); }
-
-  savePreferences(body) { return this.request('PUT', '/v1/me/preferences', { body }); }
-
-  async vapidKey() {
-    return (await this.request('GET', '/v1/push/vapid-public-key')).public_key;
-  }
-
-  pushSubscriptions() { return this.request('GET', '/v1/me/push-subscriptions'); }
-
-  addPushSubscription(subscription) {
-    const json = typeof subscription.toJSON === 'function' ? subscription.toJSON() : subscription;
-    const ua = this.env.navigator?.userAgent;
-    return this.request('POST', '/v1/me/push-subscriptions', {
-      body: { endpoint: json.endpoint, keys: json.keys, user_agent: ua ? ua.slice(0, 512) : undefined },
-    });
-  }
-
-  removePushSubscription(endpoint) {
-    return this.request('DELETE', '/v1/me/push-subscriptions', { query: { endpoint } });
-  }
-
-  /** @param {'in_app'|'email'|'push'|'all'} channel */
-  sendTest(channel) {
-    return this.request('POST', '/v1/me/notifications/test', { body: { channel } });
   }
 }

@@ -105,8 +105,7 @@ def task(name: str, **options: Any) -> Callable[[F], F]:
 
 
 def register(app: Celery) -> None:
-    """Bind every task, and the system pack's queue-delay probe, to ``app``."""
-    canary.register(app)
+    """Bind every task to ``app``."""
     for fun, options in _TASKS:
         app.task(**options)(fun)
 
@@ -258,6 +257,15 @@ def ingest_event(self: Task, event: dict) -> dict:
     if results is None:
         return {"failed": 1}
     return {r.key: r.created for r in results}
+
+
+@task(canary.TASK, bind=True)
+def canary_task(self: Task, queue: str, sent_at: float, token: str) -> float | None:
+    """Measure how long this message waited in ``queue`` (the system pack's queue_delay
+    rule sends it; see clarion.engine.canary). None: the broker is not Redis."""
+    with self.app.pool.acquire(block=True) as conn:
+        client = canary.redis_of(conn)
+        return None if client is None else canary.observe(client, queue, sent_at, token)
 
 
 @task("clarion.dead_letter")

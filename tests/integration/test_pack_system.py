@@ -98,12 +98,6 @@ def broker_redis(runtime):
         yield canary.redis_of(conn)
 
 
-def with_canary_task(rt):
-    if canary.TASK not in rt.celery.tasks:  # until the workers' task list includes it
-        canary.register(rt.celery)
-    return rt
-
-
 def test_queue_delay_fires_when_a_canary_is_not_consumed_within_the_threshold(make_runtime):
     rt = system_runtime(make_runtime, delay_threshold_seconds=60)
     watched = [q for q in queues.ALL_QUEUES if q != queues.DEAD_LETTER]
@@ -122,7 +116,7 @@ def test_queue_delay_fires_when_a_canary_is_not_consumed_within_the_threshold(ma
 
 
 def test_queue_delay_fires_when_the_last_canary_waited_too_long(make_runtime):
-    rt = with_canary_task(system_runtime(make_runtime, delay_queues=["create"]))
+    rt = system_runtime(make_runtime, delay_queues=["create"])
     sent = utcnow() - timedelta(seconds=90)
     run(rt, "queue_delay", sent)  # a canary sent 90 s ago...
     assert drain(rt.celery) == 1  # ...that a worker runs now
@@ -145,12 +139,11 @@ def test_queue_delay_threshold_on_the_observed_wait(make_runtime, broker_redis):
 
 
 def test_a_consumed_canary_clears_only_its_own_pending_mark(runtime, broker_redis):
-    rt = with_canary_task(runtime)
-    assert canary.probe(rt.celery, broker_redis, "create", NOW) is True
-    assert canary.probe(rt.celery, broker_redis, "create", NOW) is False  # one in flight
+    assert canary.probe(runtime.celery, broker_redis, "create", NOW) is True
+    assert canary.probe(runtime.celery, broker_redis, "create", NOW) is False  # one in flight
     canary.observe(broker_redis, "create", sent_at=0, token="someone-else", now=1)
     assert canary.read(broker_redis, "create").pending_since == NOW.timestamp()
-    assert drain(rt.celery) == 1
+    assert drain(runtime.celery) == 1
     reading = canary.read(broker_redis, "create")
     assert reading.pending_since is None and reading.last_delay is not None
 

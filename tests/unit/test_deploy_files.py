@@ -17,7 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
-from clarion.cli import build_parser, worker_queues
+from clarion.cli import build_parser
+from clarion.cli_processes import worker_queues
 from clarion.core import queues
 
 ROOT = Path(__file__).resolve().parents[2]

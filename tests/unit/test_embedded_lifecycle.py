@@ -10,9 +10,9 @@ import pytest
 from clarion.core import enqueue, schedule
 from clarion.core.create import create_notifications
 from clarion.core.schemas import NotificationCreate
-from clarion.db import notifications
+from clarion.db import recipient_inbox
 from clarion.db.migrate import upgrade
-from clarion.db.notifications import InboxFilter
+from clarion.db.recipient_inbox import InboxFilter
 from clarion.ids import utcnow
 from clarion.runtime import Runtime
 from clarion.settings import Settings
@@ -36,7 +36,7 @@ def create(runtime, **fields):
 
 def listed(runtime, now=None) -> list:
     with runtime.sessions() as s:
-        rows = notifications.inbox(
+        rows = recipient_inbox.page(
             session=s, recipient_id="a", limit=10, before=None, filters=InboxFilter(), now=now
         )
         return [r.id for r in rows]

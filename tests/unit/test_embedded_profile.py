@@ -13,9 +13,9 @@ from clarion.core.auth import create_api_key, issue_user_token
 from clarion.core.create import create_notifications
 from clarion.core.pubsub import decode
 from clarion.core.schemas import NotificationCreate
-from clarion.db import notifications
+from clarion.db import recipient_inbox
 from clarion.db.migrate import upgrade
-from clarion.db.notifications import InboxFilter
+from clarion.db.recipient_inbox import InboxFilter
 from clarion.db.session import transaction
 from clarion.runtime import Runtime
 from clarion.settings import Settings
@@ -52,7 +52,7 @@ def test_create_is_idempotent_and_dedupes_on_sqlite(runtime):
     assert again.skipped_existing == 2 and again.notifications == []
     assert other.skipped_dedupe == 1
     with runtime.sessions() as s:
-        rows = notifications.inbox(
+        rows = recipient_inbox.page(
             session=s, recipient_id="a", limit=10, before=None, filters=InboxFilter()
         )
     assert [r.seq for r in rows] == [1]

@@ -11,7 +11,8 @@ import pytest
 import uuid6
 import yaml
 
-from clarion.cli import build_parser, worker_queues
+from clarion.cli import build_parser
+from clarion.cli_processes import worker_queues
 from clarion.core import queues
 from clarion.core.lanes import lane_for, parse_lanes
 from clarion.ids import derived_id, new_id

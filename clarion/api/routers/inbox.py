@@ -37,8 +37,8 @@ from clarion.api.schemas import (
 )
 from clarion.core import actions, inbox, trial
 from clarion.core.schemas import NotificationPublic, Severity
-from clarion.db import notifications
-from clarion.db.notifications import InboxFilter
+from clarion.db import recipient_inbox
+from clarion.db.recipient_inbox import InboxFilter
 from clarion.ids import utcnow
 from clarion.runtime import Runtime
 
@@ -66,7 +66,7 @@ def list_notifications(
     filters = InboxFilter(
         category=category, severity=severity, status=status, archived=archived, snoozed=snoozed
     )
-    rows = notifications.inbox(
+    rows = recipient_inbox.page(
         session=session, recipient_id=me, limit=limit + 1, before=cursor, filters=filters
     )
     page = rows[:limit]
@@ -78,7 +78,7 @@ def list_notifications(
 
 @router.get("/unread-count", response_model=UnreadCount, summary="Unread and unseen, for the bell")
 def unread_count(session: SessionDep, me: CurrentSubscriber) -> UnreadCount:
-    counts = notifications.unread_counts(session=session, recipient_id=me)
+    counts = recipient_inbox.unread_counts(session=session, recipient_id=me)
     return UnreadCount.model_validate(inbox.counts_data(counts))
 
 
@@ -188,7 +188,7 @@ def send_test(
 def get_notification(
     notification_id: uuid.UUID, session: SessionDep, me: CurrentSubscriber
 ) -> NotificationPublic:
-    row = notifications.get_for_recipient(session=session, recipient_id=me, id=notification_id)
+    row = recipient_inbox.get_for_recipient(session=session, recipient_id=me, id=notification_id)
     if row is None:
         raise NOT_FOUND
     return NotificationPublic.model_validate(row)

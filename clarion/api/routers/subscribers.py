@@ -11,8 +11,8 @@ from clarion.api.deps import Producer, SessionDep
 from clarion.api.problems import Problem
 from clarion.api.schemas import InboxPage, RecentQuery, SubscriberPublic, SubscriberUpdate
 from clarion.core.schemas import NotificationPublic
-from clarion.db import notifications, subscribers
-from clarion.db.notifications import InboxFilter
+from clarion.db import recipient_inbox, subscribers
+from clarion.db.recipient_inbox import InboxFilter
 from clarion.ids import utcnow
 
 router = APIRouter(prefix="/v1/subscribers", tags=["subscribers"])
@@ -77,7 +77,7 @@ def recent_notifications(session: Session, subscriber_id: str, query: RecentQuer
     """The subscriber's inbox listing, for producers and agents: read-only."""
     if subscribers.get(session=session, id=subscriber_id) is None:
         raise Problem(404, "not-found", "No such subscriber.")
-    rows = notifications.inbox(
+    rows = recipient_inbox.page(
         session=session,
         recipient_id=subscriber_id,
         limit=query.limit + 1,

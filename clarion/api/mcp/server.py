@@ -1,7 +1,7 @@
 """The MCP server (the SDK's low-level ``Server``): tools, resources, errors, transports.
 
 Each request names its caller: over HTTP the API key checked at the door
-(:mod:`clarion.mcp.http`), over stdio the key in ``CLARION_MCP_API_KEY``, verified again
+(:mod:`clarion.api.mcp.http`), over stdio the key in ``CLARION_MCP_API_KEY``, verified again
 on every call so a revoked key stops working. A tool's errors are returned as its result
 (``isError``) carrying the same problem+json body the REST API answers with, so an agent
 sees the ``type``, the ``detail`` and which field was wrong.
@@ -23,10 +23,10 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ValidationError
 
 from clarion.api.deps import authorize
+from clarion.api.mcp.tools import TOOLS, Call
 from clarion.api.problems import Problem
 from clarion.api.routers import rules, templates
 from clarion.core.auth import AuthError, Principal
-from clarion.mcp.tools import TOOLS, Call
 from clarion.version import __version__
 
 log = logging.getLogger(__name__)

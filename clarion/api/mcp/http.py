@@ -12,10 +12,10 @@ import anyio
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.routing import Route
 
+from clarion.api.mcp.server import build_server
 from clarion.api.problems import Problem, problem_response
 from clarion.api.ratelimit import client_address
 from clarion.core.auth import AuthError
-from clarion.mcp.server import build_server
 
 PATH = "/mcp"
 PRINCIPAL = "clarion.principal"
