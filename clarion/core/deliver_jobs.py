@@ -27,7 +27,10 @@ def message_of(
         "locale": subscriber.locale,
         "timezone": subscriber.timezone,
     }
-    return ch.Message(claimed.id, claimed.attempt, public, recipient, *content, event=claimed.event)
+    rendered, error = content
+    return ch.Message(
+        claimed.id, claimed.attempt, public, recipient, rendered, error, event=claimed.event
+    )
 
 
 def content_of(renderer: Renderer | None, channel: str, notification, subscriber) -> tuple:
