@@ -9,7 +9,9 @@ Every move is a conditional UPDATE on the expected current status (and, for the 
 on the attempt number), so a re-run of a task, or two workers racing on one delivery,
 sends it once. The one window that cannot be closed is between the provider accepting a
 message and our commit: a worker killed exactly there re-sends that one message when its
-lease expires, with the same Message-ID / webhook-id, so receivers can drop it.
+lease expires, with the same Message-ID / webhook-id, so receivers can drop it. A channel
+whose outcomes are committed in groups (``ChannelSpec.outcomes_per_commit``) re-sends the
+uncommitted part of its group instead (at most that many, at most ``GROUP_SECONDS`` old).
 """
 
 from __future__ import annotations
@@ -267,9 +269,8 @@ class _Run:
         if not self.pending:
             self.pending_since = time.monotonic()
         self.pending.append((claim, message, outcome, started))
-        if len(self.pending) >= self.group or time.monotonic() - self.pending_since > (
-            GROUP_SECONDS
-        ):
+        full = len(self.pending) >= self.group
+        if full or time.monotonic() - self.pending_since > GROUP_SECONDS:
             self.record()
 
     def _about(self, claim: deliveries.Claimed):
