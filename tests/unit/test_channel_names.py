@@ -88,3 +88,12 @@ def test_a_channel_is_given_only_the_template_fields_it_declares():
         None,
     )
     assert _content(Renderer(), "email", notification, subscriber)[0]["html"] == "<p>H</p>"
+
+
+def test_a_channel_commits_at_least_one_outcome_at_a_time():
+    import pytest
+
+    with pytest.raises(ValueError, match="outcomes_per_commit"):
+        registry.ChannelSpec(key="pager", sender="x:Y", outcomes_per_commit=0)
+    assert registry.spec("email").outcomes_per_commit == 1  # one message in flight at a kill
+    assert registry.spec("push").outcomes_per_commit == 25
