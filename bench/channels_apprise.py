@@ -78,19 +78,21 @@ def add_addresses(runtime, channel: str, value: str, count: int, prefix: str) ->
     return ids
 
 
-def baseline(url: str, sends: int) -> float:
+def baseline(url: str, sends: int) -> tuple[float, float]:
+    """Sends/s and CPU ms per send of this process."""
     import apprise
 
     plugin = apprise.Apprise.instantiate(url)
     plugin.notify(body=BODY, title=TITLE)  # warm: the connection setup, the imports
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(sends):
         if not plugin.notify(body=BODY, title=TITLE):
             raise RuntimeError("raw Apprise: a send failed")
-    return sends / (time.perf_counter() - started)
+    return sends / (time.perf_counter() - started), (time.process_time() - cpu) / sends * 1e3
 
 
-def inprocess(runtime, channel: str, warm: list, ids: list) -> float:
+def inprocess(runtime, channel: str, warm: list, ids: list) -> tuple[float, float]:
+    """Sends/s and CPU ms per send of this process."""
     from clarion.core.deliver import deliver
 
     recorder = Recorder()
@@ -107,12 +109,12 @@ def inprocess(runtime, channel: str, warm: list, ids: list) -> float:
             )
 
     run(warm)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     run(ids)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     if recorder.retries or recorder.dead:
         raise RuntimeError(f"{channel}: {recorder.retries} retries, {recorder.dead} dead")
-    return len(ids) / seconds
+    return len(ids) / seconds, cpu / len(ids) * 1e3
 
 
 def main() -> int:
@@ -134,7 +136,10 @@ def main() -> int:
     ok = True
     try:
         print(f"{args.sends} sends per phase, one at a time; receiver on 127.0.0.1:{port}")
-        print(f"{'channel':8} {'raw Apprise/s':>14} {'deliver step/s':>15} {'ratio':>6}")
+        print(
+            f"{'channel':8} {'raw Apprise/s':>14} {'deliver step/s':>15} {'ratio':>6}"
+            f" {'raw CPU ms':>11} {'deliver CPU ms':>15}"
+        )
         for channel, value, raw_url in (
             ("chat", chat_url, chat_url),
             ("sms", PHONE, f"json://127.0.0.1:{port}/sms?:to=%2B33612345678"),
@@ -142,15 +147,18 @@ def main() -> int:
             who = add_addresses(runtime, channel, value, args.sends + args.warmup, channel)
             ids = create_deliveries(runtime, channel, who)
             warm, measured = ids[: args.warmup], ids[args.warmup :]
-            raw = baseline(raw_url, args.sends)
+            raw, raw_cpu = baseline(raw_url, args.sends)
             before = count.value
-            ours = inprocess(runtime, channel, warm, measured)
+            ours, ours_cpu = inprocess(runtime, channel, warm, measured)
             if count.value - before != len(ids):
                 ok = False
                 print(f"  !! {channel}: receiver got {count.value - before} of {len(ids)}")
             ratio = ours / raw
             ok = ok and ratio >= RATIO
-            print(f"{channel:8} {raw:14.0f} {ours:15.0f} {ratio:6.2f}")
+            print(
+                f"{channel:8} {raw:14.0f} {ours:15.0f} {ratio:6.2f}"
+                f" {raw_cpu:11.2f} {ours_cpu:15.2f}"
+            )
     finally:
         runtime.close()
         peer.terminate()

@@ -267,7 +267,7 @@ def create_deliveries(runtime, channel: str, recipients: list[str]) -> list[uuid
 
 def sample_message(runtime, delivery_id: uuid.UUID):
     """The channel Message of one pending delivery, built as the deliver step builds it."""
-    from clarion.core import deliver as deliver_core
+    from clarion.core import deliver_jobs
     from clarion.db import deliveries
     from clarion.db.models import Delivery
 
@@ -275,4 +275,4 @@ def sample_message(runtime, delivery_id: uuid.UUID):
         row = session.get(Delivery, delivery_id)
         context = deliveries.contexts(session=session, notification_ids={row.notification_id})
         claimed = deliveries.Claimed(row.id, row.notification_id, row.target, 1)
-        return deliver_core._message(claimed, *context[row.notification_id]), row.target
+        return deliver_jobs.message_of(claimed, *context[row.notification_id]), row.target

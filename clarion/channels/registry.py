@@ -64,6 +64,11 @@ class ChannelSpec:
     # means the provider is back, so the retries parked while it was down are due at once
     # instead of after their backoff (docs/concepts/crash-recovery.md).
     one_provider: bool = False
+    # How many outcomes the deliver step may commit together (one statement and one commit
+    # for the group instead of one per send). A worker killed mid-group sends those again
+    # after their lease: more than 1 widens the window of at-least-once from the message in
+    # flight to the group, in exchange for a commit per group (docs/concepts/crash-recovery.md).
+    outcomes_per_commit: int = 1
     # Its settings, read from CLARION_<KEY>__<FIELD> (nested sections with "__") when a
     # worker builds it: "module:Class" of a pydantic-settings model, or None.
     settings: str | None = None
@@ -76,6 +81,8 @@ class ChannelSpec:
     def __post_init__(self) -> None:
         if not KEY.match(self.key) or self.key in RESERVED:
             raise ValueError(f"channel key {self.key!r} must match {KEY.pattern}, not {RESERVED}")
+        if self.outcomes_per_commit < 1:
+            raise ValueError(f"channel {self.key!r}: outcomes_per_commit must be at least 1")
         unknown = set(self.template_fields) - set(TEMPLATE_FIELDS)
         if unknown:
             raise ValueError(f"channel {self.key!r}: unknown template fields {sorted(unknown)}")

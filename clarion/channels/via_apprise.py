@@ -19,13 +19,17 @@
 from __future__ import annotations
 
 import contextvars
+import copy
 import logging
 import re
 import socket
+import threading
+from collections import OrderedDict
 from ipaddress import ip_address
 from typing import Any
 
 import apprise
+from apprise import plugins as apprise_plugins
 
 from clarion.channels import RetryableChannelError
 from clarion.channels.outbound import AddressNotAllowed, OutboundPolicy
@@ -79,9 +83,44 @@ class UnusableURL(ValueError):
     """Apprise does not know the URL (unknown scheme, missing tokens)."""
 
 
+# Apprise's parse of the URLs sent to lately (tokens, host, targets), kept to build each
+# new plugin from: the parse is most of the cost of instantiating one (docs/benchmarks/
+# channels.md). Only URLs that instantiated once are kept: given a dict it cannot use,
+# Apprise logs the dict, secrets and all. Each send still gets a new plugin, so no state
+# (Apprise's throttle clock) carries from one send to the next, as before.
+PARSED_URLS = 1024
+_parsed: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_parsed_lock = threading.Lock()
+
+
+def _known(url: str) -> dict[str, Any] | None:
+    with _parsed_lock:
+        parsed = _parsed.get(url)
+        if parsed is not None:
+            _parsed.move_to_end(url)
+        return parsed
+
+
+def _remember(url: str) -> None:
+    parsed = apprise_plugins.url_to_dict(url, secure_logging=True)
+    if parsed is None:
+        return
+    with _parsed_lock:
+        _parsed[url] = parsed
+        while len(_parsed) > PARSED_URLS:
+            _parsed.popitem(last=False)
+
+
 def instantiate(url: str, timeout: float) -> Any:
     """The Apprise plugin for ``url`` with our timeouts, or UnusableURL."""
-    plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+    parsed = _known(url)
+    if parsed is not None:
+        # Apprise adds to the dict it is given: the kept one stays as parsed.
+        plugin = apprise.Apprise.instantiate(copy.deepcopy(parsed), suppress_exceptions=True)
+    else:
+        plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+        if plugin is not None:
+            _remember(url)
     if plugin is None:
         raise UnusableURL("Apprise does not recognise this URL (scheme, tokens or format)")
     plugin.socket_connect_timeout = plugin.socket_read_timeout = timeout

@@ -9,13 +9,16 @@ Every move is a conditional UPDATE on the expected current status (and, for the 
 on the attempt number), so a re-run of a task, or two workers racing on one delivery,
 sends it once. The one window that cannot be closed is between the provider accepting a
 message and our commit: a worker killed exactly there re-sends that one message when its
-lease expires, with the same Message-ID / webhook-id, so receivers can drop it.
+lease expires, with the same Message-ID / webhook-id, so receivers can drop it. A channel
+whose outcomes are committed in groups (``ChannelSpec.outcomes_per_commit``) re-sends the
+uncommitted part of its group instead (at most that many, at most ``GROUP_SECONDS`` old).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,10 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clarion import channels as ch
 from clarion import logs, metrics, telemetry
-from clarion.core import provider
+from clarion.core import deliver_jobs, provider
 from clarion.core.lanes import NORMAL
-from clarion.core.schemas import NotificationPublic
-from clarion.core.templates import Renderer, TemplateError
 from clarion.db import deliveries, outcomes
 from clarion.db.session import transaction
 from clarion.ids import utcnow
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 # lease renews the rest's lease first (see _Run.send_all), so slow sends cost a statement
 # only when they are actually slow.
 CLAIM_CHUNK = 25
-MAX_ERROR = 2000
+MAX_ERROR = deliver_jobs.MAX_ERROR
 MAX_RETRY_AFTER = 24 * 3600.0
 EXPIRED = "expired"
 
@@ -89,71 +90,6 @@ def backoff(settings: Settings, attempt: int, retry_after: float | None) -> floa
 def _error_text(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ch.ChannelError) else str(exc)
     return text[:MAX_ERROR]
-
-
-def _message(
-    claimed: deliveries.Claimed, notification, subscriber, content: tuple = (None, None)
-) -> ch.Message:
-    public = NotificationPublic.model_validate(notification).model_dump(mode="json")
-    public.update(recipient=notification.recipient_id, collapse_key=notification.collapse_key)
-    recipient = {
-        "id": subscriber.id,
-        "email": subscriber.email,
-        "name": subscriber.name,
-        "locale": subscriber.locale,
-        "timezone": subscriber.timezone,
-    }
-    return ch.Message(claimed.id, claimed.attempt, public, recipient, *content, event=claimed.event)
-
-
-def _content(renderer: Renderer | None, channel: str, notification, subscriber) -> tuple:
-    """(rendered content, error) of a notification sent by template, for this channel in
-    the recipient's locale; (None, None) for one sent with a title and body."""
-    if renderer is None or not notification.template:
-        return None, None
-    try:
-        rendered = renderer.render(
-            notification.template,
-            channel,
-            subscriber.locale,
-            notification.template_data,
-            share=notification.id,
-        )
-    except TemplateError as exc:
-        return None, f"template {notification.template!r} ({channel}): {exc}"[:MAX_ERROR]
-    spec = ch.registry.spec(channel)
-    fields = spec.template_fields if spec else ch.registry.TEMPLATE_FIELDS
-    # A channel sees the fields it declared (an SMS has no HTML), each possibly None.
-    return {k: v for k, v in rendered.as_dict().items() if k in fields}, None
-
-
-def _jobs(
-    session: Session,
-    channel: ch.Channel,
-    claimed: list[deliveries.Claimed],
-    requests: dict[uuid.UUID, uuid.UUID] | None = None,
-) -> list:
-    """Claimed deliveries with their message and target; missing ones come back as None.
-    ``requests`` gets each notification's send request id (for the log lines)."""
-    context = deliveries.contexts(
-        session=session, notification_ids={c.notification_id for c in claimed}
-    )
-    targets = channel.load_targets(session=session, ids={c.target for c in claimed})
-    keys = {n.template for n, _ in context.values() if n.template}
-    renderer = (
-        Renderer(session=session, keys=keys, default_locale=channel.settings.default_locale)
-        if keys
-        else None
-    )
-    jobs = []
-    for c in claimed:
-        found = context.get(c.notification_id)
-        if found and requests is not None:
-            requests[c.notification_id] = found[0].request_id
-        content = _content(renderer, channel.key, *found) if found else (None, None)
-        message = _message(c, *found, content) if found else None
-        jobs.append((c, message, targets.get(c.target)))
-    return jobs
 
 
 class Outcome:
@@ -210,50 +146,24 @@ def attempt(
     return Outcome("sent", "sent", provider_ref=ref[:255] if ref else None)
 
 
-def _record(
-    session: Session,
-    channel: ch.Channel,
-    claimed: deliveries.Claimed,
-    outcome: Outcome,
-    started_at: datetime,
-) -> dict[str, Any] | None:
-    """Store the outcome; returns the dead letter to announce, if any."""
-    if outcome.outcome == "gone" and claimed.target:
-        # Before the outcome: a crash in between leaves the delivery to be claimed again,
-        # and its target is then gone, so it is skipped without a send.
-        with session.begin():
-            channel.deactivate(
-                session=session, target_id=claimed.target, reason=outcome.error or ""
-            )
-    now = utcnow()
+def _done(claimed: deliveries.Claimed, outcome: Outcome, started_at: datetime, now: datetime):
     due = now + timedelta(seconds=outcome.delay) if outcome.delay is not None else None
     finished = outcomes.Finished(
         outcome.status, outcome.outcome, outcome.error, outcome.provider_ref, due
     )
-    owned, letter_id = outcomes.finish(
-        session=session,
-        claimed=claimed,
-        outcome=finished,
-        channel=channel.key,
-        started_at=started_at,
-        now=now,
-    )
-    if not owned:
-        raise LostLease
-    if letter_id is None:
-        return None
+    return outcomes.Done(claimed, finished, started_at)
+
+
+def _letter(channel: str, claimed: deliveries.Claimed, outcome: Outcome, letter_id: int):
+    """The dead letter to announce."""
     return {
         "id": letter_id,
         "delivery_id": str(claimed.id),
         "notification_id": str(claimed.notification_id),
-        "channel": channel.key,
+        "channel": channel,
         "error": outcome.error or "",
         "attempts": claimed.attempt,
     }
-
-
-class LostLease(Exception):
-    """Another worker took the delivery over after this one's lease expired."""
 
 
 # Retries are dispatched in groups whose delays are close: a retry waits at most this much
@@ -282,10 +192,17 @@ def retry_groups(retries: list[tuple[float, uuid.UUID]]) -> list[tuple[float, li
     return groups
 
 
+# A group of outcomes is committed at the latest this long after its first send, however
+# few it holds (a slow provider): the resend window after a crash stays short in time too.
+GROUP_SECONDS = 1.0
+
+
 @dataclass
 class _Run:
-    """One deliver task's sends: each outcome committed on its own; the retries dispatched
-    together at the end (a crash before then leaves them to the sweeper, as they are due)."""
+    """One deliver task's sends: the outcomes committed one by one, or in groups of up to
+    the channel's ``outcomes_per_commit``, always before the task returns (and so before
+    its message is acked); the retries dispatched together at the end (a crash before then
+    leaves them to the sweeper, as they are due)."""
 
     sender: ch.Channel
     session: Session
@@ -297,64 +214,108 @@ class _Run:
     clock: Callable[[], datetime] = utcnow
     # Each claimed notification's send request id, for the log context.
     requests: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+    group: int = 1
+    # Sent, not yet recorded: (claim, message, outcome, started); the first one's time.
+    pending: list[tuple] = field(default_factory=list)
+    pending_since: float = 0.0
 
     def send_all(self, jobs: list, held_until: datetime) -> None:
-        """Each claimed job in turn. A send starts only with its row's lease far enough
-        ahead for the send to finish (its timeout, and the clock tolerance another worker's
-        claim allows): else the lease of the rows left is renewed first, in one statement,
-        and rows another worker has taken over meanwhile are not sent."""
+        """Each claimed job in turn, every outcome recorded before it returns. A send starts
+        only with its row's lease far enough ahead for the send to finish (its timeout,
+        and the clock tolerance another worker's claim allows): else the outcomes waiting
+        are recorded and the lease of the rows left is renewed first, and rows another
+        worker has taken over meanwhile are not sent."""
         lease = timedelta(seconds=self.settings.lease_seconds(self.sender.send_timeout))
         margin = timedelta(seconds=self.sender.send_timeout) + deliveries.CLOCK_TOLERANCE
         fresh = True  # just claimed or renewed: renewing again would not buy more time
         lost: set[uuid.UUID] = set()
-        for i, (claim, message, target) in enumerate(jobs):
-            now = self.clock()
-            if not fresh and now + margin > held_until:
-                rest = [c.id for c, _, _ in jobs[i:]]
-                with self.session.begin():
-                    kept = deliveries.renew(
-                        session=self.session, ids=rest, held_until=held_until, now=now, lease=lease
-                    )
-                held_until, fresh = now + lease, True
-                lost.update(set(rest) - kept)
-            if claim.id in lost:
-                self.result.lost_lease += 1
-                log.warning("delivery %s: lease lost to another worker; not sent", claim.id)
-                continue
-            self.one(claim, message, target)
-            fresh = False
+        try:
+            for i, (claim, message, target) in enumerate(jobs):
+                now = self.clock()
+                if not fresh and now + margin > held_until:
+                    self.record()  # while their lease holds: nobody else can send them
+                    rest = [c.id for c, _, _ in jobs[i:]]
+                    with self.session.begin():
+                        kept = deliveries.renew(
+                            session=self.session,
+                            ids=rest,
+                            held_until=held_until,
+                            now=now,
+                            lease=lease,
+                        )
+                    held_until, fresh = now + lease, True
+                    lost.update(set(rest) - kept)
+                if claim.id in lost:
+                    self.result.lost_lease += 1
+                    log.warning("delivery %s: lease lost to another worker; not sent", claim.id)
+                    continue
+                self.one(claim, message, target)
+                fresh = False
+        finally:
+            self.record()
 
     def one(self, claim: deliveries.Claimed, message, target) -> None:
-        with logs.about(
+        with self._about(claim):
+            started = utcnow()
+            outcome = attempt(self.sender, message, target, self.settings, now=started)
+            log.debug("delivery %s: %s (attempt %d)", claim.id, outcome.outcome, claim.attempt)
+            if outcome.outcome == "gone" and claim.target:
+                # Before the outcome: a crash in between leaves the delivery to be claimed
+                # again, and its target is then gone, so it is skipped without a send.
+                with self.session.begin():
+                    self.sender.deactivate(
+                        session=self.session, target_id=claim.target, reason=outcome.error or ""
+                    )
+        if not self.pending:
+            self.pending_since = time.monotonic()
+        self.pending.append((claim, message, outcome, started))
+        full = len(self.pending) >= self.group
+        if full or time.monotonic() - self.pending_since > GROUP_SECONDS:
+            self.record()
+
+    def _about(self, claim: deliveries.Claimed):
+        return logs.about(
             self.requests.get(claim.notification_id),
             notification_id=claim.notification_id,
             delivery_id=claim.id,
             channel=self.sender.key,
-        ):
-            self._one(claim, message, target)
+        )
 
-    def _one(self, claim: deliveries.Claimed, message, target) -> None:
-        started = utcnow()
-        outcome = attempt(self.sender, message, target, self.settings, now=started)
-        log.debug("delivery %s: %s (attempt %d)", claim.id, outcome.outcome, claim.attempt)
-        try:
-            letter = _record(self.session, self.sender, claim, outcome, started)
-        except LostLease:
-            self.result.lost_lease += 1
-            log.warning("delivery %s: lease lost to another worker; outcome dropped", claim.id)
+    def record(self) -> None:
+        """Commit the outcomes waiting, in one statement; then count them, announce the
+        dead letters and keep the retries for dispatch."""
+        if not self.pending:
             return
+        group, self.pending = self.pending, []
+        now = utcnow()
+        done = [_done(claim, outcome, started, now) for claim, _, outcome, started in group]
+        written = outcomes.finish(session=self.session, done=done, channel=self.sender.key, now=now)
+        any_sent = False
+        for claim, message, outcome, _ in group:
+            if claim.id not in written:
+                self.result.lost_lease += 1
+                with self._about(claim):
+                    log.warning(
+                        "delivery %s: lease lost to another worker; outcome dropped", claim.id
+                    )
+                continue
+            self._count(claim, message, outcome, written[claim.id])
+            any_sent = any_sent or outcome.status == "sent"
+        if any_sent:
+            provider.answered(self.session, self.sender.key, self.settings)
+
+    def _count(self, claim, message, outcome: Outcome, letter_id: int | None) -> None:
         field_name = COUNTED_AS[outcome.status]
         setattr(self.result, field_name, getattr(self.result, field_name) + 1)
         metrics.delivery_finished(
             self.sender.key,
             outcome.outcome,
             outcome.status,
-            dead_lettered=letter is not None,
+            dead_lettered=letter_id is not None,
             latency=_since_accepted(message) if outcome.status == "sent" else None,
         )
-        if outcome.status == "sent":
-            provider.answered(self.session, self.sender.key, self.settings)
-        if letter is not None:
+        if letter_id is not None:
+            letter = _letter(self.sender.key, claim, outcome, letter_id)
             self.result.dead_letters.append(letter)
             self.scheduler.dead_lettered(letter)
         elif outcome.delay is None:
@@ -409,14 +370,20 @@ def deliver(
     with outcomes.held_session(
         sessions, synchronous_commit=settings.delivery_synchronous_commit
     ) as session:
+        spec = ch.registry.spec(channel)
         run = _Run(sender, session, settings, scheduler, result, lane, clock=clock)
+        run.group = min(spec.outcomes_per_commit if spec else 1, CLAIM_CHUNK)
         try:
             for start in range(0, len(delivery_ids), CLAIM_CHUNK):
                 chunk = delivery_ids[start : start + CLAIM_CHUNK]
                 with session.begin():
                     now = clock()
                     claimed = deliveries.claim(session=session, ids=chunk, now=now, lease=lease)
-                    jobs = _jobs(session, sender, claimed, run.requests) if claimed else []
+                    jobs = (
+                        deliver_jobs.load_jobs(session, sender, claimed, run.requests)
+                        if claimed
+                        else []
+                    )
                 run.send_all(jobs, held_until=now + lease)
         finally:
             run.dispatch_retries()

@@ -1,25 +1,26 @@
 """Recording the outcome of a delivery attempt, and the connection the deliver step holds.
 
-Each outcome is committed before the next send, so a worker killed mid-batch can only
-re-send the one message in flight. On PostgreSQL it is one statement on a connection in
-autocommit: one round trip per delivery, no BEGIN/COMMIT, no pool checkout per outcome.
+The deliver step commits each outcome before the next send, or, for a channel that allows
+it (``ChannelSpec.outcomes_per_commit``), a few outcomes together; a worker killed
+mid-batch re-sends only the messages whose outcome it had not committed. On PostgreSQL a
+group is one statement on a connection in autocommit: one round trip and one commit for
+the group, no BEGIN/COMMIT, no pool checkout per outcome.
 """
 
 from __future__ import annotations
 
-import functools
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Boolean, Connection, Uuid, bindparam, insert, text, update
+from sqlalchemy import Connection, bindparam, insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion.db.deliveries import Claimed
 from clarion.db.dialect import dml
 from clarion.db.models import DeadLetter, Delivery, DeliveryAttempt
-from clarion.db.models.base import UTCDateTime
 
 _DELIVERIES = Delivery.__table__
 _ATTEMPTS = DeliveryAttempt.__table__
@@ -85,37 +86,38 @@ class Finished:
     next_attempt_at: datetime | None = None
 
 
-# PostgreSQL: the outcome, its attempt row and (when dead) its dead letter in one statement,
-# so that in autocommit they commit together in one round trip. Nothing is written unless
-# this attempt still owns the row; no row comes back then.
-_FINISH_PG = text(
-    """
-    WITH d AS (
+# PostgreSQL: a group of outcomes, their attempt rows and (for the dead ones) their dead
+# letters in one statement, so that in autocommit they commit together in one round trip.
+# Only the rows this caller's attempt still owns are written, and only those come back.
+_FINISH_PG = """
+    WITH v AS (
+        SELECT * FROM unnest(
+            %(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[], %(outcomes)s::text[],
+            %(errors)s::text[], %(refs)s::text[], %(dues)s::timestamptz[],
+            %(started)s::timestamptz[]
+        ) AS v(id, attempt, status, outcome, error, ref, due, started)
+    ), d AS (
         UPDATE deliveries
-        SET status = :p_status, next_attempt_at = :p_due, last_error = :p_error,
-            provider_ref = :p_ref, updated_at = :p_now
-        WHERE id = :p_id AND status = 'sending' AND attempts = :p_attempt
-        RETURNING id, notification_id
+        SET status = v.status, next_attempt_at = v.due, last_error = v.error,
+            provider_ref = v.ref, updated_at = %(now)s
+        FROM v
+        WHERE deliveries.id = v.id AND deliveries.status = 'sending'
+            AND deliveries.attempts = v.attempt
+        RETURNING deliveries.id, deliveries.notification_id, v.attempt, v.status, v.outcome,
+            v.error, v.ref, v.started
     ), a AS (
         INSERT INTO delivery_attempts
             (delivery_id, attempt, started_at, finished_at, outcome, error, provider_ref)
-        SELECT id, :p_attempt, :p_started, :p_now, :p_outcome, :p_error, :p_ref FROM d
+        SELECT id, attempt, started, %(now)s, outcome, error, ref FROM d
     ), l AS (
         INSERT INTO dead_letters
             (delivery_id, notification_id, channel, error, attempts, created_at)
-        SELECT id, notification_id, :p_channel, coalesce(:p_error, ''), :p_attempt, :p_now
-        FROM d WHERE :p_dead
-        RETURNING id
+        SELECT id, notification_id, %(channel)s, coalesce(error, ''), attempt, %(now)s
+        FROM d WHERE status = 'dead'
+        RETURNING id, delivery_id
     )
-    SELECT l.id FROM d LEFT JOIN l ON true
-    """
-).bindparams(
-    bindparam("p_id", type_=Uuid()),
-    bindparam("p_due", type_=UTCDateTime),
-    bindparam("p_now", type_=UTCDateTime),
-    bindparam("p_started", type_=UTCDateTime),
-    bindparam("p_dead", type_=Boolean()),
-)
+    SELECT d.id, l.id FROM d LEFT JOIN l ON l.delivery_id = d.id
+"""
 _FINISH = (
     update(_DELIVERIES)
     .where(
@@ -150,48 +152,65 @@ _ADD_LETTER = insert(_LETTERS).values(
 )
 
 
+@dataclass(frozen=True)
+class Done:
+    """One attempt to record: the claimed row, what it came to, when it started."""
+
+    claimed: Claimed
+    outcome: Finished
+    started_at: datetime
+
+
 def finish(
-    *,
-    session: Session,
-    claimed: Claimed,
-    outcome: Finished,
-    channel: str,
-    started_at: datetime,
-    now: datetime,
-) -> tuple[bool, int | None]:
-    """Record and commit one attempt's outcome (row, attempt, and a dead letter if it is
-    ``dead``), if this attempt still owns the row (lease not lost). Returns (owned, dead
-    letter id). Called outside a transaction, on a :func:`held_session`."""
-    params = {
-        "p_id": claimed.id,
-        "p_attempt": claimed.attempt,
-        "p_status": outcome.status,
-        "p_due": outcome.next_attempt_at,
-        "p_error": outcome.error,
-        "p_ref": outcome.provider_ref,
-        "p_now": now,
-        "p_started": started_at,
-        "p_outcome": outcome.outcome,
-        "p_channel": channel,
-        "p_dead": outcome.status == "dead",
-    }
+    *, session: Session, done: list[Done], channel: str, now: datetime
+) -> dict[uuid.UUID, int | None]:
+    """Record and commit a group of attempts' outcomes (row, attempt, and a dead letter for
+    each ``dead`` one) together, each only if its attempt still owns the row (lease not
+    lost). Returns {delivery id: dead letter id or None} of the rows written; a missing one
+    was taken over. Called outside a transaction, on a :func:`held_session`."""
+    if not done:
+        return {}
     driver = session.info.get(_DRIVER)
     if driver is not None:
-        # The statement straight to psycopg: through SQLAlchemy it costs about twice the
-        # CPU (docs/benchmarks/code.md).
-        row = driver.execute(_finish_sql(session.get_bind().dialect), params).fetchone()
-        return (row is not None, row[0] if row is not None else None)
+        # The statement straight to psycopg, arrays for the group: through SQLAlchemy it
+        # costs about twice the CPU (docs/benchmarks/code.md).
+        params = {
+            "ids": [d.claimed.id for d in done],
+            "attempts": [d.claimed.attempt for d in done],
+            "statuses": [d.outcome.status for d in done],
+            "outcomes": [d.outcome.outcome for d in done],
+            "errors": [d.outcome.error for d in done],
+            "refs": [d.outcome.provider_ref for d in done],
+            "dues": [d.outcome.next_attempt_at for d in done],
+            "started": [d.started_at for d in done],
+            "now": now,
+            "channel": channel,
+        }
+        return dict(driver.execute(_FINISH_PG, params).fetchall())
+    written: dict[uuid.UUID, int | None] = {}
     with session.begin():
-        if not dml(session.execute(_FINISH, params)).rowcount:
-            return False, None
-        session.execute(_ADD_ATTEMPT, params)
-        if outcome.status != "dead":
-            return True, None
-        params.update(p_notification_id=claimed.notification_id, p_letter_error=outcome.error or "")
-        return True, dml(session.execute(_ADD_LETTER, params)).inserted_primary_key[0]
-
-
-@functools.cache
-def _finish_sql(dialect) -> str:
-    """_FINISH_PG as the driver takes it (psycopg's %(name)s placeholders)."""
-    return str(_FINISH_PG.compile(dialect=dialect))
+        for d in done:
+            params = {
+                "p_id": d.claimed.id,
+                "p_attempt": d.claimed.attempt,
+                "p_status": d.outcome.status,
+                "p_due": d.outcome.next_attempt_at,
+                "p_error": d.outcome.error,
+                "p_ref": d.outcome.provider_ref,
+                "p_now": now,
+                "p_started": d.started_at,
+                "p_outcome": d.outcome.outcome,
+            }
+            if not dml(session.execute(_FINISH, params)).rowcount:
+                continue
+            session.execute(_ADD_ATTEMPT, params)
+            written[d.claimed.id] = None
+            if d.outcome.status == "dead":
+                params.update(
+                    p_notification_id=d.claimed.notification_id,
+                    p_channel=channel,
+                    p_letter_error=d.outcome.error or "",
+                )
+                letter = dml(session.execute(_ADD_LETTER, params)).inserted_primary_key
+                written[d.claimed.id] = letter[0]
+    return written

@@ -12,9 +12,10 @@ from sqlalchemy import select, text
 from clarion.api.app import create_app
 from clarion.core import enqueue, queues
 from clarion.core.schemas import NotificationCreate
-from clarion.db.models import Delivery
+from clarion.db import outcomes as outcome_rows
+from clarion.db.models import DeadLetter, Delivery
 from tests.broker import drain
-from tests.channels import FAST_RETRY
+from tests.channels import FAST_RETRY, outcomes
 from tests.channels.apprise_peer import set_address
 
 PROBLEM = "application/problem+json"
@@ -162,3 +163,34 @@ def test_erasing_a_subscriber_erases_their_addresses(api, rt, producer):
     with rt.sessions() as s:
         assert s.execute(text("SELECT count(*) FROM subscriber_addresses")).scalar() == 0
     assert api.get("/v1/subscribers/ada/addresses/sms", headers=producer).status_code == 404
+
+
+def test_a_group_of_outcomes_commits_together_and_each_keeps_its_own(
+    rt, apprise_receiver, monkeypatch
+):
+    """chat records up to ``outcomes_per_commit`` outcomes in one statement: a send, a retry
+    and a dead letter in one group each get their own row, attempt and letter."""
+    for who in ("ada", "bo"):
+        set_address(rt, who, "chat", apprise_receiver.url(path=who))
+    set_address(rt, "cy", "chat", "json://192.168.1.20:8080/hook")  # refused: dead
+    apprise_receiver.failures = 1  # the first send is retried
+    groups = []
+    original = outcome_rows.finish
+
+    def finish(*, session, done, **kwargs):
+        groups.append(len(done))
+        return original(session=session, done=done, **kwargs)
+
+    monkeypatch.setattr(outcome_rows, "finish", finish)
+    rows = notify(rt, "chat", recipients=("ada", "bo", "cy"))
+    assert groups == [3, 1]  # the first task's three outcomes, then the retry's
+    assert sorted(r.status for r in rows) == ["dead", "sent", "sent"]
+    assert sorted(tuple(outcomes(rt, r.id)) for r in rows) == [
+        ("dead",),
+        ("retry", "sent"),
+        ("sent",),
+    ]
+    with rt.sessions() as s:
+        letters = s.scalars(select(DeadLetter.delivery_id)).all()
+    assert letters == [next(r.id for r in rows if r.status == "dead")]
+    assert sorted(apprise_receiver.paths) == ["/ada", "/bo"]  # each accepted once

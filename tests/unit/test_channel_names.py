@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2] / "clarion"
 # Not channel names, though spelled like one: the subscriber's email address field.
 NOT_CHANNELS = {
     ("db/subscribers.py", "email"),
-    ("core/deliver.py", "email"),
+    ("core/deliver_jobs.py", "email"),
     ("api/schemas.py", "email"),
     ("demo.py", "email"),
     ("engine/packs/activities.py", "email"),
@@ -74,7 +74,7 @@ def test_every_builtin_channel_is_registered_with_its_traits():
 
 
 def test_a_channel_is_given_only_the_template_fields_it_declares():
-    from clarion.core.deliver import _content
+    from clarion.core.deliver_jobs import content_of as _content
     from clarion.core.templates import Rendered
 
     class Renderer:
@@ -88,3 +88,12 @@ def test_a_channel_is_given_only_the_template_fields_it_declares():
         None,
     )
     assert _content(Renderer(), "email", notification, subscriber)[0]["html"] == "<p>H</p>"
+
+
+def test_a_channel_commits_at_least_one_outcome_at_a_time():
+    import pytest
+
+    with pytest.raises(ValueError, match="outcomes_per_commit"):
+        registry.ChannelSpec(key="pager", sender="x:Y", outcomes_per_commit=0)
+    assert registry.spec("email").outcomes_per_commit == 1  # one message in flight at a kill
+    assert registry.spec("push").outcomes_per_commit == 25

@@ -16,4 +16,6 @@ CHANNEL = ChannelSpec(
     needs="the subscriber's chat URL, or a team channel configured for the category",
     settings="clarion.channels.chat.sender:ChatSettings",
     address="clarion.channels.chat.sender:check_address",
+    # A crash re-sends up to a group of these (at-least-once), for a commit per group.
+    outcomes_per_commit=25,
 )

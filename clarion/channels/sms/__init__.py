@@ -16,4 +16,6 @@ CHANNEL = ChannelSpec(
     needs="the subscriber's phone number",
     settings="clarion.channels.sms.sender:SmsSettings",
     address="clarion.channels.sms.sender:check_address",
+    # A crash re-sends up to a group of these (at-least-once), for a commit per group.
+    outcomes_per_commit=25,
 )
