@@ -393,10 +393,13 @@ def main() -> None:
     add("--strict", action="store_true", help="exit 1 when a target is not met")
     add("--phases", default="1,2,3,4", help="which phases, e.g. 1,2 (1 and 2 run together)")
     add("--storm-rate", type=float, default=200, help="phase 4: notifications/s meanwhile")
-    add("--backoff-base", type=float, default=0.1, help="phase 4: client backoff base, s")
-    add("--backoff-cap", type=float, default=1.0, help="phase 4: client backoff cap, s")
+    add("--backoff-base", type=float, default=0.5, help="phase 4: client backoff base, s")
+    add("--backoff-cap", type=float, default=30, help="phase 4: client backoff cap, s")
     add("--storm-timeout", type=float, default=120, help="phase 4: give up after s")
     add("--skip-floor", action="store_true", help="phase 4: no raw ASGI reference storm")
+    add("--restart", choices=("handover", "cold"), default="handover",
+        help="phase 4: handover = the new process gets the listening socket (socket"
+        " activation) and serves before the old one gets SIGTERM; cold = stop, start")  # fmt: skip
     sys.exit(run(parser.parse_args()))
 
 
