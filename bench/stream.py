@@ -28,8 +28,9 @@ Each figure has its baseline measured in the same run (DESIGN.md "Throughput", "
    client receive time - the time its POST was sent (or was due, if it went out late).
 
 4. Reconnect storm (bench/stream_restart.py): ``--connections`` clients with cursors, the
-   API restarted under them (SIGTERM: 1012), every client resumes; the same storm against
-   the raw ASGI app is the reference.
+   API restarted under them (by default the listening socket handed to the new process,
+   which serves before the old one gets SIGTERM: 1012), every client resumes; the same
+   storm against the raw ASGI app is the reference.
 
 Targets: >= 10,000 connections per process at <= 1.5 x the bare RSS per connection;
 fan-out >= 0.7 x the bare broadcast rate; p99 create -> client <= 50 ms at 200/s; all

@@ -377,13 +377,16 @@ async def post(port: int, key: str, pool: list[str], load, rate: float, duration
 
 
 def serve_floor(port: int) -> None:
-    """asgi_floor on uvicorn as ``clarion api`` serves: on the listening socket passed by
-    the harness (socket activation) when there is one, saying READY=1 once it serves."""
+    """asgi_floor on uvicorn as ``clarion api`` serves it: the same backlog, the listening
+    socket passed by the harness (socket activation) when there is one, READY=1 once it
+    serves."""
     import uvicorn
 
-    from clarion.api.server import NotifyingServer, inherited_sockets
+    from clarion.api.server import BACKLOG, NotifyingServer, inherited_sockets
 
-    config = uvicorn.Config(asgi_floor, port=port, lifespan="off", log_level="warning")
+    config = uvicorn.Config(
+        asgi_floor, port=port, lifespan="off", log_level="warning", backlog=BACKLOG
+    )
     NotifyingServer(config).run(sockets=inherited_sockets())
 
 

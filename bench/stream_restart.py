@@ -1,21 +1,27 @@
 """bench.stream's phase 4: a reconnect storm after a 1012 restart, resumed with cursors.
 
 ``--connections`` (10,000) clients, each its own recipient ``r-*`` (seq 0), connect to
-``clarion api`` and go live (their ``unread_count`` arrived). Then the API gets SIGTERM: it
-closes every socket with 1012 and exits, and a new API process starts on the same port.
-Each client reconnects the way ``clarion/web/live.js`` does: at once after a 1012, then
-with full-jitter backoff (a uniform delay in [0, min(cap, base x 2^attempt)]) while
-connects fail, with ``since`` = the cursor of the last event it saw. Meanwhile a notifier
-thread stores notifications for random recipients through ``create_notifications`` (the
-worker's create step, publishing to Redis after commit) from just before the SIGTERM until
-every client is live again, so each resume has events to replay and live events race the
-replay. Reported: close -> the new API accepting, close -> all live (each client's
-``unread_count`` after its replay), connections/s, the API's CPU per connect, p50/p99 of
-each client's gap (close -> first frame after reconnecting); and the check: each client
-received every stored notification of its recipient exactly once (``seq`` 1..head).
+``clarion api`` and go live (their ``unread_count`` arrived). Then the API is restarted
+under them, the harness acting as the service manager (:class:`Manager`): with
+``--restart handover`` (the default) it holds the listening socket and passes it to each
+process (``LISTEN_FDS``), starts the new process, waits for its ``READY=1``
+(``NOTIFY_SOCKET``) and only then sends SIGTERM to the old one, which closes every
+socket with 1012 and exits; with ``--restart cold`` it stops the old one first and starts
+the new one on the port. Each client reconnects the way ``clarion/web/live.js`` does: at
+once after a 1012, then with full-jitter backoff (a uniform delay in [0, min(cap, base x
+2^attempt)]) while connects fail, with ``since`` = the cursor of the last event it saw.
+Meanwhile a notifier thread stores notifications for random recipients through
+``create_notifications`` (the worker's create step, publishing to Redis after commit) from
+just before the SIGTERM until every client is live again, so each resume has events to
+replay and live events race the replay. Reported: close -> the new API serving, close ->
+all live (each client's ``unread_count`` after its replay), connections/s, the API's CPU
+per connect (and its event loop thread's share), p50/p99 of each client's gap (close ->
+first frame after reconnecting); and the check: each client received every stored
+notification of its recipient exactly once (``seq`` 1..head).
 
-The same storm against the raw ASGI app on uvicorn (``asgi_floor``, which uvicorn closes
-with 1012 on SIGTERM too; no resume, no notifications) is the reference for the rate.
+The same storm against the raw ASGI app on uvicorn (``asgi_floor``, served the same way,
+which uvicorn closes with 1012 on SIGTERM too; no resume, no notifications) is the
+reference for the rate.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import psycopg
 
@@ -304,6 +311,13 @@ class Manager:
             self.listener.close()
 
 
+def loop_cpu(pid: int) -> float:
+    """CPU seconds of a process's main thread (uvicorn's event loop); the rest of the
+    process's CPU is its other threads' (the batches' reads, the pub/sub reader)."""
+    stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def storm(run, label: str, argv: list[str], recipients: list[str] | None) -> dict:
     """Connect every client, restart the server (argv + port) under them, wait for all to
     be live again. ``recipients``: notify them during the restart and check the resumes."""
@@ -334,12 +348,12 @@ def storm(run, label: str, argv: list[str], recipients: list[str] | None) -> dic
             fresh = manager.start(label, argv)
             accepting = time.time()
         groups = {"server": fresh.pid, "clients": pool.pgid}
-        before = common.cpu_snapshot(groups)
+        before, loop_before = common.cpu_snapshot(groups), loop_cpu(fresh.pid)
         while pool.frames() < n and time.time() - closed < args.storm_timeout:
             procs.check_alive()
             time.sleep(0.005)
         all_live = time.time()
-        after = common.cpu_snapshot(groups)
+        after, loop_after = common.cpu_snapshot(groups), loop_cpu(fresh.pid)
         if notifier:
             time.sleep(0.5)  # live events after the last client went live
             notifier.done.set()
@@ -359,6 +373,7 @@ def storm(run, label: str, argv: list[str], recipients: list[str] | None) -> dic
         "label": label, "closed": closed, "exited": exited, "accepting": accepting,
         "all_live": all_live, "live": pool_live(clients), "clients": clients, "closes": closes,
         "cpu_per_connect": cpu_api / n, "cpu": cpu, "notifier": notifier,
+        "loop_per_connect": (loop_after - loop_before) / n,
     }  # fmt: skip
 
 
@@ -408,7 +423,8 @@ def report(result: dict, n: int) -> list[str]:
         f"  accepting -> all live {storm_span:.2f} s = {n / storm_span:,.0f} connections/s;"
         f" {connects:,} connection attempts after the close",
         f"  server CPU per connect {result['cpu_per_connect'] * 1000:.2f} ms"
-        f" (while the clients reconnected)",
+        f" (while the clients reconnected), of which its event loop's thread"
+        f" {result['loop_per_connect'] * 1000:.2f} ms",
     ]
     if gaps:
         lines.append(

@@ -1,4 +1,6 @@
-"""What the API's HTTP server (uvicorn) is given beyond the app: a bound on request heads.
+"""What the API's HTTP server (uvicorn) is given beyond the app: a bound on request heads,
+a listen backlog for a herd, and a restart that never closes the listening socket
+(socket activation, below).
 
 uvicorn's httptools protocol reads a request's line and headers with no size limit (llhttp
 leaves that to the server), so 16 MB of headers were read into memory before the app was
