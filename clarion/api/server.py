@@ -11,6 +11,7 @@ called. This protocol counts the bytes of each request head as they arrive and a
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -146,8 +147,11 @@ def notify_ready() -> None:
         return
     if path.startswith("@"):  # an abstract socket address
         path = "\0" + path[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(b"READY=1", path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"READY=1", path)
+    except OSError as exc:  # as sd_notify(3): a manager that is gone does not stop the API
+        logging.getLogger(__name__).warning("READY=1 not sent to %s: %s", path, exc)
 
 
 class NotifyingServer(uvicorn.Server):
