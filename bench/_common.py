@@ -109,11 +109,12 @@ class Processes:
         self.logdir = Path(tempfile.mkdtemp(prefix="clarion-bench-"))
         self._procs: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], env: dict[str, str], **popen) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            **popen,
+        )  # fmt: skip
         log.close()
         self._procs.append((name, proc))
         return proc

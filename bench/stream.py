@@ -28,8 +28,9 @@ Each figure has its baseline measured in the same run (DESIGN.md "Throughput", "
    client receive time - the time its POST was sent (or was due, if it went out late).
 
 4. Reconnect storm (bench/stream_restart.py): ``--connections`` clients with cursors, the
-   API restarted under them (SIGTERM: 1012), every client resumes; the same storm against
-   the raw ASGI app is the reference.
+   API restarted under them (by default the listening socket handed to the new process,
+   which serves before the old one gets SIGTERM: 1012), every client resumes; the same
+   storm against the raw ASGI app is the reference.
 
 Targets: >= 10,000 connections per process at <= 1.5 x the bare RSS per connection;
 fan-out >= 0.7 x the bare broadcast rate; p99 create -> client <= 50 ms at 200/s; all
@@ -393,10 +394,13 @@ def main() -> None:
     add("--strict", action="store_true", help="exit 1 when a target is not met")
     add("--phases", default="1,2,3,4", help="which phases, e.g. 1,2 (1 and 2 run together)")
     add("--storm-rate", type=float, default=200, help="phase 4: notifications/s meanwhile")
-    add("--backoff-base", type=float, default=0.1, help="phase 4: client backoff base, s")
-    add("--backoff-cap", type=float, default=1.0, help="phase 4: client backoff cap, s")
+    add("--backoff-base", type=float, default=0.5, help="phase 4: client backoff base, s")
+    add("--backoff-cap", type=float, default=30, help="phase 4: client backoff cap, s")
     add("--storm-timeout", type=float, default=120, help="phase 4: give up after s")
     add("--skip-floor", action="store_true", help="phase 4: no raw ASGI reference storm")
+    add("--restart", choices=("handover", "cold"), default="handover",
+        help="phase 4: handover = the new process gets the listening socket (socket"
+        " activation) and serves before the old one gets SIGTERM; cold = stop, start")  # fmt: skip
     sys.exit(run(parser.parse_args()))
 
 

@@ -376,7 +376,25 @@ async def post(port: int, key: str, pool: list[str], load, rate: float, duration
     load.end = time.time()
 
 
+def serve_floor(port: int) -> None:
+    """asgi_floor on uvicorn as ``clarion api`` serves it: the same backlog, the listening
+    socket passed by the harness (socket activation) when there is one, READY=1 once it
+    serves."""
+    import uvicorn
+
+    from clarion.api.server import BACKLOG, NotifyingServer, inherited_sockets
+
+    config = uvicorn.Config(
+        asgi_floor, port=port, lifespan="off", log_level="warning", backlog=BACKLOG
+    )
+    NotifyingServer(config).run(sockets=inherited_sockets())
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["bare"] or len(sys.argv) != 3:
-        sys.exit("usage: python -m bench.stream_peers bare PORT")
-    run(bare_server(int(sys.argv[2])))
+    match sys.argv[1:]:
+        case ["bare", port]:
+            run(bare_server(int(port)))
+        case ["floor", "--port", port]:  # as `clarion api --port`
+            serve_floor(int(port))
+        case _:
+            sys.exit("usage: python -m bench.stream_peers bare PORT | floor --port PORT")

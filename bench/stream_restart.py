@@ -1,34 +1,43 @@
 """bench.stream's phase 4: a reconnect storm after a 1012 restart, resumed with cursors.
 
 ``--connections`` (10,000) clients, each its own recipient ``r-*`` (seq 0), connect to
-``clarion api`` and go live (their ``unread_count`` arrived). Then the API gets SIGTERM: it
-closes every socket with 1012 and exits, and a new API process starts on the same port.
-Each client reconnects the way ``clarion/web/live.js`` does: at once after a 1012, then
-with full-jitter backoff (a uniform delay in [0, min(cap, base x 2^attempt)]) while
-connects fail, with ``since`` = the cursor of the last event it saw. Meanwhile a notifier
-thread stores notifications for random recipients through ``create_notifications`` (the
-worker's create step, publishing to Redis after commit) from just before the SIGTERM until
-every client is live again, so each resume has events to replay and live events race the
-replay. Reported: close -> the new API accepting, close -> all live (each client's
-``unread_count`` after its replay), connections/s, the API's CPU per connect, p50/p99 of
-each client's gap (close -> first frame after reconnecting); and the check: each client
-received every stored notification of its recipient exactly once (``seq`` 1..head).
+``clarion api`` and go live (their ``unread_count`` arrived). Then the API is restarted
+under them, the harness acting as the service manager (:class:`Manager`): with
+``--restart handover`` (the default) it holds the listening socket and passes it to each
+process (``LISTEN_FDS``), starts the new process, waits for its ``READY=1``
+(``NOTIFY_SOCKET``) and only then sends SIGTERM to the old one, which closes every
+socket with 1012 and exits; with ``--restart cold`` it stops the old one first and starts
+the new one on the port. Each client reconnects the way ``clarion/web/live.js`` does: at
+once after a 1012, then with full-jitter backoff (a uniform delay in [0, min(cap, base x
+2^attempt)]) while connects fail, with ``since`` = the cursor of the last event it saw.
+Meanwhile a notifier thread stores notifications for random recipients through
+``create_notifications`` (the worker's create step, publishing to Redis after commit) from
+just before the SIGTERM until every client is live again, so each resume has events to
+replay and live events race the replay. Reported: close -> the new API serving, close ->
+all live (each client's ``unread_count`` after its replay), connections/s, the API's CPU
+per connect (and its event loop thread's share), p50/p99 of each client's gap (close ->
+first frame after reconnecting); and the check: each client received every stored
+notification of its recipient exactly once (``seq`` 1..head).
 
-The same storm against the raw ASGI app on uvicorn (``asgi_floor``, which uvicorn closes
-with 1012 on SIGTERM too; no resume, no notifications) is the reference for the rate.
+The same storm against the raw ASGI app on uvicorn (``asgi_floor``, served the same way,
+which uvicorn closes with 1012 on SIGTERM too; no resume, no notifications) is the
+reference for the rate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
+import socket
 import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import psycopg
 
@@ -256,15 +265,67 @@ class _NoDispatch:
         pass
 
 
-def storm(run, label: str, argv: list[str], ready, recipients: list[str] | None) -> dict:
-    """Connect every client, restart the server (argv) under them, wait for all to be live
-    again. ``recipients``: notify them during the restart and check the resumes."""
-    args, procs, env = run.args, run.procs, run.env
-    port = common.free_port()
-    argv = [*argv, "--port", str(port)]
-    server = procs.start(label, argv, env)
-    ready(port)
-    n = args.connections
+# Run by each server process before the server itself: the harness's listening socket
+# becomes fd 3, as a service manager passes it (sd_listen_fds(3)).
+AS_FD_3 = "import os, sys; os.dup2(int(sys.argv[1]), 3); os.execv(sys.argv[2], sys.argv[2:])"
+
+
+class Manager:
+    """The harness as a service manager for one server's restarts: it starts each process
+    with NOTIFY_SOCKET and waits for its READY=1; with ``handover`` it also holds the
+    listening socket and passes it to every process (LISTEN_FDS), so the socket is never
+    closed, and starts the new process before it stops the old one."""
+
+    def __init__(self, procs, env: dict, handover: bool) -> None:
+        self.procs, self.handover = procs, handover
+        self.listener = socket.create_server(("127.0.0.1", 0)) if handover else None
+        self.port = self.listener.getsockname()[1] if self.listener else common.free_port()
+        self.path = str(procs.logdir / f"notify-{self.port}")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.path)
+        self.env = {**env, "NOTIFY_SOCKET": self.path}
+        self.started = 0
+
+    def start(self, label: str, argv: list[str]):
+        """Start ``argv`` and wait until it says READY=1."""
+        self.started += 1
+        name, popen, env = f"{label}-{self.started}", {}, self.env
+        if self.listener is not None:
+            fd = self.listener.fileno()
+            argv = [sys.executable, "-c", AS_FD_3, str(fd), *argv]
+            env, popen = {**env, "LISTEN_FDS": "1"}, {"pass_fds": (fd,)}
+        proc = self.procs.start(name, argv, env, **popen)
+        self.notify.settimeout(0.2)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            self.procs.check_alive()
+            with contextlib.suppress(TimeoutError):
+                if self.notify.recv(64) == b"READY=1":
+                    return proc
+        raise TimeoutError(f"{name} not ready after 60 s")
+
+    def close(self) -> None:
+        self.notify.close()
+        os.unlink(self.path)
+        if self.listener is not None:
+            self.listener.close()
+
+
+def loop_cpu(pid: int) -> float:
+    """CPU seconds of a process's main thread (uvicorn's event loop); the rest of the
+    process's CPU is its other threads' (the batches' reads, the pub/sub reader)."""
+    stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def storm(run, label: str, argv: list[str], recipients: list[str] | None) -> dict:
+    """Connect every client, restart the server (argv + port) under them, wait for all to
+    be live again. ``recipients``: notify them during the restart and check the resumes."""
+    args, procs = run.args, run.procs
+    manager = Manager(procs, run.env, args.restart == "handover")
+    port, n = manager.port, args.connections
+    argv = [*argv, "--port", str(port)]  # a passed socket wins over the port
+    server = manager.start(label, argv)
     pool = ClientPool(args.client_procs, False, storm_main)
     try:
         paths = [(f"r-{i}", run.path(f"r-{i}")) for i in range(n)]
@@ -279,19 +340,20 @@ def storm(run, label: str, argv: list[str], ready, recipients: list[str] | None)
         if notifier:
             notifier.start()
             time.sleep(0.5)
-        closed = time.time()
+        fresh = manager.start(label, argv) if manager.handover else None
+        accepting = closed = time.time()
         procs.stop(server)  # SIGTERM, then wait for it to exit
         exited = time.time()
-        server = procs.start(label, argv, env)
-        ready(port)
-        accepting = time.time()
-        groups = {"server": server.pid, "clients": pool.pgid}
-        before = common.cpu_snapshot(groups)
+        if fresh is None:
+            fresh = manager.start(label, argv)
+            accepting = time.time()
+        groups = {"server": fresh.pid, "clients": pool.pgid}
+        before, loop_before = common.cpu_snapshot(groups), loop_cpu(fresh.pid)
         while pool.frames() < n and time.time() - closed < args.storm_timeout:
             procs.check_alive()
             time.sleep(0.005)
         all_live = time.time()
-        after = common.cpu_snapshot(groups)
+        after, loop_after = common.cpu_snapshot(groups), loop_cpu(fresh.pid)
         if notifier:
             time.sleep(0.5)  # live events after the last client went live
             notifier.done.set()
@@ -299,9 +361,10 @@ def storm(run, label: str, argv: list[str], ready, recipients: list[str] | None)
             time.sleep(args.settle)  # the last batch's events reach their clients
         answers = pool.each("stats")
         pool.each("stop")
-        procs.stop(server)
+        procs.stop(fresh)
     finally:
         pool.shutdown()
+        manager.close()
     clients = [c for a in answers for c in a["clients"]]
     closes = sum((Counter(a["closes"]) for a in answers), Counter())
     cpu_api = after["server"] - before["server"]
@@ -310,6 +373,7 @@ def storm(run, label: str, argv: list[str], ready, recipients: list[str] | None)
         "label": label, "closed": closed, "exited": exited, "accepting": accepting,
         "all_live": all_live, "live": pool_live(clients), "clients": clients, "closes": closes,
         "cpu_per_connect": cpu_api / n, "cpu": cpu, "notifier": notifier,
+        "loop_per_connect": (loop_after - loop_before) / n,
     }  # fmt: skip
 
 
@@ -349,12 +413,18 @@ def report(result: dict, n: int) -> list[str]:
     lines = [
         f"\n{result['label']}: {len(lives):,} of {n:,} clients live again"
         f" {span:.2f} s after the close (server exited after "
-        f"{result['exited'] - result['closed']:.2f} s, accepting again after "
-        f"{result['accepting'] - result['closed']:.2f} s); closes: {dict(result['closes'])}",
+        f"{result['exited'] - result['closed']:.2f} s, "
+        + (
+            f"accepting again after {result['accepting'] - result['closed']:.2f} s"
+            if result["accepting"] > result["closed"]
+            else "the new one served before it"
+        )
+        + f"); closes: {dict(result['closes'])}",
         f"  accepting -> all live {storm_span:.2f} s = {n / storm_span:,.0f} connections/s;"
         f" {connects:,} connection attempts after the close",
         f"  server CPU per connect {result['cpu_per_connect'] * 1000:.2f} ms"
-        f" (while the clients reconnected)",
+        f" (while the clients reconnected), of which its event loop's thread"
+        f" {result['loop_per_connect'] * 1000:.2f} ms",
     ]
     if gaps:
         lines.append(
@@ -377,18 +447,12 @@ def phase(run, database: str, met: list) -> list[str]:
         )
     floor = None
     if not args.skip_floor:
-        argv = [sys.executable, "-m", "uvicorn", "bench.stream_peers:asgi_floor"]
-        argv += ["--lifespan", "off", "--log-level", "warning"]
-        floor = storm(run, "reference: raw ASGI app on uvicorn", argv,
-                      lambda port: common.wait_port(port, run.procs), None)  # fmt: skip
+        argv = [sys.executable, "-m", "bench.stream_peers", "floor"]
+        floor = storm(run, "reference: raw ASGI app on uvicorn", argv, None)
         for line in report(floor, n):
             print(line)
     argv = [run.clarion, "api", "--host", "127.0.0.1"]
-
-    def ready(port: int) -> None:
-        common.wait_http(f"http://127.0.0.1:{port}/readyz", run.procs, timeout=60)
-
-    result = storm(run, "clarion api", argv, ready, [f"r-{i}" for i in range(n)])
+    result = storm(run, "clarion api", argv, [f"r-{i}" for i in range(n)])
     for line in report(result, n):
         print(line)
     missing, twice, expected = check(result, head_seqs(database))

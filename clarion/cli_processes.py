@@ -27,6 +27,7 @@ def api(args: argparse.Namespace) -> None:
     import uvicorn
 
     from clarion import exposition, logs
+    from clarion.api import server
     from clarion.api.server import BoundedHttpToolsProtocol
 
     if args.metrics_port:  # the app factory reads it too: no /metrics on the API's port
@@ -37,16 +38,18 @@ def api(args: argparse.Namespace) -> None:
     if settings.metrics_port:
         host = settings.metrics_host or args.host or settings.host
         serve_metrics(settings, settings.metrics_port, host, celery_app())
-    uvicorn.run(
+    config = uvicorn.Config(
         "clarion.api.app:create_app",
         factory=True,
         http=BoundedHttpToolsProtocol,
         host=args.host or settings.host,
         port=args.port or settings.port,
         workers=args.workers,
+        backlog=server.BACKLOG,
         log_level=settings.log_level.lower(),
         log_config=logs.uvicorn_config(LogSettings().log_format),
     )
+    server.run(config)
 
 
 def celery_app():

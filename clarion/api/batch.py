@@ -30,7 +30,7 @@ class Batcher(Generic[Item, Result]):
         work: Callable[[Sequence[Item]], Sequence[Result | BaseException]],
         linger: float = 0.001,
         size: int = 1000,
-        in_flight: int = 2,
+        in_flight: int = 1,
     ) -> None:
         self.work, self.linger, self.size, self.in_flight = work, linger, size, in_flight
         self._items: list[Item] = []

@@ -1,4 +1,6 @@
-"""What the API's HTTP server (uvicorn) is given beyond the app: a bound on request heads.
+"""What the API's HTTP server (uvicorn) is given beyond the app: a bound on request heads,
+a listen backlog for a herd, and a restart that never closes the listening socket
+(socket activation, below).
 
 uvicorn's httptools protocol reads a request's line and headers with no size limit (llhttp
 leaves that to the server), so 16 MB of headers were read into memory before the app was
@@ -9,8 +11,15 @@ called. This protocol counts the bytes of each request head as they arrive and a
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
+import sys
 
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
 
 # Request line and headers together; a user token is at most 8 KiB (core.auth).
 MAX_HEAD_BYTES = 32 * 1024
@@ -101,3 +110,66 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.logger.warning("request head over %d bytes refused (431)", MAX_HEAD_BYTES)
         self.transport.write(HEAD_TOO_LARGE)
         self.transport.close()
+
+
+# --- a restart that never closes the listening socket -------------------------------------
+#
+# A service manager that holds the listening socket (systemd's socket activation) starts
+# the new process with it before it stops the old one: clients told to reconnect (1012)
+# are queued by the kernel and accepted by whichever process is serving, instead of being
+# refused until a new process has imported everything and bound the port again
+# (docs/benchmarks/stream.md, "Reconnect storm").
+
+LISTEN_FDS_START = 3  # sd_listen_fds(3): the passed sockets are fds 3, 4, ...
+# The listen backlog (uvicorn's default 2,048; the kernel caps it at net.core.somaxconn).
+# A herd told to reconnect arrives within milliseconds, and a SYN that finds the accept
+# queue full is dropped: that client waits for the kernel's SYN retransmit (1 s, then 3 s).
+BACKLOG = 65_535
+
+
+def inherited_sockets() -> list[socket.socket] | None:
+    """The listening sockets passed by a service manager (``LISTEN_FDS``), or None.
+
+    The variables are removed, so that processes started from this one do not take the
+    sockets for theirs; ``LISTEN_PID``, when set, must be this process."""
+    count = os.environ.pop("LISTEN_FDS", None)
+    pid = os.environ.pop("LISTEN_PID", None)
+    os.environ.pop("LISTEN_FDNAMES", None)
+    if not count or (pid and int(pid) != os.getpid()):
+        return None
+    return [socket.socket(fileno=LISTEN_FDS_START + i) for i in range(int(count))]
+
+
+def notify_ready() -> None:
+    """Tell the service manager (``NOTIFY_SOCKET``, sd_notify(3)) that this process serves."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):  # an abstract socket address
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"READY=1", path)
+    except OSError as exc:  # as sd_notify(3): a manager that is gone does not stop the API
+        logging.getLogger(__name__).warning("READY=1 not sent to %s: %s", path, exc)
+
+
+class NotifyingServer(uvicorn.Server):
+    """uvicorn's server, which says READY=1 once it accepts connections."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            notify_ready()
+
+
+def run(config: uvicorn.Config) -> None:
+    """``uvicorn.run``, on the sockets a service manager passed when it passed some."""
+    sockets = inherited_sockets()
+    if config.workers > 1:
+        Multiprocess(config, sockets=sockets or [config.bind_socket()]).run()
+        return
+    server = NotifyingServer(config)
+    server.run(sockets=sockets)
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)

@@ -22,6 +22,7 @@ import functools
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from limits import RateLimitItem, parse
 from limits.errors import StorageError
 from limits.storage import RedisStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from clarion.core.ratelimit_script import SCRIPT
 
@@ -124,7 +125,38 @@ class Limits:
         except (StorageError, RedisError, OSError):
             raise LimitsUnavailable(checks[0].name if checks else "") from None
 
-    def _redis(self, checks) -> tuple[Refusal | None, list[Standing]]:
+    def hit_each(self, checks: Sequence[Check]) -> list[Refusal | None]:
+        """:meth:`hit` of each check, each fitting or not by itself: one round trip to
+        Redis for them all (a pipeline of the script's calls), where ``hit`` per check
+        would be one each (a herd of connects counted together, api/routers/live.py)."""
+        try:
+            if self._script is None:
+                with self._lock:
+                    return [self._memory((check,))[0] for check in checks]
+            answers = self._pipelined([self._script_args((check,)) for check in checks])
+        except (StorageError, RedisError, OSError):
+            raise LimitsUnavailable(checks[0].name if checks else "") from None
+        return [self._outcome((c,), a)[0] for c, a in zip(checks, answers, strict=True)]
+
+    def _pipelined(self, calls: list[tuple[list[str], list[Any]]]) -> list:
+        # EVALSHA straight into the pipeline: redis-py's Script would first ask SCRIPT
+        # EXISTS, a second round trip per batch. Loaded once more after a Redis restart.
+        script = self._script
+        client = script.registered_client
+
+        def run() -> list:
+            pipe = client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return pipe.execute()
+
+        try:
+            return run()
+        except NoScriptError:
+            script.sha = client.script_load(SCRIPT)
+            return run()
+
+    def _script_args(self, checks) -> tuple[list[str], list[Any]]:
         prefixed = self._redis_storage.prefixed_key
         keys: list[str] = []
         args: list[Any] = [time.time()]
@@ -138,7 +170,15 @@ class Limits:
                 keys.append(prefixed(f"{{{key}}}"))
             kind = "m" if check.strategy == MOVING else "s"
             args += [kind, parsed.amount, parsed.get_expiry(), check.cost]
-        refused, *rest = self._script(keys=keys, args=args)
+        return keys, args
+
+    def _redis(self, checks) -> tuple[Refusal | None, list[Standing]]:
+        keys, args = self._script_args(checks)
+        return self._outcome(checks, self._script(keys=keys, args=args))
+
+    @staticmethod
+    def _outcome(checks, answer) -> tuple[Refusal | None, list[Standing]]:
+        refused, *rest = answer
         if refused:
             check = checks[refused - 1]
             remaining, ms = rest[2 * refused - 2 : 2 * refused]

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 
 CLARION = [sys.executable, "-m", "clarion.cli"]
+# Makes fd N fd 3, then runs the command: how a service manager passes a socket.
+AS_FD_3 = "import os, sys; os.dup2(int(sys.argv[1]), 3); os.execv(sys.argv[2], sys.argv[2:])"
 
 
 def free_port() -> int:
@@ -33,18 +35,26 @@ class Proc:
         env: dict[str, str | None],
         log: Path,
         stderr: Path | None = None,
+        listening: socket.socket | None = None,
     ) -> None:
-        """Output goes to ``log``; stderr too unless ``stderr`` names a file of its own."""
+        """Output goes to ``log``; stderr too unless ``stderr`` names a file of its own.
+        ``listening``: passed as a service manager passes it (fd 3, ``LISTEN_FDS=1``)."""
         self.log, self.stderr = log, stderr
         self._file = log.open("wb")
         self._err = stderr.open("wb") if stderr is not None else None
         merged = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+        command, fds = [*CLARION, *args], ()
+        if listening is not None:
+            fds = (listening.fileno(),)
+            command = [sys.executable, "-c", AS_FD_3, str(fds[0]), *command]
+            merged["LISTEN_FDS"] = "1"
         self.popen = subprocess.Popen(
-            [*CLARION, *args],
+            command,
             env=merged,
             stdout=self._file,
             stderr=self._err or subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=fds,
         )
 
     def send_signal(self, sig: int) -> None:

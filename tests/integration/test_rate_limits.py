@@ -5,6 +5,7 @@ fields, counted in Redis, with small limits so the tests stay fast."""
 from __future__ import annotations
 
 import pytest
+import redis as redis_lib
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
@@ -136,6 +137,18 @@ def test_connects_counted_in_one_batch_are_each_counted(runtime):
     assert refused[2].status == 429 and refused[2].headers["RateLimit"].startswith(
         '"stream-connect";r=0;t='
     )
+
+
+def test_a_batch_of_connects_is_counted_after_redis_forgot_the_script(runtime, redis_client):
+    # The batch's EVALSHAs go out in one pipeline; a Redis restart (here: SCRIPT FLUSH)
+    # must not turn a herd of connects into errors.
+    limiter = RateLimiter(runtime.limits)
+    count_connects(limiter, [("1/minute", "cyd")])
+    redis_lib.Redis.from_url(runtime.settings.redis_url).script_flush()
+
+    refused = count_connects(limiter, [("1/minute", "cyd"), ("1/minute", "dee")])
+
+    assert refused[0] is not None and refused[0].status == 429 and refused[1] is None
 
 
 def test_failed_authentications_are_limited_per_address_and_good_ones_never_count(

@@ -26,9 +26,10 @@ from fastapi.responses import StreamingResponse
 
 from clarion import metrics
 from clarion.api.live_hub import EXPIRED, REFUSED, RESUME, RESYNC, Connection, Hub
-from clarion.api.problems import Problem, problem_response
-from clarion.api.ratelimit import STREAM_CONNECT, RateLimiter, client_address
+from clarion.api.problems import Problem, problem_response, unavailable
+from clarion.api.ratelimit import STREAM_CONNECT, RateLimiter, client_address, refuse
 from clarion.core.auth import AuthError, UserToken, verify_user_claims
+from clarion.core.ratelimits import Check, LimitsUnavailable
 from clarion.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -103,16 +104,15 @@ async def _admit(app, scope, me: UserToken | None) -> None:
 
 
 def count_connects(limiter: RateLimiter, asks: Sequence[tuple[str, str]]) -> list[Problem | None]:
-    """Count a batch of connects (limit, user) against their limits, in one thread: a
-    herd after a restart would otherwise queue one thread hop per connect."""
-    refused: list[Problem | None] = []
-    for limit, subject in asks:
-        try:
-            limiter.check(limit, STREAM_CONNECT, subject)
-            refused.append(None)
-        except Problem as exc:
-            refused.append(exc)
-    return refused
+    """Count a batch of connects (limit, user) against their limits, in one thread and one
+    round trip: a herd after a restart would otherwise queue a thread hop and a round trip
+    per connect."""
+    checks = [Check(limit, STREAM_CONNECT, (subject,)) for limit, subject in asks]
+    try:
+        refusals = limiter.limits.hit_each(checks)
+    except LimitsUnavailable:
+        raise unavailable("rate limit store") from None
+    return [None if r is None else refuse(r) for r in refusals]
 
 
 def _handshake(runtime: Runtime, scope) -> tuple[UserToken | None, int | None, tuple | None]:
