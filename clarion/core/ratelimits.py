@@ -29,7 +29,7 @@ from limits import RateLimitItem, parse
 from limits.errors import StorageError
 from limits.storage import RedisStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from clarion.core.ratelimit_script import SCRIPT
 
@@ -124,7 +124,34 @@ class Limits:
         except (StorageError, RedisError, OSError):
             raise LimitsUnavailable(checks[0].name if checks else "") from None
 
-    def _redis(self, checks) -> tuple[Refusal | None, list[Standing]]:
+    def hit_groups(
+        self, groups: list[tuple[Check, ...]]
+    ) -> list[tuple[Refusal | None, list[Standing]]]:
+        """:meth:`hit_all` for each group of checks (a request's), all or nothing per
+        group; with Redis one round trip for all of them (a pipeline of the script)."""
+        if not groups:
+            return []
+        try:
+            if self._script is None:
+                with self._lock:
+                    return [self._memory(checks) for checks in groups]
+            calls = [self._script_args(checks) for checks in groups]
+            for _ in range(2):  # again once after NOSCRIPT (a restarted Redis)
+                pipe = self._script.registered_client.pipeline(transaction=False)
+                for keys, args in calls:
+                    pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+                results = pipe.execute(raise_on_error=False)
+                if not any(isinstance(r, NoScriptError) for r in results):
+                    break
+                self._script.sha = self._script.registered_client.script_load(self._script.script)
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return [self._outcome(c, r) for c, r in zip(groups, results, strict=True)]
+        except (StorageError, RedisError, OSError):
+            raise LimitsUnavailable(groups[0][0].name if groups[0] else "") from None
+
+    def _script_args(self, checks) -> tuple[list[str], list[Any]]:
         prefixed = self._redis_storage.prefixed_key
         keys: list[str] = []
         args: list[Any] = [time.time()]
@@ -138,7 +165,14 @@ class Limits:
                 keys.append(prefixed(f"{{{key}}}"))
             kind = "m" if check.strategy == MOVING else "s"
             args += [kind, parsed.amount, parsed.get_expiry(), check.cost]
-        refused, *rest = self._script(keys=keys, args=args)
+        return keys, args
+
+    def _redis(self, checks) -> tuple[Refusal | None, list[Standing]]:
+        keys, args = self._script_args(checks)
+        return self._outcome(checks, self._script(keys=keys, args=args))
+
+    def _outcome(self, checks, result) -> tuple[Refusal | None, list[Standing]]:
+        refused, *rest = result
         if refused:
             check = checks[refused - 1]
             remaining, ms = rest[2 * refused - 2 : 2 * refused]
