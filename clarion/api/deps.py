@@ -143,10 +143,10 @@ def require_scope(scope: str, counted: bool = True):
     # FastAPI runs a plain ``def`` dependency on the thread pool, a hop per request.
     async def check(
         request: Request,
-        runtime: RuntimeDep,
-        gate: FailureGateDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
     ) -> Principal:
+        # The app's state read here, not as dependencies: each costs FastAPI's solving.
+        runtime, gate = request.app.state.runtime, request.app.state.failure_gate
         known = (
             None
             if counted or credentials is None

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from clarion.api import idempotent
-from clarion.api.deps import CoalescerDep, Producer, RuntimeDep, Sender, SessionDep, key_rate
+from clarion.api.deps import Producer, Sender, SessionDep, key_rate
 from clarion.api.problems import BROKER_ERRORS, Problem, check_template, unavailable
 from clarion.api.ratelimit import DAILY_QUOTA, RateLimiter, note
 from clarion.api.schemas import (
@@ -53,8 +53,6 @@ router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 async def send_notification(
     body: NotificationCreate,
     request: Request,
-    runtime: RuntimeDep,
-    coalescer: CoalescerDep,
     producer: Sender,
     idempotency_key: Annotated[
         str | None,
@@ -68,6 +66,8 @@ async def send_notification(
     send does not touch); follow ``progress``. A 202 means the request is in the broker;
     the worker persists it shortly after.
     """
+    # The app's state read here, not as dependencies: each costs FastAPI's solving.
+    runtime, coalescer = request.app.state.runtime, request.app.state.coalescer
     if idempotency_key is None and body.template is None and body.topic is None:
         # The common send touches neither the database nor the idempotency store: the
         # coalescer counts its limits and publishes it while the loop awaits, no thread.
