@@ -178,8 +178,12 @@ class Coalescer:
     def _run(self) -> None:
         while True:
             batch = self._next_batch()
-            with _request_ids(batch), telemetry.coalesced([p.trace for p in batch], len(batch)):
-                outcomes = self._send([p.message for p in batch], [p.checks for p in batch])
+            try:
+                traces = [p.trace for p in batch]
+                with _request_ids(batch), telemetry.coalesced(traces, len(batch)):
+                    outcomes = self._send([p.message for p in batch], [p.checks for p in batch])
+            except BaseException as exc:  # noqa: BLE001 - the log or trace context failed
+                outcomes = [exc] * len(batch)
             _settle(batch, outcomes)
 
     def _send(self, messages: list[CreateMessage], checks: list[tuple[Check, ...]]) -> list:
