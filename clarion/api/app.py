@@ -177,12 +177,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime
     app.state.hub = Hub(runtime)
+    app.state.rate_limiter = RateLimiter(runtime.limits)
     app.state.coalescer = Coalescer(
         lambda messages: enqueue.enqueue(runtime.celery, *messages),
         runtime.settings.api_coalesce_max_notifications,
         runtime.settings.api_coalesce_linger_ms / 1000,
+        count=app.state.rate_limiter.count,
     )
-    app.state.rate_limiter = RateLimiter(runtime.limits)
     app.state.failure_gate = FailureGate(
         app.state.rate_limiter, runtime.settings.auth_failure_rate_limit
     )

@@ -23,22 +23,35 @@ deadline, never later than the bound (``linger``, CLARION_API_COALESCE_LINGER_MS
 
 The deadline follows the average as it moves, so the first batches of a new stream do not
 wait out the bound while the rate is still being learnt.
+
+A request may bring the rate-limit checks it must pass (its key's rate and daily quota):
+the batch counts them all in one round trip to the store before the publish, and a
+request refused there is not published (its caller gets the 429 or 503). The event loop
+awaits :meth:`Coalescer.send` without a thread of its own: the batch is answered with one
+wake-up of the loop, where a thread per request waiting on :meth:`Coalescer.submit` cost
+a hop to the pool and back for each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from clarion import logs, telemetry
+from clarion.core.ratelimits import Check, Standing
 from clarion.core.schemas import CreateMessage
 
 Publish = Callable[[list[CreateMessage]], None]
+# Counts each request's checks (all or nothing per request): where its limits stand, or
+# the exception to answer with (a 429 or 503 problem).
+Count = Callable[[list[tuple[Check, ...]]], list["list[Standing] | BaseException"]]
+Outcome = list[Standing] | BaseException
 
 # Weight of the newest gap in the moving average: a few requests make a new rate known.
 GAP_WEIGHT = 0.5
@@ -52,15 +65,23 @@ FLOOR = 0.002
 
 class _Pending(NamedTuple):
     message: CreateMessage
-    done: Future
+    checks: tuple[Check, ...]
+    done: Future | asyncio.Future  # asyncio's when ``loop`` is set
+    loop: asyncio.AbstractEventLoop | None
     arrived: float  # time.monotonic() when the request was submitted
     request_id: str | None = None  # its X-Request-ID, carried to the worker's log lines
     trace: object = None  # its trace context (clarion.telemetry), when tracing is on
 
 
 class Coalescer:
-    def __init__(self, publish: Publish, max_notifications: int, linger: float = 0.0) -> None:
-        self._publish = publish
+    def __init__(
+        self,
+        publish: Publish,
+        max_notifications: int,
+        linger: float = 0.0,
+        count: Count | None = None,
+    ) -> None:
+        self._publish, self._count = publish, count
         self._max = max_notifications
         self._linger = linger
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
@@ -71,17 +92,29 @@ class Coalescer:
         self._last_arrival = float("-inf")
         self._gap = float("inf")
 
-    def submit(self, message: CreateMessage) -> None:
-        """Block until the message is in the broker; re-raise the broker's error if not."""
+    def submit(self, message: CreateMessage, checks: tuple[Check, ...] = ()) -> list[Standing]:
+        """Block until the message is in the broker (where its checks stand), or raise why
+        not: the broker's error, or the refusal of a check (then it was not published)."""
         if self._max <= 1:
-            self._publish([message])
-            return
+            return _raise_or_return(self._send([message], [checks])[0])
         done: Future = Future()
+        self._put(message, checks, done, None)
+        return done.result()
+
+    async def send(self, message: CreateMessage, checks: tuple[Check, ...] = ()) -> list[Standing]:
+        """:meth:`submit` for the event loop, without holding a thread while it waits."""
+        if self._max <= 1:  # published on the caller's thread: not the loop's
+            return await asyncio.to_thread(self.submit, message, checks)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._put(message, checks, done, loop)
+        return await done
+
+    def _put(self, message, checks, done, loop) -> None:
         request_id = logs.context().get("request_id")
-        pending = _Pending(message, done, time.monotonic(), request_id, telemetry.capture())
-        self._queue.put(pending)
+        trace = telemetry.capture()
+        self._queue.put(_Pending(message, checks, done, loop, time.monotonic(), request_id, trace))
         self._start()
-        done.result()
 
     def _start(self) -> None:
         # Started on first use, so each (forked) API worker process gets its own thread.
@@ -146,15 +179,64 @@ class Coalescer:
         while True:
             batch = self._next_batch()
             try:
-                traces = [pending.trace for pending in batch]
+                traces = [p.trace for p in batch]
                 with _request_ids(batch), telemetry.coalesced(traces, len(batch)):
-                    self._publish([pending.message for pending in batch])
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
-                for pending in batch:
-                    pending.done.set_exception(exc)
-            else:
-                for pending in batch:
-                    pending.done.set_result(None)
+                    outcomes = self._send([p.message for p in batch], [p.checks for p in batch])
+            except BaseException as exc:  # noqa: BLE001 - the log or trace context failed
+                outcomes = [exc] * len(batch)
+            _settle(batch, outcomes)
+
+    def _send(self, messages: list[CreateMessage], checks: list[tuple[Check, ...]]) -> list:
+        """Count the checks, then publish the messages that passed: each one's outcome."""
+        outcomes: list[Outcome] = [[] for _ in messages]
+        try:
+            counted = [i for i, c in enumerate(checks) if c]
+            if counted:
+                if self._count is None:
+                    raise TypeError("this coalescer counts no rate limits")
+                hits = self._count([checks[i] for i in counted])
+                for i, outcome in zip(counted, hits, strict=True):
+                    outcomes[i] = outcome
+            passed = [i for i, o in enumerate(outcomes) if not isinstance(o, BaseException)]
+            if passed:
+                self._publish([messages[i] for i in passed])
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
+            return [o if isinstance(o, BaseException) else exc for o in outcomes]
+        return outcomes
+
+
+def _raise_or_return(outcome: Outcome) -> list[Standing]:
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def _settle(batch: list[_Pending], outcomes: list[Outcome]) -> None:
+    """Answer each waiting request: a thread's future at once, and the event loop's all
+    in one call (one wake-up of the loop per batch)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Outcome]]] = {}
+    for pending, outcome in zip(batch, outcomes, strict=True):
+        if pending.loop is not None:
+            by_loop.setdefault(pending.loop, []).append(
+                (cast(asyncio.Future, pending.done), outcome)
+            )
+        elif isinstance(outcome, BaseException):
+            pending.done.set_exception(outcome)
+        else:
+            pending.done.set_result(outcome)
+    for loop, answers in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_answer, answers)
+
+
+def _answer(answers: list[tuple[asyncio.Future, Outcome]]) -> None:
+    for future, outcome in answers:
+        if future.done():  # cancelled: the client left
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 @contextlib.contextmanager

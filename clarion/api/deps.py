@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from clarion.api.coalesce import Coalescer
 from clarion.api.problems import Problem
@@ -131,18 +132,30 @@ def authorize(
 def require_scope(scope: str, counted: bool = True):
     """The key with ``scope``; its rate counted here unless the route counts it itself."""
 
-    # One dependency, not the key's lookup and the checks as two: FastAPI runs each plain
-    # ``def`` dependency in its own hop to the thread pool.
-    def check(
-        request: Request,
-        runtime: RuntimeDep,
-        gate: FailureGateDep,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
-    ) -> Principal:
+    def checked(request, runtime, gate, credentials) -> Principal:
         principal = _principal(request, runtime, gate, credentials)
         if not counted:
             return authorize(principal, scope)
         return authorize(principal, scope, runtime, request)
+
+    # One dependency, not the key's lookup and the checks as two, and on the event loop
+    # when it has nothing to wait for (a key verified lately, nothing to count here):
+    # FastAPI runs a plain ``def`` dependency on the thread pool, a hop per request.
+    async def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_key)],
+    ) -> Principal:
+        # The app's state read here, not as dependencies: each costs FastAPI's solving.
+        runtime, gate = request.app.state.runtime, request.app.state.failure_gate
+        known = (
+            None
+            if counted or credentials is None
+            else runtime.api_keys.known(credentials.credentials)
+        )
+        if known is None:
+            return await run_in_threadpool(checked, request, runtime, gate, credentials)
+        gate.check(client_address(request))
+        return authorize(known, scope)
 
     return check
 

@@ -107,9 +107,23 @@ class RateLimiter:
             raise unavailable("rate limit store") from None
         if refusal is not None:
             raise refuse(refusal)
-        if request is not None:
-            noted = request.scope.setdefault("state", {}).setdefault(STATE, {})
-            noted.update((s.name, s) for s in standings)
+        note(request, standings)
+
+    def count(self, groups: list[tuple[Check, ...]]) -> list[list[Standing] | Problem]:
+        """Count several requests' checks in one round trip, all or nothing per request:
+        where each one's limits stand, or its 429 or 503 (the coalescer's ``count``)."""
+        try:
+            hits = self.limits.hit_groups(groups)
+        except LimitsUnavailable:
+            return [unavailable("rate limit store") for _ in groups]
+        return [standings if refusal is None else refuse(refusal) for refusal, standings in hits]
+
+
+def note(request: Request | None, standings: list[Standing]) -> None:
+    """Where a request's limits stand, for its response's ``RateLimit`` fields."""
+    if request is not None and standings:
+        noted = request.scope.setdefault("state", {}).setdefault(STATE, {})
+        noted.update((s.name, s) for s in standings)
 
 
 STATE = "clarion.ratelimit"

@@ -140,6 +140,16 @@ class ApiKeyVerifier:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
+    def known(self, secret: str) -> Principal | None:
+        """The key's principal if this process has it at hand (verified within the cache's
+        TTL), else None: no database, no wait. A revoked or unknown key is never known."""
+        digest = hash_key(secret)
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
     def verify(self, secret: str) -> Principal:
         digest = hash_key(secret)
         now = time.monotonic()

@@ -125,36 +125,37 @@ class Limits:
         except (StorageError, RedisError, OSError):
             raise LimitsUnavailable(checks[0].name if checks else "") from None
 
-    def hit_each(self, checks: Sequence[Check]) -> list[Refusal | None]:
-        """:meth:`hit` of each check, each fitting or not by itself: one round trip to
-        Redis for them all (a pipeline of the script's calls), where ``hit`` per check
-        would be one each (a herd of connects counted together, api/routers/live.py)."""
+    def hit_groups(
+        self, groups: list[tuple[Check, ...]]
+    ) -> list[tuple[Refusal | None, list[Standing]]]:
+        """:meth:`hit_all` for each group of checks (a request's), all or nothing per
+        group; with Redis one round trip for all of them (a pipeline of the script)."""
+        if not groups:
+            return []
         try:
             if self._script is None:
                 with self._lock:
-                    return [self._memory((check,))[0] for check in checks]
-            answers = self._pipelined([self._script_args((check,)) for check in checks])
+                    return [self._memory(checks) for checks in groups]
+            calls = [self._script_args(checks) for checks in groups]
+            for _ in range(2):  # again once after NOSCRIPT (a restarted Redis)
+                pipe = self._script.registered_client.pipeline(transaction=False)
+                for keys, args in calls:
+                    pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+                results = pipe.execute(raise_on_error=False)
+                if not any(isinstance(r, NoScriptError) for r in results):
+                    break
+                self._script.sha = self._script.registered_client.script_load(self._script.script)
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return [self._outcome(c, r) for c, r in zip(groups, results, strict=True)]
         except (StorageError, RedisError, OSError):
-            raise LimitsUnavailable(checks[0].name if checks else "") from None
-        return [self._outcome((c,), a)[0] for c, a in zip(checks, answers, strict=True)]
+            raise LimitsUnavailable(groups[0][0].name if groups[0] else "") from None
 
-    def _pipelined(self, calls: list[tuple[list[str], list[Any]]]) -> list:
-        # EVALSHA straight into the pipeline: redis-py's Script would first ask SCRIPT
-        # EXISTS, a second round trip per batch. Loaded once more after a Redis restart.
-        script = self._script
-        client = script.registered_client
-
-        def run() -> list:
-            pipe = client.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            return pipe.execute()
-
-        try:
-            return run()
-        except NoScriptError:
-            script.sha = client.script_load(SCRIPT)
-            return run()
+    def hit_each(self, checks: Sequence[Check]) -> list[Refusal | None]:
+        """:meth:`hit` of each check, each fitting or not by itself, in one round trip to
+        Redis (a herd of connects counted together, api/routers/live.py)."""
+        return [refusal for refusal, _ in self.hit_groups([(check,) for check in checks])]
 
     def _script_args(self, checks) -> tuple[list[str], list[Any]]:
         prefixed = self._redis_storage.prefixed_key

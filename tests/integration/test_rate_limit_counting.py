@@ -150,3 +150,21 @@ def test_hits_older_than_the_window_are_not_counted(runtime):
     assert fits is None and standing.remaining == 0
     assert standing.reset in (20, 21)  # when the hit 40 s ago leaves the window
     assert refused is not None and refused.retry_after in (20, 21)
+
+
+def test_sends_counted_together_are_each_all_or_nothing_and_survive_a_script_flush(runtime):
+    limits = Limits(runtime.settings.redis_url)
+    rate, quota = "10/minute", "5/day"
+
+    def request() -> tuple[Check, ...]:
+        return Check(rate, "api-key", ("8",)), Check(quota, "daily-quota", ("8",), 2, SLIDING)
+
+    redis.Redis.from_url(runtime.settings.redis_url).script_flush()  # as a restarted Redis
+    outcomes = limits.hit_groups([request(), request(), request()])
+
+    assert [refusal is None for refusal, _ in outcomes] == [True, True, False]
+    assert outcomes[1][1][1].remaining == 1  # the second send's quota: 5 - 2 - 2
+    assert outcomes[2][0].name == "daily-quota"
+    storage = limits.storage
+    moving = MovingWindowRateLimiter(storage).get_window_stats(item(rate), "api-key", "8")
+    assert moving.remaining == 8  # the refused third took nothing of the rate

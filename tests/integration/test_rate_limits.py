@@ -13,6 +13,7 @@ from clarion.api.app import create_app
 from clarion.api.ratelimit import RateLimiter
 from clarion.api.routers.live import count_connects
 from clarion.core.auth import issue_user_token
+from tests.broker import queued
 from tests.conftest import make_key
 
 SEND = "/v1/notifications"
@@ -86,6 +87,16 @@ def test_the_daily_quota_counts_recipients_and_a_fanout_its_topic(app_of, runtim
     assert "recipients" in over.json()["detail"]
     assert fits.status_code == 202
     assert_limited(send(api, key, "z"), "daily-quota", 6, 86400)
+
+
+def test_a_send_refused_by_its_limit_is_never_published(app_of, runtime):
+    api = app_of(api_key_rate_limit="2/minute")
+    key = bearer(make_key(runtime, "notify"))
+
+    codes = [send(api, key, f"u{i}").status_code for i in range(4)]
+
+    assert codes == [202, 202, 429, 429]
+    assert queued(runtime.celery) == 2  # one task per accepted send, none for the 429s
 
 
 def test_a_replayed_send_is_not_charged_again(app_of, runtime):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -152,3 +153,33 @@ def test_cap_of_one_publishes_each_request_on_the_callers_thread():
     assert callers == [threading.current_thread()]
     with pytest.raises(ZeroDivisionError):
         Coalescer(lambda ms: 1 / 0, 1).submit(message())
+
+
+def test_sends_awaited_on_one_event_loop_are_counted_then_published_together():
+    published: list = []
+    counted: list[int] = []
+
+    def count(groups):
+        counted.append(len(groups))
+        return [ValueError("over the limit") if c[0] == "no" else ["ok"] for c in groups]
+
+    def slow_publish(messages):
+        time.sleep(0.01)  # a broker round trip
+        published.extend(messages)
+
+    coalescer = Coalescer(slow_publish, 500, count=count)
+    messages = [message() for _ in range(30)]
+
+    async def all_sends():
+        checks = [("no",) if i == 7 else ("yes",) for i in range(30)]
+        sends = (coalescer.send(m, c) for m, c in zip(messages, checks, strict=True))
+        return await asyncio.gather(*sends, return_exceptions=True)
+
+    outcomes = asyncio.run(all_sends())
+
+    assert isinstance(outcomes[7], ValueError)
+    assert [o for i, o in enumerate(outcomes) if i != 7] == [["ok"]] * 29
+    assert {m.request_id for m in published} == {
+        m.request_id for i, m in enumerate(messages) if i != 7
+    }
+    assert sum(counted) == 30 and len(counted) < 30  # counted in batches, not one by one

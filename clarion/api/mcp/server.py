@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -22,9 +23,11 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ValidationError
 
+from clarion.api.coalesce import Coalescer
 from clarion.api.deps import authorize
 from clarion.api.mcp.tools import TOOLS, Call
 from clarion.api.problems import Problem
+from clarion.api.ratelimit import RateLimiter
 from clarion.api.routers import rules, templates
 from clarion.core.auth import AuthError, Principal
 from clarion.version import __version__
@@ -172,16 +175,15 @@ def build_server(runtime, submitter, principal_of: PrincipalOf) -> Server:
     )
 
 
-class DirectSubmit:
-    """Publishes each send at once (stdio has one caller: nothing to coalesce)."""
+def direct_submit(runtime) -> Coalescer:
+    """Publishes each send at once, on the caller's thread, after counting its limits
+    (stdio has one caller: nothing to coalesce)."""
+    from clarion.core import enqueue
 
-    def __init__(self, celery) -> None:
-        self._celery = celery
-
-    def submit(self, message) -> None:
-        from clarion.core import enqueue
-
-        enqueue.enqueue(self._celery, message)
+    publish = partial(enqueue.enqueue, runtime.celery)
+    return Coalescer(
+        lambda messages: publish(*messages), 1, count=RateLimiter(runtime.limits).count
+    )
 
 
 def serve_stdio(runtime, secret: str) -> None:
@@ -194,7 +196,7 @@ def serve_stdio(runtime, secret: str) -> None:
         except AuthError:
             raise Problem(401, "unauthorized", "CLARION_MCP_API_KEY is not valid.") from None
 
-    server = build_server(runtime, DirectSubmit(runtime.celery), principal_of)
+    server = build_server(runtime, direct_submit(runtime), principal_of)
 
     async def main() -> None:
         async with stdio_server() as (read, write):

@@ -9,11 +9,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from clarion.api import idempotent
-from clarion.api.deps import CoalescerDep, Producer, RuntimeDep, Sender, SessionDep, key_rate
+from clarion.api.deps import Producer, Sender, SessionDep, key_rate
 from clarion.api.problems import BROKER_ERRORS, Problem, check_template, unavailable
-from clarion.api.ratelimit import DAILY_QUOTA, RateLimiter
+from clarion.api.ratelimit import DAILY_QUOTA, RateLimiter, note
 from clarion.api.schemas import (
     AttemptPublic,
     DeliveryPublic,
@@ -25,6 +26,7 @@ from clarion.channels import INBOX
 from clarion.core import enqueue, schedule
 from clarion.core.ratelimits import SLIDING, Check, per_day
 from clarion.core.schemas import (
+    CreateMessage,
     FanoutMessage,
     NotificationAccepted,
     NotificationCreate,
@@ -48,11 +50,9 @@ router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
         503: {"description": "Broker unreachable; nothing was enqueued. See Retry-After."},
     },
 )
-def send_notification(
+async def send_notification(
     body: NotificationCreate,
     request: Request,
-    runtime: RuntimeDep,
-    coalescer: CoalescerDep,
     producer: Sender,
     idempotency_key: Annotated[
         str | None,
@@ -66,7 +66,21 @@ def send_notification(
     send does not touch); follow ``progress``. A 202 means the request is in the broker;
     the worker persists it shortly after.
     """
-    answer, replayed = accept(runtime, coalescer, producer, body, idempotency_key, request)
+    # The app's state read here, not as dependencies: each costs FastAPI's solving.
+    runtime, coalescer = request.app.state.runtime, request.app.state.coalescer
+    if idempotency_key is None and body.template is None and body.topic is None:
+        # The common send touches neither the database nor the idempotency store: the
+        # coalescer counts its limits and publishes it while the loop awaits, no thread.
+        message, checks = prepared(runtime, producer, body, counted=True)
+        assert isinstance(message, CreateMessage)  # no topic: no fan-out
+        try:
+            standings = await coalescer.send(message, checks)
+        except BROKER_ERRORS:
+            raise _refused(message) from None
+        return JSONResponse(_accepted(message, request, standings), status_code=202)
+    answer, replayed = await run_in_threadpool(
+        accept, runtime, coalescer, producer, body, idempotency_key, request
+    )
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return JSONResponse(answer, status_code=202, headers=headers)
 
@@ -84,7 +98,8 @@ def accept(
 
     With ``request`` (the REST route), the key's request rate is counted here, together
     with its daily quota: one Redis round trip, all or nothing (a send refused by either
-    limit counts against neither). The MCP tools counted the rate in ``authorize``."""
+    limit counts against neither; the coalescer counts a batch's sends in one). The MCP
+    tools counted the rate in ``authorize``."""
     limiter = RateLimiter(runtime.limits)
     rate = [key_rate(runtime, producer)] if request is not None else []
     if body.template is not None:
@@ -95,23 +110,46 @@ def accept(
             raise
 
     def make() -> dict:
-        limiter.check_all(*rate, *quota(runtime, producer, body), request=request)
-        message = enqueue.prepare(body, producer=f"api-key:{producer.name}#{producer.key_id}")
-        try:
-            if isinstance(message, FanoutMessage):  # one fan-out task: nothing to coalesce
+        message, checks = prepared(runtime, producer, body, counted=request is not None)
+        if isinstance(message, FanoutMessage):  # one fan-out task: nothing to coalesce
+            limiter.check_all(*checks, request=request)
+            try:
                 enqueue.enqueue(runtime.celery, message)
-            else:
-                coalescer.submit(message)
+            except BROKER_ERRORS:
+                raise _refused(message) from None
+            return enqueue.accepted(message).model_dump(mode="json")
+        try:
+            standings = coalescer.submit(message, checks)
         except BROKER_ERRORS:
-            log.warning("broker unreachable; request %s refused", message.request_id)
-            raise unavailable("broker") from None
-        return enqueue.accepted(message).model_dump(mode="json")
+            raise _refused(message) from None
+        return _accepted(message, request, standings)
 
     dumped = body.model_dump(mode="json")
     answer, replayed = idempotent.once(runtime, producer, idempotency_key, dumped, make)
     if replayed:  # a request all the same, but its recipients are not charged again
         limiter.check_all(*rate, request=request)
     return answer, replayed
+
+
+def prepared(
+    runtime, producer, body: NotificationCreate, counted: bool
+) -> tuple[CreateMessage | FanoutMessage, tuple[Check, ...]]:
+    """The message to publish and the limits it must pass first: the key's request rate
+    (when ``counted``: the REST route's) and its daily quota."""
+    rate = [key_rate(runtime, producer)] if counted else []
+    checks = (*rate, *quota(runtime, producer, body))
+    message = enqueue.prepare(body, producer=f"api-key:{producer.name}#{producer.key_id}")
+    return message, checks
+
+
+def _accepted(message: CreateMessage, request: Request | None, standings) -> dict:
+    note(request, standings)
+    return enqueue.accepted(message).model_dump(mode="json")
+
+
+def _refused(message) -> Problem:
+    log.warning("broker unreachable; request %s refused", message.request_id)
+    return unavailable("broker")
 
 
 def quota(runtime, producer, body: NotificationCreate) -> list[Check]:
