@@ -20,10 +20,12 @@ import time
 
 OUT = open(sys.argv[1], "a", buffering=1)  # noqa: SIM115 - open for the process's life
 TITLE = re.compile(r'"title":"([^"]+)"')
+MAIN = os.getpid()
 
 
 def write(kind: str, **fields) -> None:
-    OUT.write(json.dumps({"kind": kind, "pid": os.getpid(), **fields}) + "\n")
+    role = sys.argv[2] if os.getpid() == MAIN else f"{sys.argv[2]} child"
+    OUT.write(json.dumps({"kind": kind, "pid": os.getpid(), "role": role, **fields}) + "\n")
 
 
 _gc_started = [0.0]

@@ -186,6 +186,9 @@ def _one(trace: list[dict], test) -> dict | None:
 
 def print_slowest(hops: list[dict], n: int) -> None:
     """The n slowest sends, hop by hop, next to each hop's median over all sends."""
+    if not hops:
+        print("no send's hops (tracing off?)")
+        return
     ranked = sorted(hops, key=lambda t: -t["total"] if t["total"] == t["total"] else 0)
     print(f"the {n} slowest of {len(hops)} sends (ms; the hops' medians on the right):")
     medians = [
@@ -302,7 +305,7 @@ def post_path(
         )
         steps["_publish_end"].append(epoch_ms(publish[0]["end_time"]))
     # Frames and badges in arrival order match the sends in order of their PUBLISH.
-    published = sorted(steps.pop("_publish_end"))
+    published = sorted(steps.pop("_publish_end", []))
     frames_sorted = sorted(frame_at.values())
     for pub, frame in zip(published, frames_sorted, strict=False):
         steps["PUBLISH end -> WebSocket frame in page"].append(frame - pub)
@@ -365,6 +368,15 @@ def analyse(logdir: Path, slowest: int) -> None:
         print(f"  #{t['i']}: {shown or 'no GC or loop lag'}")
     gcs = [p for p in probes if p["kind"] == "gc"]
     lags = [p for p in probes if p["kind"] == "lag"]
+    window = (min(saved["due"].values()), max(saved["due"].values()) + 200)
+    for pid in sorted({p["pid"] for p in gcs}):
+        mine = [p for p in gcs if p["pid"] == pid]
+        inside = [p for p in mine if window[0] <= p["at"] <= window[1]]
+        print(
+            f"  GCs > 1 ms of pid {pid} ({mine[0].get('role', '?')}): {len(mine)}, max "
+            f"{max(p['ms'] for p in mine):.0f} ms; while sending: {len(inside)}, max "
+            f"{max((p['ms'] for p in inside), default=0):.0f} ms"
+        )
     print(
         f"  over the run: {len(gcs)} GCs > 1 ms (max {max((p['ms'] for p in gcs), default=0):.0f}"
         f" ms), {len(lags)} loop lags > 5 ms (max {max((p['ms'] for p in lags), default=0):.0f} ms)"
