@@ -172,6 +172,12 @@ export class ClarionFeed extends ClarionElement {
     // Only what changed is touched: a live notification inserts one row, instead of every
     // row being taken out and put back (the whole list's style and layout, per event).
     reconcile(this.list, sections);
+    // Rows added above the end keep the end in view (scroll anchoring), so the sentinel
+    // may never stop intersecting: observed afresh, it reports whether it still does.
+    if (this.feed.nextCursor && this.observer) {
+      this.observer.unobserve(this.sentinel);
+      this.observer.observe(this.sentinel);
+    }
     this.rovingFocus(focused);
     this.renderGroupCounts();
     this.rendered();
