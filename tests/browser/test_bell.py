@@ -273,7 +273,9 @@ def test_the_popover_keeps_paging_to_the_end_when_pages_add_to_every_group(conte
     me = new_user()
     total = 300
     for i in range(total):
-        stack.send(me, f"n{i}", category=f"c{i % 5}")
+        stack.send(
+            me, f"notification {i} with a line of body-like text", category=f"c{i * i % 7 % 5}"
+        )
     page = open_ui(context, stack, me)
     wait_badge(page, "99+")
     open_popover(page)
