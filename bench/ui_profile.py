@@ -180,6 +180,28 @@ def per_send(
     return out
 
 
+def by_position(hops: list[dict], size: int = 50) -> None:
+    """The browser's hops by the send's position: the page's inbox holds one more row after
+    each, so a cost per row shows as hops that grow along the run."""
+    if not hops:
+        return
+    print(f"by position in the run (each {size} sends; p50 / max, ms):")
+    print(f"  {'sends':<10}{'due -> badge':>18}{'PUBLISH -> page':>18}{'frame -> badge':>18}")
+    buckets: dict[int, list[dict]] = defaultdict(list)
+    for t in hops:
+        buckets[t["i"] // size].append(t)
+    for k in sorted(buckets):
+        got = buckets[k]
+        cols = []
+        for values in (
+            [t["total"] for t in got],
+            [t["network"] - t["pub1"] for t in got if t["network"] is not None],
+            [t["badge"] - t["frame"] for t in got if t["badge"] is not None],
+        ):
+            cols.append(f"{percentile(values, 50):8.1f} / {max(values):6.1f}" if values else "")
+        print(f"  {k * size:>4}-{k * size + size - 1:<5}" + "".join(f"{c:>18}" for c in cols))
+
+
 def _one(trace: list[dict], test) -> dict | None:
     return next((s for s in trace if test(s)), None)
 
@@ -356,6 +378,7 @@ def analyse(logdir: Path, slowest: int) -> None:
                 hub.setdefault(title, p["at"])
     hops = per_send(len(saved["due"]), by_trace=by_trace, hub=hub, **{k: saved[k] for k in keys})
     print_slowest(hops, slowest)
+    by_position(hops)
     ranked = sorted(hops, key=lambda t: -t["total"] if t["total"] == t["total"] else 0)
     pids = {}
     for t in ranked[:slowest]:
