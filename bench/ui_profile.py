@@ -104,8 +104,8 @@ HOPS = (
     "PUBLISH (pub/sub)",
     "PUBLISH end -> a 2nd subscriber hears it",
     "PUBLISH end -> the API's hub takes it",
-    "PUBLISH end -> frame in Chromium's network",
-    "network -> page's message event",
+    "PUBLISH end -> frame in the renderer (CDP)",
+    "CDP frame -> page's message event",
     "frame -> badge",
 )
 
@@ -245,8 +245,8 @@ def post_path(
     context.add_init_script(OBSERVE)
     context.add_init_script(WATCH)
     page = context.new_page()
-    # Chromium's network side of the stream (CDP): when each frame reached the browser,
-    # before the page's main thread saw it; wall clock from the handshake's own pair.
+    # The stream as Chromium reports it (CDP, stamped by the renderer when it takes a frame),
+    # on the wall clock by the handshake event's own pair of stamps.
     cdp = context.new_cdp_session(page)
     cdp.send("Network.enable")
     net: dict[str, Any] = {"offset": None, "frames": []}
