@@ -1,6 +1,5 @@
 // The page's first module (no imports, loaded async ahead of the others): it signs in and
-// gets the unread count (in the sign-in's own answer on a reload; asked for after a sign-in
-// link) while the rest of the page's modules are still on their way,
+// asks for the unread count while the rest of the page's modules are still on their way,
 // so the bell can show its count as soon as it exists instead of after the sign-in, the
 // stream's connect and its first frame, one after the other (docs/benchmarks/ui.md).
 // app.js takes both promises from here; the stream's own count replaces this one.
@@ -28,7 +27,7 @@ function signIn() {
     history.replaceState(null, '', `${location.pathname}${location.search}#/inbox`);
     return postSession('session', { login: decodeURIComponent(match[1]) });
   }
-  return postSession('session/token?counts=true'); // the counts come with the token
+  return postSession('session/token');
 }
 
 /** A fresh user token for the client (the session cookie's). */
@@ -38,8 +37,7 @@ export const getToken = async () => (await postSession('session/token')).token;
 export const signedIn = signIn();
 
 /** The unread counts ({total, by_category, unseen}), or null if they could not be had. */
-export const firstCounts = signedIn.then(async ({ token, counts }) => {
-  if (counts) return counts;
+export const firstCounts = signedIn.then(async ({ token }) => {
   const answer = await fetch(`${location.origin}/v1/me/notifications/unread-count`, {
     headers: { Authorization: `Bearer ${token}`, Accept: 'application/json' },
   });

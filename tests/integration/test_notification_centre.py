@@ -91,26 +91,6 @@ def test_get_one_is_the_item_and_another_users_or_an_unknown_id_is_404(client, s
     assert "Hello" not in theirs.text
 
 
-# -- the page's sign-in --------------------------------------------------------------------
-def test_the_pages_token_exchange_brings_the_unread_counts_when_asked(client, send, runtime):
-    from clarion.core.auth import ui_login_token
-
-    send(title="one")
-    send(title="two", category="billing")
-    signed = client.post("/ui/session", json={"login": ui_login_token(runtime.settings, "alice")})
-    assert signed.status_code == 200, signed.text
-
-    plain = client.post("/ui/session/token")
-    with_counts = client.post("/ui/session/token", params={"counts": "true"})
-
-    assert plain.status_code == with_counts.status_code == 200
-    assert plain.json()["counts"] is None  # a token refresh reads nothing more
-    got = with_counts.json()
-    assert got["subscriber"] == "alice" and got["token"]
-    assert got["counts"] == {"total": 2, "by_category": {"links": 1, "billing": 1}, "unseen": 2}
-    assert got["counts"] == counts(client, lambda who: {"Authorization": f"Bearer {got['token']}"})
-
-
 # -- seen -----------------------------------------------------------------------------------
 def test_seen_by_ids_lowers_unseen_but_not_unread_and_tells_other_tabs(client, send, user, live):
     first, second, _third = send(), send(), send()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Cookie, Query, Request, Response
+from fastapi import APIRouter, Cookie, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -32,8 +32,6 @@ from starlette.types import Scope
 from clarion.api.deps import RuntimeDep
 from clarion.api.problems import Problem
 from clarion.api.ratelimit import FailureGateDep, client_address
-from clarion.api.schemas import UnreadCount
-from clarion.core import inbox
 from clarion.core.auth import (
     AuthError,
     issue_user_token,
@@ -41,7 +39,6 @@ from clarion.core.auth import (
     verify_ui_login,
     verify_ui_session,
 )
-from clarion.db import notifications
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 COOKIE = "clarion_ui_session"
@@ -145,9 +142,6 @@ class UiToken(BaseModel):
     token: str = Field(description="A user token for the API and the live stream")
     expires_in: int = Field(description="Seconds until it expires")
     subscriber: str
-    counts: UnreadCount | None = Field(
-        None, description="The unread counts, when asked for (`?counts=true`)"
-    )
 
 
 def _same_origin(request: Request) -> None:
@@ -211,9 +205,6 @@ def session_token(
     runtime: RuntimeDep,
     gate: FailureGateDep,
     session: Annotated[str | None, Cookie(alias=COOKIE)] = None,
-    counts: Annotated[
-        bool, Query(description="Also the unread counts (the page's bell, on load)")
-    ] = False,
 ) -> UiToken:
     _same_origin(request)
     if session is None:  # a page that is not signed in asks this on load: not a failure
@@ -225,12 +216,7 @@ def session_token(
     except AuthError:
         gate.failed(address)
         raise Problem(401, "unauthorized", "Not signed in.") from None
-    answer = _token(runtime, subscriber)
-    if counts:  # one round trip on load instead of two: the sign-in, then the count
-        with runtime.sessions() as db:
-            found = notifications.unread_counts(session=db, recipient_id=subscriber)
-        answer.counts = UnreadCount.model_validate(inbox.counts_data(found))
-    return answer
+    return _token(runtime, subscriber)
 
 
 @router.delete("/ui/session", status_code=204, summary="Sign the page out")
