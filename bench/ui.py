@@ -113,9 +113,9 @@ class Run:
         wait_http(f"{self.base}/readyz", procs)
         self.http = httpx.Client(headers={"Authorization": f"Bearer {self.key}"}, timeout=10)
 
-    def send(self, user: str, title: str) -> None:
+    def send(self, user: str, title: str, headers: dict[str, str] | None = None) -> None:
         body = {"recipients": [user], "category": f"c{hash(title) % 5}", "title": title}
-        answer = self.http.post(f"{self.base}/v1/notifications", json=body)
+        answer = self.http.post(f"{self.base}/v1/notifications", json=body, headers=headers)
         answer.raise_for_status()
 
     def fill(self, user: str, n: int) -> None:

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import sync_playwright
 
@@ -44,7 +46,8 @@ window.WebSocket = class extends Native {
     this.addEventListener('message', (m) => {
       let e = {};
       try { e = JSON.parse(m.data); } catch {}
-      window.__ws.push([e.type, performance.now(), e.data && e.data.id || null]);
+      window.__ws.push([e.type, performance.now(), e.data && e.data.id || null,
+                        e.data && e.data.title || null]);
     });
   }
 };
@@ -84,11 +87,187 @@ def stats(name: str, values: list[float]) -> str:
     return f"  {name:<44} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  (n={len(values)})"
 
 
-def post_path(browser, run: Run, rate: float, count: int, api: Path, worker: Path) -> None:
+def trace_id(i: int) -> str:
+    return f"c1a71a{i:026x}"
+
+
+# Each send's hops, in order: (label, the span or page event whose time ends it).
+HOPS = (
+    "due -> request span starts (harness, HTTP)",
+    "request span -> coalescer publish starts",
+    "coalescer publish (to the broker)",
+    "publish end -> 202 seen by the sender",
+    "publish end -> task starts (broker, worker)",
+    "task start -> first SQL",
+    "first SQL -> last SQL ends",
+    "last SQL end -> PUBLISH starts (commit)",
+    "PUBLISH (pub/sub)",
+    "PUBLISH end -> a 2nd subscriber hears it",
+    "PUBLISH end -> the API's hub takes it",
+    "PUBLISH end -> frame in the renderer (CDP)",
+    "CDP frame -> page's message event",
+    "frame -> badge",
+)
+
+
+def per_send(
+    count, due, answered, by_trace, frames, counts, origin, network, heard, hub=None
+) -> list[dict]:
+    """Each send's hops (ms) from its own trace and its own frame (matched by title)."""
+    hub = hub or {}
+    frame_at = {f[3]: origin + f[1] for f in frames if f[0] == "notification.created"}
+    badge = sorted((at, n) for n, at, _ in counts)
+    out = []
+    for i in range(count):
+        title = f"profile {i}"
+        trace = by_trace.get("0x" + trace_id(i), [])
+        request = _one(
+            trace, lambda s: s["name"] == "POST /v1/notifications" and "SERVER" in s["kind"]
+        )
+        coalesce = _one(trace, lambda s: s["name"] == "clarion.coalesce publish")
+        task = _one(trace, lambda s: s["name"].startswith("run/"))
+        publish = _one(trace, lambda s: s["name"] == "PUBLISH")
+        frame = frame_at.get(title)
+        if not (request and task and publish and frame):
+            continue
+        sql = [
+            s
+            for s in trace
+            if s["attributes"].get("db.system") == "postgresql"
+            and epoch_ms(s["start_time"]) >= epoch_ms(task["start_time"])
+        ]
+        shown = next((at for at, _ in badge if at >= frame), None)
+        t = {
+            "i": i,
+            "due": due[title],
+            "request": epoch_ms(request["start_time"]),
+            "publish0": epoch_ms(coalesce["start_time"]) if coalesce else None,
+            "publish1": epoch_ms(coalesce["end_time"]) if coalesce else None,
+            "answered": answered.get(title),
+            "task": epoch_ms(task["start_time"]),
+            "sql0": min((epoch_ms(s["start_time"]) for s in sql), default=None),
+            "sql1": max((epoch_ms(s["end_time"]) for s in sql), default=None),
+            "pub0": epoch_ms(publish["start_time"]),
+            "pub1": epoch_ms(publish["end_time"]),
+            "heard": heard.get(title),
+            "hub": hub.get(title),
+            "network": network.get(title),
+            "frame": frame,
+            "badge": shown,
+        }
+        pairs = (
+            ("due", "request"),
+            ("request", "publish0"),
+            ("publish0", "publish1"),
+            ("publish1", "answered"),
+            ("publish1", "task"),
+            ("task", "sql0"),
+            ("sql0", "sql1"),
+            ("sql1", "pub0"),
+            ("pub0", "pub1"),
+            ("pub1", "heard"),
+            ("pub1", "hub"),
+            ("pub1", "network"),
+            ("network", "frame"),
+            ("frame", "badge"),
+        )
+        t["hops"] = [
+            (t[b] - t[a]) if t[a] is not None and t[b] is not None else float("nan")
+            for a, b in pairs
+        ]
+        t["total"] = (shown - t["due"]) if shown is not None else float("nan")
+        out.append(t)
+    return out
+
+
+def by_position(hops: list[dict], size: int = 50) -> None:
+    """The browser's hops by the send's position: the page's inbox holds one more row after
+    each, so a cost per row shows as hops that grow along the run."""
+    if not hops:
+        return
+    print(f"by position in the run (each {size} sends; p50 / max, ms):")
+    print(f"  {'sends':<10}{'due -> badge':>18}{'PUBLISH -> page':>18}{'frame -> badge':>18}")
+    buckets: dict[int, list[dict]] = defaultdict(list)
+    for t in hops:
+        buckets[t["i"] // size].append(t)
+    for k in sorted(buckets):
+        got = buckets[k]
+        cols = []
+        for values in (
+            [t["total"] for t in got],
+            [t["network"] - t["pub1"] for t in got if t["network"] is not None],
+            [t["badge"] - t["frame"] for t in got if t["badge"] is not None],
+        ):
+            cols.append(f"{percentile(values, 50):8.1f} / {max(values):6.1f}" if values else "")
+        print(f"  {k * size:>4}-{k * size + size - 1:<5}" + "".join(f"{c:>18}" for c in cols))
+
+
+def _one(trace: list[dict], test) -> dict | None:
+    return next((s for s in trace if test(s)), None)
+
+
+def print_slowest(hops: list[dict], n: int) -> None:
+    """The n slowest sends, hop by hop, next to each hop's median over all sends."""
+    if not hops:
+        print("no send's hops (tracing off?)")
+        return
+    ranked = sorted(hops, key=lambda t: -t["total"] if t["total"] == t["total"] else 0)
+    print(f"the {n} slowest of {len(hops)} sends (ms; the hops' medians on the right):")
+    medians = [
+        percentile([t["hops"][k] for t in hops if t["hops"][k] == t["hops"][k]], 50)
+        for k in range(len(HOPS))
+    ]
+    head = "  " + f"{'hop':<46}" + "".join(f"#{t['i']:>6}" for t in ranked[:n]) + "  median"
+    print(head)
+    print(
+        "  "
+        + f"{'due -> badge':<46}"
+        + "".join(f"{t['total']:7.1f}" for t in ranked[:n])
+        + f"{percentile([t['total'] for t in hops], 50):8.1f}"
+    )
+    for k, label in enumerate(HOPS):
+        row = "".join(f"{t['hops'][k]:7.1f}" for t in ranked[:n])
+        print("  " + f"{label:<46}" + row + f"{medians[k]:8.1f}")
+    wall = [
+        time.strftime("%H:%M:%S", time.gmtime(t["due"] / 1000)) + f".{int(t['due'] % 1000):03d}"
+        for t in ranked[:n]
+    ]
+    print(
+        "  due at (UTC): "
+        + ", ".join(f"#{t['i']} {w}" for t, w in zip(ranked[:n], wall, strict=True))
+    )
+
+
+def post_path(
+    browser, run: Run, rate: float, count: int, api: Path, worker: Path, slowest: int = 0
+) -> None:
     context = browser.new_context()
     context.add_init_script(OBSERVE)
     context.add_init_script(WATCH)
-    page = open_signed_in(context, run, "profile-live")
+    page = context.new_page()
+    # The stream as Chromium reports it (CDP, stamped by the renderer when it takes a frame),
+    # on the wall clock by the handshake event's own pair of stamps.
+    cdp = context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    net: dict[str, Any] = {"offset": None, "frames": []}
+
+    def handshake(e: dict) -> None:
+        if net["offset"] is None:
+            net["offset"] = e["wallTime"] - e["timestamp"]
+
+    cdp.on("Network.webSocketWillSendHandshakeRequest", handshake)
+    cdp.on(
+        "Network.webSocketFrameReceived",
+        lambda e: net["frames"].append((e["timestamp"], e["response"]["payloadData"][:300])),
+    )
+    page.goto(run.link("profile-live"))
+    page.wait_for_function(
+        "() => document.querySelector('clarion-bell')?.client?.status === 'live'"
+    )
+    # A second subscriber of the event channel: when Redis delivered each event.
+    heard: dict[str, float] = {}
+    listener = threading.Thread(target=listen, args=(run, heard), daemon=True)
+    listener.start()
     time.sleep(1)
     origin = page.evaluate("() => performance.timeOrigin")
     due: dict[str, float] = {}
@@ -97,7 +276,8 @@ def post_path(browser, run: Run, rate: float, count: int, api: Path, worker: Pat
 
     def send(i: int) -> None:
         title = f"profile {i}"
-        run.send("profile-live", title)
+        # The send's trace id names it, so its spans are found without guessing.
+        run.send("profile-live", title, {"traceparent": f"00-{trace_id(i)}-{i + 1:016x}-01"})
         answered[title] = time.time() * 1000
 
     start = time.time()
@@ -147,7 +327,7 @@ def post_path(browser, run: Run, rate: float, count: int, api: Path, worker: Pat
         )
         steps["_publish_end"].append(epoch_ms(publish[0]["end_time"]))
     # Frames and badges in arrival order match the sends in order of their PUBLISH.
-    published = sorted(steps.pop("_publish_end"))
+    published = sorted(steps.pop("_publish_end", []))
     frames_sorted = sorted(frame_at.values())
     for pub, frame in zip(published, frames_sorted, strict=False):
         steps["PUBLISH end -> WebSocket frame in page"].append(frame - pub)
@@ -163,6 +343,85 @@ def post_path(browser, run: Run, rate: float, count: int, api: Path, worker: Pat
     print(f"POST -> badge at {rate:g}/s, {count} sends (tracing on):")
     for name, values in steps.items():
         print(stats(name, values))
+    network = {}
+    for stamp, payload in net["frames"]:
+        title = TITLE.search(payload)
+        if title and net["offset"] is not None:
+            network.setdefault(title[1], (stamp + net["offset"]) * 1000)
+    dump = {
+        "due": due,
+        "answered": answered,
+        "frames": frames,
+        "counts": counts,
+        "origin": origin,
+        "network": network,
+        "heard": heard,
+    }
+    (api.parent / "page.json").write_text(json.dumps(dump))
+    if slowest:
+        analyse(api.parent, slowest)
+
+
+def analyse(logdir: Path, slowest: int) -> None:
+    saved = json.loads((logdir / "page.json").read_text())
+    by_trace: dict[str, list[dict]] = defaultdict(list)
+    for span in spans(logdir / "api.spans") + spans(logdir / "worker.spans"):
+        by_trace[span["context"]["trace_id"]].append(span)
+    keys = ("due", "answered", "frames", "counts", "origin", "network", "heard")
+    probes = []
+    if (logdir / "probe.jsonl").exists():
+        probes = [json.loads(line) for line in (logdir / "probe.jsonl").read_text().splitlines()]
+    hub = {}
+    for p in probes:
+        if p["kind"] == "hub":
+            for title in p["titles"]:
+                hub.setdefault(title, p["at"])
+    hops = per_send(len(saved["due"]), by_trace=by_trace, hub=hub, **{k: saved[k] for k in keys})
+    print_slowest(hops, slowest)
+    by_position(hops)
+    ranked = sorted(hops, key=lambda t: -t["total"] if t["total"] == t["total"] else 0)
+    pids = {}
+    for t in ranked[:slowest]:
+        near = [p for p in probes if p["kind"] != "hub" and t["due"] - 50 <= p["at"] <= t["badge"]]
+        shown = ", ".join(
+            f"{p['kind']} pid {pids.setdefault(p['pid'], len(pids))} {p['ms']:.0f} ms "
+            f"at +{p['at'] - t['due']:.0f}" + (f" gen {p['gen']}" if "gen" in p else "")
+            for p in near
+        )
+        print(f"  #{t['i']}: {shown or 'no GC or loop lag'}")
+    gcs = [p for p in probes if p["kind"] == "gc"]
+    lags = [p for p in probes if p["kind"] == "lag"]
+    window = (min(saved["due"].values()), max(saved["due"].values()) + 200)
+    for pid in sorted({p["pid"] for p in gcs}):
+        mine = [p for p in gcs if p["pid"] == pid]
+        inside = [p for p in mine if window[0] <= p["at"] <= window[1]]
+        print(
+            f"  GCs > 1 ms of pid {pid} ({mine[0].get('role', '?')}): {len(mine)}, max "
+            f"{max(p['ms'] for p in mine):.0f} ms; while sending: {len(inside)}, max "
+            f"{max((p['ms'] for p in inside), default=0):.0f} ms"
+        )
+    print(
+        f"  over the run: {len(gcs)} GCs > 1 ms (max {max((p['ms'] for p in gcs), default=0):.0f}"
+        f" ms), {len(lags)} loop lags > 5 ms (max {max((p['ms'] for p in lags), default=0):.0f} ms)"
+    )
+
+
+TITLE = re.compile(r'"title":"(profile \d+)"')
+
+
+def listen(run: Run, heard: dict[str, float]) -> None:
+    import redis
+
+    from clarion.core.pubsub import channel_for
+
+    client = redis.Redis.from_url(run.settings.redis_url)
+    sub = client.pubsub()
+    sub.subscribe(channel_for(run.settings.redis_url))
+    for message in sub.listen():
+        at = time.time() * 1000
+        if message["type"] == "message":
+            for title in TITLE.findall(message["data"].decode()):
+                heard.setdefault(title, at)
 
 
 def page_path(
@@ -238,7 +497,14 @@ def main() -> None:
     parser.add_argument("--no-trace", action="store_true", help="the page's side only")
     parser.add_argument("--detail", action="store_true", help="every file's fetch on load")
     parser.add_argument("--skip-post", action="store_true", help="the page load only")
+    parser.add_argument("--slowest", type=int, default=8, help="the slowest sends, hop by hop")
+    parser.add_argument("--skip-load", action="store_true", help="the POST -> badge path only")
+    parser.add_argument("--probe", action="store_true", help="GC, loop lag, hub (_probe.py)")
+    parser.add_argument("--analyse", type=Path, help="the slowest sends of a saved run (its dir)")
     args = parser.parse_args()
+    if args.analyse:
+        analyse(args.analyse, args.slowest)
+        return
     env = fresh_run(DATABASE, "WARNING")
     with Processes() as procs, sync_playwright() as pw:
         api, worker = procs.logdir / "api.spans", procs.logdir / "worker.spans"
@@ -248,14 +514,17 @@ def main() -> None:
         else:
             env_api = env_worker = env
         run = Run.__new__(Run)
-        Run.__init__(run, _Split(procs, env_api, env_worker), env)
+        split = _Split(procs, env_api, env_worker)
+        split.probe = args.probe
+        Run.__init__(run, split, env)
         wait_http(f"{run.base}/readyz", procs)
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
         run.fill("profile-load", 5)
         if not args.skip_post:
-            post_path(browser, run, args.rate, args.sends, api, worker)
-        page_path(browser, run, "profile-load", args.loads, args.detail)
-        page_path(browser, run, "profile-load", args.loads, args.detail, cold=True)
+            post_path(browser, run, args.rate, args.sends, api, worker, args.slowest)
+        if not args.skip_load:
+            page_path(browser, run, "profile-load", args.loads, args.detail)
+            page_path(browser, run, "profile-load", args.loads, args.detail, cold=True)
         browser.close()
         print(f"spans and logs: {procs.logdir}")
 
@@ -266,8 +535,17 @@ class _Split:
     def __init__(self, procs: Processes, env_api: dict, env_worker: dict) -> None:
         self.procs, self.env_api, self.env_worker = procs, env_api, env_worker
         self.logdir = procs.logdir
+        self.probe = False
 
     def start(self, name, argv, env):
+        if self.probe:  # the same command with the timing probes (bench/_probe.py)
+            argv = [
+                str(BIN / "python"),
+                "-m",
+                "bench._probe",
+                str(self.logdir / "probe.jsonl"),
+                *argv[1:],
+            ]
         return self.procs.start(name, argv, self.env_api if name == "api" else self.env_worker)
 
     def check_alive(self) -> None:

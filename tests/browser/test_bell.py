@@ -264,3 +264,27 @@ def test_a_toast_waits_while_hovered_then_goes(context, stack):
     expect(toast).to_have_attribute("paused", "")
     page.mouse.move(0, 0)
     expect(toast).to_have_count(0, timeout=7000)
+
+
+def test_the_popover_keeps_paging_to_the_end_when_pages_add_to_every_group(context, stack):
+    # Five categories: each page adds rows to every group, above the end of the list, so
+    # the browser keeps the end in view (scroll anchoring) and the sentinel can stay in
+    # view from one page to the next; every page must still come.
+    me = new_user()
+    total = 300
+    for i in range(total):
+        stack.send(
+            me, f"notification {i} with a line of body-like text", category=f"c{i * i % 7 % 5}"
+        )
+    page = open_ui(context, stack, me)
+    wait_badge(page, "99+")
+    open_popover(page)
+    loaded = "() => document.querySelector('clarion-bell').feedEl.items.length"
+    page.wait_for_function(f"{loaded} > 0")
+    while (before := page.evaluate(loaded)) < total:
+        page.locator("clarion-bell [part=scroller]").evaluate(
+            "s => { s.scrollTop = s.scrollHeight; }"
+        )
+        page.wait_for_function(f"{loaded} > {before}", timeout=10_000)
+    ids = page.locator(ROW).evaluate_all("rows => rows.map(r => r.dataset.id)")
+    assert len(set(ids)) == total

@@ -19,6 +19,7 @@ export class ClarionFeed extends ClarionElement {
     this.tab = 'all';
     this.extra = {}; // filters from the inbox page
     this.rows = new Map(); // id -> {sig, el}
+    this.groups = new Map(); // category -> {section, list}
     this.selected = new Set();
     this.menu = null;
   }
@@ -58,12 +59,15 @@ export class ClarionFeed extends ClarionElement {
     this.feed?.destroy();
     this.feed = null;
     this.rows.clear();
+    this.groups.clear();
   }
 
   render() {
     const root = this.shadowRoot;
     root.replaceChildren();
     this.rows.clear();
+    this.groups.clear();
+    this.moreLine = null;
     this.readAll = h('button', {
       class: 'link', part: 'read-all', text: this.t('feed.read_all'),
       on: { click: () => this.client.readAll().catch((e) => this.fail(e)) },
@@ -159,9 +163,21 @@ export class ClarionFeed extends ClarionElement {
     }
     const live = new Set(items.map((i) => i.id));
     for (const id of this.rows.keys()) if (!live.has(id)) this.rows.delete(id);
+    for (const category of this.groups.keys()) if (!groups.has(category)) this.groups.delete(category);
     const sections = [...groups].map(([category, rows]) => this.group(category, rows));
-    if (this.feed.nextCursor) sections.push(h('p', { class: 'more muted', text: this.t('feed.more') }));
-    this.list.replaceChildren(...sections);
+    if (this.feed.nextCursor) {
+      this.moreLine ||= h('p', { class: 'more muted', text: this.t('feed.more') });
+      sections.push(this.moreLine);
+    }
+    // Only what changed is touched: a live notification inserts one row, instead of every
+    // row being taken out and put back (the whole list's style and layout, per event).
+    reconcile(this.list, sections);
+    // Rows added above the end keep the end in view (scroll anchoring), so the sentinel
+    // may never stop intersecting: observed afresh, it reports whether it still does.
+    if (this.feed.nextCursor && this.observer) {
+      this.observer.unobserve(this.sentinel);
+      this.observer.observe(this.sentinel);
+    }
     this.rovingFocus(focused);
     this.renderGroupCounts();
     this.rendered();
@@ -172,7 +188,18 @@ export class ClarionFeed extends ClarionElement {
     this.dispatchEvent(new CustomEvent('clarion:rendered', { detail: { count, state: this.feed.state } }));
   }
 
+  /** A category's section (kept across renders), its rows in order. */
   group(category, items) {
+    let group = this.groups.get(category);
+    if (!group) {
+      group = this.newGroup(category);
+      this.groups.set(category, group);
+    }
+    reconcile(group.list, items.map((i) => this.row(i)));
+    return group.section;
+  }
+
+  newGroup(category) {
     const name = this.i18n.category(category);
     const header = h('div', { class: 'group-header', part: 'group-header' },
       h('h3', { text: name }),
@@ -182,8 +209,10 @@ export class ClarionFeed extends ClarionElement {
         text: this.t('feed.read_all_category'), 'aria-label': this.t('feed.read_all_in', { category: name }),
         on: { click: () => this.client.readAll(category).catch((e) => this.fail(e)) },
       }));
-    return h('section', { class: 'group', part: 'group', 'data-category': category, 'aria-label': name },
-      header, h('div', { role: 'list' }, items.map((i) => this.row(i))));
+    const list = h('div', { role: 'list' });
+    const section = h('section', { class: 'group', part: 'group', 'data-category': category, 'aria-label': name },
+      header, list);
+    return { section, list };
   }
 
   renderGroupCounts() {
@@ -292,7 +321,10 @@ export class ClarionFeed extends ClarionElement {
 
   rovingFocus(focusedId) {
     const rows = this.rows_();
-    rows.forEach((r, i) => { r.tabIndex = (focusedId ? r.dataset.id === focusedId : i === 0) ? 0 : -1; });
+    rows.forEach((r, i) => {
+      const tabIndex = (focusedId ? r.dataset.id === focusedId : i === 0) ? 0 : -1;
+      if (r.tabIndex !== tabIndex) r.tabIndex = tabIndex;
+    });
     if (focusedId) rows.find((r) => r.dataset.id === focusedId)?.focus();
   }
 
@@ -336,6 +368,20 @@ export class ClarionFeed extends ClarionElement {
 
   fail(err) {
     this.dispatchEvent(new CustomEvent('clarion:error', { bubbles: true, composed: true, detail: err }));
+  }
+}
+
+/** Make `parent`'s children `nodes`, in order, moving and removing only what differs. */
+export function reconcile(parent, nodes) {
+  let at = parent.firstChild;
+  for (const node of nodes) {
+    if (node === at) at = at.nextSibling;
+    else parent.insertBefore(node, at);
+  }
+  while (at) {
+    const next = at.nextSibling;
+    at.remove();
+    at = next;
   }
 }
 
