@@ -320,6 +320,36 @@ def test_a_batch_big_enough_for_copy_stores_each_rows_metadata_exactly(runtime):
         assert list(stored) == [metadata] * len(recipients)
 
 
+def test_a_copy_batch_stores_every_rows_own_values_and_the_shared_ones(runtime):
+    # COPY's text is built with the values the rows share written once (db/copytext.py):
+    # two requests in one batch share nothing but their rows, and recipient ids carry
+    # every character COPY's text format escapes.
+    from clarion.db import bulk
+
+    odd = ["tab\tid", "back\\slash", "new\nline", "cr\rid", "\b\v\f", "Привет ✓", "\\N"]
+    first = [f"copy-{i}" for i in range(bulk.COPY_MIN_ROWS)] + odd
+    second = [f"other-{i}" for i in range(bulk.COPY_MIN_ROWS)] + odd
+    one = enqueue.prepare(
+        NotificationCreate(recipients=first, category="x", title="a\tb", metadata={"k": "v\\"})
+    )
+    two = enqueue.prepare(
+        NotificationCreate(recipients=second, category="x", title="c", body="b\nc", severity="high")
+    )
+    create_notifications([one, two], **runtime.pipeline.kwargs())
+
+    with runtime.sessions() as s:
+        stored = {
+            r.id: (r.recipient_id, r.title, r.body, r.severity, r.meta, r.created_at, r.in_inbox)
+            for r in s.scalars(select(Notification))
+        }
+        seqs = {row.id: row.seq for row in s.execute(select(Subscriber.id, Subscriber.seq))}
+    assert stored == {
+        nid: (r, "a\tb", None, "medium", {"k": "v\\"}, one.accepted_at, True)
+        for nid, r in one.items
+    } | {nid: (r, "c", "b\nc", "high", {}, two.accepted_at, True) for nid, r in two.items}
+    assert {r: seqs[r] for r in odd} == dict.fromkeys(odd, 2)
+
+
 def test_create_writes_its_rows_on_the_driver_not_through_the_orm_fallback(runtime, monkeypatch):
     # bulk.insert_tables falls back to one ORM INSERT per table when a row leaves out a
     # column with a Python-side default (COPY knows only the server's): a new column with
