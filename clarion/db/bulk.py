@@ -11,17 +11,17 @@ tables go out as one pipeline, one round trip.
 from __future__ import annotations
 
 import functools
+import json
 import operator
 from collections.abc import Callable
 from typing import Any
 
 from psycopg import sql
-from psycopg.adapt import Transformer
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, insert
 from sqlalchemy.orm import Session
 
-from clarion.db import copytext, roundtrip
+from clarion.db import roundtrip
 from clarion.db.dialect import is_postgres
 
 # Below this many rows a table's insert is one INSERT per row in a pipeline, sent with the
@@ -60,7 +60,8 @@ def insert_tables(*, session: Session, tables: list[tuple[type, Rows]]) -> None:
         for (model, rows), cols in zip(pending, columns, strict=True):
             sql = _copy_sql(model.__tablename__, _names(cols))
             with raw.cursor() as cur, cur.copy(sql) as copy:
-                copy.write(copytext.table(rows, cols, Transformer.from_context(cur)))
+                for values in _values(rows, cols, _json_text()):
+                    copy.write_row(values)
 
 
 def _names(columns: list) -> tuple[str, ...]:
@@ -100,6 +101,22 @@ def _values(rows: Rows, columns: list, as_json: Callable[[Any], Any]) -> list[An
                 values[i] = as_json(values[i])
         table.append(values)
     return table
+
+
+def _json_text() -> Callable[[Any], str]:
+    """JSON as the text COPY reads into a json/jsonb column, encoded once per object: a
+    fan-out batch's rows share their content's metadata and data objects, which a
+    ``Jsonb`` wrapper would encode again for every row. Only for one call of
+    :func:`_values` (the rows keep the objects alive, so an id is not reused meanwhile)."""
+    done: dict[int, str] = {}
+
+    def text(value: Any) -> str:
+        key = id(value)
+        if key not in done:
+            done[key] = json.dumps(value)
+        return done[key]
+
+    return text
 
 
 def _copyable(model: type, rows: list[dict[str, Any]]) -> list | None:
