@@ -11,7 +11,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import BindParameter, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from clarion.db.dialect import dml, is_postgres, one_of_bound
@@ -40,13 +40,13 @@ class Counts:
         return sum(self.by_category.values())
 
 
-def unexpired(now):
+def unexpired(now: datetime | BindParameter | None):
     """Not expired by ``now`` (a datetime or a bound parameter; None: the current time)."""
     at = utcnow() if now is None else now
     return or_(Notification.expires_at.is_(None), Notification.expires_at > at)
 
 
-def _shown(now: datetime | None = None):
+def _shown(now: datetime | BindParameter | None = None):
     """In an inbox: meant for the inbox, not deleted, not expired."""
     return (Notification.in_inbox.is_(True), Notification.deleted_at.is_(None), unexpired(now))
 
