@@ -22,6 +22,13 @@ def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+def one_of_bound(postgres: bool, column, name: str):
+    """:func:`one_of` of string keys bound later as ``name``, for a statement built once."""
+    if postgres:
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(String)))
+    return column.in_(bindparam(name, expanding=True))
+
+
 def one_of(session: Session, column, values: Collection, item_type=None):
     """``column IN values`` for a large batch of keys (strings unless ``item_type``).
 

@@ -8,12 +8,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import BindParameter, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from clarion.db.dialect import dml, one_of
+from clarion.db.dialect import dml, is_postgres, one_of_bound
 from clarion.db.models import InboxEvent, Notification
 from clarion.ids import utcnow
 
@@ -39,12 +40,13 @@ class Counts:
         return sum(self.by_category.values())
 
 
-def unexpired(now: datetime | None):
-    """Not expired by ``now`` (default: the current time)."""
-    return or_(Notification.expires_at.is_(None), Notification.expires_at > (now or utcnow()))
+def unexpired(now: datetime | BindParameter | None):
+    """Not expired by ``now`` (a datetime or a bound parameter; None: the current time)."""
+    at = utcnow() if now is None else now
+    return or_(Notification.expires_at.is_(None), Notification.expires_at > at)
 
 
-def _shown(now: datetime | None = None):
+def _shown(now: datetime | BindParameter | None = None):
     """In an inbox: meant for the inbox, not deleted, not expired."""
     return (Notification.in_inbox.is_(True), Notification.deleted_at.is_(None), unexpired(now))
 
@@ -141,11 +143,11 @@ def unread_counts(*, session: Session, recipient_id: str, now: datetime | None =
     )
 
 
-def unread_counts_of(
-    *, session: Session, recipient_ids: Sequence[str], now: datetime | None = None
-) -> dict[str, Counts]:
-    """:func:`unread_counts` of several recipients in one query; those with none are absent."""
-    rows = session.execute(
+@lru_cache(maxsize=2)
+def _unread_counts_statement(postgres: bool):
+    # Built once: a herd of connections starting reads this per batch, and building the
+    # statement cost more CPU than running it (docs/benchmarks/stream.md).
+    return (
         select(
             Notification.recipient_id,
             Notification.category,
@@ -153,14 +155,22 @@ def unread_counts_of(
             func.count().filter(Notification.seen_at.is_(None)),
         )
         .where(
-            one_of(session, Notification.recipient_id, recipient_ids),
-            *_shown(now),
+            one_of_bound(postgres, Notification.recipient_id, "ids"),
+            *_shown(bindparam("now")),
             Notification.read_at.is_(None),
             Notification.archived_at.is_(None),
             _UNSNOOZED,
         )
         .group_by(Notification.recipient_id, Notification.category)
     )
+
+
+def unread_counts_of(
+    *, session: Session, recipient_ids: Sequence[str], now: datetime | None = None
+) -> dict[str, Counts]:
+    """:func:`unread_counts` of several recipients in one query; those with none are absent."""
+    query = _unread_counts_statement(is_postgres(session))
+    rows = session.execute(query, {"ids": list(recipient_ids), "now": now or utcnow()})
     counts: dict[str, Counts] = {}
     for recipient, category, unread, unseen in rows:
         found = counts.setdefault(recipient, Counts())

@@ -4,14 +4,17 @@ replay: what it missed after its cursor, once, in order, then the unread count."
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from clarion.api.live_hub import Hub
 from clarion.core import inbox, replay
 from clarion.db.migrate import upgrade
+from clarion.db.models import Notification
 from clarion.db.session import transaction
 from clarion.ids import utcnow
 from clarion.runtime import Runtime
@@ -129,6 +132,23 @@ def test_batched_starts_answer_as_one_connection_at_a_time_would(either):
                 assert one.replay == single, (rid, since)
     assert batch["c", 1].replay is None  # 5 missed, over the limit
     assert [e["cursor"] for e in batch["a", 2].replay] == [3, 4, 5]
+
+
+def test_a_notification_that_expired_since_an_earlier_start_is_not_replayed_or_counted(either):
+    create(either, "e", 2)
+    with either.sessions() as session:  # a start before: both shown
+        first = replay.starts(session=session, asks=[("e", 0)], limit=4)["e", 0]
+    assert [e["cursor"] for e in first.replay] == [1, 2] and first.counts.total == 2
+    with transaction(either.sessions) as session:  # the first expires 0.2 s from now
+        row = session.scalars(select(Notification).filter_by(recipient_id="e", seq=1)).one()
+        row.expires_at = utcnow() + timedelta(seconds=0.2)
+    time.sleep(0.3)
+
+    with either.sessions() as session:
+        later = replay.starts(session=session, asks=[("e", 0)], limit=4)["e", 0]
+
+    assert [e["cursor"] for e in later.replay] == [2]
+    assert later.counts.total == 1
 
 
 def test_a_resume_past_the_replay_limit_in_a_batch_says_resync(runtime, pg_url):
