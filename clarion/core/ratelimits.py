@@ -100,7 +100,7 @@ class Limits:
         }
         self._script: Any = None
         if isinstance(self.storage, RedisStorage):
-            # EVALSHA, loaded again by redis-py after a Redis restart (NOSCRIPT).
+            # EVALSHA in a pipeline (hit_groups), loaded again after a Redis restart (NOSCRIPT).
             self._redis_storage = self.storage
             self._script = self.storage.get_connection().register_script(SCRIPT.encode())
         self._lock = threading.Lock()  # memory:// only: test-then-hit of several limits
@@ -117,13 +117,7 @@ class Limits:
         """Count every check's hit, all or nothing: (None, where each stands) when they all
         fit, else (the first refusal, []) and nothing counted. One round trip to Redis
         whatever the number of checks, atomic under concurrency."""
-        try:
-            if self._script is not None:
-                return self._redis(checks)
-            with self._lock:
-                return self._memory(checks)
-        except (StorageError, RedisError, OSError):
-            raise LimitsUnavailable(checks[0].name if checks else "") from None
+        return self.hit_groups([checks])[0]
 
     def hit_groups(
         self, groups: list[tuple[Check, ...]]
@@ -172,10 +166,6 @@ class Limits:
             kind = "m" if check.strategy == MOVING else "s"
             args += [kind, parsed.amount, parsed.get_expiry(), check.cost]
         return keys, args
-
-    def _redis(self, checks) -> tuple[Refusal | None, list[Standing]]:
-        keys, args = self._script_args(checks)
-        return self._outcome(checks, self._script(keys=keys, args=args))
 
     @staticmethod
     def _outcome(checks, answer) -> tuple[Refusal | None, list[Standing]]:
