@@ -13,7 +13,7 @@ gets batches as large as the round trips let them grow.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -75,10 +75,16 @@ class Batcher(Generic[Item, Result]):
             results = await asyncio.to_thread(self.work, items)
         except Exception as exc:  # noqa: BLE001 - every caller of the batch gets it
             results = [exc] * len(items)
-        for future, result in zip(futures, results, strict=True):
-            if future.done():  # cancelled: the client left
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        answer(zip(futures, results, strict=True))
+
+
+def answer(answers: Iterable[tuple[asyncio.Future, object]]) -> None:
+    """Settle each waiting future with its result, or raise its exception in the waiter;
+    a future already cancelled (its client left) is passed over. On the loop's thread."""
+    for future, result in answers:
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

@@ -44,6 +44,7 @@ from concurrent.futures import Future
 from typing import NamedTuple, cast
 
 from clarion import logs, telemetry
+from clarion.api.batch import answer
 from clarion.core.ratelimits import Check, Standing
 from clarion.core.schemas import CreateMessage
 
@@ -226,17 +227,7 @@ def _settle(batch: list[_Pending], outcomes: list[Outcome]) -> None:
             pending.done.set_result(outcome)
     for loop, answers in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            loop.call_soon_threadsafe(_answer, answers)
-
-
-def _answer(answers: list[tuple[asyncio.Future, Outcome]]) -> None:
-    for future, outcome in answers:
-        if future.done():  # cancelled: the client left
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+            loop.call_soon_threadsafe(answer, answers)
 
 
 @contextlib.contextmanager
