@@ -1,4 +1,5 @@
-"""A live frame written straight to uvicorn's WebSocket transport, when that is safe.
+"""A live frame sent without waiting: written straight to uvicorn's WebSocket transport when
+that is safe, else through ASGI's ``send`` run until it first suspends (:func:`send_now`).
 
 The hub sends each live event to its connection at once (``clarion.api.live_hub``). Through
 ASGI, that is a message dict, uvicorn's ``send`` coroutine with its ``Event.wait``, and
@@ -14,8 +15,12 @@ context is the protocol's).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import struct
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from functools import partial
+from typing import Any, cast
 
 from websockets.protocol import OPEN
 
@@ -61,3 +66,59 @@ def write_text(proto: Any, text: str) -> bool:
         head = _LONG.pack(_FIN_TEXT, 127, size)
     proto.transport.write(head + data)
     return True
+
+
+# --- through ASGI, without waiting -----------------------------------------------------------
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+# Sends that did not finish at once, kept referenced until they do.
+_unfinished: set[asyncio.Task] = set()
+
+
+class Rest:
+    """The rest of a ``send()`` coroutine that suspended the first time it was run."""
+
+    __slots__ = ("coro", "future")
+
+    def __init__(self, coro, future) -> None:
+        self.coro, self.future = coro, future
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, future = self.coro, self.future
+        while True:
+            try:
+                value = yield future
+            except BaseException as exc:  # noqa: BLE001 - cancellation goes to the send
+                step = partial(coro.throw, exc)
+            else:
+                step = partial(coro.send, value)
+            try:
+                future = step()
+            except StopIteration:
+                return
+
+
+def send_now(send: Send, message: dict[str, Any]) -> Rest | None:
+    """Run ``send(message)`` until it first suspends: None when it finished, else the rest.
+
+    uvicorn's ``send`` only suspends when the transport paused writing (a slow client), so
+    the hub can send in its own loop without waiting on anyone.
+    """
+    coro = cast(Coroutine[Any, Any, None], send(message))  # ASGI's send is a coroutine
+    try:
+        future = coro.send(None)
+    except StopIteration:
+        return None
+    return Rest(coro, future)
+
+
+def finish_later(rest: Rest) -> None:
+    """Let the rest of a send finish on its own (a close to a slow client), errors ignored."""
+    task = asyncio.get_running_loop().create_task(_finish(rest))
+    _unfinished.add(task)
+    task.add_done_callback(_unfinished.discard)
+
+
+async def _finish(rest: Rest) -> None:
+    with contextlib.suppress(Exception):
+        await rest

@@ -17,12 +17,11 @@ the client moves it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -52,59 +51,14 @@ START, RESUME, CATCH_UP = "start", "resume", "catch-up"
 # says where it ends, several times cheaper than json.loads (docs/benchmarks/code.md).
 _scan_header = json.JSONDecoder().scan_once
 
-# Sends that did not finish at once, kept referenced until they do.
-_unfinished: set[asyncio.Task] = set()
-
 
 def text_of(event: Event) -> str:
     """An event as the clients get it (the same encoding as pub/sub messages)."""
     return json.dumps(event, separators=(",", ":"), default=str)
 
 
-class _Rest:
-    """The rest of a ``send()`` coroutine that suspended the first time it was run."""
-
-    __slots__ = ("coro", "future")
-
-    def __init__(self, coro, future) -> None:
-        self.coro, self.future = coro, future
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        coro, future = self.coro, self.future
-        while True:
-            try:
-                value = yield future
-            except BaseException as exc:  # noqa: BLE001 - cancellation goes to the send
-                step = partial(coro.throw, exc)
-            else:
-                step = partial(coro.send, value)
-            try:
-                future = step()
-            except StopIteration:
-                return
-
-
-def send_now(send: Send, message: dict[str, Any]) -> _Rest | None:
-    """Run ``send(message)`` until it first suspends: None when it finished, else the rest.
-
-    uvicorn's ``send`` only suspends when the transport paused writing (a slow client), so
-    the hub can send in its own loop without waiting on anyone.
-    """
-    coro = send(message)
-    try:
-        future = coro.send(None)
-    except StopIteration:
-        return None
-    return _Rest(coro, future)
-
-
 def _close_message(code: int, reason: str) -> dict[str, Any]:
     return {"type": "websocket.close", "code": code, "reason": reason}
-
-
-async def _finish(rest: _Rest) -> None:
-    with contextlib.suppress(Exception):
-        await rest
 
 
 class Connection(replay.Sequencer):
@@ -168,13 +122,11 @@ class Connection(replay.Sequencer):
             return
         self.detach()
         try:
-            rest = send_now(self.send, _close_message(code, reason))
+            rest = frames.send_now(self.send, _close_message(code, reason))
         except Exception:  # noqa: BLE001 - already gone
             return
         if rest is not None:
-            task = asyncio.get_running_loop().create_task(_finish(rest))
-            _unfinished.add(task)
-            task.add_done_callback(_unfinished.discard)
+            frames.finish_later(rest)
 
     def detach(self) -> None:
         """Send nothing more (the client left, or a close is on its way)."""
@@ -207,7 +159,7 @@ class Connection(replay.Sequencer):
         if self.proto is not None and frames.write_text(self.proto, text):
             return
         try:
-            rest = send_now(self.send, {"type": "websocket.send", "text": text})
+            rest = frames.send_now(self.send, {"type": "websocket.send", "text": text})
         except Exception:  # noqa: BLE001 - the client is gone; its receive loop cleans up
             self.closed = True
             return
@@ -245,7 +197,7 @@ class Connection(replay.Sequencer):
 
     async def _handle(self, item: Any, argument: Any) -> None:
         """One slow-path item: a live event (its cursor or None, its text) or a marker."""
-        if isinstance(item, _Rest):
+        if isinstance(item, frames.Rest):
             await item
         elif item is START:
             await self._start(argument)

@@ -1,6 +1,6 @@
 """The live stream's fast path against the uvicorn this project pins.
 
-``clarion.api.live_hub.send_now`` steps uvicorn's WebSocket ``send`` coroutine once and
+``clarion.api.frames.send_now`` steps uvicorn's WebSocket ``send`` coroutine once and
 relies on it finishing without suspending while the transport is not paused. That is
 uvicorn's behaviour, not the ASGI contract: a uvicorn release that suspended on every send
 would not break delivery (the slow path takes over) but would silently slow every frame.
@@ -15,7 +15,7 @@ import time
 import uvicorn
 from websockets.sync.client import connect
 
-from clarion.api.live_hub import send_now
+from clarion.api.frames import send_now
 from tests.e2e.procs import free_port
 
 FRAMES = 200
