@@ -28,8 +28,10 @@ from typing import Any
 from clarion import metrics
 from clarion.api import frames
 from clarion.api.batch import Batcher
+from clarion.api.ratelimit import STREAM_CONNECT
 from clarion.core import inbox, replay
 from clarion.core.pubsub import SUBSCRIBED
+from clarion.core.ratelimits import Check, LimitsUnavailable, Refusal
 from clarion.core.replay import GAP, SEND
 from clarion.runtime import Runtime
 
@@ -138,6 +140,17 @@ class Connection(replay.Sequencer):
             self.task.cancel()
             self.task = None
 
+    @property
+    def held(self) -> bool:
+        """Registered, not yet begun (:meth:`Hub.hold`): live events wait in the queue."""
+        return self.pending is not None and self.task is None and not self.closed
+
+    def release(self, since: int | None, start: replay.Start | Exception | None) -> None:
+        """Begin a held connection: its start first, then the live events held."""
+        if self.pending is not None:
+            self.pending.appendleft((START, (since, start)))
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+
     def fill(self, after: int) -> list[Event] | None:
         runtime = self.hub.runtime
         with runtime.sessions() as session:
@@ -200,7 +213,7 @@ class Connection(replay.Sequencer):
         if isinstance(item, frames.Rest):
             await item
         elif item is START:
-            await self._start(argument)
+            await self._start(*argument)
         elif item is RESUME:
             await self._resume(argument)
         elif item is CATCH_UP:
@@ -216,10 +229,14 @@ class Connection(replay.Sequencer):
         self.idle = False
         await self.send({"type": "websocket.send", "text": text})
 
-    async def _start(self, since: int | None) -> None:
-        """The replay after ``since`` (if given), then the unread count: read together with
-        the other connections starting now (:mod:`clarion.api.batch`)."""
-        start = await self.hub.starts.get((self.recipient, since))
+    async def _start(self, since: int | None, start: replay.Start | Exception | None) -> None:
+        """The replay after ``since`` (if given), then the unread count: ``start`` read
+        already, or read now together with the other connections starting now
+        (:mod:`clarion.api.batch`)."""
+        if start is None:
+            start = await self.hub.starts.get((self.recipient, since, None))
+        if isinstance(start, Exception):
+            raise start
         resume = since is not None and since <= start.head
         self.cursor = since if resume else start.head
         if since is not None and not resume:  # a cursor from the future (a reset database)
@@ -252,12 +269,38 @@ class Connection(replay.Sequencer):
             await self._put(text_of(event))
 
 
-def _starts(runtime: Runtime, asks: list[tuple[str, int | None]]) -> list[replay.Start]:
-    """The starts of a batch of connections: one session, one statement per question."""
-    limit = runtime.settings.stream_max_replay
-    with runtime.sessions() as session:
-        found = replay.starts(session=session, asks=asks, limit=limit)
-    return [found[ask] for ask in asks]
+# What a connection asks the start batch: its recipient, cursor, and the connect rate limit
+# to count it against first (None: counted already, or not at all).
+Ask = tuple[str, int | None, str | None]
+
+
+def _starts(runtime: Runtime, asks: list[Ask]) -> list[replay.Start | Refusal | Exception]:
+    """The starts of a batch of connections: the connects counted first (one round trip
+    for the batch), then the reads of those not refused, in one session with one
+    statement per question. An error is the answer of the asks it failed."""
+    results: list[replay.Start | Refusal | Exception | None] = [None] * len(asks)
+    counted = [i for i, ask in enumerate(asks) if ask[2] is not None]
+    if counted:
+        checks = [Check(asks[i][2], STREAM_CONNECT, (asks[i][0],)) for i in counted]
+        try:
+            refusals: list[Refusal | None | Exception] = list(runtime.limits.hit_each(checks))
+        except LimitsUnavailable as exc:
+            refusals = [exc] * len(counted)
+        for i, refusal in zip(counted, refusals, strict=True):
+            results[i] = refusal
+    reads = [(rid, since) for (rid, since, _), r in zip(asks, results, strict=True) if r is None]
+    if reads:
+        try:
+            with runtime.sessions() as session:
+                found = replay.starts(
+                    session=session, asks=reads, limit=runtime.settings.stream_max_replay
+                )
+        except Exception as exc:  # noqa: BLE001 - each connection read closes with 1011
+            found = dict.fromkeys(reads, exc)
+    return [
+        found[rid, since] if r is None else r
+        for (rid, since, _), r in zip(asks, results, strict=True)
+    ]
 
 
 def _resync(cursor: int) -> Event:
@@ -346,14 +389,40 @@ class Hub:
     ) -> Connection:
         """A new connection of ``recipient`` that starts with its replay and unread count,
         and is closed with EXPIRED at ``expires_at`` (its token's end, epoch seconds)."""
-        conn = Connection(self, recipient, send)
-        conn.expires_at(expires_at)
-        conns = self.connections.setdefault(recipient, [])
-        conns.append(conn)
-        while len(conns) > self.runtime.settings.stream_max_connections_per_user:
-            conns.pop(0).close(REPLACED, "too many connections: the oldest is closed")
-        conn.control(START, since)
+        conn = self.hold(recipient, send)
+        self.begin(conn, since, expires_at)
         return conn
+
+    def hold(self, recipient: str, send: Send) -> Connection:
+        """A connection of ``recipient`` registered before its start is read (and its
+        connect counted): the live events published meanwhile wait in its queue, so none
+        is missed, until :meth:`begin` or :meth:`unregister`."""
+        conn = Connection(self, recipient, send)
+        conn.pending = deque()
+        self.connections.setdefault(recipient, []).append(conn)
+        return conn
+
+    def begin(
+        self,
+        conn: Connection,
+        since: int | None,
+        expires_at: float | None = None,
+        start: replay.Start | Exception | None = None,
+    ) -> None:
+        """Start a held connection: its replay after ``since`` and unread count (``start``
+        if read already, or the error reading it failed with) ahead of the events held;
+        the oldest connections of its recipient over the cap are closed."""
+        if conn.closed:
+            return  # closed while held (a shutdown, too far behind): its close is sent
+        conn.expires_at(expires_at)
+        conns = self.connections.get(conn.recipient, [])
+        begun = [c for c in conns if c is conn or not c.held]
+        over = len(begun) - self.runtime.settings.stream_max_connections_per_user
+        for old in begun[: max(0, over)]:
+            conns.remove(old)
+            old.close(REPLACED, "too many connections: the oldest is closed")
+        if not conn.closed:
+            conn.release(since, start)
 
     def unregister(self, conn: Connection) -> None:
         conn.detach()
