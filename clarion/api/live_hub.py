@@ -26,12 +26,10 @@ from functools import partial
 from typing import Any
 
 from clarion import metrics
-from clarion.api import frames
+from clarion.api import frames, live_starts
 from clarion.api.batch import Batcher
-from clarion.api.ratelimit import STREAM_CONNECT
 from clarion.core import inbox, replay
 from clarion.core.pubsub import SUBSCRIBED
-from clarion.core.ratelimits import Check, LimitsUnavailable, Refusal
 from clarion.core.replay import GAP, SEND
 from clarion.runtime import Runtime
 
@@ -146,10 +144,17 @@ class Connection(replay.Sequencer):
         return self.pending is not None and self.task is None and not self.closed
 
     def release(self, since: int | None, start: replay.Start | Exception | None) -> None:
-        """Begin a held connection: its start first, then the live events held."""
-        if self.pending is not None:
-            self.pending.appendleft((START, (since, start)))
-            self.task = asyncio.get_running_loop().create_task(self._drain())
+        """Begin a held connection: its start first, then the live events held. With its
+        start read and nothing held, its first frames go out now, and it is on the fast
+        path at once."""
+        if self.pending is None:
+            return
+        ready = not self.pending and self.proto is not None and isinstance(start, replay.Start)
+        if ready and frames.write_texts(self.proto, self._opening(since, start)):
+            self.pending, self.idle = None, False
+            return
+        self.pending.appendleft((START, (since, start)))
+        self.task = asyncio.get_running_loop().create_task(self._drain())
 
     def fill(self, after: int) -> list[Event] | None:
         runtime = self.hub.runtime
@@ -237,18 +242,27 @@ class Connection(replay.Sequencer):
             start = await self.hub.starts.get((self.recipient, since, None))
         if isinstance(start, Exception):
             raise start
+        texts = self._opening(since, start)
+        self.idle = False
+        if self.proto is None or not frames.write_texts(self.proto, texts):
+            for text in texts:
+                await self.send({"type": "websocket.send", "text": text})
+
+    def _opening(self, since: int | None, start: replay.Start) -> list[str]:
+        """The first frames (the replay, or a resync, then the unread count); moves the
+        cursor past them."""
         resume = since is not None and since <= start.head
         self.cursor = since if resume else start.head
+        texts = []
         if since is not None and not resume:  # a cursor from the future (a reset database)
-            await self._put(text_of(_resync(start.head)))
+            texts.append(text_of(_resync(start.head)))
         elif resume and start.replay is None:  # too much missed to replay
             self.cursor = start.head
-            await self._put(text_of(_resync(self.cursor)))
+            texts.append(text_of(_resync(self.cursor)))
         elif resume:
-            for event in self.take(start.replay):
-                await self._put(text_of(event))
-        unread = inbox.unread_count_event(self.recipient, self.cursor, start.counts)
-        await self._put(text_of(unread))
+            texts += [text_of(event) for event in self.take(start.replay)]
+        texts.append(text_of(inbox.unread_count_event(self.recipient, self.cursor, start.counts)))
+        return texts
 
     async def _resume(self, cursor: int) -> None:
         """Replay after ``cursor``; one from the future (a reset database) gets a resync."""
@@ -269,40 +283,6 @@ class Connection(replay.Sequencer):
             await self._put(text_of(event))
 
 
-# What a connection asks the start batch: its recipient, cursor, and the connect rate limit
-# to count it against first (None: counted already, or not at all).
-Ask = tuple[str, int | None, str | None]
-
-
-def _starts(runtime: Runtime, asks: list[Ask]) -> list[replay.Start | Refusal | Exception]:
-    """The starts of a batch of connections: the connects counted first (one round trip
-    for the batch), then the reads of those not refused, in one session with one
-    statement per question. An error is the answer of the asks it failed."""
-    results: list[replay.Start | Refusal | Exception | None] = [None] * len(asks)
-    counted = [i for i, ask in enumerate(asks) if ask[2] is not None]
-    if counted:
-        checks = [Check(asks[i][2], STREAM_CONNECT, (asks[i][0],)) for i in counted]
-        try:
-            refusals: list[Refusal | None | Exception] = list(runtime.limits.hit_each(checks))
-        except LimitsUnavailable as exc:
-            refusals = [exc] * len(counted)
-        for i, refusal in zip(counted, refusals, strict=True):
-            results[i] = refusal
-    reads = [(rid, since) for (rid, since, _), r in zip(asks, results, strict=True) if r is None]
-    if reads:
-        try:
-            with runtime.sessions() as session:
-                found = replay.starts(
-                    session=session, asks=reads, limit=runtime.settings.stream_max_replay
-                )
-        except Exception as exc:  # noqa: BLE001 - each connection read closes with 1011
-            found = dict.fromkeys(reads, exc)
-    return [
-        found[rid, since] if r is None else r
-        for (rid, since, _), r in zip(asks, results, strict=True)
-    ]
-
-
 def _resync(cursor: int) -> Event:
     return {"type": "resync", "reason": "gap too large: refetch the inbox", "cursor": cursor}
 
@@ -311,7 +291,7 @@ class Hub:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.buffer = runtime.settings.stream_buffer_events
-        self.starts = Batcher(partial(_starts, runtime))
+        self.starts = Batcher(partial(live_starts.starts, runtime))
         self.connections: dict[str, list[Connection]] = {}
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
