@@ -68,6 +68,31 @@ def write_text(proto: Any, text: str) -> bool:
     return True
 
 
+def write_texts(proto: Any, texts: list[str]) -> bool:
+    """:func:`write_text` of each of ``texts``, in one write (one ``send()``): a
+    connection's first frames (its replay and unread count)."""
+    conn = proto.conn
+    if (
+        conn.state is not OPEN
+        or conn.extensions
+        or proto.close_sent
+        or proto.disconnected
+        or not proto.writable.is_set()
+    ):
+        return False
+    proto.transport.write(b"".join([_frame(text.encode()) for text in texts]))
+    return True
+
+
+def _frame(data: bytes) -> bytes:
+    size = len(data)
+    if size < 126:
+        return bytes((_FIN_TEXT, size)) + data
+    if size < 65536:
+        return _MEDIUM.pack(_FIN_TEXT, 126, size) + data
+    return _LONG.pack(_FIN_TEXT, 127, size) + data
+
+
 # --- through ASGI, without waiting -----------------------------------------------------------
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]

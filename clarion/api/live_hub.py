@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 from clarion import metrics
-from clarion.api import frames
+from clarion.api import frames, live_starts
 from clarion.api.batch import Batcher
 from clarion.core import inbox, replay
 from clarion.core.pubsub import SUBSCRIBED
@@ -138,6 +138,24 @@ class Connection(replay.Sequencer):
             self.task.cancel()
             self.task = None
 
+    @property
+    def held(self) -> bool:
+        """Registered, not yet begun (:meth:`Hub.hold`): live events wait in the queue."""
+        return self.pending is not None and self.task is None and not self.closed
+
+    def release(self, since: int | None, start: replay.Start | Exception | None) -> None:
+        """Begin a held connection: its start first, then the live events held. With its
+        start read and nothing held, its first frames go out now, and it is on the fast
+        path at once."""
+        if self.pending is None:
+            return
+        ready = not self.pending and self.proto is not None and isinstance(start, replay.Start)
+        if ready and frames.write_texts(self.proto, self._opening(since, start)):
+            self.pending, self.idle = None, False
+            return
+        self.pending.appendleft((START, (since, start)))
+        self.task = asyncio.get_running_loop().create_task(self._drain())
+
     def fill(self, after: int) -> list[Event] | None:
         runtime = self.hub.runtime
         with runtime.sessions() as session:
@@ -200,7 +218,7 @@ class Connection(replay.Sequencer):
         if isinstance(item, frames.Rest):
             await item
         elif item is START:
-            await self._start(argument)
+            await self._start(*argument)
         elif item is RESUME:
             await self._resume(argument)
         elif item is CATCH_UP:
@@ -216,22 +234,35 @@ class Connection(replay.Sequencer):
         self.idle = False
         await self.send({"type": "websocket.send", "text": text})
 
-    async def _start(self, since: int | None) -> None:
-        """The replay after ``since`` (if given), then the unread count: read together with
-        the other connections starting now (:mod:`clarion.api.batch`)."""
-        start = await self.hub.starts.get((self.recipient, since))
+    async def _start(self, since: int | None, start: replay.Start | Exception | None) -> None:
+        """The replay after ``since`` (if given), then the unread count: ``start`` read
+        already, or read now together with the other connections starting now
+        (:mod:`clarion.api.batch`)."""
+        if start is None:
+            start = await self.hub.starts.get((self.recipient, since, None))
+        if isinstance(start, Exception):
+            raise start
+        texts = self._opening(since, start)
+        self.idle = False
+        if self.proto is None or not frames.write_texts(self.proto, texts):
+            for text in texts:
+                await self.send({"type": "websocket.send", "text": text})
+
+    def _opening(self, since: int | None, start: replay.Start) -> list[str]:
+        """The first frames (the replay, or a resync, then the unread count); moves the
+        cursor past them."""
         resume = since is not None and since <= start.head
         self.cursor = since if resume else start.head
+        texts = []
         if since is not None and not resume:  # a cursor from the future (a reset database)
-            await self._put(text_of(_resync(start.head)))
+            texts.append(text_of(_resync(start.head)))
         elif resume and start.replay is None:  # too much missed to replay
             self.cursor = start.head
-            await self._put(text_of(_resync(self.cursor)))
+            texts.append(text_of(_resync(self.cursor)))
         elif resume:
-            for event in self.take(start.replay):
-                await self._put(text_of(event))
-        unread = inbox.unread_count_event(self.recipient, self.cursor, start.counts)
-        await self._put(text_of(unread))
+            texts += [text_of(event) for event in self.take(start.replay)]
+        texts.append(text_of(inbox.unread_count_event(self.recipient, self.cursor, start.counts)))
+        return texts
 
     async def _resume(self, cursor: int) -> None:
         """Replay after ``cursor``; one from the future (a reset database) gets a resync."""
@@ -252,14 +283,6 @@ class Connection(replay.Sequencer):
             await self._put(text_of(event))
 
 
-def _starts(runtime: Runtime, asks: list[tuple[str, int | None]]) -> list[replay.Start]:
-    """The starts of a batch of connections: one session, one statement per question."""
-    limit = runtime.settings.stream_max_replay
-    with runtime.sessions() as session:
-        found = replay.starts(session=session, asks=asks, limit=limit)
-    return [found[ask] for ask in asks]
-
-
 def _resync(cursor: int) -> Event:
     return {"type": "resync", "reason": "gap too large: refetch the inbox", "cursor": cursor}
 
@@ -268,7 +291,7 @@ class Hub:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.buffer = runtime.settings.stream_buffer_events
-        self.starts = Batcher(partial(_starts, runtime))
+        self.starts = Batcher(partial(live_starts.starts, runtime))
         self.connections: dict[str, list[Connection]] = {}
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -346,14 +369,40 @@ class Hub:
     ) -> Connection:
         """A new connection of ``recipient`` that starts with its replay and unread count,
         and is closed with EXPIRED at ``expires_at`` (its token's end, epoch seconds)."""
-        conn = Connection(self, recipient, send)
-        conn.expires_at(expires_at)
-        conns = self.connections.setdefault(recipient, [])
-        conns.append(conn)
-        while len(conns) > self.runtime.settings.stream_max_connections_per_user:
-            conns.pop(0).close(REPLACED, "too many connections: the oldest is closed")
-        conn.control(START, since)
+        conn = self.hold(recipient, send)
+        self.begin(conn, since, expires_at)
         return conn
+
+    def hold(self, recipient: str, send: Send) -> Connection:
+        """A connection of ``recipient`` registered before its start is read (and its
+        connect counted): the live events published meanwhile wait in its queue, so none
+        is missed, until :meth:`begin` or :meth:`unregister`."""
+        conn = Connection(self, recipient, send)
+        conn.pending = deque()
+        self.connections.setdefault(recipient, []).append(conn)
+        return conn
+
+    def begin(
+        self,
+        conn: Connection,
+        since: int | None,
+        expires_at: float | None = None,
+        start: replay.Start | Exception | None = None,
+    ) -> None:
+        """Start a held connection: its replay after ``since`` and unread count (``start``
+        if read already, or the error reading it failed with) ahead of the events held;
+        the oldest connections of its recipient over the cap are closed."""
+        if conn.closed:
+            return  # closed while held (a shutdown, too far behind): its close is sent
+        conn.expires_at(expires_at)
+        conns = self.connections.get(conn.recipient, [])
+        begun = [c for c in conns if c is conn or not c.held]
+        over = len(begun) - self.runtime.settings.stream_max_connections_per_user
+        for old in begun[: max(0, over)]:
+            conns.remove(old)
+            old.close(REPLACED, "too many connections: the oldest is closed")
+        if not conn.closed:
+            conn.release(since, start)
 
     def unregister(self, conn: Connection) -> None:
         conn.detach()

@@ -205,3 +205,25 @@ def test_admins_set_a_keys_own_limits_over_the_api(app_of, runtime):
     assert as_producer.status_code == 403  # refused before it is counted
     codes = [send(api, bearer(secret), "a").status_code for _ in range(3)]
     assert codes == [202, 202, 429]  # its own 2/minute, not the setting's 100
+
+
+def test_a_stream_connect_is_refused_with_503_while_the_counters_are_unreachable(
+    app_of, runtime, monkeypatch
+):
+    from clarion.core.ratelimits import LimitsUnavailable
+
+    api = app_of()
+
+    def down(checks):
+        raise LimitsUnavailable("stream-connect")
+
+    monkeypatch.setattr(api.app.state.runtime.limits, "hit_each", down)
+    token = issue_user_token(runtime.settings, "ada")
+    with (
+        pytest.raises(WebSocketDenialResponse) as refused,
+        api.websocket_connect(f"/v1/me/stream?token={token}"),
+    ):
+        pass
+
+    assert refused.value.status_code == 503
+    assert api.app.state.hub.count() == 0  # the held connection is gone

@@ -264,3 +264,47 @@ def test_any_subscriber_id_survives_the_wire_format(runtime):
     got, event = asyncio.run(scenario())
 
     assert got == [event]
+
+
+def test_events_published_while_a_connect_is_counted_and_read_are_not_missed(runtime):
+    # A connection is registered (held) before its connect is counted and its start read,
+    # and accepted after: what is published in between reaches it once, after its replay.
+    async def scenario():
+        hub, client = Hub(runtime), Client()
+        await asyncio.to_thread(create, runtime, "u", 1)  # seq 1, before the connect
+        conn = hub.hold("u", client)
+        start = await hub.starts.get(("u", 0, "100/minute"))
+        late = await asyncio.to_thread(create, runtime, "u", 2)  # seq 2, 3: after the read
+        publish(hub, *late)
+        assert client.frames == []  # nothing before the accept
+        hub.begin(conn, 0, None, start)
+        await until(lambda: len(client.events()) == 4)
+        await asyncio.sleep(0.1)
+        return client
+
+    client = asyncio.run(scenario())
+
+    created = [("notification.created", n) for n in (1, 2, 3)]
+    assert client.events() == [*created[:1], ("unread_count", 1), *created[1:]]
+
+
+def test_a_connect_refused_while_held_does_not_count_against_the_cap(runtime, pg_url):
+    runtime.settings = server_settings(pg_url, stream_max_connections_per_user=2)
+
+    async def scenario():
+        hub = Hub(runtime)
+        first, second, refused, new = (Client() for _ in range(4))
+        hub.open("u", first, None)
+        hub.open("u", second, None)
+        held = hub.hold("u", refused)  # to be refused: it must not close anyone
+        conn = hub.hold("u", new)
+        hub.begin(conn, None)
+        hub.unregister(held)
+        await until(lambda: len(new.frames) == 1)
+        return hub, first, second, refused
+
+    hub, first, second, refused = asyncio.run(scenario())
+
+    assert first.close_code == REPLACED  # only the oldest, for the new one
+    assert second.close_code is None and refused.close_code is None and refused.frames == []
+    assert hub.count() == 2

@@ -166,3 +166,36 @@ def test_a_resume_past_the_replay_limit_in_a_batch_says_resync(runtime, pg_url):
 
     assert far == [("resync", 6), ("unread_count", 6)]
     assert near == [("notification.created", 5), ("notification.created", 6), ("unread_count", 6)]
+
+
+def test_a_batch_refuses_the_connects_over_their_limit_and_reads_only_the_others(runtime):
+    from clarion.api import live_starts
+    from clarion.core.ratelimits import Refusal
+
+    create(runtime, "ada", 1)
+    create(runtime, "bob", 1)
+    asks = [("ada", 0, "1/minute"), ("ada", 0, "1/minute"), ("bob", 0, None)]
+
+    first, refused, uncounted = live_starts.starts(runtime, asks)
+
+    assert isinstance(refused, Refusal) and refused.name == "stream-connect"
+    assert [e["cursor"] for e in first.replay] == [1] == [e["cursor"] for e in uncounted.replay]
+
+
+def test_a_batch_with_the_counters_unreachable_fails_only_the_counted_connects(runtime):
+    from types import SimpleNamespace
+
+    from clarion.api import live_starts
+    from clarion.core.ratelimits import LimitsUnavailable
+
+    class Down:
+        def hit_each(self, checks):
+            raise LimitsUnavailable("stream-connect")
+
+    create(runtime, "cyd", 1)
+    broken = SimpleNamespace(limits=Down(), sessions=runtime.sessions, settings=runtime.settings)
+
+    counted, uncounted = live_starts.starts(broken, [("cyd", 0, "5/minute"), ("cyd", 0, None)])
+
+    assert isinstance(counted, LimitsUnavailable)  # the WebSocket answers 503 (routers/live.py)
+    assert [e["cursor"] for e in uncounted.replay] == [1]

@@ -132,3 +132,32 @@ def test_with_compression_negotiated_live_frames_go_through_asgi_and_arrive_inta
         thread.join(10)
     assert got == TEXTS
     assert written and not any(written)
+
+
+def test_a_connections_first_frames_written_in_one_write_arrive_intact():
+    from clarion.api import frames
+
+    written: list[bool] = []
+
+    async def app(scope, receive, send):
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        written.append(frames.write_texts(frames.protocol_of(send), TEXTS))
+        assert (await receive())["type"] == "websocket.disconnect"
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with connect(f"ws://127.0.0.1:{port}/", compression=None, max_size=None) as ws:
+            got = [ws.recv(timeout=5) for _ in TEXTS]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert written == [True]
+    assert got == TEXTS

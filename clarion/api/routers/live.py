@@ -29,7 +29,8 @@ from clarion.api.live_hub import EXPIRED, REFUSED, RESUME, RESYNC, Connection, H
 from clarion.api.problems import Problem, problem_response, unavailable
 from clarion.api.ratelimit import STREAM_CONNECT, RateLimiter, client_address, refuse
 from clarion.core.auth import AuthError, UserToken, verify_user_claims
-from clarion.core.ratelimits import Check, LimitsUnavailable
+from clarion.core.ratelimits import Check, LimitsUnavailable, Refusal
+from clarion.core.replay import Start
 from clarion.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -146,19 +147,28 @@ async def websocket_stream(app, scope, receive, send) -> None:
     hub: Hub = app.state.hub
     await receive()  # websocket.connect
     me, since, refusal = _handshake(runtime, scope)
-    if refusal is None or refusal[0] == 401:
+    conn = live = start = None
+    try:
         try:
-            await _admit(app, scope, me)
+            if refusal is not None and refusal[0] == 401:
+                await _admit(app, scope, None)
+            elif me is not None:
+                # Registered before its connect is counted and its start read, so that no
+                # live event published meanwhile is missed; accepted once counted, so that
+                # a refusal is still an answer to the handshake.
+                conn = hub.hold(me.subject, send)
+                start = await _counted_start(app, scope, me, since)
         except Problem as exc:
             refusal = (exc.status, exc.slug, exc.detail, exc.headers)
-    if refusal is not None:
-        await _refuse(scope, send, *refusal)
-        return
-    await send({"type": "websocket.accept"})
-    conn = hub.open(me.subject, send, since, me.expires_at)
-    live = metrics.STREAM_CONNECTIONS.labels("websocket")
-    live.inc()
-    try:
+        if refusal is not None:
+            await _refuse(scope, send, *refusal)
+            return
+        if conn is None or conn.closed:
+            return  # closed while held (a shutdown): its close is sent
+        await send({"type": "websocket.accept"})
+        hub.begin(conn, since, me.expires_at, start)
+        live = metrics.STREAM_CONNECTIONS.labels("websocket")
+        live.inc()
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -167,8 +177,27 @@ async def websocket_stream(app, scope, receive, send) -> None:
             if text:
                 _on_client_frame(runtime, conn, text)
     finally:
-        hub.unregister(conn)
-        live.dec()
+        if conn is not None:
+            hub.unregister(conn)
+        if live is not None:
+            live.dec()
+
+
+async def _counted_start(app, scope, me: UserToken, since: int | None) -> Start | Exception:
+    """The connection's start, its connect counted first, in one batch with the other
+    connects arriving now; a 429 or 503 :class:`Problem` when refused. An error reading
+    the start is returned: the stream is accepted, then closed with 1011 (live_hub)."""
+    app.state.failure_gate.check(client_address(scope))
+    limit = app.state.runtime.settings.stream_connect_rate_limit
+    try:
+        start = await app.state.hub.starts.get((me.subject, since, limit))
+    except LimitsUnavailable:
+        raise unavailable("rate limit store") from None
+    except Exception as exc:  # noqa: BLE001
+        return exc
+    if isinstance(start, Refusal):
+        raise refuse(start)
+    return start
 
 
 def _on_client_frame(runtime: Runtime, conn: Connection, frame: str) -> None:
