@@ -129,6 +129,30 @@ class Manager:
             self.listener.close()
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped on a full accept queue (``nstat``'s
+    TcpExtListenOverflows): each drop costs its client a SYN retransmit (1 s, then 3 s)."""
+    names, values = [
+        line.split() for line in Path("/proc/net/netstat").read_text().splitlines()
+        if line.startswith("TcpExt:")
+    ]  # fmt: skip
+    return int(values[names.index("ListenOverflows")])
+
+
+def raise_somaxconn(n: int) -> str:
+    """The kernel caps every listen backlog at ``net.core.somaxconn``; the deploy docs say
+    to raise it to at least the clients one API process holds. Done here when allowed."""
+    path = Path("/proc/sys/net/core/somaxconn")
+    now = int(path.read_text())
+    if now >= n:
+        return f"net.core.somaxconn {now}"
+    try:
+        path.write_text(str(n))
+    except OSError:
+        return f"net.core.somaxconn {now}, below {n:,} clients (not allowed to raise it)"
+    return f"net.core.somaxconn raised {now} -> {n} for this run, as the deploy docs say"
+
+
 def loop_cpu(pid: int) -> float:
     """CPU seconds of a process's main thread (uvicorn's event loop); the rest of the
     process's CPU is its other threads' (the batches' reads, the pub/sub reader)."""
@@ -167,11 +191,13 @@ def storm(run, label: str, argv: list[str], recipients: list[str] | None) -> dic
             accepting = time.time()
         groups = {"server": fresh.pid, "clients": pool.pgid}
         before, loop_before = common.cpu_snapshot(groups), loop_cpu(fresh.pid)
+        overflows = listen_overflows()
         while pool.frames() < n and time.time() - closed < args.storm_timeout:
             procs.check_alive()
             time.sleep(0.005)
         all_live = time.time()
         after, loop_after = common.cpu_snapshot(groups), loop_cpu(fresh.pid)
+        overflows = listen_overflows() - overflows
         if notifier:
             time.sleep(0.5)  # live events after the last client went live
             notifier.done.set()
@@ -191,7 +217,7 @@ def storm(run, label: str, argv: list[str], recipients: list[str] | None) -> dic
         "label": label, "closed": closed, "exited": exited, "accepting": accepting,
         "all_live": all_live, "live": pool_live(clients), "clients": clients, "closes": closes,
         "cpu_per_connect": cpu_api / n, "cpu": cpu, "notifier": notifier,
-        "loop_per_connect": (loop_after - loop_before) / n,
+        "loop_per_connect": (loop_after - loop_before) / n, "overflows": overflows,
     }  # fmt: skip
 
 
@@ -239,7 +265,8 @@ def report(result: dict, n: int) -> list[str]:
         )
         + f"); closes: {dict(result['closes'])}",
         f"  accepting -> all live {storm_span:.2f} s = {n / storm_span:,.0f} connections/s;"
-        f" {connects:,} connection attempts after the close",
+        f" {connects:,} connection attempts after the close; {result['overflows']:,} SYNs"
+        " dropped on a full accept queue (this host's, for any listener)",
         f"  server CPU per connect {result['cpu_per_connect'] * 1000:.2f} ms"
         f" (while the clients reconnected), of which its event loop's thread"
         f" {result['loop_per_connect'] * 1000:.2f} ms",
@@ -263,6 +290,7 @@ def phase(run, database: str, met: list) -> list[str]:
             " now(), now() FROM unnest(%s::text[]) id ON CONFLICT DO NOTHING",
             [[f"r-{i}" for i in range(n)]],
         )
+    print(raise_somaxconn(n + 1024))
     floor = None
     if not args.skip_floor:
         argv = [sys.executable, "-m", "bench.stream_peers", "floor"]

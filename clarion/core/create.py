@@ -22,6 +22,7 @@ from datetime import datetime
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, Protocol
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from clarion import logs, metrics
@@ -74,12 +75,14 @@ def persist(
     messages: list[CreateMessage],
     settings: Settings,
     channels: Channels,
+    look: bool = True,
 ) -> Created:
-    """Insert the requests' new notifications and their deliveries; the caller commits."""
+    """Insert the requests' new notifications and their deliveries; the caller commits.
+    ``look`` False: the ids are not looked up, the insert fails on any stored already."""
     now = utcnow()
     counts = Counter(r for m in messages for _, r in m.items)
     recipients = sorted(counts)
-    all_ids = [nid for m in messages for nid, _ in m.items]
+    all_ids = [nid for m in messages for nid, _ in m.items] if look else None
     reserved, existing = _lock_then_look(session, counts, all_ids, now)
     seqs = dict(reserved.seqs)
     taken = _dedupe_taken(session, messages)
@@ -147,12 +150,15 @@ def persist(
 
 
 def _lock_then_look(
-    session: Session, counts: dict[str, int], ids: list[uuid.UUID], now: datetime
+    session: Session, counts: dict[str, int], ids: list[uuid.UUID] | None, now: datetime
 ) -> tuple[subscribers.Reserved, set[uuid.UUID]]:
     """Lock the recipients, then see which ids are stored already: after the lock, so a
     concurrent run of the same message waits for it and then sees that run's rows. One
     number is reserved per item; the ones a rerun or a dedupe key leaves unused are given
-    back by the caller. On PostgreSQL both go out in one round trip."""
+    back by the caller. On PostgreSQL both go out in one round trip. ``ids`` None: lock
+    only (nothing is taken for stored)."""
+    if ids is None:
+        return subscribers.reserve_seqs(session=session, counts=counts, now=now), set()
     if is_postgres(session):
         return roundtrip.together(
             session,
@@ -319,16 +325,30 @@ def create_notifications(
     """Persist in one transaction, then announce the inbox rows and dispatch the rest.
 
     Items whose ``send_at`` is still ahead are stored as scheduled instead; the release
-    task persists them through :func:`persist` when they are due."""
+    task persists them through :func:`persist` when they are due.
+
+    A message is almost always stored for the first time, so the first attempt does not
+    look its ids up (an index probe per recipient): a stored one fails the insert on the
+    primary key, and the attempt that follows looks and skips it. Messages with a dedupe
+    key look first: a stored row would be taken for a duplicate, not a rerun."""
+    look = any(m.content.dedupe_key for m in messages)
+    stored = {"sessions": sessions, "settings": settings, "channels": channels}
+    try:
+        result = _store(messages, look=look, **stored)
+    except IntegrityError:
+        if look:
+            raise
+        result = _store(messages, **stored)
+    after_commit(result, publisher=publisher, dispatcher=dispatcher)
+    return result
+
+
+def _store(messages: list[CreateMessage], *, sessions, look: bool = True, **pipeline) -> Created:
     with transaction(sessions) as session:
         held = hold.hold(session=session, messages=messages, now=utcnow())
-        result = (
-            persist(session=session, messages=held.due, settings=settings, channels=channels)
-            if held.due
-            else Created()
-        )
+        due = held.due
+        result = persist(session=session, messages=due, look=look, **pipeline) if due else Created()
         result.scheduled = held.scheduled
-    after_commit(result, publisher=publisher, dispatcher=dispatcher)
     return result
 
 

@@ -150,3 +150,37 @@ def upgrade_down(url: str, revision: str) -> None:
     config.set_main_option("script_location", str(migrations_dir()))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.downgrade(config, revision)
+
+
+def test_0018_keeps_a_dedupe_key_once_per_recipient_and_allows_keyless_repeats(fresh_url):
+    upgrade(fresh_url, "0017")
+    engine = create_engine(fresh_url)
+    insert = text(
+        "INSERT INTO notifications (id, request_id, recipient_id, seq, category, severity,"
+        " title, metadata, dedupe_key, created_at)"
+        " VALUES (gen_random_uuid(), gen_random_uuid(), :who, :seq, 'news', 'low', 't', '{}',"
+        " :key, now())"
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO subscribers (id, data, seq, created_at, updated_at)"
+                " VALUES ('ada', '{}', 0, now(), now()), ('bob', '{}', 0, now(), now())"
+            )
+        )
+        conn.execute(insert, {"who": "ada", "seq": 1, "key": "k"})
+
+    upgrade(fresh_url)
+
+    with engine.begin() as conn:
+        for seq in (2, 3):  # no key: as many as sent
+            conn.execute(insert, {"who": "ada", "seq": seq, "key": None})
+        conn.execute(insert, {"who": "bob", "seq": 1, "key": "k"})  # the key is per recipient
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert, {"who": "ada", "seq": 4, "key": "k"})  # stored before the upgrade
+    upgrade_down(fresh_url, "0017")
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert, {"who": "bob", "seq": 2, "key": "k"})
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT count(*) FROM notifications")) == 4
+    engine.dispose()

@@ -170,6 +170,43 @@ def test_numbers_reserved_for_skipped_items_are_given_back(runtime):
     assert stored == {"a": 3, "b": 2}
 
 
+def test_a_batch_stored_again_stores_nothing_twice_and_leaves_no_gap(runtime):
+    # A fan-out's batch goes by COPY without looking its ids up first: when the broker
+    # delivers it again, the insert fails on the stored ids and the run is redone looking.
+    from clarion.db import bulk
+
+    recipients = [f"fan-{i:03d}" for i in range(bulk.COPY_MIN_ROWS + 8)]
+    batch = message(recipients)
+    run_create(runtime, batch)
+    run_create(runtime, batch)  # redelivered
+    new = message(recipients[:2])
+    create_notifications([batch, new], **runtime.pipeline.kwargs())  # with a new request
+
+    with runtime.sessions() as s:
+        rows = s.execute(select(Notification.recipient_id, Notification.seq)).all()
+        stored = dict(s.execute(select(Subscriber.id, Subscriber.seq)).all())
+    expected = {(r, 1) for r in recipients} | {(r, 2) for r in recipients[:2]}
+    assert sorted(rows) == sorted(expected)
+    assert stored == {r: 2 if r in recipients[:2] else 1 for r in recipients}
+
+
+def test_one_batch_run_twice_at_once_is_stored_once_in_order(runtime):
+    recipients = [f"twice-{i:03d}" for i in range(100)]
+    batches = [message(recipients) for _ in range(3)]
+    # Each thread runs every batch: the second run of each waits for the first one's locks.
+    assert create_concurrently(runtime, [batches, batches]) == []
+    with runtime.sessions() as s:
+        for r in (recipients[0], recipients[-1]):
+            rows = s.execute(
+                select(Notification.seq, Notification.request_id)
+                .where(Notification.recipient_id == r)
+                .order_by(Notification.seq)
+            ).all()
+            assert [seq for seq, _ in rows] == [1, 2, 3]
+            assert {request for _, request in rows} == {b.request_id for b in batches}
+    assert counts(runtime) == (300, 0)
+
+
 def test_concurrent_creates_for_new_recipients_in_opposite_orders_do_not_deadlock(runtime):
     names = [f"new-{i}" for i in range(200)]
     forward = [message(names) for _ in range(5)]

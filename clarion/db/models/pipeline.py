@@ -98,8 +98,16 @@ class Notification(Base):
     actions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
 
     __table_args__ = (
-        # NULL dedupe keys are distinct on both PostgreSQL and SQLite: unique only when set.
-        UniqueConstraint("recipient_id", "dedupe_key", name="uq_notifications_dedupe"),
+        # Unique only when set (NULL keys were never constrained): a row without a key, the
+        # most common, has no entry to write (migration 0018).
+        Index(
+            "uq_notifications_dedupe_key",
+            "recipient_id",
+            "dedupe_key",
+            unique=True,
+            postgresql_where=text("dedupe_key IS NOT NULL"),
+            sqlite_where=text("dedupe_key IS NOT NULL"),
+        ),
         # The inbox, newest first, and resume after a cursor: (recipient, seq).
         Index("ix_notifications_recipient_seq", "recipient_id", "seq"),
         Index("ix_notifications_request", "request_id"),
