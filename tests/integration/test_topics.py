@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from clarion.core import enqueue, fanout, queues
-from clarion.core.schemas import FanoutMessage, NotificationCreate
+from clarion.core.schemas import CreateMessage, FanoutMessage, NotificationCreate
 from clarion.db.models import Notification, Subscriber
 from clarion.ids import derived_id
 from tests.broker import drain, queued
@@ -198,6 +198,54 @@ def test_a_fan_out_interrupted_mid_walk_and_run_again_creates_nothing_twice(
 
     enqueue.enqueue(rt.celery, message)  # once more, after it finished: publishes nothing
     assert drain(rt.celery) == 1
+
+
+def test_a_page_redelivered_in_either_form_stores_nothing_twice(client, make_runtime, producer):
+    rt = make_runtime(fanout_batch=3)
+    members = ["ada", "bob", "cy", "dan", "eve"]
+    subscribe(client, producer, "t", add=members)
+    message = enqueue.prepare(NotificationCreate(topic="t", category="news", title="hi"))
+    assert isinstance(message, FanoutMessage)
+    enqueue.enqueue(rt.celery, message)
+    drain(rt.celery)
+    first = {r.recipient_id: (r.id, r.seq) for r in stored(rt, message.request_id)}
+    assert sorted(first) == members
+
+    page = fanout.batch_message(message, members[:3])  # as the walk sends it: no ids
+    with_ids = CreateMessage(  # as a walk before the derived form sent it
+        request_id=message.request_id,
+        accepted_at=message.accepted_at,
+        items=[(derived_id(message.request_id, r, message.accepted_at), r) for r in members[3:]],
+        content=message.content,
+        lane="bulk",
+    )
+    enqueue.enqueue(rt.celery, page, with_ids)
+    assert drain(rt.celery) == 1  # one create task, both requests
+
+    again = {r.recipient_id: (r.id, r.seq) for r in stored(rt, message.request_id)}
+    assert again == first  # the same rows, no sequence bumped
+    progress = client.get(f"/v1/requests/{message.request_id}", headers=producer).json()
+    assert (progress["total"], progress["created"], progress["done"]) == (5, 5, True)
+
+
+def test_a_create_message_with_ids_from_before_the_upgrade_is_stored(client, runtime, producer):
+    subscribe(client, producer, "t", add=["ada", "bob"])
+    message = enqueue.prepare(NotificationCreate(topic="t", category="news", title="hi"))
+    assert isinstance(message, FanoutMessage)
+    ids = {r: derived_id(message.request_id, r, message.accepted_at) for r in ("ada", "bob")}
+    old_form = {
+        "request_id": str(message.request_id),
+        "accepted_at": message.accepted_at.isoformat(),
+        "items": [[str(nid), r] for r, nid in ids.items()],
+        "content": message.content.model_dump(mode="json"),
+        "lane": "bulk",
+        "producer": None,
+    }
+    runtime.celery.send_task(
+        enqueue.CREATE_TASK, args=[old_form], queue=queues.create_queue("bulk")
+    )
+    drain(runtime.celery)
+    assert {r.recipient_id: r.id for r in stored(runtime, message.request_id)} == ids
 
 
 def test_idempotency_key_replays_a_topic_send(client, runtime, producer):
