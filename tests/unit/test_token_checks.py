@@ -21,8 +21,6 @@ from clarion.core.auth import AuthError, verify_user_claims
 from clarion.settings import Settings
 
 KEY, OTHER = "k" * 40, "o" * 40
-NOW = int(time.time())
-GOOD = {"sub": "ada", "aud": "clarion", "iss": "https://auth.test", "iat": NOW, "exp": NOW + 600}
 
 
 def b64(raw: bytes) -> str:
@@ -37,45 +35,60 @@ def by_hand(header: dict, claims: dict | str, key: str = KEY) -> str:
     return f"{signing_input}.{b64(signature)}"
 
 
-def signed(key: str = KEY, headers: dict | None = None, **claims) -> str:
-    return jwt.encode({**GOOD, **claims}, key, algorithm="HS256", headers=headers)
-
-
 HS = {"alg": "HS256", "typ": "JWT"}
-CASES = {
-    "good": signed(),
-    "good, kid": signed(headers={"kid": "any"}),
-    "other key": signed(OTHER),
-    "tampered payload": signed(sub="eve").rpartition(".")[0] + "." + signed().split(".")[2],
-    "tampered signature": signed()[:-4] + "AAAA",
-    "no signature": signed().rpartition(".")[0] + ".",
-    "alg none": jwt.encode(GOOD, None, algorithm="none"),
-    "alg HS512": jwt.encode(GOOD, KEY * 2, algorithm="HS512"),
-    "no alg": by_hand({"typ": "JWT"}, GOOD),
-    "alg not a string": by_hand({"alg": ["HS256"]}, GOOD),
-    "kid not a string": by_hand({**HS, "kid": 7}, GOOD),
-    "crit unknown": by_hand({**HS, "crit": ["x"], "x": 1}, GOOD),
-    "b64 false": by_hand({**HS, "b64": False, "crit": ["b64"]}, GOOD),
-    "expired": signed(exp=NOW - 60),
-    "expired within leeway": signed(exp=NOW - 10),
-    "not yet valid": signed(nbf=NOW + 60),
-    "issued in the future": signed(iat=NOW + 60),
-    "iat not a number": signed(iat="yesterday"),
-    "exp not a number": signed(exp="soon"),
-    "other audience": signed(aud="someone-else"),
-    "audience list": signed(aud=["x", "clarion"]),
-    "other issuer": signed(iss="https://evil.test"),
-    "no issuer": by_hand(HS, {k: v for k, v in GOOD.items() if k != "iss"}),
-    "no exp": by_hand(HS, {k: v for k, v in GOOD.items() if k != "exp"}),
-    "sub not a string": signed(sub=42),
-    "jti not a string": signed(jti=42),
-    "payload not an object": by_hand(HS, "[1, 2]"),
-    "payload not json": by_hand(HS, "{nope"),
-    "garbage": "not-a-jwt",
-    "two segments": signed().rpartition(".")[0],
-    "four segments": signed() + ".AAAA",
-    "padded (pyjwt accepts it)": signed() + "=",
-}
+
+
+def cases() -> dict[str, str]:
+    """The tokens, made now (some are about the clock)."""
+    now = int(time.time())
+    good = {
+        "sub": "ada",
+        "aud": "clarion",
+        "iss": "https://auth.test",
+        "iat": now,
+        "exp": now + 600,
+    }
+
+    def signed(key: str = KEY, headers: dict | None = None, **claims) -> str:
+        return jwt.encode({**good, **claims}, key, algorithm="HS256", headers=headers)
+
+    return {
+        "good": signed(),
+        "good, kid": signed(headers={"kid": "any"}),
+        "other key": signed(OTHER),
+        "tampered payload": signed(sub="eve").rpartition(".")[0] + "." + signed().split(".")[2],
+        "tampered signature": signed()[:-4] + "AAAA",
+        "no signature": signed().rpartition(".")[0] + ".",
+        "alg none": jwt.encode(good, None, algorithm="none"),
+        "alg HS512": jwt.encode(good, KEY * 2, algorithm="HS512"),
+        "no alg": by_hand({"typ": "JWT"}, good),
+        "alg not a string": by_hand({"alg": ["HS256"]}, good),
+        "kid not a string": by_hand({**HS, "kid": 7}, good),
+        "crit unknown": by_hand({**HS, "crit": ["x"], "x": 1}, good),
+        "b64 false": by_hand({**HS, "b64": False, "crit": ["b64"]}, good),
+        "expired": signed(exp=now - 60),
+        "expired within leeway": signed(exp=now - 10),
+        "not yet valid": signed(nbf=now + 60),
+        "issued in the future": signed(iat=now + 60),
+        "iat not a number": signed(iat="yesterday"),
+        "exp not a number": signed(exp="soon"),
+        "other audience": signed(aud="someone-else"),
+        "audience list": signed(aud=["x", "clarion"]),
+        "other issuer": signed(iss="https://evil.test"),
+        "no issuer": by_hand(HS, {k: v for k, v in good.items() if k != "iss"}),
+        "no exp": by_hand(HS, {k: v for k, v in good.items() if k != "exp"}),
+        "sub not a string": signed(sub=42),
+        "jti not a string": signed(jti=42),
+        "payload not an object": by_hand(HS, "[1, 2]"),
+        "payload not json": by_hand(HS, "{nope"),
+        "garbage": "not-a-jwt",
+        "two segments": signed().rpartition(".")[0],
+        "four segments": signed() + ".AAAA",
+        "padded (pyjwt accepts it)": signed() + "=",
+    }
+
+
+NAMES = list(cases())
 
 ACCEPTED = {
     "good",
@@ -93,9 +106,9 @@ def outcome(check) -> object:
         return type(exc)
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", NAMES)
 def test_one_parse_accepts_and_refuses_exactly_what_jwt_decode_does(name):
-    token = CASES[name]
+    token = cases()[name]
     checks = {"audience": "clarion", "issuer": "https://auth.test", "leeway": 30}
     require = ["exp", "sub", "aud"]
     reference = outcome(
@@ -118,7 +131,8 @@ def test_the_kid_picks_the_key_as_before():
             {"key": previous, "until": (datetime.now(UTC) + timedelta(1)).isoformat()}
         ],
     )
-    claims = {"sub": "ada", "aud": "clarion", "iat": NOW, "exp": NOW + 600}
+    now = int(time.time())
+    claims = {"sub": "ada", "aud": "clarion", "iat": now, "exp": now + 600}
 
     def token(key: str, kid: str | None) -> str:
         return jwt.encode(claims, key, algorithm="HS256", headers={"kid": kid} if kid else None)
@@ -145,7 +159,8 @@ def pem(public_key) -> str:
 def test_producer_tokens_verify_with_the_public_key_and_nothing_else():
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ec_key = ec.generate_private_key(ec.SECP256R1())
-    claims = {"sub": "ada", "aud": "clarion", "iat": NOW, "exp": NOW + 600}
+    now = int(time.time())
+    claims = {"sub": "ada", "aud": "clarion", "iat": now, "exp": now + 600}
     settings = Settings(secret_key=KEY, jwt_public_key=pem(rsa_key.public_key()))
 
     assert verify_user_claims(settings, jwt.encode(claims, rsa_key, algorithm="RS256")).subject
