@@ -34,6 +34,7 @@ from clarion.channels.links import (
     key_id,
     signing_key,
 )
+from clarion.core import tokens
 from clarion.db.dialect import dml
 from clarion.db.models import ApiKey
 from clarion.ids import utcnow
@@ -210,14 +211,21 @@ def _verification_keys(settings: Settings, kid: object) -> list[str]:
     return [k for k in keys if key_id(k) == kid] or keys
 
 
-def _decode_hs256(settings: Settings, token: str, header: dict, **options: Any) -> dict:
-    error: jwt.PyJWTError = jwt.InvalidSignatureError("no key")
-    for key in _verification_keys(settings, header.get("kid")):
-        try:
-            return jwt.decode(token, key, algorithms=["HS256"], **options)
-        except jwt.InvalidSignatureError as exc:  # signed with another of the keys, maybe
-            error = exc
-    raise error
+def _decode_hs256(settings: Settings, token: str, **checks: Any) -> dict:
+    """The claims of a token signed HS256 with the current or a previous secret."""
+    return tokens.decode(
+        token,
+        algorithms=("HS256",),
+        keys=lambda alg, kid: _verification_keys(settings, kid),
+        **checks,
+    )
+
+
+def _decode_current(settings: Settings, token: str, **checks: Any) -> dict:
+    """The claims of a token signed HS256 with the current secret (those Clarion signs
+    without a kid: sign-in links, the page's session, push actions)."""
+    secret = settings.secret_key.get_secret_value()
+    return tokens.decode(token, algorithms=("HS256",), keys=lambda alg, kid: [secret], **checks)
 
 
 def issue_user_token(settings: Settings, subscriber_id: str, ttl_seconds: int | None = None) -> str:
@@ -250,20 +258,24 @@ def verify_user_claims(settings: Settings, token: str) -> UserToken:
     """The subscriber and the end of use of a valid token; AuthError for anything else."""
     if len(token) > MAX_TOKEN_BYTES:
         raise AuthError("token too long")
-    options: dict[str, Any] = {
-        "audience": settings.jwt_audience,
-        "issuer": settings.jwt_issuer,
-        "options": {"require": ["exp", "sub", "aud"]},
-        "leeway": LEEWAY_SECONDS,
-    }
+    public_key = settings.jwt_public_key
+
+    def keys(alg: str, kid: object) -> list[str]:
+        # HS256: Clarion's secrets; any other allowed alg: the producer's public key.
+        if alg == "HS256":
+            return _verification_keys(settings, kid)
+        return [public_key] if public_key else []
+
     try:
-        header = jwt.get_unverified_header(token)
-        if settings.jwt_public_key and header.get("alg") != "HS256":
-            claims = jwt.decode(
-                token, settings.jwt_public_key, algorithms=settings.jwt_algorithms, **options
-            )
-        else:
-            claims = _decode_hs256(settings, token, header, **options)
+        claims = tokens.decode(
+            token,
+            algorithms={"HS256", *settings.jwt_algorithms} if public_key else ("HS256",),
+            keys=keys,
+            require=["exp", "sub", "aud"],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            leeway=LEEWAY_SECONDS,
+        )
     except jwt.PyJWTError as exc:
         raise AuthError(str(exc)) from None
     return UserToken(_subject(claims.get("sub")), _expires_at(settings, claims))
@@ -300,13 +312,8 @@ def _expires_at(settings: Settings, claims: dict) -> float:
 def verify_unsubscribe_token(settings: Settings, token: str) -> tuple[str, str, str]:
     """(subscriber, category, channel) of a valid link; AuthError for anything else."""
     try:
-        header = jwt.get_unverified_header(token)
         claims = _decode_hs256(
-            settings,
-            token,
-            header,
-            audience=UNSUBSCRIBE_AUDIENCE,
-            options={"require": ["sub", "aud"]},
+            settings, token, audience=UNSUBSCRIBE_AUDIENCE, require=["sub", "aud"]
         )
     except jwt.PyJWTError as exc:
         raise AuthError(str(exc)) from None
@@ -334,13 +341,7 @@ def _scoped_token(settings: Settings, subscriber_id: str, audience: str, ttl_sec
 
 def _verify_scoped(settings: Settings, token: str, audience: str) -> str:
     try:
-        claims = jwt.decode(
-            token,
-            settings.secret_key.get_secret_value(),
-            algorithms=["HS256"],
-            audience=audience,
-            options={"require": ["exp", "sub", "aud"]},
-        )
+        claims = _decode_current(settings, token, audience=audience, require=["exp", "sub", "aud"])
     except jwt.PyJWTError as exc:
         raise AuthError(str(exc)) from None
     subject = claims.get("sub")
@@ -372,12 +373,11 @@ def verify_ui_session(settings: Settings, token: str) -> str:
 def verify_push_action_token(settings: Settings, token: str) -> tuple[str, str]:
     """(subscriber, notification id) of a valid push action token; AuthError otherwise."""
     try:
-        claims = jwt.decode(
+        claims = _decode_current(
+            settings,
             token,
-            settings.secret_key.get_secret_value(),
-            algorithms=["HS256"],
             audience=PUSH_ACTION_AUDIENCE,
-            options={"require": ["sub", "nid", "aud", "exp"]},
+            require=["sub", "nid", "aud", "exp"],
             leeway=30,
         )
     except jwt.PyJWTError as exc:
