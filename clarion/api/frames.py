@@ -47,44 +47,34 @@ def write_text(proto: Any, text: str) -> bool:
     """Write ``text`` as one text frame now; False (nothing written) when it must go
     through ASGI instead: the transport paused, the connection closing or closed, or an
     extension negotiated."""
-    conn = proto.conn
-    if (
-        conn.state is not OPEN
-        or conn.extensions
-        or proto.close_sent
-        or proto.disconnected
-        or not proto.writable.is_set()
-    ):
+    if not _writable(proto):
         return False
-    data = text.encode()
-    size = len(data)
-    if size < 126:
-        head = bytes((_FIN_TEXT, size))
-    elif size < 65536:
-        head = _MEDIUM.pack(_FIN_TEXT, 126, size)
-    else:
-        head = _LONG.pack(_FIN_TEXT, 127, size)
-    proto.transport.write(head + data)
+    proto.transport.write(_frame(text.encode()))
     return True
 
 
 def write_texts(proto: Any, texts: list[str]) -> bool:
     """:func:`write_text` of each of ``texts``, in one write (one ``send()``): a
     connection's first frames (its replay and unread count)."""
-    conn = proto.conn
-    if (
-        conn.state is not OPEN
-        or conn.extensions
-        or proto.close_sent
-        or proto.disconnected
-        or not proto.writable.is_set()
-    ):
+    if not _writable(proto):
         return False
     proto.transport.write(b"".join([_frame(text.encode()) for text in texts]))
     return True
 
 
+def _writable(proto: Any) -> bool:
+    conn = proto.conn
+    return not (
+        conn.state is not OPEN
+        or conn.extensions
+        or proto.close_sent
+        or proto.disconnected
+        or not proto.writable.is_set()
+    )
+
+
 def _frame(data: bytes) -> bytes:
+    """A final, unmasked text frame of ``data`` (RFC 6455 §5.2)."""
     size = len(data)
     if size < 126:
         return bytes((_FIN_TEXT, size)) + data
