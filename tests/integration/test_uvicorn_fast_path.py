@@ -9,8 +9,10 @@ pyproject.toml pins the range tested here; this test fails loudly outside it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import uvicorn
 from websockets.sync.client import connect
@@ -19,6 +21,24 @@ from clarion.api.frames import send_now
 from tests.e2e.procs import free_port
 
 FRAMES = 200
+
+
+@contextlib.contextmanager
+def _served(app) -> Iterator[int]:
+    """``app`` on a uvicorn server in a thread, once it serves; yields its port."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def test_uvicorns_websocket_send_finishes_without_suspending_for_a_reading_client():
@@ -35,20 +55,8 @@ def test_uvicorns_websocket_send_finishes_without_suspending_for_a_reading_clien
                 await rest
         await send({"type": "websocket.close", "code": 1000})
 
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        with connect(f"ws://127.0.0.1:{port}/") as ws:
-            got = [ws.recv(timeout=5) for _ in range(FRAMES)]
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with _served(app) as port, connect(f"ws://127.0.0.1:{port}/") as ws:
+        got = [ws.recv(timeout=5) for _ in range(FRAMES)]
 
     assert got == [str(i) for i in range(FRAMES)]
     assert all(stepped), (
@@ -57,7 +65,7 @@ def test_uvicorns_websocket_send_finishes_without_suspending_for_a_reading_clien
     )
 
 
-def _serve_frames(texts: list[str], written: list[bool]):
+def _serve_frames(texts: list[str], written: list[bool]) -> contextlib.AbstractContextManager[int]:
     """A uvicorn server whose one WebSocket connection gets ``texts`` as live events through
     the hub's Connection (its fast path), noting whether each was written directly (a
     transport paused by a big frame is not counted: those go through ASGI by design)."""
@@ -91,15 +99,7 @@ def _serve_frames(texts: list[str], written: list[bool]):
             frames.write_text = original
         assert (await receive())["type"] == "websocket.disconnect"
 
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return server, thread, port
+    return _served(app)
 
 
 # Every header size of RFC 6455 (7-bit, 16-bit and 64-bit lengths, at their edges),
@@ -109,27 +109,23 @@ TEXTS = ["", "a", "x" * 125, "x" * 126, "é" * 63 + "x", "€" * 21_845, "y" * 6
 
 def test_live_frames_written_to_the_transport_arrive_intact():
     written: list[bool] = []
-    server, thread, port = _serve_frames(TEXTS, written)
-    try:
-        with connect(f"ws://127.0.0.1:{port}/", compression=None, max_size=None) as ws:
-            got = [ws.recv(timeout=5) for _ in TEXTS]
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with (
+        _serve_frames(TEXTS, written) as port,
+        connect(f"ws://127.0.0.1:{port}/", compression=None, max_size=None) as ws,
+    ):
+        got = [ws.recv(timeout=5) for _ in TEXTS]
     assert got == TEXTS
     assert written and all(written), "the frames did not take the direct write"
 
 
 def test_with_compression_negotiated_live_frames_go_through_asgi_and_arrive_intact():
     written: list[bool] = []
-    server, thread, port = _serve_frames(TEXTS, written)
-    try:
-        with connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:  # offers deflate
-            assert ws.protocol.extensions, "the client and server did not agree on deflate"
-            got = [ws.recv(timeout=5) for _ in TEXTS]
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with (
+        _serve_frames(TEXTS, written) as port,
+        connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws,  # offers deflate
+    ):
+        assert ws.protocol.extensions, "the client and server did not agree on deflate"
+        got = [ws.recv(timeout=5) for _ in TEXTS]
     assert got == TEXTS
     assert written and not any(written)
 
@@ -145,19 +141,10 @@ def test_a_connections_first_frames_written_in_one_write_arrive_intact():
         written.append(frames.write_texts(frames.protocol_of(send), TEXTS))
         assert (await receive())["type"] == "websocket.disconnect"
 
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        with connect(f"ws://127.0.0.1:{port}/", compression=None, max_size=None) as ws:
-            got = [ws.recv(timeout=5) for _ in TEXTS]
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with (
+        _served(app) as port,
+        connect(f"ws://127.0.0.1:{port}/", compression=None, max_size=None) as ws,
+    ):
+        got = [ws.recv(timeout=5) for _ in TEXTS]
     assert written == [True]
     assert got == TEXTS
