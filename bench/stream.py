@@ -63,7 +63,7 @@ from bench import pipeline as pipeline_bench
 from bench import stream_peers as peers
 from bench import stream_restart
 from bench.loadgen import Load
-from bench.stream_report import summary_3, summary_12
+from bench.stream_report import received_rate, summary_3, summary_12
 from clarion.core.auth import issue_user_token
 from clarion.core.create import created_event
 from clarion.core.pubsub import RedisPubSub, encode
@@ -86,13 +86,6 @@ def synthetic_rounds(recipients: list[str], rounds: int) -> list[list[dict]]:
             batch.append(created_event(row))
         out.append(batch)
     return out
-
-
-def received_rate(phase: dict) -> float:
-    """Notifications received / (first POST -> last one received)."""
-    load, ids = phase["load"], phase["stats"]["ids"]
-    times = [t for i, t in ids.items() if i in load.sent_at]
-    return len(times) / (max(times) - load.start) if times else 0.0
 
 
 class Run:

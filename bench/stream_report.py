@@ -1,10 +1,18 @@
-"""The summary lines of ``bench.stream``: each target, its figure and MET / NOT MET."""
+"""What ``bench.stream`` reports: the rate a paced phase received, and the summary lines
+(each target, its figure and MET / NOT MET)."""
 
 from __future__ import annotations
 
 from bench import _common as common
 
 TARGET_CONNECTIONS, TARGET_RSS_RATIO, TARGET_FANOUT, TARGET_P99 = 10_000, 1.5, 0.7, 0.050
+
+
+def received_rate(phase: dict) -> float:
+    """Notifications received / (first POST -> last one received)."""
+    load, ids = phase["load"], phase["stats"]["ids"]
+    times = [t for i, t in ids.items() if i in load.sent_at]
+    return len(times) / (max(times) - load.start) if times else 0.0
 
 
 def verdict(ok: bool) -> str:
