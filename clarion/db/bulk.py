@@ -16,9 +16,10 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from psycopg import sql
-from psycopg.types.json import Jsonb
+from psycopg import postgres, sql
+from psycopg.types.json import Jsonb, set_json_dumps
 from sqlalchemy import JSON, insert
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from clarion.db import roundtrip
@@ -28,6 +29,7 @@ from clarion.db.dialect import is_postgres
 # other small tables' in one round trip; COPY pays two round trips of its own (start, end),
 # which a lone notification's create would notice, and wins only on bigger batches.
 COPY_MIN_ROWS = 32
+_POSTGRES = postgresql.dialect()
 
 Rows = list[dict[str, Any]]
 
@@ -58,10 +60,19 @@ def insert_tables(*, session: Session, tables: list[tuple[type, Rows]]) -> None:
         return
     with roundtrip.as_sqlalchemy_errors(f"COPY {tables}"):
         for (model, rows), cols in zip(pending, columns, strict=True):
-            sql = _copy_sql(model.__tablename__, _names(cols))
-            with raw.cursor() as cur, cur.copy(sql) as copy:
-                for values in _values(rows, cols, _json_text()):
-                    copy.write_row(values)
+            types = _binary_types(model, _names(cols))
+            with raw.cursor() as cur:
+                if types is None:
+                    sql = _copy_sql(model.__tablename__, _names(cols))
+                    with cur.copy(sql) as copy:
+                        for values in _values(rows, cols, _json_text()):
+                            copy.write_row(values)
+                    continue
+                set_json_dumps(_json_text(), context=cur)
+                with cur.copy(_copy_sql(model.__tablename__, _names(cols), binary=True)) as copy:
+                    copy.set_types(types)
+                    for values in _values(rows, cols, None):
+                        copy.write_row(values)
 
 
 def _names(columns: list) -> tuple[str, ...]:
@@ -81,17 +92,35 @@ def _insert_sql(table: str, names: tuple[str, ...]) -> bytes:
 
 
 @functools.cache
-def _copy_sql(table: str, names: tuple[str, ...]) -> bytes:
-    return sql.SQL("COPY {} FROM STDIN").format(_target(table, names)).as_bytes()
+def _copy_sql(table: str, names: tuple[str, ...], *, binary: bool = False) -> bytes:
+    query = "COPY {} FROM STDIN (FORMAT BINARY)" if binary else "COPY {} FROM STDIN"
+    return sql.SQL(query).format(_target(table, names)).as_bytes()
 
 
-def _values(rows: Rows, columns: list, as_json: Callable[[Any], Any]) -> list[Any]:
-    """The rows as lists in the columns' order, JSON values passed through ``as_json``."""
+@functools.cache
+def _binary_types(model: type, names: tuple[str, ...]) -> list[int] | None:
+    """The columns' PostgreSQL type oids for a binary COPY, or None (a text COPY) when one
+    is not a built-in type psycopg knows. Binary spares psycopg formatting each value as
+    text (about half its COPY time per row); the server reads either at the same cost."""
+    table = model.__table__
+    oids = []
+    for name in names:
+        compiled = table.columns[name].type.compile(dialect=_POSTGRES)
+        info = postgres.types.get(compiled.split("(")[0].lower())  # "VARCHAR(255)": varchar
+        if info is None:
+            return None
+        oids.append(info.oid)
+    return oids
+
+
+def _values(rows: Rows, columns: list, as_json: Callable[[Any], Any] | None) -> list[Any]:
+    """The rows as lists in the columns' order, JSON values passed through ``as_json``
+    (None: as they are)."""
     # By key, not by dict order: rows with the same keys may list them in another order.
     keys = list(rows[0])
     get = operator.itemgetter(*keys) if len(keys) > 1 else lambda row: (row[keys[0]],)
     wrapped = [i for i, c in enumerate(columns) if isinstance(c.type, JSON)]
-    if not wrapped:
+    if as_json is None or not wrapped:
         return [get(row) for row in rows]
     table = []
     for row in rows:
@@ -104,9 +133,10 @@ def _values(rows: Rows, columns: list, as_json: Callable[[Any], Any]) -> list[An
 
 
 def _json_text() -> Callable[[Any], str]:
-    """JSON as the text COPY reads into a json/jsonb column, encoded once per object: a
-    fan-out batch's rows share their content's metadata and data objects, which a
-    ``Jsonb`` wrapper would encode again for every row. Only for one call of
+    """JSON as the text COPY reads into a json/jsonb column (or the ``dumps`` of a binary
+    COPY's jsonb dumper), encoded once per object: a fan-out batch's rows share their
+    content's metadata and data objects, which a ``Jsonb`` wrapper would encode again for
+    every row. Only for one call of
     :func:`_values` (the rows keep the objects alive, so an id is not reused meanwhile)."""
     done: dict[int, str] = {}
 
