@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from psycopg import postgres, sql
-from psycopg.types.json import Jsonb, set_json_dumps
+from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, insert
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
@@ -68,10 +68,9 @@ def insert_tables(*, session: Session, tables: list[tuple[type, Rows]]) -> None:
                         for values in _values(rows, cols, _json_text()):
                             copy.write_row(values)
                     continue
-                set_json_dumps(_json_text(), context=cur)
                 with cur.copy(_copy_sql(model.__tablename__, _names(cols), binary=True)) as copy:
                     copy.set_types(types)
-                    for values in _values(rows, cols, None):
+                    for values in _values(rows, cols, _json_encoded()):
                         copy.write_row(values)
 
 
@@ -113,14 +112,13 @@ def _binary_types(model: type, names: tuple[str, ...]) -> list[int] | None:
     return oids
 
 
-def _values(rows: Rows, columns: list, as_json: Callable[[Any], Any] | None) -> list[Any]:
-    """The rows as lists in the columns' order, JSON values passed through ``as_json``
-    (None: as they are)."""
+def _values(rows: Rows, columns: list, as_json: Callable[[Any], Any]) -> list[Any]:
+    """The rows as lists in the columns' order, JSON values passed through ``as_json``."""
     # By key, not by dict order: rows with the same keys may list them in another order.
     keys = list(rows[0])
     get = operator.itemgetter(*keys) if len(keys) > 1 else lambda row: (row[keys[0]],)
     wrapped = [i for i, c in enumerate(columns) if isinstance(c.type, JSON)]
-    if as_json is None or not wrapped:
+    if not wrapped:
         return [get(row) for row in rows]
     table = []
     for row in rows:
@@ -132,11 +130,26 @@ def _values(rows: Rows, columns: list, as_json: Callable[[Any], Any] | None) -> 
     return table
 
 
+def _json_encoded() -> Callable[[Any], Jsonb]:
+    """:func:`_json_text` for a binary COPY: one ``Jsonb`` per object, whose dumps gives
+    the object's JSON encoded once (psycopg's jsonb dumper would encode it for every
+    row). Only for one call of :func:`_values`, like :func:`_json_text`."""
+    done: dict[int, Jsonb] = {}
+
+    def wrap(value: Any) -> Jsonb:
+        key = id(value)
+        if key not in done:
+            data = json.dumps(value).encode()
+            done[key] = Jsonb(value, dumps=lambda _: data)
+        return done[key]
+
+    return wrap
+
+
 def _json_text() -> Callable[[Any], str]:
-    """JSON as the text COPY reads into a json/jsonb column (or the ``dumps`` of a binary
-    COPY's jsonb dumper), encoded once per object: a fan-out batch's rows share their
-    content's metadata and data objects, which a ``Jsonb`` wrapper would encode again for
-    every row. Only for one call of
+    """JSON as the text COPY reads into a json/jsonb column, encoded once per object: a
+    fan-out batch's rows share their content's metadata and data objects, which a
+    ``Jsonb`` wrapper would encode again for every row. Only for one call of
     :func:`_values` (the rows keep the objects alive, so an id is not reused meanwhile)."""
     done: dict[int, str] = {}
 
