@@ -100,7 +100,7 @@ def _copy_sql(table: str, names: tuple[str, ...], *, binary: bool = False) -> by
 def _binary_types(model: type, names: tuple[str, ...]) -> list[int] | None:
     """The columns' PostgreSQL type oids for a binary COPY, or None (a text COPY) when one
     is not a built-in type psycopg knows. Binary spares psycopg formatting each value as
-    text (about half its COPY time per row); the server reads either at the same cost."""
+    text; the server reads either at the same cost (docs/benchmarks/fanout.md)."""
     table = model.__table__
     oids = []
     for name in names:
