@@ -76,6 +76,10 @@ class Router:
         self._targets: dict[tuple[str, str], dict[str, list[str]]] = {}
         # Recipients who stored no preference share one plan per kind of notification.
         self._plans: dict[tuple, prefs.Plan] = {}
+        # Such a plan's routing when it stores no delivery row (the inbox only): it does
+        # not depend on the notification, so it is made once (by the plan's id; the entry
+        # holds the plan, so the id is not reused meanwhile).
+        self._inbox_only: dict[int, tuple[prefs.Plan, Routed]] = {}
 
     def _targets_of(self, channel: ch.Channel, category: str) -> dict[str, list[str]]:
         key = (channel.key, category)
@@ -127,11 +131,19 @@ class Router:
         if throttled is not None:
             stored = self.prefs.get(recipient) or prefs.EMPTY
             plan = self.throttle.apply(plan, throttled, stored, self.now)
+        else:
+            known = self._inbox_only.get(id(plan))
+            if known is not None and known[0] is plan:
+                return known[1]
         rows: list[dict[str, Any]] = []
         for decision in plan.decisions:
             rows += self._rows(nid, recipient, content.category, decision)
         used = [d.channel for d in plan.decisions if d.channel != ch.INBOX or plan.in_inbox]
-        return Routed(rows, plan.in_inbox, used)
+        routed = Routed(rows, plan.in_inbox, used)
+        if throttled is None and not rows and recipient not in self.prefs:
+            # A shared plan with no delivery row: every recipient gets this same answer.
+            self._inbox_only[id(plan)] = (plan, routed)
+        return routed
 
     def _rows(self, nid, recipient: str, category: str, decision: prefs.Decision) -> list[dict]:
         key = decision.channel

@@ -10,13 +10,17 @@ tables go out as one pipeline, one round trip.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import operator
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 from psycopg import sql
+from psycopg.adapt import PyFormat, Transformer
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, insert
 from sqlalchemy.orm import Session
@@ -60,7 +64,7 @@ def insert_tables(*, session: Session, tables: list[tuple[type, Rows]]) -> None:
         for (model, rows), cols in zip(pending, columns, strict=True):
             sql = _copy_sql(model.__tablename__, _names(cols))
             with raw.cursor() as cur, cur.copy(sql) as copy:
-                for values in _values(rows, cols, _json_text()):
+                for values in _shared_once(_values(rows, cols, _json_text()), cur):
                     copy.write_row(values)
 
 
@@ -101,6 +105,37 @@ def _values(rows: Rows, columns: list, as_json: Callable[[Any], Any]) -> list[An
                 values[i] = as_json(values[i])
         table.append(values)
     return table
+
+
+def _shared_once(table: list[Any], cur: psycopg.Cursor) -> list[Any]:
+    """The rows with each value that all of them share (the same object, first and last
+    row) dumped once, by psycopg's own text dumper, and passed on as that text: a fan-out
+    batch's rows share their request's id and accepted time, whose dumpers are Python
+    (UUID) or slow (aware datetimes), and COPY would call them once per row. The text is
+    escaped as the dumper's output would be, so COPY receives the same bytes."""
+    first, last = table[0], table[-1]
+    shared = [
+        (i, value)
+        for i, value in enumerate(first)
+        if type(value) in _DUMPED_ONCE and last[i] is value
+    ]
+    if not shared:
+        return table
+    adapt = Transformer.from_context(cur)  # the dumper COPY itself would pick
+    texts = [
+        (i, value, bytes(adapt.get_dumper(value, PyFormat.TEXT).dump(value)).decode())
+        for i, value in shared
+    ]
+    rows = table if type(first) is list else [list(values) for values in table]
+    for values in rows:
+        for i, value, text in texts:
+            if values[i] is value:
+                values[i] = text
+    return rows
+
+
+# Types whose text dumper is worth calling once per batch rather than once per row.
+_DUMPED_ONCE = frozenset({uuid.UUID, datetime.datetime})
 
 
 def _json_text() -> Callable[[Any], str]:
