@@ -256,14 +256,14 @@ def created_events(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         nid, seq, recipient = str(row["id"]), row["seq"], row["recipient_id"]
         data = public.copy()
         data["id"], data["seq"] = nid, seq
-        event = {"type": CREATED, "recipient": recipient, "cursor": seq, "data": data}
+        event = pubsub.Encoded(type=CREATED, recipient=recipient, cursor=seq, data=data)
         quoted = _quote(recipient)
-        line = (  # the routing header (pubsub's wire format), a tab, the event's text
+        event.line = (  # the routing header (pubsub's wire format), a tab, the event's text
             f'[{quoted},"notification.created",{seq}]\t'
             f'{{"type":"notification.created","recipient":{quoted},'
             f'"cursor":{seq},"data":{{"id":"{nid}","seq":{seq}{rest}}}}}'
         )
-        events.append(pubsub.Encoded(event, line))
+        events.append(event)
     return events
 
 

@@ -40,13 +40,11 @@ class Encoded(dict):
     whoever built it more cheaply than encoding the dict (``create.created_events``
     splices one text per content with each row's id, seq and recipient). The text must
     decode to the dict and the header must be :func:`_header`'s; :func:`encode` sends the
-    line as is."""
+    line as is. Made as a dict, ``line`` set at once (no ``__init__`` of its own: a
+    Python frame per event of a fan-out)."""
 
     __slots__ = ("line",)
-
-    def __init__(self, event: dict[str, Any], line: str) -> None:
-        super().__init__(event)
-        self.line = line
+    line: str
 
     @property
     def text(self) -> str:

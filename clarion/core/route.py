@@ -80,6 +80,8 @@ class Router:
         # not depend on the notification, so it is made once (by the plan's id; the entry
         # holds the plan, so the id is not reused meanwhile).
         self._inbox_only: dict[int, tuple[prefs.Plan, Routed]] = {}
+        # The shared plan of each message's content, found without building its key.
+        self._plan_of: dict[int, tuple[NotificationContent, prefs.Plan]] = {}
 
     def _targets_of(self, channel: ch.Channel, category: str) -> dict[str, list[str]]:
         key = (channel.key, category)
@@ -107,9 +109,14 @@ class Router:
     def plan(self, recipient: str, content: NotificationContent) -> prefs.Plan:
         """The recipient's decision for each candidate channel of this notification."""
         stored = self.prefs.get(recipient)
+        if stored is None:
+            known = self._plan_of.get(id(content))
+            if known is not None and known[0] is content:
+                return known[1]
         requested = tuple(content.channels) if content.channels is not None else None
         key = (content.category, content.severity, content.type, requested)
         if stored is None and key in self._plans:
+            self._plan_of[id(content)] = (content, self._plans[key])
             return self._plans[key]
         made = prefs.plan(
             self.policy,
