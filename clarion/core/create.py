@@ -105,29 +105,25 @@ def persist(
         default_locale=settings.default_locale,
     )
     for message, used in zip(messages, channels_of, strict=True):
-        actions = stored_actions(message.content)  # one object shared by the message's rows
+        content, dedupe = message.content, message.content.dedupe_key
+        shared = _shared_row(message)  # copied per recipient, its own fields then set
         before = len(rows)
         for nid, recipient in message.items:
-            key = (recipient, message.content.dedupe_key)
-            if nid in existing:
+            if existing and nid in existing:
                 result.skipped_existing += 1
                 used.update(EXTERNAL)
                 continue
-            if message.content.dedupe_key and key in taken:
-                result.skipped_dedupe += 1
-                continue
-            taken.add(key)
+            if dedupe:
+                if (recipient, dedupe) in taken:
+                    result.skipped_dedupe += 1
+                    continue
+                taken.add((recipient, dedupe))
             seqs[recipient] += 1
-            routed = router.route(nid, recipient, message.content)
-            row = _notification_row(
-                nid,
-                recipient,
-                seqs[recipient],
-                message,
-                routed.channels,
-                texts.of(message, recipient),
-            )
-            row["actions"] = actions
+            routed = router.route(nid, recipient, content)
+            row = shared.copy()
+            row["id"], row["recipient_id"], row["seq"] = nid, recipient, seqs[recipient]
+            row["title"], row["body"] = texts.of(message, recipient)
+            row["in_inbox"] = INBOX in routed.channels
             rows.append(row)
             deliveries += routed.rows
             used.update(routed.channels)
@@ -203,28 +199,22 @@ def stored_actions(content: NotificationContent) -> list[dict[str, Any]] | None:
     return [{**a.model_dump(mode="json"), "clicked_at": None} for a in content.actions]
 
 
-def _notification_row(
-    nid: uuid.UUID,
-    recipient: str,
-    seq: int,
-    message: CreateMessage,
-    channels: list[str],
-    text: tuple[str, str | None],
-) -> dict:
-    """The notification row; ``text`` is its title and body (rendered from the template in
-    the recipient's locale when it was sent by template)."""
+def _shared_row(message: CreateMessage) -> dict[str, Any]:
+    """A notification row of the message with what its recipients share; the id,
+    recipient, seq, title and body (rendered per locale when sent by template) and
+    in_inbox are each row's own, set in this order of keys."""
     content = message.content
     return {
-        "id": nid,
+        "id": None,
         "request_id": message.request_id,
-        "recipient_id": recipient,
-        "seq": seq,
+        "recipient_id": None,
+        "seq": None,
         "actor_id": content.actor_id,
         "category": content.category,
         "type": content.type,
         "severity": content.severity,
-        "title": text[0],
-        "body": text[1],
+        "title": None,
+        "body": None,
         "url": content.url,
         "meta": content.metadata,
         "dedupe_key": content.dedupe_key,
@@ -232,9 +222,11 @@ def _notification_row(
         "expires_at": content.expires_at,
         "template": content.template,
         "template_data": content.data,
-        "in_inbox": INBOX in channels,
+        "in_inbox": None,
         # The time the sender accepted it: the id encodes the same instant.
         "created_at": message.accepted_at,
+        # One object shared by the message's rows.
+        "actions": stored_actions(content),
     }
 
 
@@ -248,8 +240,8 @@ def created_events(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     them. A fan-out batch's rows differ only in id, recipient and seq, so the public form
     is validated once per distinct content and copied with each row's id and seq
     (validating per recipient was a large share of the worker's time), and its JSON is
-    encoded once too: each event carries its text, the shared part spliced with the row's
-    id, seq and recipient (:class:`pubsub.Encoded`). Figures: docs/benchmarks/code.md."""
+    encoded once too: each event carries its wire line, the shared part spliced with the
+    row's id, seq and recipient (:class:`pubsub.Encoded`). Figures: docs/benchmarks/."""
     shared: dict[tuple, tuple[dict[str, Any], str]] = {}
     events = []
     for row in rows:
@@ -264,12 +256,14 @@ def created_events(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         nid, seq, recipient = str(row["id"]), row["seq"], row["recipient_id"]
         data = public.copy()
         data["id"], data["seq"] = nid, seq
-        event = {"type": CREATED, "recipient": recipient, "cursor": seq, "data": data}
-        text = (
-            f'{{"type":"notification.created","recipient":{_quote(recipient)},'
+        event = pubsub.Encoded(type=CREATED, recipient=recipient, cursor=seq, data=data)
+        quoted = _quote(recipient)
+        event.line = (  # the routing header (pubsub's wire format), a tab, the event's text
+            f'[{quoted},"notification.created",{seq}]\t'
+            f'{{"type":"notification.created","recipient":{quoted},'
             f'"cursor":{seq},"data":{{"id":"{nid}","seq":{seq}{rest}}}}}'
         )
-        events.append(pubsub.Encoded(event, text))
+        events.append(event)
     return events
 
 

@@ -76,6 +76,12 @@ class Router:
         self._targets: dict[tuple[str, str], dict[str, list[str]]] = {}
         # Recipients who stored no preference share one plan per kind of notification.
         self._plans: dict[tuple, prefs.Plan] = {}
+        # Such a plan's routing when it stores no delivery row (the inbox only): it does
+        # not depend on the notification, so it is made once (by the plan's id; the entry
+        # holds the plan, so the id is not reused meanwhile).
+        self._inbox_only: dict[int, tuple[prefs.Plan, Routed]] = {}
+        # The shared plan of each message's content, found without building its key.
+        self._plan_of: dict[int, tuple[NotificationContent, prefs.Plan]] = {}
 
     def _targets_of(self, channel: ch.Channel, category: str) -> dict[str, list[str]]:
         key = (channel.key, category)
@@ -103,9 +109,14 @@ class Router:
     def plan(self, recipient: str, content: NotificationContent) -> prefs.Plan:
         """The recipient's decision for each candidate channel of this notification."""
         stored = self.prefs.get(recipient)
+        if stored is None:
+            known = self._plan_of.get(id(content))
+            if known is not None and known[0] is content:
+                return known[1]
         requested = tuple(content.channels) if content.channels is not None else None
         key = (content.category, content.severity, content.type, requested)
         if stored is None and key in self._plans:
+            self._plan_of[id(content)] = (content, self._plans[key])
             return self._plans[key]
         made = prefs.plan(
             self.policy,
@@ -127,11 +138,19 @@ class Router:
         if throttled is not None:
             stored = self.prefs.get(recipient) or prefs.EMPTY
             plan = self.throttle.apply(plan, throttled, stored, self.now)
+        else:
+            known = self._inbox_only.get(id(plan))
+            if known is not None and known[0] is plan:
+                return known[1]
         rows: list[dict[str, Any]] = []
         for decision in plan.decisions:
             rows += self._rows(nid, recipient, content.category, decision)
         used = [d.channel for d in plan.decisions if d.channel != ch.INBOX or plan.in_inbox]
-        return Routed(rows, plan.in_inbox, used)
+        routed = Routed(rows, plan.in_inbox, used)
+        if throttled is None and not rows and recipient not in self.prefs:
+            # A shared plan with no delivery row: every recipient gets this same answer.
+            self._inbox_only[id(plan)] = (plan, routed)
+        return routed
 
     def _rows(self, nid, recipient: str, category: str, decision: prefs.Decision) -> list[dict]:
         key = decision.channel

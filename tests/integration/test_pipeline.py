@@ -429,6 +429,27 @@ def test_a_copy_batch_stores_every_column_type_as_sent(mail_runtime):
     assert sent == {(nid, "email", "pending", 0) for nid, _ in msg.items}
 
 
+def test_a_copy_batch_keeps_each_rows_request_and_time_when_first_and_last_share_them(runtime):
+    # One COPY of three messages whose first and last share their request id and time
+    # objects: the rows in between keep their own.
+    from clarion.db import bulk
+    from clarion.ids import new_id
+
+    n = bulk.COPY_MIN_ROWS
+    one = message([f"one-{i}" for i in range(n)])
+    two = message([f"two-{i}" for i in range(n)], body="other")
+    again = one.model_copy(update={"items": [(new_id(), f"again-{i}") for i in range(n)]})
+    assert again.request_id is one.request_id and again.accepted_at is one.accepted_at
+    create_notifications([one, two, again], **runtime.pipeline.kwargs())
+
+    with runtime.sessions() as s:
+        stored = {r.id: (r.request_id, r.created_at) for r in s.scalars(select(Notification))}
+    assert stored == {
+        nid: (m.request_id, m.accepted_at) for m in (one, two, again) for nid, _ in m.items
+    }
+    assert one.accepted_at != two.accepted_at or one.request_id != two.request_id
+
+
 def test_create_writes_its_rows_on_the_driver_not_through_the_orm_fallback(runtime, monkeypatch):
     # bulk.insert_tables falls back to one ORM INSERT per table when a row leaves out a
     # column with a Python-side default (COPY knows only the server's): a new column with

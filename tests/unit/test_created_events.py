@@ -56,6 +56,14 @@ def test_each_spliced_text_is_the_event_it_carries():
         assert event["recipient"] == source["recipient_id"]
     # The wire format carries the texts: a reader decodes the same events.
     assert decode("\n".join(encode(events))) == [created_event(r) for r in rows]
+    # Each line's routing header is the one the gateway reads, as for any other event.
+    lines = "\n".join(encode(events)).split("\n")
+    assert [line.partition("\t")[0] for line in lines] == [
+        encode([dict(e)])[0].partition("\t")[0] for e in events
+    ]
+    assert [json.loads(line.partition("\t")[0]) for line in lines] == [
+        [r["recipient_id"], "notification.created", r["seq"]] for r in rows
+    ]
 
 
 def test_an_event_dict_without_text_is_still_encoded_from_the_dict():
