@@ -2,10 +2,10 @@
 
 The API cannot know a topic's subscribers without the database, so it enqueues one
 ``fanout`` task. That task records the request's ``fanouts`` row, walks the topic's
-subscribers in id order (keyset pages of ``fanout_batch``), and publishes one ordinary
-``create`` message per page on the bulk lane, carrying the page's recipients without
-ids. From there it is the one pipeline: create derives the ids, then persists, routes and
-dispatches like any other request.
+subscribers in id order (keyset reads of several pages of ``fanout_batch`` at once), and
+publishes one ordinary ``create`` message per page on the bulk lane, carrying the page's
+recipients without ids. From there it is the one pipeline: create derives the ids, then
+persists, routes and dispatches like any other request.
 
 Safe to run twice. The audience is the topic's subscribers as of the moment the API
 accepted the request, and each recipient's notification id is derived from
