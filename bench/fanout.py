@@ -19,15 +19,22 @@ Steps:
    - **baseline**: the same rows the fan-out stores (one ``notifications`` row per
      subscriber, same columns, same indexes and foreign keys; a notification in the inbox
      is its own in-app delivery, no delivery row is stored for it) written by plain psycopg
-     in one transaction, first by COPY, then (after a TRUNCATE) by ``executemany`` of
-     INSERTs. Those rows stay, and the tables are analyzed, so the
-     fan-out writes into a table with 100,000 rows and current statistics (with this
-     machine's autovacuum off, an emptied, never-analyzed table would keep the workers'
-     prepared statements on the sequential scans they were first planned with);
+     in one transaction: by COPY as text, by COPY in binary (the baseline is the faster
+     of the two; Clarion's COPY goes in binary since 2026-12-07), then by ``executemany``
+     of INSERTs;
+   - each of the four timed phases (the three baselines and Clarion) starts from the same
+     state: the table emptied, then one earlier notification per subscriber (another
+     request's, untimed COPY), analyzed, and a checkpoint. Like with like: Clarion's rows
+     land beside each recipient's earlier row in the indexes that start with the
+     recipient, which costs more per row than appending to an emptied table (until
+     2026-12-07 the baselines wrote into an emptied one). Analyzed, because with this
+     machine's autovacuum off an emptied, never-analyzed table would keep the workers'
+     prepared statements on the sequential scans they were first planned with;
    - **Clarion**: one ``POST /v1/notifications {"topic": "everyone", ...}``; the clock runs
      from just before the POST until ``count(*)`` of the request's notifications reaches
      the subscriber count (polled at half the expected time left, 10 ms to ``--poll``
-     0.5 s apart), then every one must be in the inbox, with no delivery row. Recipients/s =
+     0.5 s apart; the counts' own PostgreSQL CPU is printed), then every one must be in
+     the inbox, with no delivery row. Recipients/s =
      subscribers / that time. The fan-out task's own walk (from its ``fanouts`` row) and
      the CPU per process group are printed too.
 3. Each round's figures, then the median of the rounds, next to the targets:
@@ -60,6 +67,10 @@ NOTIFICATION_COLUMNS = (
     " in_inbox, created_at"
 )
 TRUNCATE = "TRUNCATE deliveries, notifications, fanouts CASCADE"
+COPY = f"COPY notifications ({NOTIFICATION_COLUMNS}) FROM STDIN"
+COPY_BINARY = f"{COPY} (FORMAT BINARY)"
+COPY_TYPES = ["uuid", "uuid", "varchar", "int8", "varchar", "varchar", "varchar", "text", "text",
+              "jsonb", "bool", "timestamptz"]  # fmt: skip
 # --template: a built-in template, rendered at create in each recipient's locale.
 TEMPLATED = {
     "template": "link_expired",
@@ -83,18 +94,38 @@ def rows_for(subscribers: list[str]) -> list[tuple]:
     ]  # fmt: skip
 
 
-def raw_copy(url: str, notes: list[tuple]) -> float:
+def prefill(url: str, notes: list[tuple]) -> None:
+    """The state every timed phase starts from: the table emptied, then one earlier
+    notification per subscriber (another request's) and current statistics. Clarion's rows
+    land beside each recipient's earlier rows in the indexes that start with the recipient
+    (splitting their pages), so the baselines write into the same state rather than into
+    an emptied table, which is cheaper per row. Analyzed: with this machine's autovacuum
+    off, an emptied, never-analyzed table would keep the workers' prepared statements on
+    the sequential-scan plans they were first given all round."""
     with psycopg.connect(url) as conn:
-        t0 = time.perf_counter()
-        sql = f"COPY notifications ({NOTIFICATION_COLUMNS}) FROM STDIN"
-        with conn.cursor() as cur, cur.copy(sql) as copy:
+        conn.execute(TRUNCATE)
+        with conn.cursor() as cur, cur.copy(COPY) as copy:
             for row in notes:
                 copy.write_row(row)
         conn.commit()
-        took = time.perf_counter() - t0
-        conn.execute(TRUNCATE)
+        conn.execute("ANALYZE notifications, deliveries")
         conn.commit()
-    return took
+
+
+def raw_copy(url: str, notes: list[tuple], binary: bool = False) -> float:
+    with psycopg.connect(url) as conn:
+        t0 = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(COPY_BINARY if binary else COPY) as copy:
+            if binary:
+                copy.set_types(COPY_TYPES)
+            for row in notes:
+                copy.write_row(row)
+        conn.commit()
+        return time.perf_counter() - t0
+
+
+def raw_copy_binary(url: str, notes: list[tuple]) -> float:
+    return raw_copy(url, notes, binary=True)
 
 
 def raw_executemany(url: str, notes: list[tuple]) -> float:
@@ -106,14 +137,7 @@ def raw_executemany(url: str, notes: list[tuple]) -> float:
                 f"INSERT INTO notifications ({NOTIFICATION_COLUMNS}) VALUES ({marks})", notes
             )
         conn.commit()
-        took = time.perf_counter() - t0
-        # Kept, and analyzed: the fan-out then writes into a table with rows and current
-        # statistics, as it would in production. (Emptied and never analyzed, with this
-        # machine's autovacuum off, the workers' prepared statements would keep the
-        # sequential-scan plans they were first given for the "empty" table all round.)
-        conn.execute("ANALYZE notifications, deliveries")
-        conn.commit()
-    return took
+        return time.perf_counter() - t0
 
 
 def vacuum(url: str) -> None:
@@ -164,6 +188,14 @@ def shown(conn: psycopg.Connection, request_id: str) -> tuple[int, int]:
     ).fetchone()
 
 
+def backend_cpu(conn: psycopg.Connection) -> float:
+    """CPU seconds of the connection's server process so far (PostgreSQL on this machine)."""
+    try:
+        return int(Path(f"/proc/{conn.info.backend_pid}/schedstat").read_text().split()[0]) / 1e9
+    except OSError:
+        return 0.0
+
+
 def next_poll(count: int, total: int, elapsed: float, ceiling: float) -> float:
     """Half the expected time to the end at the rate so far, within [0.01, ceiling]: few
     counts (each reads up to 100,000 index entries, on the same two cores) while far from
@@ -186,13 +218,16 @@ def fan_out(base: str, key: str, url: str, total: int, args, procs, groups) -> d
         answer.raise_for_status()
         request_id = answer.json()["request_id"]
         deadline = t0 + args.timeout
+        polls, poll_cpu = 0, backend_cpu(conn)
         while (count := stored(conn, request_id)) < total:
+            polls += 1
             procs.check_alive()
             if time.perf_counter() > deadline:
                 raise TimeoutError(f"{count:,} of {total:,} after {args.timeout} s")
             time.sleep(next_poll(count, total, time.perf_counter() - t0, args.poll))
         took = time.perf_counter() - t0
         after = common.cpu_snapshot(groups)
+        poll_cpu = backend_cpu(conn) - poll_cpu
         cpu = common.cpu_report(before, after, took)
         per = common.cpu_per(before, after, total, "recipient")
         walk = conn.execute(
@@ -204,13 +239,12 @@ def fan_out(base: str, key: str, url: str, total: int, args, procs, groups) -> d
     status = httpx.get(f"{base}/v1/requests/{request_id}", headers=headers).json()
     ok = rows == (total, total, 0) and status["done"] and status["created"] == total
     return {"seconds": took, "accepted": accepted, "walk": walk, "cpu": cpu, "per": per,
-            "ok": ok, "stored": rows}  # fmt: skip
+            "ok": ok, "stored": rows, "polls": (polls + 1, poll_cpu)}  # fmt: skip
 
 
 def report_round(n: int, total: int, copy_s: float, many_s: float, got: dict) -> None:
     rate = total / got["seconds"]
     walk, batches = got["walk"]
-    print(f"\nround {n}:")
     print(f"  baseline COPY        {copy_s:6.2f} s  {total / copy_s:9,.0f} recipients/s")
     print(f"  baseline executemany {many_s:6.2f} s  {total / many_s:9,.0f} recipients/s")
     print(
@@ -223,6 +257,11 @@ def report_round(n: int, total: int, copy_s: float, many_s: float, got: dict) ->
     )
     print(f"  CPU: {got['cpu']}")
     print(f"  CPU: {got['per']}")
+    polls, poll_cpu = got["polls"]
+    print(
+        f"  polling: {polls} counts, {poll_cpu * 1e3:.0f} ms of PostgreSQL CPU"
+        f" ({poll_cpu * 1e6 / total:.2f} µs per recipient)"
+    )
     if not got["ok"]:
         print(
             f"  !! (stored, in the inbox, delivery rows) {got['stored']} of {total:,},"
@@ -255,10 +294,15 @@ def run(args: argparse.Namespace) -> int:
         rounds = []
         for n in range(1, args.rounds + 1):
             vacuum(url)
-            checkpoint(url)
-            copy_s = raw_copy(url, notes)
-            checkpoint(url)
-            many_s = raw_executemany(url, notes)
+            timed = []
+            for phase in (raw_copy, raw_copy_binary, raw_executemany):
+                prefill(url, rows_for(subscribers))
+                checkpoint(url)
+                timed.append(phase(url, notes))
+            text_s, binary_s, many_s = timed
+            copy_s = min(text_s, binary_s)  # the baseline is the faster of the two formats
+            print(f"\nround {n}: baseline COPY as text {text_s:.2f} s, binary {binary_s:.2f} s")
+            prefill(url, rows_for(subscribers))
             checkpoint(url)
             got = fan_out(base, key, url, total, args, procs, groups)
             report_round(n, total, copy_s, many_s, got)

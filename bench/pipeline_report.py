@@ -9,7 +9,8 @@ from bench import _common as common
 from bench import loadgen
 from bench.loadgen import Load
 
-TARGET_RATE, TARGET_RATIO = 500.0, 0.4
+# DESIGN.md "Throughput" asks >= 500/s and >= 0.4 x; issue 18 raised the ratio to 1.0 x.
+TARGET_RATE, TARGET_RATIO = 500.0, 1.0
 
 
 def targets(load: Load, rate: float, noop_rate: float) -> bool:

@@ -16,9 +16,10 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from psycopg import sql
+from psycopg import postgres, sql
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, insert
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from clarion.db import roundtrip
@@ -28,6 +29,7 @@ from clarion.db.dialect import is_postgres
 # other small tables' in one round trip; COPY pays two round trips of its own (start, end),
 # which a lone notification's create would notice, and wins only on bigger batches.
 COPY_MIN_ROWS = 32
+_POSTGRES = postgresql.dialect()
 
 Rows = list[dict[str, Any]]
 
@@ -58,10 +60,18 @@ def insert_tables(*, session: Session, tables: list[tuple[type, Rows]]) -> None:
         return
     with roundtrip.as_sqlalchemy_errors(f"COPY {tables}"):
         for (model, rows), cols in zip(pending, columns, strict=True):
-            sql = _copy_sql(model.__tablename__, _names(cols))
-            with raw.cursor() as cur, cur.copy(sql) as copy:
-                for values in _values(rows, cols, _json_text()):
-                    copy.write_row(values)
+            types = _binary_types(model, _names(cols))
+            with raw.cursor() as cur:
+                if types is None:
+                    sql = _copy_sql(model.__tablename__, _names(cols))
+                    with cur.copy(sql) as copy:
+                        for values in _values(rows, cols, _json_text()):
+                            copy.write_row(values)
+                    continue
+                with cur.copy(_copy_sql(model.__tablename__, _names(cols), binary=True)) as copy:
+                    copy.set_types(types)
+                    for values in _values(rows, cols, _json_encoded()):
+                        copy.write_row(values)
 
 
 def _names(columns: list) -> tuple[str, ...]:
@@ -81,8 +91,25 @@ def _insert_sql(table: str, names: tuple[str, ...]) -> bytes:
 
 
 @functools.cache
-def _copy_sql(table: str, names: tuple[str, ...]) -> bytes:
-    return sql.SQL("COPY {} FROM STDIN").format(_target(table, names)).as_bytes()
+def _copy_sql(table: str, names: tuple[str, ...], *, binary: bool = False) -> bytes:
+    query = "COPY {} FROM STDIN (FORMAT BINARY)" if binary else "COPY {} FROM STDIN"
+    return sql.SQL(query).format(_target(table, names)).as_bytes()
+
+
+@functools.cache
+def _binary_types(model: type, names: tuple[str, ...]) -> list[int] | None:
+    """The columns' PostgreSQL type oids for a binary COPY, or None (a text COPY) when one
+    is not a built-in type psycopg knows. Binary spares psycopg formatting each value as
+    text; the server reads either at the same cost (docs/benchmarks/fanout.md)."""
+    table = model.__table__
+    oids = []
+    for name in names:
+        compiled = table.columns[name].type.compile(dialect=_POSTGRES)
+        info = postgres.types.get(compiled.split("(")[0].lower())  # "VARCHAR(255)": varchar
+        if info is None:
+            return None
+        oids.append(info.oid)
+    return oids
 
 
 def _values(rows: Rows, columns: list, as_json: Callable[[Any], Any]) -> list[Any]:
@@ -101,6 +128,22 @@ def _values(rows: Rows, columns: list, as_json: Callable[[Any], Any]) -> list[An
                 values[i] = as_json(values[i])
         table.append(values)
     return table
+
+
+def _json_encoded() -> Callable[[Any], Jsonb]:
+    """:func:`_json_text` for a binary COPY: one ``Jsonb`` per object, whose dumps gives
+    the object's JSON encoded once (psycopg's jsonb dumper would encode it for every
+    row). Only for one call of :func:`_values`, like :func:`_json_text`."""
+    done: dict[int, Jsonb] = {}
+
+    def wrap(value: Any) -> Jsonb:
+        key = id(value)
+        if key not in done:
+            data = json.dumps(value).encode()
+            done[key] = Jsonb(value, dumps=lambda _: data)
+        return done[key]
+
+    return wrap
 
 
 def _json_text() -> Callable[[Any], str]:

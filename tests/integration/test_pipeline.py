@@ -387,6 +387,48 @@ def test_a_copy_batch_stores_every_rows_own_values_and_the_shared_ones(runtime):
     assert {r: seqs[r] for r in odd} == dict.fromkeys(odd, 2)
 
 
+def test_a_copy_batch_stores_every_column_type_as_sent(mail_runtime):
+    # COPY goes in binary (each value by its column's type): uuids, integers, booleans,
+    # times with their zone, JSON objects and lists, and the deliveries' own table.
+    from datetime import timedelta
+
+    from clarion.db import bulk
+
+    recipients = [f"typed-{i}" for i in range(bulk.COPY_MIN_ROWS + 8)]
+    with_email(mail_runtime, *recipients)
+    expires = utcnow() + timedelta(days=2)
+    actions = [{"id": "ok", "label": "OK", "url": "https://example.com/ok"}]
+    msg = message(
+        recipients,
+        channels=["in_app", "email"],
+        body="b",
+        url="https://example.com/x",
+        metadata={"n": 1, "list": [1.5, None, True]},
+        actions=actions,
+        expires_at=expires,
+        collapse_key="k",
+    )
+    run_create(mail_runtime, msg)
+
+    with mail_runtime.sessions() as s:
+        rows = s.scalars(select(Notification).where(Notification.request_id == msg.request_id))
+        stored = {
+            r.id: (r.recipient_id, r.seq, r.url, r.meta, r.actions, r.expires_at, r.created_at,
+                   r.in_inbox, r.collapse_key)
+            for r in rows
+        }  # fmt: skip
+        sent = {
+            (d.notification_id, d.channel, d.status, d.attempts)
+            for d in s.scalars(select(Delivery))
+        }
+    assert stored == {
+        nid: (r, 1, "https://example.com/x", {"n": 1, "list": [1.5, None, True]},
+              [{**actions[0], "clicked_at": None}], expires, msg.accepted_at, True, "k")
+        for nid, r in msg.items
+    }  # fmt: skip
+    assert sent == {(nid, "email", "pending", 0) for nid, _ in msg.items}
+
+
 def test_create_writes_its_rows_on_the_driver_not_through_the_orm_fallback(runtime, monkeypatch):
     # bulk.insert_tables falls back to one ORM INSERT per table when a row leaves out a
     # column with a Python-side default (COPY knows only the server's): a new column with
