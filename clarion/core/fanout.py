@@ -2,10 +2,10 @@
 
 The API cannot know a topic's subscribers without the database, so it enqueues one
 ``fanout`` task. That task records the request's ``fanouts`` row, walks the topic's
-subscribers in id order (keyset pages of ``fanout_batch``), and publishes one ordinary
-``create`` message per page on the bulk lane, carrying the page's recipients without
-ids. From there it is the one pipeline: create derives the ids, then persists, routes and
-dispatches like any other request.
+subscribers in id order (keyset reads of several pages of ``fanout_batch`` at once), and
+publishes one ordinary ``create`` message per page on the bulk lane, carrying the page's
+recipients without ids. From there it is the one pipeline: create derives the ids, then
+persists, routes and dispatches like any other request.
 
 Safe to run twice. The audience is the topic's subscribers as of the moment the API
 accepted the request, and each recipient's notification id is derived from
@@ -30,6 +30,9 @@ from clarion.ids import utcnow
 from clarion.settings import Settings
 
 Publish = Callable[[CreateMessage], None]
+# Ids read per query (whole pages, at least one): the walk holds a worker process that the
+# pages' creates are waiting for, and each read is a session and a round trip.
+READ_IDS = 10_000
 
 
 @dataclass
@@ -96,23 +99,23 @@ def _publish_pages(
     message: FanoutMessage, *, sessions: sessionmaker[Session], size: int, publish: Publish
 ) -> FanoutResult:
     """Walk the audience in id order; one create message per page."""
-    result, after = FanoutResult(), None
-    # One short read per page, not one transaction held open while publishing.
+    result, after, chunk = FanoutResult(), None, size * max(1, READ_IDS // size)
+    # One short read per few pages, not one transaction held open while publishing.
     while True:
         with sessions() as session:
-            page = topics.page_ids(
+            ids = topics.page_ids(
                 session=session,
                 key=message.topic,
                 after=after,
-                limit=size,
+                limit=chunk,
                 as_of=message.accepted_at,
                 zone=message.zone,
             )
-        if not page:
+        for start in range(0, len(ids), size):
+            page = ids[start : start + size]
+            publish(batch_message(message, page))
+            result.recipients += len(page)
+            result.batches += 1
+        if len(ids) < chunk:
             return result
-        publish(batch_message(message, page))
-        result.recipients += len(page)
-        result.batches += 1
-        after = page[-1]
-        if len(page) < size:
-            return result
+        after = ids[-1]

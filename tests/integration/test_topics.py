@@ -154,6 +154,28 @@ def test_a_fan_out_walks_in_batches_and_takes_the_audience_as_of_the_send(
     assert sorted(r.recipient_id for r in rows) == [f"s{i:02d}" for i in range(10)]
 
 
+@pytest.mark.parametrize("members", [16, 19])  # reads of 8: the last one empty, or short
+def test_a_walk_that_reads_several_pages_at_once_publishes_each_page_once(
+    client, make_runtime, producer, monkeypatch, members
+):
+    monkeypatch.setattr(fanout, "READ_IDS", 8)  # two pages of 4 per read
+    rt = make_runtime(fanout_batch=4)
+    audience = [f"s{i:02d}" for i in range(members)]
+    subscribe(client, producer, "t", add=audience)
+    message = enqueue.prepare(NotificationCreate(topic="t", category="news", title="hi"))
+    subscribe(client, producer, "t", add=["late"])  # after the send was accepted
+    enqueue.enqueue(rt.celery, message)
+
+    drain(rt.celery, names=(queues.create_queue("bulk"),), limit=1)  # the fan-out task only
+    assert queued(rt.celery, queues.create_queue("bulk")) == -(-members // 4)
+    drain(rt.celery)
+
+    rows = stored(rt, message.request_id)
+    assert sorted(r.recipient_id for r in rows) == audience
+    progress = client.get(f"/v1/requests/{message.request_id}", headers=producer).json()
+    assert (progress["total"], progress["created"], progress["done"]) == (members, members, True)
+
+
 def test_a_fan_out_interrupted_mid_walk_and_run_again_creates_nothing_twice(
     client, make_runtime, producer
 ):
