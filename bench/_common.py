@@ -209,6 +209,14 @@ def _proc_stats() -> list[tuple[int, str, int, float]]:
     return out
 
 
+def own_cpu(pid: int) -> float:
+    """CPU seconds of one process alone (its threads, not its children): a prefork
+    worker's parent, whose share is Celery's consumer (broker reads, acks, the pipes)."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    rest = raw[raw.rindex(")") + 2 :].split()
+    return (int(rest[11]) + int(rest[12])) / _TICK
+
+
 def cpu_snapshot(groups: dict[str, int]) -> dict[str, float]:
     """CPU seconds so far per named process group, plus PostgreSQL, Redis and this harness."""
     totals = dict.fromkeys([*groups, "postgres", "redis", "harness"], 0.0)

@@ -36,7 +36,9 @@ Steps:
      0.5 s apart; the counts' own PostgreSQL CPU is printed), then every one must be in
      the inbox, with no delivery row. Recipients/s =
      subscribers / that time. The fan-out task's own walk (from its ``fanouts`` row) and
-     the CPU per process group are printed too.
+     the CPU per process group are printed too, and the worker's prefork parent alone
+     (Celery's consumer: it reads each page's message, tracks it unacked, pipes it to a
+     child and acknowledges it; the children run the tasks).
 3. Each round's figures, then the median of the rounds, next to the targets:
    ≥ 20,000 recipients/s and ≥ 0.5 × the raw insert rate (COPY, the faster baseline; issue 18).
 """
@@ -212,6 +214,7 @@ def fan_out(base: str, key: str, url: str, total: int, args, procs, groups) -> d
     body.update(content)
     headers = {"Authorization": f"Bearer {key}"}
     with psycopg.connect(url, autocommit=True) as conn:
+        parent = common.own_cpu(groups["worker"])
         before, t0 = common.cpu_snapshot(groups), time.perf_counter()
         answer = httpx.post(f"{base}/v1/notifications", json=body, headers=headers, timeout=30)
         accepted = time.perf_counter() - t0
@@ -227,6 +230,7 @@ def fan_out(base: str, key: str, url: str, total: int, args, procs, groups) -> d
             time.sleep(next_poll(count, total, time.perf_counter() - t0, args.poll))
         took = time.perf_counter() - t0
         after = common.cpu_snapshot(groups)
+        parent = common.own_cpu(groups["worker"]) - parent
         poll_cpu = backend_cpu(conn) - poll_cpu
         cpu = common.cpu_report(before, after, took)
         per = common.cpu_per(before, after, total, "recipient")
@@ -239,7 +243,7 @@ def fan_out(base: str, key: str, url: str, total: int, args, procs, groups) -> d
     status = httpx.get(f"{base}/v1/requests/{request_id}", headers=headers).json()
     ok = rows == (total, total, 0) and status["done"] and status["created"] == total
     return {"seconds": took, "accepted": accepted, "walk": walk, "cpu": cpu, "per": per,
-            "ok": ok, "stored": rows, "polls": (polls + 1, poll_cpu)}  # fmt: skip
+            "ok": ok, "stored": rows, "polls": (polls + 1, poll_cpu), "parent": parent}  # fmt: skip
 
 
 def report_round(n: int, total: int, copy_s: float, many_s: float, got: dict) -> None:
@@ -257,6 +261,10 @@ def report_round(n: int, total: int, copy_s: float, many_s: float, got: dict) ->
     )
     print(f"  CPU: {got['cpu']}")
     print(f"  CPU: {got['per']}")
+    print(
+        f"  worker: prefork parent {got['parent'] * 1e6 / total:.1f} µs per recipient"
+        f" ({got['parent'] * 1e3 / batches:.2f} ms per page)"
+    )
     polls, poll_cpu = got["polls"]
     print(
         f"  polling: {polls} counts, {poll_cpu * 1e3:.0f} ms of PostgreSQL CPU"
