@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -12,8 +12,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
 from clarion.channels import INBOX
-from clarion.db.migrate import upgrade
 from clarion.db import subscribers
+from clarion.db.migrate import upgrade
 from clarion.db.models import Notification
 from clarion.db.notifications import deliveries_of
 from clarion.db.session import make_sessionmaker
