@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
 from clarion.channels import INBOX
+from clarion.db import subscribers
 from clarion.db.migrate import upgrade
 from clarion.db.models import Notification
 from clarion.db.notifications import deliveries_of
@@ -65,11 +67,7 @@ def test_0006_keeps_the_in_app_delivery_visible_and_stores_it_no_more(fresh_url)
 
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT notification_id, status FROM deliveries")).all()
-        fillfactor = conn.scalar(
-            text("SELECT reloptions FROM pg_class WHERE relname = 'subscribers'")
-        )
     assert stored == [(hidden, "skipped")]  # the skipped one keeps its reason
-    assert fillfactor == ["fillfactor=70"]
     with make_sessionmaker(engine)() as session:
         listed = {
             nid: [
@@ -183,4 +181,42 @@ def test_0018_keeps_a_dedupe_key_once_per_recipient_and_allows_keyless_repeats(f
         conn.execute(insert, {"who": "bob", "seq": 2, "key": "k"})
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM notifications")) == 4
+    engine.dispose()
+
+
+def test_0019_a_fan_out_advances_a_whole_page_of_new_subscribers_in_place(fresh_url):
+    """Every row of a freshly filled page gets its next sequence number in one transaction
+    (a fan-out batch) and stays on its page: a HOT update, no index entries. At 0018's
+    fillfactor 70 most of them move."""
+    upgrade(fresh_url)
+    engine = create_engine(fresh_url)
+    sessions = make_sessionmaker(engine)
+    now = datetime.now(UTC)
+    ids = [f"sub-{i:04d}" for i in range(600)]
+    with sessions() as session, session.begin():
+        subscribers.ensure(session=session, ids=ids, now=now)
+    page_of = text("SELECT id, (ctid::text::point)[0] FROM subscribers")
+
+    def reserve() -> dict[str, int]:
+        with sessions() as session, session.begin():
+            before = dict(session.execute(page_of).all())
+            reserved = subscribers.reserve_seqs(
+                session=session, counts=dict.fromkeys(ids, 1), now=now
+            )
+        assert reserved.seqs == dict.fromkeys(ids, reserved.seqs[ids[0]])
+        with engine.connect() as conn:
+            after = dict(conn.execute(page_of).all())
+        return {i: after[i] != before[i] for i in ids}
+
+    assert not any(reserve().values())  # none moved
+    upgrade_down(fresh_url, "0018")
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE subscribers CASCADE"))
+    with sessions() as session, session.begin():
+        subscribers.ensure(session=session, ids=ids, now=now)
+    assert sum(reserve().values()) > len(ids) / 3  # at fillfactor 70 many move
+    with engine.connect() as conn:
+        assert conn.scalar(
+            text("SELECT reloptions FROM pg_class WHERE relname = 'subscribers'")
+        ) == ["fillfactor=70"]
     engine.dispose()

@@ -36,8 +36,9 @@ class Subscriber(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, nullable=False)
     # Per-recipient sequence, bumped in the transaction that inserts the recipient's
     # notifications, so one recipient's rows commit in sequence order (exact resume).
-    # On PostgreSQL the table has fillfactor 70 (migration 0006), so that this update,
-    # made for every notification, usually stays on its page (HOT).
+    # On PostgreSQL the table has fillfactor 50 (migrations 0006, 0019), so that this
+    # update, made for every notification, stays on its page (HOT) even when a fan-out
+    # advances every row of a page in one transaction.
     seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", nullable=False)
     # Quiet hours, "HH:MM" in the subscriber's timezone (UTC when unset); the window may
     # cross midnight (22:00–07:00). Both unset: no quiet hours.
