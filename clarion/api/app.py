@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import signal
 import threading
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
@@ -105,11 +106,11 @@ class Clarion(FastAPI):
         else:  # outside every middleware: even the server-error 500 carries the request id
             await requestid.serve(self._route, scope, receive, send)
 
-    async def _route(self, scope, receive, send) -> None:
+    def _route(self, scope, receive, send) -> Awaitable[None]:
+        # Returns the coroutine instead of awaiting it: no frame of its own held per stream.
         if scope["type"] == "websocket" and scope["path"] == scope.get("root_path", "") + PATH:
-            await live.websocket_stream(self, scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
+            return live.websocket_stream(self, scope, receive, send)
+        return super().__call__(scope, receive, send)
 
 
 def _tune_gc() -> None:

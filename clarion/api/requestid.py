@@ -41,6 +41,18 @@ async def serve(app, scope, receive, send) -> None:
     HTTP, returned as ``X-Request-ID``."""
     request_id = of_scope(scope)
     scope.setdefault("state", {})["request_id"] = request_id
+    if scope["type"] == "http":
+        send = _with_id(send, request_id)
+    # bind/unbind rather than the context manager: a held WebSocket keeps this frame
+    # suspended for its whole life, and with it anything allocated here.
+    token = logs.bind(request_id=request_id)
+    try:
+        await app(scope, receive, send)
+    finally:
+        logs.unbind(token)
+
+
+def _with_id(send, request_id: str):
     header = (HEADER, request_id.encode())
 
     async def send_with_id(message) -> None:
@@ -49,5 +61,4 @@ async def serve(app, scope, receive, send) -> None:
             message = {**message, "headers": [*headers, header]}
         await send(message)
 
-    with logs.bound(request_id=request_id):
-        await app(scope, receive, send_with_id if scope["type"] == "http" else send)
+    return send_with_id

@@ -167,6 +167,7 @@ async def websocket_stream(app, scope, receive, send) -> None:
             return  # closed while held (a shutdown): its close is sent
         await send({"type": "websocket.accept"})
         hub.begin(conn, since, me.expires_at, start)
+        me = start = None  # this frame is held as long as the stream: not its start's rows
         live = metrics.STREAM_CONNECTIONS.labels("websocket")
         live.inc()
         while True:
