@@ -61,11 +61,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     one read (256 KiB) plus the bound, never after it is whole.
     """
 
-    # Slots, not the instance dict: uvicorn's protocol already has 27 attributes, and five
-    # more take its dict past CPython's 30 shared keys, a private table several times the
-    # size. The protocol lives as long as its connection, a held WebSocket's included.
-    __slots__ = ("_head_bytes", "_raw_bytes", "_in_head", "_head_began", "_refused")
-
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes = 0  # parsed bytes of the current head
