@@ -11,7 +11,7 @@ from functools import partial
 
 from fastapi import Depends, FastAPI
 
-from clarion import exposition, telemetry
+from clarion import exposition, logs, telemetry
 from clarion.api import cors, problems, requestid
 from clarion.api import mcp as mcp_server
 from clarion.api import metrics as api_metrics
@@ -104,7 +104,11 @@ class Clarion(FastAPI):
         if scope["type"] == "lifespan":
             await super().__call__(scope, receive, send)
         else:  # outside every middleware: even the server-error 500 carries the request id
-            await requestid.serve(self._route, scope, receive, send)
+            token, send = requestid.bind(scope, send)
+            try:
+                await self._route(scope, receive, send)
+            finally:
+                logs.unbind(token)
 
     def _route(self, scope, receive, send) -> Awaitable[None]:
         # Returns the coroutine instead of awaiting it: no frame of its own held per stream.
