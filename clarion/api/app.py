@@ -5,12 +5,13 @@ from __future__ import annotations
 import gc
 import signal
 import threading
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
 from fastapi import Depends, FastAPI
 
-from clarion import exposition, telemetry
+from clarion import exposition, logs, telemetry
 from clarion.api import cors, problems, requestid
 from clarion.api import mcp as mcp_server
 from clarion.api import metrics as api_metrics
@@ -103,13 +104,17 @@ class Clarion(FastAPI):
         if scope["type"] == "lifespan":
             await super().__call__(scope, receive, send)
         else:  # outside every middleware: even the server-error 500 carries the request id
-            await requestid.serve(self._route, scope, receive, send)
+            token, send = requestid.bind(scope, send)
+            try:
+                await self._route(scope, receive, send)
+            finally:
+                logs.unbind(token)
 
-    async def _route(self, scope, receive, send) -> None:
+    def _route(self, scope, receive, send) -> Awaitable[None]:
+        # Returns the coroutine instead of awaiting it: no frame of its own held per stream.
         if scope["type"] == "websocket" and scope["path"] == scope.get("root_path", "") + PATH:
-            await live.websocket_stream(self, scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
+            return live.websocket_stream(self, scope, receive, send)
+        return super().__call__(scope, receive, send)
 
 
 def _tune_gc() -> None:

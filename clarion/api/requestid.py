@@ -36,11 +36,19 @@ def of_scope(scope) -> str:
     return str(uuid.uuid4())
 
 
-async def serve(app, scope, receive, send) -> None:
-    """Run ``app`` for one HTTP or WebSocket connection with its request id bound and, on
-    HTTP, returned as ``X-Request-ID``."""
+def bind(scope, send):
+    """Bind the request id of an HTTP or WebSocket connection to the log context, and keep
+    it in ``scope["state"]``; (the token for :func:`clarion.logs.unbind`, the ``send`` to
+    use: on HTTP, one that returns it as ``X-Request-ID``). Not a wrapping coroutine: a
+    held WebSocket would keep its frame for its whole life (docs/benchmarks/stream.md)."""
     request_id = of_scope(scope)
     scope.setdefault("state", {})["request_id"] = request_id
+    if scope["type"] == "http":
+        send = _with_id(send, request_id)
+    return logs.bind(request_id=request_id), send
+
+
+def _with_id(send, request_id: str):
     header = (HEADER, request_id.encode())
 
     async def send_with_id(message) -> None:
@@ -49,5 +57,4 @@ async def serve(app, scope, receive, send) -> None:
             message = {**message, "headers": [*headers, header]}
         await send(message)
 
-    with logs.bound(request_id=request_id):
-        await app(scope, receive, send_with_id if scope["type"] == "http" else send)
+    return send_with_id

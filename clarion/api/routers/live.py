@@ -167,6 +167,10 @@ async def websocket_stream(app, scope, receive, send) -> None:
             return  # closed while held (a shutdown): its close is sent
         await send({"type": "websocket.accept"})
         hub.begin(conn, since, me.expires_at, start)
+        # Held as long as the stream, so without what only the start needed: its rows, the
+        # token, and the handshake's headers and query string (which carry the token too).
+        me = start = None
+        scope["headers"], scope["query_string"] = (), b""
         live = metrics.STREAM_CONNECTIONS.labels("websocket")
         live.inc()
         while True:
