@@ -148,7 +148,9 @@ class Router:
         used = [d.channel for d in plan.decisions if d.channel != ch.INBOX or plan.in_inbox]
         routed = Routed(rows, plan.in_inbox, used)
         if throttled is None and not rows and recipient not in self.prefs:
-            # A shared plan with no delivery row: every recipient gets this same answer.
+            # A shared plan with no delivery row: every recipient gets this same answer
+            # (an external channel always gets a row, sent or skipped, so none means
+            # every decision was the inbox's, which does not depend on the recipient).
             self._inbox_only[id(plan)] = (plan, routed)
         return routed
 
