@@ -60,18 +60,15 @@ def insert_tables(*, session: Session, tables: list[tuple[type, Rows]]) -> None:
         return
     with roundtrip.as_sqlalchemy_errors(f"COPY {tables}"):
         for (model, rows), cols in zip(pending, columns, strict=True):
-            types = _binary_types(model, _names(cols))
-            with raw.cursor() as cur:
-                if types is None:
-                    sql = _copy_sql(model.__tablename__, _names(cols))
-                    with cur.copy(sql) as copy:
-                        for values in _values(rows, cols, _json_text()):
-                            copy.write_row(values)
-                    continue
-                with cur.copy(_copy_sql(model.__tablename__, _names(cols), binary=True)) as copy:
+            names = _names(cols)
+            types = _binary_types(model, names)
+            sql = _copy_sql(model.__tablename__, names, binary=types is not None)
+            with raw.cursor() as cur, cur.copy(sql) as copy:
+                if types is not None:
                     copy.set_types(types)
-                    for values in _values(rows, cols, _json_encoded()):
-                        copy.write_row(values)
+                as_json = _once(json.dumps if types is None else _jsonb_encoded)
+                for values in _values(rows, cols, as_json):
+                    copy.write_row(values)
 
 
 def _names(columns: list) -> tuple[str, ...]:
@@ -130,36 +127,27 @@ def _values(rows: Rows, columns: list, as_json: Callable[[Any], Any]) -> list[An
     return table
 
 
-def _json_encoded() -> Callable[[Any], Jsonb]:
-    """:func:`_json_text` for a binary COPY: one ``Jsonb`` per object, whose dumps gives
-    the object's JSON encoded once (psycopg's jsonb dumper would encode it for every
-    row). Only for one call of :func:`_values`, like :func:`_json_text`."""
-    done: dict[int, Jsonb] = {}
+def _once(encode: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``encode`` called once per JSON object: a fan-out batch's rows share their content's
+    metadata and data objects, which COPY would otherwise encode again for every row. Only
+    for one call of :func:`_values` (the rows keep the objects alive, so an id is not
+    reused meanwhile)."""
+    done: dict[int, Any] = {}
 
-    def wrap(value: Any) -> Jsonb:
+    def get(value: Any) -> Any:
         key = id(value)
         if key not in done:
-            data = json.dumps(value).encode()
-            done[key] = Jsonb(value, dumps=lambda _: data)
+            done[key] = encode(value)
         return done[key]
 
-    return wrap
+    return get
 
 
-def _json_text() -> Callable[[Any], str]:
-    """JSON as the text COPY reads into a json/jsonb column, encoded once per object: a
-    fan-out batch's rows share their content's metadata and data objects, which a
-    ``Jsonb`` wrapper would encode again for every row. Only for one call of
-    :func:`_values` (the rows keep the objects alive, so an id is not reused meanwhile)."""
-    done: dict[int, str] = {}
-
-    def text(value: Any) -> str:
-        key = id(value)
-        if key not in done:
-            done[key] = json.dumps(value)
-        return done[key]
-
-    return text
+def _jsonb_encoded(value: Any) -> Jsonb:
+    """A value for a binary COPY's jsonb column whose JSON is encoded here, once (psycopg's
+    dumper would encode it again for every row that holds the object)."""
+    data = json.dumps(value).encode()
+    return Jsonb(value, dumps=lambda _: data)
 
 
 def _copyable(model: type, rows: list[dict[str, Any]]) -> list | None:
